@@ -1,0 +1,134 @@
+//! Messages between daemons: a node's `roamd` and the home's `roamd`.
+//!
+//! The node connects to the home over TLS (both sides present certificates
+//! of the cluster CA), sends a [`LinkHello`] in a hello frame, and gets a
+//! [`LinkHelloReply`]. After that both sides send [`LinkMsg`] frames.
+//!
+//! Stream data between a proxy and its remote process is carried by
+//! [`LinkMsg::Data`], [`LinkMsg::Ack`] and [`LinkMsg::Eof`]: every byte has an
+//! offset, a receiver acknowledges what it has delivered, and a sender keeps
+//! unacknowledged bytes (at most a window) so that it can send them again
+//! when the path is re-established after a daemon restart.
+
+use serde::{Deserialize, Serialize};
+
+use crate::types::{
+    ArchInfo, Chan, Cred, ExitStatus, NodeLoad, ProcInfo, SessionId, SessionReport, SpawnSpec,
+    WireError, WireSignal,
+};
+
+/// The node's hello.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LinkHello {
+    /// The node's name; must equal the name in its certificate.
+    pub name: String,
+    pub arch: ArchInfo,
+    /// Sessions still running on the node (after a link loss or a home
+    /// restart).
+    pub sessions: Vec<SessionReport>,
+    /// Runner problems found at start-up, reported to the operator.
+    pub warnings: Vec<String>,
+}
+
+/// The home's answer to a hello.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum LinkHelloReply {
+    Welcome {
+        home_name: String,
+        /// The node's number (join order, kept across rejoins).
+        number: u32,
+        heartbeat_ms: u64,
+        timeout_ms: u64,
+        /// Reported sessions the home knows have no proxy any more: the node
+        /// kills them.
+        forget: Vec<SessionId>,
+    },
+    Refused {
+        reason: String,
+    },
+}
+
+/// Messages after the hello, in both directions.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum LinkMsg {
+    /// Node → home, every heartbeat interval.
+    Heartbeat { load: NodeLoad },
+    /// Liveness probe; answered with `Pong`.
+    Ping { seq: u64 },
+    Pong { seq: u64 },
+
+    /// Home → node: start a process.
+    Spawn {
+        req: u64,
+        session: SessionId,
+        home_pid: u32,
+        cred: Cred,
+        spec: SpawnSpec,
+    },
+    /// Node → home: the result of `Spawn`.
+    Spawned {
+        req: u64,
+        result: Result<u32, WireError>,
+    },
+
+    /// Stream bytes starting at `offset` of `chan`.
+    Data {
+        session: SessionId,
+        chan: Chan,
+        offset: u64,
+        #[serde(with = "serde_bytes")]
+        data: Vec<u8>,
+    },
+    /// The receiver has delivered `chan` up to `offset`.
+    Ack {
+        session: SessionId,
+        chan: Chan,
+        offset: u64,
+    },
+    /// `chan` ends at `offset`.
+    Eof {
+        session: SessionId,
+        chan: Chan,
+        offset: u64,
+    },
+    /// The path between proxy and node is (re)established: the sender has
+    /// delivered its inbound channels up to these offsets; the other side
+    /// sends again from there.
+    Resume {
+        session: SessionId,
+        delivered: [u64; 3],
+    },
+
+    /// Home → node: deliver a signal to the process.
+    Signal { session: SessionId, signal: WireSignal },
+    /// Home → node: the terminal was resized.
+    Resize {
+        session: SessionId,
+        rows: u16,
+        cols: u16,
+    },
+    /// Node → home: the process stopped (by `signal`) or continued.
+    Stopped { session: SessionId, signal: WireSignal },
+    Continued { session: SessionId },
+    /// Node → home: the process ended; its stdout and stderr end at these
+    /// offsets.
+    Exited {
+        session: SessionId,
+        status: ExitStatus,
+        stdout_end: u64,
+        stderr_end: u64,
+    },
+    /// Home → node: the session's proxy is gone (killed, or never came back
+    /// after a home restart): kill the process and forget it.
+    Forget { session: SessionId },
+    /// Proxy → node (through home): the proxy has delivered everything after
+    /// the exit; the node may forget the session.
+    Done { session: SessionId },
+
+    /// Home → node: list your processes.
+    ListProcs { req: u64 },
+    ProcList { req: u64, procs: Vec<ProcInfo> },
+
+    /// Either side: leaving on purpose (not a failure).
+    Leave { reason: String },
+}

@@ -1,0 +1,74 @@
+//! Messages between a local client (the `roam` CLI, or a proxy) and the local
+//! `roamd`, over its Unix socket.
+//!
+//! The client sends a [`LocalHello`] in a hello frame and gets a
+//! [`LocalHelloReply`]; then it sends requests and reads answers, one at a
+//! time. A `Spawn` or `Reattach` turns the connection into the session's
+//! stream: from then on both sides send [`LocalMsg::Stream`] frames carrying
+//! the same stream messages as the link protocol.
+//!
+//! The daemon knows who the client is from the socket's peer credentials;
+//! nothing in these messages can claim another identity.
+
+use serde::{Deserialize, Serialize};
+
+use crate::link::LinkMsg;
+use crate::types::{Mode, NodeInfo, ProcInfo, SessionId, SpawnSpec, WireError, WireSignal};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LocalHello {
+    /// What the client is, for the daemon's log ("roam ps", "proxy"...).
+    pub client: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LocalHelloReply {
+    Welcome { node_name: String, is_home: bool },
+    Refused { reason: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum LocalMsg {
+    // ---- requests ----
+    /// List the cluster's nodes.
+    Nodes,
+    /// List remote processes (the caller's own; every user's for root).
+    Ps,
+    /// Signal a remote process by its home pid.
+    Kill { home_pid: u32, signal: WireSignal },
+    /// Read or change the cluster's default placement mode (change: root).
+    GetMode,
+    SetMode { mode: Mode },
+    /// Reserve `count` distinct nodes for a `-N` job (parallel semantics).
+    Reserve { count: u32 },
+    /// Start a remote process; the caller's pid becomes its home pid.
+    Spawn {
+        spec: SpawnSpec,
+        node: Option<String>,
+        mode: Option<Mode>,
+        /// A reservation token and the index of the node in it.
+        reservation: Option<(u64, u32)>,
+    },
+    /// A proxy reconnecting after a home daemon restart.
+    Reattach { session: SessionId },
+
+    // ---- answers ----
+    Error(WireError),
+    NodeList(Vec<NodeInfo>),
+    ProcList(Vec<ProcInfo>),
+    ModeIs(Mode),
+    Reserved { token: u64, nodes: Vec<String> },
+    Spawned {
+        session: SessionId,
+        node: String,
+        node_pid: u32,
+    },
+    Reattached { node: String, node_pid: u32 },
+    Ok,
+
+    // ---- session stream (after Spawned/Reattached) ----
+    /// A stream message for this connection's session.
+    Stream(LinkMsg),
+    /// The node running the process is gone; the process is lost.
+    NodeLost { node: String, reason: String },
+}

@@ -1,0 +1,258 @@
+//! Values shared by the link and local protocols.
+
+use serde::{Deserialize, Serialize};
+
+/// Identifies one remote process for its whole life, across daemon restarts.
+/// Chosen at random by the home daemon when the process is spawned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct SessionId(pub u64);
+
+impl std::fmt::Display for SessionId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:016x}", self.0)
+    }
+}
+
+/// A byte stream of a remote process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Chan {
+    Stdin,
+    Stdout,
+    Stderr,
+}
+
+impl Chan {
+    pub const ALL: [Chan; 3] = [Chan::Stdin, Chan::Stdout, Chan::Stderr];
+
+    pub fn index(self) -> usize {
+        match self {
+            Chan::Stdin => 0,
+            Chan::Stdout => 1,
+            Chan::Stderr => 2,
+        }
+    }
+}
+
+/// A signal number in the asm-generic Linux numbering (the numbering of
+/// x86, arm, aarch64, riscv and s390x). Each end converts to and from its
+/// native numbering by signal name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct WireSignal(pub u8);
+
+/// How a process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ExitStatus {
+    /// Called exit with this code.
+    Exited(i32),
+    /// Killed by this signal.
+    Signaled { signal: WireSignal, core_dumped: bool },
+}
+
+/// The credentials a remote process runs with: those of the user who
+/// started it, taken by the home daemon from the Unix socket's peer
+/// credentials, never from anything the client says.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cred {
+    pub uid: u32,
+    pub gid: u32,
+    pub groups: Vec<u32>,
+}
+
+impl Cred {
+    pub fn is_root(&self) -> bool {
+        self.uid == 0
+    }
+}
+
+/// Terminal set-up for a remote process whose proxy has a terminal.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TtySpec {
+    /// Which of stdin, stdout, stderr are the terminal on the home side; the
+    /// remote gets its pseudo-terminal on exactly those.
+    pub stdin: bool,
+    pub stdout: bool,
+    pub stderr: bool,
+    pub rows: u16,
+    pub cols: u16,
+    /// Terminal modes as RFC 4254 section 8 opcodes and values.
+    pub modes: Vec<(u8, u32)>,
+}
+
+/// What to run, as the user asked for it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SpawnSpec {
+    /// argv, argv[0] first; raw bytes (file names need not be UTF-8).
+    pub argv: Vec<serde_bytes::ByteBuf>,
+    /// The program to execute (a path or a name looked up in PATH); usually
+    /// equal to argv[0].
+    pub program: serde_bytes::ByteBuf,
+    /// Environment as `NAME=value` entries.
+    pub env: Vec<serde_bytes::ByteBuf>,
+    pub cwd: serde_bytes::ByteBuf,
+    pub umask: u32,
+    pub tty: Option<TtySpec>,
+    /// Extra environment the home adds (rank and size for `-N` jobs).
+    pub rank: Option<(u32, u32)>,
+}
+
+/// Placement mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Mode {
+    /// At most one remote process per node.
+    Parallel,
+    /// Several per node, on the least loaded.
+    Balance,
+}
+
+impl std::fmt::Display for Mode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Mode::Parallel => "parallel",
+            Mode::Balance => "balance",
+        })
+    }
+}
+
+impl std::str::FromStr for Mode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "parallel" => Ok(Mode::Parallel),
+            "balance" => Ok(Mode::Balance),
+            other => Err(format!(
+                "unknown placement mode '{other}' (expected parallel or balance)"
+            )),
+        }
+    }
+}
+
+/// A node's load, carried by each heartbeat.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct NodeLoad {
+    /// CPU use over the last interval, 0..=100 (all cores).
+    pub cpu_pct: f32,
+    /// Memory in use (total - available), 0..=100.
+    pub mem_pct: f32,
+    /// Remote processes roam runs on the node.
+    pub procs: u32,
+}
+
+/// A node's membership state as the home sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum NodeState {
+    /// Joined, heartbeats arriving.
+    Up,
+    /// Link lost or heartbeats late; not yet declared down.
+    Unreachable,
+    /// Missed heartbeats past the timeout, or left; its processes are gone.
+    Down,
+}
+
+impl std::fmt::Display for NodeState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            NodeState::Up => "up",
+            NodeState::Unreachable => "unreachable",
+            NodeState::Down => "down",
+        })
+    }
+}
+
+/// What a node can run: its native architecture and its runners.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArchInfo {
+    /// The node's native architecture, as `uname -m` names it.
+    pub native: String,
+    /// Other architectures it runs through a runner (such as qemu-user).
+    pub runners: Vec<String>,
+}
+
+/// One row of `roam nodes`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeInfo {
+    /// Join order: lower numbers win placement ties.
+    pub number: u32,
+    pub name: String,
+    pub addr: String,
+    pub arch: ArchInfo,
+    pub state: NodeState,
+    pub load: NodeLoad,
+    /// Milliseconds since the last heartbeat.
+    pub last_heartbeat_ms: u64,
+    /// Milliseconds since the node (re)joined.
+    pub joined_ms: u64,
+}
+
+/// One row of `roam ps`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProcInfo {
+    /// The proxy's pid on the home node: the process's pid for users.
+    pub home_pid: u32,
+    pub session: SessionId,
+    pub node: String,
+    pub node_pid: u32,
+    pub uid: u32,
+    /// `ps` state letter on the node (R, S, D, T, Z...).
+    pub state: char,
+    /// User + system CPU time in milliseconds.
+    pub cpu_ms: u64,
+    /// Resident memory in KiB.
+    pub rss_kib: u64,
+    pub command: String,
+    /// Seconds the process has run.
+    pub elapsed_s: u64,
+}
+
+/// A session as a node reports it when it (re)joins the home, so that a
+/// restarted home learns what runs where.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionReport {
+    pub session: SessionId,
+    pub home_pid: u32,
+    pub node_pid: u32,
+    pub uid: u32,
+    pub command: String,
+}
+
+/// Error categories carried over the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ErrorCode {
+    /// Malformed or unexpected request.
+    BadRequest,
+    /// The caller may not act on that process.
+    PermissionDenied,
+    /// No such process, node or session.
+    NotFound,
+    /// The program could not be executed (missing, not executable...).
+    ExecFailed,
+    /// No node can take the process (none up, all full in parallel mode).
+    NoCapacity,
+    /// The node or link failed.
+    Unavailable,
+    /// Anything else.
+    Internal,
+}
+
+/// An error reported across the wire: a category and a human message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireError {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl WireError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for WireError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for WireError {}
