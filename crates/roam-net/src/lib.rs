@@ -1,1 +1,9 @@
-//! placeholder
+//! roam's transport.
+//!
+//! - [`creds`]: the cluster CA and node certificates (`roam cluster ...`);
+//! - [`tls`]: mutually authenticated TLS links between daemons;
+//! - [`framed`]: reading and writing length-prefixed frames on any stream.
+
+pub mod creds;
+pub mod framed;
+pub mod tls;

@@ -1,1 +1,19 @@
-//! placeholder
+//! The only crate in roam that speaks raw Linux ABI. Every `unsafe` block
+//! carries a `// SAFETY:` comment; everything exported is safe to call.
+//!
+//! - [`cred`]: peer credentials of Unix sockets, user names, umask;
+//! - [`procfs`]: what roam reads from `/proc` (CPU and memory use, process
+//!   state and usage, the machine's architecture);
+//! - [`signal`]: wire ⇄ native signal numbers, sending signals, dying by one;
+//! - [`spawn`]: starting a process with a user's credentials, and reaping;
+//! - [`pty`]: pseudo-terminals, terminal modes, raw mode;
+//! - [`title`]: a process's name as `ps` and `top` show it;
+//! - [`ns`]: network and mount namespaces (the testbed).
+
+pub mod cred;
+pub mod ns;
+pub mod procfs;
+pub mod pty;
+pub mod signal;
+pub mod spawn;
+pub mod title;
