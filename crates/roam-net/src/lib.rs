@@ -5,5 +5,6 @@
 //! - [`framed`]: reading and writing length-prefixed frames on any stream.
 
 pub mod creds;
+mod der;
 pub mod framed;
 pub mod tls;

@@ -41,7 +41,9 @@ pub enum ProtoError {
     BadMagic,
     #[error("hello frame truncated ({len} bytes)")]
     ShortHello { len: usize },
-    #[error("protocol version mismatch: we speak version {ours}, the peer speaks version {theirs}")]
+    #[error(
+        "protocol version mismatch: we speak version {ours}, the peer speaks version {theirs}"
+    )]
     VersionMismatch { ours: u32, theirs: u32 },
 }
 
@@ -84,7 +86,8 @@ pub fn encode_hello_version<T: Serialize>(
     let mut out = vec![0u8; 4];
     out.extend_from_slice(&HELLO_MAGIC);
     out.extend_from_slice(&version.to_le_bytes());
-    let out = postcard::to_extend(body, out).map_err(|source| ProtoError::Encode { what, source })?;
+    let out =
+        postcard::to_extend(body, out).map_err(|source| ProtoError::Encode { what, source })?;
     finish_frame(out)
 }
 
@@ -92,7 +95,10 @@ pub fn encode_hello_version<T: Serialize>(
 ///
 /// A version mismatch is reported as [`ProtoError::VersionMismatch`] before
 /// the body is looked at, so any two versions can tell each other apart.
-pub fn decode_hello<T: DeserializeOwned>(what: &'static str, frame: &[u8]) -> Result<T, ProtoError> {
+pub fn decode_hello<T: DeserializeOwned>(
+    what: &'static str,
+    frame: &[u8],
+) -> Result<T, ProtoError> {
     let theirs = peek_hello_version(frame)?;
     if theirs != PROTOCOL_VERSION {
         return Err(ProtoError::VersionMismatch {
@@ -237,7 +243,10 @@ mod tests {
         let err = decode_hello::<String>("hello", &f[4..]).unwrap_err();
         assert!(matches!(
             err,
-            ProtoError::VersionMismatch { ours: 1, theirs: 99 }
+            ProtoError::VersionMismatch {
+                ours: 1,
+                theirs: 99
+            }
         ));
         assert!(err.to_string().contains("version 99"));
         let f = encode_hello("hello", &"x".to_string()).unwrap();

@@ -30,8 +30,8 @@ pub mod local;
 pub mod types;
 
 pub use frame::{
-    decode_body, decode_hello, encode_frame, encode_hello, FrameDecoder, ProtoError,
-    HELLO_MAGIC, MAX_DATA_CHUNK, MAX_FRAME,
+    decode_body, decode_hello, encode_frame, encode_hello, FrameDecoder, ProtoError, HELLO_MAGIC,
+    MAX_DATA_CHUNK, MAX_FRAME,
 };
 
 /// The protocol version. Bump it on any change to a message's encoding.

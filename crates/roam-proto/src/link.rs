@@ -52,10 +52,16 @@ pub enum LinkHelloReply {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum LinkMsg {
     /// Node → home, every heartbeat interval.
-    Heartbeat { load: NodeLoad },
+    Heartbeat {
+        load: NodeLoad,
+    },
     /// Liveness probe; answered with `Pong`.
-    Ping { seq: u64 },
-    Pong { seq: u64 },
+    Ping {
+        seq: u64,
+    },
+    Pong {
+        seq: u64,
+    },
 
     /// Home → node: start a process.
     Spawn {
@@ -99,8 +105,19 @@ pub enum LinkMsg {
         delivered: [u64; 3],
     },
 
-    /// Home → node: deliver a signal to the process.
-    Signal { session: SessionId, signal: WireSignal },
+    /// Home → both ends: the path between proxy and node is up again (after
+    /// a link loss or a home restart); each end answers with `Resume`.
+    PathUp {
+        session: SessionId,
+    },
+
+    /// Home → node: deliver a signal to the process, or to its whole process
+    /// group (`group`), as a terminal would for INT, QUIT, TSTP and CONT.
+    Signal {
+        session: SessionId,
+        signal: WireSignal,
+        group: bool,
+    },
     /// Home → node: the terminal was resized.
     Resize {
         session: SessionId,
@@ -108,8 +125,13 @@ pub enum LinkMsg {
         cols: u16,
     },
     /// Node → home: the process stopped (by `signal`) or continued.
-    Stopped { session: SessionId, signal: WireSignal },
-    Continued { session: SessionId },
+    Stopped {
+        session: SessionId,
+        signal: WireSignal,
+    },
+    Continued {
+        session: SessionId,
+    },
     /// Node → home: the process ended; its stdout and stderr end at these
     /// offsets.
     Exited {
@@ -120,15 +142,26 @@ pub enum LinkMsg {
     },
     /// Home → node: the session's proxy is gone (killed, or never came back
     /// after a home restart): kill the process and forget it.
-    Forget { session: SessionId },
+    Forget {
+        session: SessionId,
+    },
     /// Proxy → node (through home): the proxy has delivered everything after
     /// the exit; the node may forget the session.
-    Done { session: SessionId },
+    Done {
+        session: SessionId,
+    },
 
     /// Home → node: list your processes.
-    ListProcs { req: u64 },
-    ProcList { req: u64, procs: Vec<ProcInfo> },
+    ListProcs {
+        req: u64,
+    },
+    ProcList {
+        req: u64,
+        procs: Vec<ProcInfo>,
+    },
 
     /// Either side: leaving on purpose (not a failure).
-    Leave { reason: String },
+    Leave {
+        reason: String,
+    },
 }

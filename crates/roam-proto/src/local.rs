@@ -35,12 +35,19 @@ pub enum LocalMsg {
     /// List remote processes (the caller's own; every user's for root).
     Ps,
     /// Signal a remote process by its home pid.
-    Kill { home_pid: u32, signal: WireSignal },
+    Kill {
+        home_pid: u32,
+        signal: WireSignal,
+    },
     /// Read or change the cluster's default placement mode (change: root).
     GetMode,
-    SetMode { mode: Mode },
+    SetMode {
+        mode: Mode,
+    },
     /// Reserve `count` distinct nodes for a `-N` job (parallel semantics).
-    Reserve { count: u32 },
+    Reserve {
+        count: u32,
+    },
     /// Start a remote process; the caller's pid becomes its home pid.
     Spawn {
         spec: SpawnSpec,
@@ -50,25 +57,36 @@ pub enum LocalMsg {
         reservation: Option<(u64, u32)>,
     },
     /// A proxy reconnecting after a home daemon restart.
-    Reattach { session: SessionId },
+    Reattach {
+        session: SessionId,
+    },
 
     // ---- answers ----
     Error(WireError),
     NodeList(Vec<NodeInfo>),
     ProcList(Vec<ProcInfo>),
     ModeIs(Mode),
-    Reserved { token: u64, nodes: Vec<String> },
+    Reserved {
+        token: u64,
+        nodes: Vec<String>,
+    },
     Spawned {
         session: SessionId,
         node: String,
         node_pid: u32,
     },
-    Reattached { node: String, node_pid: u32 },
+    Reattached {
+        node: String,
+        node_pid: u32,
+    },
     Ok,
 
     // ---- session stream (after Spawned/Reattached) ----
     /// A stream message for this connection's session.
     Stream(LinkMsg),
     /// The node running the process is gone; the process is lost.
-    NodeLost { node: String, reason: String },
+    NodeLost {
+        node: String,
+        reason: String,
+    },
 }

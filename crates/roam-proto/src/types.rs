@@ -45,7 +45,10 @@ pub enum ExitStatus {
     /// Called exit with this code.
     Exited(i32),
     /// Killed by this signal.
-    Signaled { signal: WireSignal, core_dumped: bool },
+    Signaled {
+        signal: WireSignal,
+        core_dumped: bool,
+    },
 }
 
 /// The credentials a remote process runs with: those of the user who

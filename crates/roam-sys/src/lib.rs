@@ -1,6 +1,7 @@
 //! The only crate in roam that speaks raw Linux ABI. Every `unsafe` block
 //! carries a `// SAFETY:` comment; everything exported is safe to call.
 //!
+//! - [`aio`]: registering descriptors with the tokio reactor;
 //! - [`cred`]: peer credentials of Unix sockets, user names, umask;
 //! - [`procfs`]: what roam reads from `/proc` (CPU and memory use, process
 //!   state and usage, the machine's architecture);
@@ -10,6 +11,7 @@
 //! - [`title`]: a process's name as `ps` and `top` show it;
 //! - [`ns`]: network and mount namespaces (the testbed).
 
+pub mod aio;
 pub mod cred;
 pub mod ns;
 pub mod procfs;

@@ -1,0 +1,293 @@
+//! What roam reads from `/proc`: CPU and memory use, the state and usage of
+//! a process, and the machine's name and architecture.
+
+use std::io;
+
+/// Cumulative CPU time of all cores, in clock ticks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CpuSample {
+    /// Ticks spent neither idle nor waiting for I/O.
+    pub busy: u64,
+    pub total: u64,
+}
+
+/// The first line of /proc/stat.
+pub fn cpu_sample() -> io::Result<CpuSample> {
+    let stat = std::fs::read_to_string("/proc/stat")?;
+    parse_cpu_line(stat.lines().next().unwrap_or(""))
+        .ok_or_else(|| invalid("/proc/stat has no cpu line"))
+}
+
+fn parse_cpu_line(line: &str) -> Option<CpuSample> {
+    let mut it = line.split_ascii_whitespace();
+    if it.next()? != "cpu" {
+        return None;
+    }
+    // user nice system idle iowait irq softirq steal [guest guest_nice]:
+    // guest time is already counted in user and nice.
+    let v: Vec<u64> = it.take(8).map(|f| f.parse().ok()).collect::<Option<_>>()?;
+    if v.len() < 4 {
+        return None;
+    }
+    let total: u64 = v.iter().sum();
+    let idle = v[3] + v.get(4).copied().unwrap_or(0);
+    Some(CpuSample {
+        busy: total - idle,
+        total,
+    })
+}
+
+/// CPU use between two samples, 0..=100 (0 if no time passed).
+pub fn cpu_pct(prev: CpuSample, now: CpuSample) -> f32 {
+    let total = now.total.saturating_sub(prev.total);
+    if total == 0 {
+        return 0.0;
+    }
+    let busy = now.busy.saturating_sub(prev.busy).min(total);
+    (busy as f64 * 100.0 / total as f64) as f32
+}
+
+/// Memory in use, (MemTotal - MemAvailable) / MemTotal * 100.
+pub fn mem_pct() -> io::Result<f32> {
+    let info = std::fs::read_to_string("/proc/meminfo")?;
+    parse_meminfo(&info).ok_or_else(|| invalid("/proc/meminfo lacks MemTotal or MemAvailable"))
+}
+
+fn parse_meminfo(info: &str) -> Option<f32> {
+    let field = |name: &str| -> Option<u64> {
+        let line = info.lines().find(|l| l.starts_with(name))?;
+        line[name.len()..]
+            .split_ascii_whitespace()
+            .next()?
+            .parse()
+            .ok()
+    };
+    let total = field("MemTotal:")?;
+    let avail = field("MemAvailable:")?;
+    if total == 0 {
+        return None;
+    }
+    Some((total.saturating_sub(avail) as f64 * 100.0 / total as f64) as f32)
+}
+
+/// State and usage of one process.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProcStat {
+    /// `ps` state letter (R, S, D, T, t, Z...).
+    pub state: char,
+    /// User + system CPU time.
+    pub cpu_ms: u64,
+    pub rss_kib: u64,
+    /// Seconds since the process started.
+    pub elapsed_s: u64,
+    pub comm: String,
+    pub ppid: u32,
+    pub pgrp: u32,
+}
+
+/// /proc/PID/stat.
+pub fn proc_stat(pid: u32) -> io::Result<ProcStat> {
+    let stat = std::fs::read(format!("/proc/{pid}/stat"))?;
+    let uptime = std::fs::read_to_string("/proc/uptime")?;
+    let uptime_s: f64 = uptime
+        .split_ascii_whitespace()
+        .next()
+        .and_then(|f| f.parse().ok())
+        .ok_or_else(|| invalid("cannot parse /proc/uptime"))?;
+    parse_stat(&stat, clock_ticks(), page_size(), uptime_s)
+        .ok_or_else(|| invalid(format!("cannot parse /proc/{pid}/stat")))
+}
+
+fn parse_stat(stat: &[u8], tck: u64, page: u64, uptime_s: f64) -> Option<ProcStat> {
+    // comm may contain anything, ')' included: it ends at the LAST ')'.
+    let open = stat.iter().position(|&b| b == b'(')?;
+    let close = stat.iter().rposition(|&b| b == b')')?;
+    if close < open {
+        return None;
+    }
+    let comm = String::from_utf8_lossy(&stat[open + 1..close]).into_owned();
+    let rest = std::str::from_utf8(&stat[close + 1..]).ok()?;
+    // rest[0] is field 3 (state): field N is rest[N - 3].
+    let f: Vec<&str> = rest.split_ascii_whitespace().collect();
+    let num = |n: usize| -> Option<u64> { f.get(n - 3)?.parse().ok() };
+    let state = f.first()?.chars().next()?;
+    let ticks = num(14)? + num(15)?;
+    let start_ticks = num(22)?;
+    let tck = tck.max(1);
+    let elapsed = (uptime_s - start_ticks as f64 / tck as f64).max(0.0);
+    Some(ProcStat {
+        state,
+        cpu_ms: ticks * 1000 / tck,
+        rss_kib: num(24)? * page / 1024,
+        elapsed_s: elapsed as u64,
+        comm,
+        ppid: num(4)? as u32,
+        pgrp: num(5)? as u32,
+    })
+}
+
+fn clock_ticks() -> u64 {
+    // SAFETY: sysconf has no memory effects.
+    let v = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if v > 0 {
+        v as u64
+    } else {
+        100
+    }
+}
+
+fn page_size() -> u64 {
+    // SAFETY: sysconf has no memory effects.
+    let v = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    if v > 0 {
+        v as u64
+    } else {
+        4096
+    }
+}
+
+/// The machine's architecture as `uname -m` names it, e.g. "x86_64".
+pub fn machine() -> String {
+    nix::sys::utsname::uname()
+        .map(|u| u.machine().to_string_lossy().into_owned())
+        .unwrap_or_else(|_| std::env::consts::ARCH.to_owned())
+}
+
+/// The host name (empty if it cannot be read).
+pub fn hostname() -> String {
+    nix::unistd::gethostname()
+        .map(|h| h.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// Whether a process with this pid exists (kill(pid, 0) succeeds or fails
+/// with EPERM). Zombies count as alive until reaped.
+pub fn pid_alive(pid: u32) -> bool {
+    let Ok(pid) = i32::try_from(pid) else {
+        return false;
+    };
+    if pid <= 0 {
+        return false;
+    }
+    // SAFETY: signal 0 only checks for existence and permission.
+    if unsafe { libc::kill(pid, 0) } == 0 {
+        return true;
+    }
+    io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
+fn invalid(msg: impl Into<String>) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, msg.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_line_parsing() {
+        let s = parse_cpu_line("cpu  100 10 50 800 40 0 5 0 0 0").unwrap();
+        assert_eq!(s.total, 1005);
+        assert_eq!(s.busy, 165);
+        assert_eq!(parse_cpu_line("cpu0 1 2 3 4"), None);
+        assert_eq!(parse_cpu_line("intr 1 2"), None);
+    }
+
+    #[test]
+    fn cpu_pct_math() {
+        let a = CpuSample {
+            busy: 100,
+            total: 1000,
+        };
+        let b = CpuSample {
+            busy: 150,
+            total: 1200,
+        };
+        assert!((cpu_pct(a, b) - 25.0).abs() < 0.01);
+        assert_eq!(cpu_pct(a, a), 0.0);
+        assert_eq!(cpu_pct(b, a), 0.0);
+        let c = CpuSample {
+            busy: 10_000,
+            total: 1100,
+        };
+        assert_eq!(cpu_pct(a, c), 100.0);
+    }
+
+    #[test]
+    fn cpu_sample_from_proc() {
+        let a = cpu_sample().unwrap();
+        assert!(a.total > 0 && a.busy <= a.total);
+        let b = cpu_sample().unwrap();
+        assert!(b.total >= a.total);
+        let p = cpu_pct(a, b);
+        assert!((0.0..=100.0).contains(&p));
+    }
+
+    #[test]
+    fn meminfo() {
+        let p = parse_meminfo("MemTotal: 1000 kB\nMemFree: 10 kB\nMemAvailable: 250 kB\n").unwrap();
+        assert!((p - 75.0).abs() < 0.01);
+        assert_eq!(parse_meminfo("MemTotal: 1000 kB\n"), None);
+        let m = mem_pct().unwrap();
+        assert!(m > 0.0 && m <= 100.0, "{m}");
+    }
+
+    #[test]
+    fn stat_parsing_with_nasty_comm() {
+        let mut line = b"42 (a) b (c)) S 7 42 42 0 -1 4194304 1 0 0 0 ".to_vec();
+        // utime=150 stime=50 (fields 14, 15), then 16..=21, starttime=1000 (22), vsize (23), rss=10 (24)
+        line.extend_from_slice(b"150 50 0 0 20 0 1 0 1000 12345 10 18446744073709551615 1 1 0");
+        let s = parse_stat(&line, 100, 4096, 25.0).unwrap();
+        assert_eq!(s.comm, "a) b (c)");
+        assert_eq!(s.state, 'S');
+        assert_eq!(s.ppid, 7);
+        assert_eq!(s.pgrp, 42);
+        assert_eq!(s.cpu_ms, 2000);
+        assert_eq!(s.rss_kib, 40);
+        assert_eq!(s.elapsed_s, 15);
+        assert_eq!(parse_stat(b"42 (x", 100, 4096, 1.0), None);
+    }
+
+    #[test]
+    fn proc_stat_of_self() {
+        // The main thread of the test harness sleeps: look at this thread.
+        // SAFETY: gettid cannot fail.
+        let tid = unsafe { libc::gettid() } as u32;
+        let s = proc_stat(tid).unwrap();
+        assert_eq!(s.state, 'R');
+        let comm = std::fs::read_to_string("/proc/thread-self/comm").unwrap();
+        assert_eq!(s.comm, comm.trim_end_matches('\n'));
+        assert_eq!(s.ppid, std::os::unix::process::parent_id());
+        assert!(s.rss_kib > 0);
+        assert!(proc_stat(u32::MAX).is_err());
+    }
+
+    #[test]
+    fn names() {
+        let out = std::process::Command::new("uname")
+            .arg("-m")
+            .output()
+            .unwrap();
+        assert_eq!(machine(), String::from_utf8_lossy(&out.stdout).trim());
+        let h = hostname();
+        assert!(!h.is_empty());
+        assert_eq!(
+            h,
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .unwrap()
+                .trim()
+        );
+    }
+
+    #[test]
+    fn alive() {
+        assert!(pid_alive(std::process::id()));
+        assert!(pid_alive(1));
+        assert!(!pid_alive(0));
+        assert!(!pid_alive(u32::MAX));
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        child.wait().unwrap();
+        assert!(!pid_alive(pid));
+    }
+}

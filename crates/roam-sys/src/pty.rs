@@ -1,0 +1,529 @@
+//! Pseudo-terminals, terminal modes (RFC 4254 section 8 encoding), raw mode.
+
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+
+fn cvt(rc: libc::c_int) -> io::Result<libc::c_int> {
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(rc)
+    }
+}
+
+/// A new pseudo-terminal: (master, slave), both CLOEXEC and neither our
+/// controlling terminal, with the given window size.
+pub fn open_pty(rows: u16, cols: u16) -> io::Result<(OwnedFd, OwnedFd)> {
+    let flags = libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC;
+    // SAFETY: posix_openpt returns a new fd or -1.
+    let fd = cvt(unsafe { libc::posix_openpt(flags) })?;
+    // SAFETY: the fd is new and owned by nobody else.
+    let master = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: grantpt and unlockpt on the master we just opened.
+    unsafe {
+        cvt(libc::grantpt(fd))?;
+        cvt(libc::unlockpt(fd))?;
+    }
+    // TIOCGPTPEER opens the slave through the master (no path lookup, so
+    // it works whatever /dev/pts this mount namespace shows).
+    // SAFETY: the ioctl takes open flags as its argument and returns a new fd.
+    let slave = match cvt(unsafe { libc::ioctl(fd, libc::TIOCGPTPEER, flags) }) {
+        // SAFETY: the fd is new and owned by nobody else.
+        Ok(s) => unsafe { OwnedFd::from_raw_fd(s) },
+        Err(_) => open_slave_by_name(fd, flags)?,
+    };
+    set_winsize(master.as_fd(), rows, cols)?;
+    Ok((master, slave))
+}
+
+/// Fallback for kernels without TIOCGPTPEER: ptsname_r + open.
+fn open_slave_by_name(master: RawFd, flags: libc::c_int) -> io::Result<OwnedFd> {
+    let mut name = [0 as libc::c_char; 128];
+    // SAFETY: ptsname_r writes at most `name.len()` bytes, NUL included.
+    let rc = unsafe { libc::ptsname_r(master, name.as_mut_ptr(), name.len()) };
+    if rc != 0 {
+        return Err(io::Error::from_raw_os_error(rc));
+    }
+    // SAFETY: `name` is NUL-terminated by ptsname_r.
+    let fd = cvt(unsafe { libc::open(name.as_ptr(), flags) })?;
+    // SAFETY: the fd is new and owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// TIOCSWINSZ.
+pub fn set_winsize(fd: BorrowedFd<'_>, rows: u16, cols: u16) -> io::Result<()> {
+    let ws = libc::winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCSWINSZ reads a winsize from the pointer.
+    cvt(unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCSWINSZ, &ws) })?;
+    Ok(())
+}
+
+/// TIOCGWINSZ: (rows, cols), None if `fd` is not a terminal.
+pub fn get_winsize(fd: BorrowedFd<'_>) -> Option<(u16, u16)> {
+    // SAFETY: winsize is plain data.
+    let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
+    // SAFETY: TIOCGWINSZ writes a winsize to the pointer.
+    cvt(unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCGWINSZ, &mut ws) }).ok()?;
+    Some((ws.ws_row, ws.ws_col))
+}
+
+pub fn isatty(fd: BorrowedFd<'_>) -> bool {
+    // SAFETY: isatty only inspects the fd.
+    unsafe { libc::isatty(fd.as_raw_fd()) == 1 }
+}
+
+/// Whether our process group is the terminal's foreground group
+/// (tcgetpgrp(fd) == getpgrp()); false if `fd` is not our controlling terminal.
+pub fn is_foreground(fd: BorrowedFd<'_>) -> bool {
+    // SAFETY: both calls only read process state.
+    unsafe {
+        let fg = libc::tcgetpgrp(fd.as_raw_fd());
+        fg > 0 && fg == libc::getpgrp()
+    }
+}
+
+fn get_termios(fd: RawFd) -> io::Result<libc::termios> {
+    // SAFETY: termios is plain data.
+    let mut t: libc::termios = unsafe { std::mem::zeroed() };
+    // SAFETY: tcgetattr writes a termios to the pointer.
+    cvt(unsafe { libc::tcgetattr(fd, &mut t) })?;
+    Ok(t)
+}
+
+fn set_termios(fd: RawFd, when: libc::c_int, t: &libc::termios) -> io::Result<()> {
+    // SAFETY: tcsetattr reads a termios from the pointer.
+    cvt(unsafe { libc::tcsetattr(fd, when, t) })?;
+    Ok(())
+}
+
+/// Where an RFC 4254 opcode lives in a termios.
+#[derive(Clone, Copy)]
+enum Field {
+    Cc(usize),
+    I(libc::tcflag_t),
+    L(libc::tcflag_t),
+    O(libc::tcflag_t),
+    C(libc::tcflag_t),
+    /// Character size: CS7 or CS8.
+    Size(libc::tcflag_t),
+}
+
+use Field::*;
+
+/// RFC 4254 section 8 (and RFC 8160 for IUTF8), limited to what Linux has.
+const MODES: &[(u8, Field)] = &[
+    (1, Cc(libc::VINTR)),
+    (2, Cc(libc::VQUIT)),
+    (3, Cc(libc::VERASE)),
+    (4, Cc(libc::VKILL)),
+    (5, Cc(libc::VEOF)),
+    (6, Cc(libc::VEOL)),
+    (7, Cc(libc::VEOL2)),
+    (8, Cc(libc::VSTART)),
+    (9, Cc(libc::VSTOP)),
+    (10, Cc(libc::VSUSP)),
+    (12, Cc(libc::VREPRINT)),
+    (13, Cc(libc::VWERASE)),
+    (14, Cc(libc::VLNEXT)),
+    (18, Cc(libc::VDISCARD)),
+    (30, I(libc::IGNPAR)),
+    (31, I(libc::PARMRK)),
+    (32, I(libc::INPCK)),
+    (33, I(libc::ISTRIP)),
+    (34, I(libc::INLCR)),
+    (35, I(libc::IGNCR)),
+    (36, I(libc::ICRNL)),
+    (37, I(libc::IUCLC)),
+    (38, I(libc::IXON)),
+    (39, I(libc::IXANY)),
+    (40, I(libc::IXOFF)),
+    (41, I(libc::IMAXBEL)),
+    (42, I(libc::IUTF8)),
+    (50, L(libc::ISIG)),
+    (51, L(libc::ICANON)),
+    (52, L(libc::XCASE)),
+    (53, L(libc::ECHO)),
+    (54, L(libc::ECHOE)),
+    (55, L(libc::ECHOK)),
+    (56, L(libc::ECHONL)),
+    (57, L(libc::NOFLSH)),
+    (58, L(libc::TOSTOP)),
+    (59, L(libc::IEXTEN)),
+    (60, L(libc::ECHOCTL)),
+    (61, L(libc::ECHOKE)),
+    (62, L(libc::PENDIN)),
+    (70, O(libc::OPOST)),
+    (71, O(libc::OLCUC)),
+    (72, O(libc::ONLCR)),
+    (73, O(libc::OCRNL)),
+    (74, O(libc::ONOCR)),
+    (75, O(libc::ONLRET)),
+    (90, Size(libc::CS7)),
+    (91, Size(libc::CS8)),
+    (92, C(libc::PARENB)),
+    (93, C(libc::PARODD)),
+];
+
+pub const TTY_OP_ISPEED: u8 = 128;
+pub const TTY_OP_OSPEED: u8 = 129;
+
+/// How a disabled control character is sent (as OpenSSH does).
+const WIRE_VDISABLE: u32 = 255;
+
+const SPEEDS: &[(libc::speed_t, u32)] = &[
+    (libc::B0, 0),
+    (libc::B50, 50),
+    (libc::B75, 75),
+    (libc::B110, 110),
+    (libc::B134, 134),
+    (libc::B150, 150),
+    (libc::B200, 200),
+    (libc::B300, 300),
+    (libc::B600, 600),
+    (libc::B1200, 1200),
+    (libc::B1800, 1800),
+    (libc::B2400, 2400),
+    (libc::B4800, 4800),
+    (libc::B9600, 9600),
+    (libc::B19200, 19200),
+    (libc::B38400, 38400),
+    (libc::B57600, 57600),
+    (libc::B115200, 115200),
+    (libc::B230400, 230400),
+    (libc::B460800, 460800),
+    (libc::B500000, 500000),
+    (libc::B576000, 576000),
+    (libc::B921600, 921600),
+    (libc::B1000000, 1000000),
+    (libc::B1152000, 1152000),
+    (libc::B1500000, 1500000),
+    (libc::B2000000, 2000000),
+    (libc::B2500000, 2500000),
+    (libc::B3000000, 3000000),
+    (libc::B3500000, 3500000),
+    (libc::B4000000, 4000000),
+];
+
+fn encode(t: &libc::termios) -> Vec<(u8, u32)> {
+    let flag = |set: libc::tcflag_t, bit: libc::tcflag_t| u32::from(set & bit == bit);
+    let mut out: Vec<(u8, u32)> = MODES
+        .iter()
+        .map(|&(op, field)| {
+            let v = match field {
+                Cc(i) => match t.c_cc[i] {
+                    0 => WIRE_VDISABLE,
+                    c => u32::from(c),
+                },
+                I(b) => flag(t.c_iflag, b),
+                L(b) => flag(t.c_lflag, b),
+                O(b) => flag(t.c_oflag, b),
+                C(b) => flag(t.c_cflag, b),
+                Size(s) => u32::from(t.c_cflag & libc::CSIZE == s),
+            };
+            (op, v)
+        })
+        .collect();
+    // SAFETY: cfget*speed only read the termios.
+    let (ispeed, ospeed) = unsafe { (libc::cfgetispeed(t), libc::cfgetospeed(t)) };
+    for (op, speed) in [(TTY_OP_ISPEED, ispeed), (TTY_OP_OSPEED, ospeed)] {
+        if let Some(&(_, baud)) = SPEEDS.iter().find(|s| s.0 == speed) {
+            out.push((op, baud));
+        }
+    }
+    out
+}
+
+/// Applies opcodes to a termios; unknown opcodes and out-of-range values
+/// (they come from the network) are ignored.
+fn decode(t: &mut libc::termios, modes: &[(u8, u32)]) {
+    let set = |flags: &mut libc::tcflag_t, bit: libc::tcflag_t, v: u32| match v {
+        0 => *flags &= !bit,
+        1 => *flags |= bit,
+        _ => {}
+    };
+    for &(op, v) in modes {
+        if op == TTY_OP_ISPEED || op == TTY_OP_OSPEED {
+            // Speed 0 would mean "hang up": never from the network.
+            let Some(&(speed, _)) = SPEEDS.iter().find(|s| s.1 == v && v != 0) else {
+                continue;
+            };
+            // SAFETY: cfset*speed only write the termios; the speed is valid.
+            unsafe {
+                if op == TTY_OP_ISPEED {
+                    libc::cfsetispeed(t, speed);
+                } else {
+                    libc::cfsetospeed(t, speed);
+                }
+            }
+            continue;
+        }
+        let Some(&(_, field)) = MODES.iter().find(|m| m.0 == op) else {
+            continue;
+        };
+        match field {
+            Cc(i) => match v {
+                WIRE_VDISABLE => t.c_cc[i] = 0,
+                0..=254 => t.c_cc[i] = v as libc::cc_t,
+                _ => {}
+            },
+            I(b) => set(&mut t.c_iflag, b, v),
+            L(b) => set(&mut t.c_lflag, b, v),
+            O(b) => set(&mut t.c_oflag, b, v),
+            C(b) => set(&mut t.c_cflag, b, v),
+            Size(s) => {
+                if v == 1 {
+                    t.c_cflag = (t.c_cflag & !libc::CSIZE) | s;
+                }
+            }
+        }
+    }
+}
+
+/// The terminal's modes as RFC 4254 section 8 opcodes and values (disabled
+/// control characters as 255, speeds in baud).
+pub fn encode_modes(fd: BorrowedFd<'_>) -> io::Result<Vec<(u8, u32)>> {
+    Ok(encode(&get_termios(fd.as_raw_fd())?))
+}
+
+/// Applies such a list to a terminal (TCSANOW). Unknown opcodes and
+/// out-of-range values are ignored.
+pub fn apply_modes(fd: BorrowedFd<'_>, modes: &[(u8, u32)]) -> io::Result<()> {
+    let mut t = get_termios(fd.as_raw_fd())?;
+    decode(&mut t, modes);
+    set_termios(fd.as_raw_fd(), libc::TCSANOW, &t)
+}
+
+/// ssh's raw mode for an interactive session.
+fn make_raw(t: &mut libc::termios) {
+    t.c_iflag |= libc::IGNPAR;
+    t.c_iflag &= !(libc::ISTRIP
+        | libc::INLCR
+        | libc::IGNCR
+        | libc::ICRNL
+        | libc::IXON
+        | libc::IXANY
+        | libc::IXOFF
+        | libc::IUCLC);
+    t.c_lflag &= !(libc::ISIG
+        | libc::ICANON
+        | libc::ECHO
+        | libc::ECHOE
+        | libc::ECHOK
+        | libc::ECHONL
+        | libc::IEXTEN);
+    t.c_oflag &= !libc::OPOST;
+    t.c_cc[libc::VMIN] = 1;
+    t.c_cc[libc::VTIME] = 0;
+}
+
+/// A terminal in raw mode the way ssh sets it for an interactive session;
+/// the saved modes come back on [`RawMode::restore`] or drop.
+///
+/// Holds the fd number, not the fd: keep the terminal open while this lives.
+pub struct RawMode {
+    fd: RawFd,
+    saved: libc::termios,
+    active: bool,
+}
+
+impl RawMode {
+    /// Saves the terminal's modes and makes it raw.
+    pub fn enter(fd: BorrowedFd<'_>) -> io::Result<RawMode> {
+        let saved = get_termios(fd.as_raw_fd())?;
+        let mut raw = RawMode {
+            fd: fd.as_raw_fd(),
+            saved,
+            active: false,
+        };
+        raw.go_raw()?;
+        Ok(raw)
+    }
+
+    fn go_raw(&mut self) -> io::Result<()> {
+        let mut t = self.saved;
+        make_raw(&mut t);
+        set_termios(self.fd, libc::TCSADRAIN, &t)?;
+        self.active = true;
+        Ok(())
+    }
+
+    /// Puts the saved modes back; does nothing if already restored.
+    pub fn restore(&mut self) {
+        if self.active {
+            let _ = set_termios(self.fd, libc::TCSADRAIN, &self.saved);
+            self.active = false;
+        }
+    }
+
+    /// Goes raw again, e.g. after a stop and continue: if restored, saves
+    /// the terminal's modes anew first (the user may have changed them).
+    pub fn reenter(&mut self) -> io::Result<()> {
+        if !self.active {
+            self.saved = get_termios(self.fd)?;
+        }
+        self.go_raw()
+    }
+
+    pub fn is_active(&self) -> bool {
+        self.active
+    }
+}
+
+impl std::fmt::Debug for RawMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RawMode")
+            .field("fd", &self.fd)
+            .field("active", &self.active)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for RawMode {
+    fn drop(&mut self) {
+        self.restore();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn get(modes: &[(u8, u32)], op: u8) -> Option<u32> {
+        modes.iter().find(|m| m.0 == op).map(|m| m.1)
+    }
+
+    #[test]
+    fn pty_basics() {
+        let (m, s) = open_pty(24, 80).unwrap();
+        assert!(isatty(m.as_fd()) && isatty(s.as_fd()));
+        assert_eq!(get_winsize(s.as_fd()), Some((24, 80)));
+        set_winsize(m.as_fd(), 30, 100).unwrap();
+        assert_eq!(get_winsize(s.as_fd()), Some((30, 100)));
+        for fd in [&m, &s] {
+            // SAFETY: reading fd flags.
+            let fl = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFD) };
+            assert_ne!(fl & libc::FD_CLOEXEC, 0);
+        }
+        // Not our controlling terminal.
+        assert!(!is_foreground(s.as_fd()));
+        let null = std::fs::File::open("/dev/null").unwrap();
+        assert!(!isatty(null.as_fd()));
+        assert_eq!(get_winsize(null.as_fd()), None);
+        assert!(encode_modes(null.as_fd()).is_err());
+    }
+
+    #[test]
+    fn slave_by_name() {
+        let (m, _) = open_pty(1, 1).unwrap();
+        let s = open_slave_by_name(m.as_raw_fd(), libc::O_RDWR | libc::O_NOCTTY).unwrap();
+        assert!(isatty(s.as_fd()));
+    }
+
+    #[test]
+    fn modes_round_trip() {
+        let (_m1, a) = open_pty(24, 80).unwrap();
+        let (_m2, b) = open_pty(24, 80).unwrap();
+        let fresh = encode_modes(a.as_fd()).unwrap();
+        assert_eq!(get(&fresh, 53), Some(1), "ECHO on by default");
+        assert_eq!(get(&fresh, 1), Some(3), "VINTR is ^C");
+        assert_eq!(get(&fresh, 91), Some(1), "CS8");
+        assert_eq!(get(&fresh, 90), Some(0));
+        assert!(get(&fresh, TTY_OP_OSPEED).is_some());
+
+        apply_modes(
+            a.as_fd(),
+            &[
+                (53, 0),
+                (51, 0),
+                (1, 7),
+                (2, 255),
+                (72, 0),
+                (42, 1),
+                (TTY_OP_ISPEED, 9600),
+                (TTY_OP_OSPEED, 9600),
+            ],
+        )
+        .unwrap();
+        let changed = encode_modes(a.as_fd()).unwrap();
+        assert_eq!(get(&changed, 53), Some(0));
+        assert_eq!(get(&changed, 51), Some(0));
+        assert_eq!(get(&changed, 1), Some(7));
+        assert_eq!(get(&changed, 2), Some(255));
+        assert_eq!(get(&changed, 72), Some(0));
+        assert_eq!(get(&changed, 42), Some(1));
+        assert_eq!(get(&changed, TTY_OP_OSPEED), Some(9600));
+
+        apply_modes(b.as_fd(), &changed).unwrap();
+        assert_eq!(encode_modes(b.as_fd()).unwrap(), changed);
+
+        // Network garbage changes nothing.
+        apply_modes(
+            b.as_fd(),
+            &[
+                (53, 2),
+                (1, 256),
+                (1, u32::MAX),
+                (0, 1),
+                (11, 1),
+                (200, 5),
+                (91, 7),
+                (TTY_OP_OSPEED, 0),
+                (TTY_OP_ISPEED, 12345),
+            ],
+        )
+        .unwrap();
+        assert_eq!(encode_modes(b.as_fd()).unwrap(), changed);
+    }
+
+    #[test]
+    fn char_size_and_parity() {
+        // A pty forces CS8 and no parity: check the encoding on a termios.
+        let (_m, s) = open_pty(24, 80).unwrap();
+        let mut t = get_termios(s.as_raw_fd()).unwrap();
+        decode(&mut t, &[(90, 1), (92, 1), (93, 1)]);
+        assert_eq!(t.c_cflag & libc::CSIZE, libc::CS7);
+        let m = encode(&t);
+        assert_eq!((get(&m, 90), get(&m, 91)), (Some(1), Some(0)));
+        assert_eq!((get(&m, 92), get(&m, 93)), (Some(1), Some(1)));
+        decode(&mut t, &[(91, 1), (92, 0), (90, 0)]);
+        assert_eq!(t.c_cflag & libc::CSIZE, libc::CS8);
+        let m = encode(&t);
+        assert_eq!(
+            (get(&m, 90), get(&m, 91), get(&m, 92)),
+            (Some(0), Some(1), Some(0))
+        );
+    }
+
+    #[test]
+    fn raw_mode() {
+        let (_m, s) = open_pty(24, 80).unwrap();
+        let before = encode_modes(s.as_fd()).unwrap();
+        let mut raw = RawMode::enter(s.as_fd()).unwrap();
+        let r = encode_modes(s.as_fd()).unwrap();
+        for op in [50, 51, 53, 38, 70, 36] {
+            assert_eq!(get(&r, op), Some(0), "opcode {op}");
+        }
+        raw.restore();
+        assert!(!raw.is_active());
+        assert_eq!(encode_modes(s.as_fd()).unwrap(), before);
+        raw.restore();
+        assert_eq!(encode_modes(s.as_fd()).unwrap(), before);
+
+        // While stopped, the user turned echo off: reenter keeps that for
+        // the next restore.
+        apply_modes(s.as_fd(), &[(53, 0)]).unwrap();
+        raw.reenter().unwrap();
+        assert_eq!(get(&encode_modes(s.as_fd()).unwrap(), 51), Some(0));
+        // Reenter while raw must not save the raw modes.
+        raw.reenter().unwrap();
+        drop(raw);
+        let after = encode_modes(s.as_fd()).unwrap();
+        assert_eq!(get(&after, 53), Some(0));
+        assert_eq!(get(&after, 51), Some(1));
+    }
+}

@@ -1,0 +1,1172 @@
+//! Starting a process with a user's credentials, and reaping processes.
+
+use roam_proto::types::ExitStatus;
+use std::ffi::CString;
+use std::io::{self, Read};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+
+/// What to run and how: see [`spawn`].
+#[derive(Debug)]
+pub struct SpawnRequest<'a> {
+    /// A path, or a bare name searched in the PATH of `env` (like execvpe);
+    /// if `env` has no PATH, "/usr/local/bin:/usr/bin:/bin".
+    pub program: &'a [u8],
+    /// argv, argv[0] first. If empty, `program` is used as argv[0].
+    pub argv: &'a [Vec<u8>],
+    /// Environment entries, "NAME=value".
+    pub env: &'a [Vec<u8>],
+    /// Working directory; empty means "stay where the caller is".
+    pub cwd: &'a [u8],
+    pub umask: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub groups: &'a [u32],
+    pub stdin: BorrowedFd<'a>,
+    pub stdout: BorrowedFd<'a>,
+    pub stderr: BorrowedFd<'a>,
+    /// If set, this fd (a pty slave, which is also one of the stdio fds)
+    /// becomes the controlling terminal (TIOCSCTTY after setsid).
+    pub controlling_tty: Option<BorrowedFd<'a>>,
+}
+
+/// Why a process could not be started. The messages carry the OS error
+/// text, so the OS error is not repeated as a `source()`; [`SpawnError::io_error`]
+/// gives it to code that wants to look at it.
+#[derive(Debug, thiserror::Error)]
+pub enum SpawnError {
+    #[error("invalid {what}: contains a NUL byte")]
+    Nul { what: &'static str },
+    #[error("cannot create pipe: {0}")]
+    Pipe(io::Error),
+    #[error("fork failed: {0}")]
+    Fork(io::Error),
+    #[error("cannot execute '{program}': {error}")]
+    Exec { program: String, error: io::Error },
+    #[error("cannot change to directory '{path}': {error}")]
+    Chdir { path: String, error: io::Error },
+    #[error("cannot switch to uid {uid} gid {gid}: {error}")]
+    Credentials {
+        uid: u32,
+        gid: u32,
+        error: io::Error,
+    },
+    #[error("cannot set up the child ({stage}): {error}")]
+    Setup {
+        stage: &'static str,
+        error: io::Error,
+    },
+}
+
+impl SpawnError {
+    /// The operating-system error behind this one, if any.
+    pub fn io_error(&self) -> Option<&io::Error> {
+        match self {
+            SpawnError::Nul { .. } => None,
+            SpawnError::Pipe(e) | SpawnError::Fork(e) => Some(e),
+            SpawnError::Exec { error, .. }
+            | SpawnError::Chdir { error, .. }
+            | SpawnError::Credentials { error, .. }
+            | SpawnError::Setup { error, .. } => Some(error),
+        }
+    }
+}
+
+/// Where the child failed; sent through the status pipe with the errno.
+#[derive(Clone, Copy)]
+#[repr(u32)]
+enum Stage {
+    Setsid = 1,
+    Ctty,
+    Stdio,
+    Credentials,
+    Chdir,
+    DeathSignal,
+    CloseFds,
+    Exec,
+}
+
+impl Stage {
+    fn from_u32(v: u32) -> Option<Stage> {
+        use Stage::*;
+        [
+            Setsid,
+            Ctty,
+            Stdio,
+            Credentials,
+            Chdir,
+            DeathSignal,
+            CloseFds,
+            Exec,
+        ]
+        .into_iter()
+        .find(|s| *s as u32 == v)
+    }
+}
+
+/// sizeof(kernel sigset_t), the last argument of rt_sigaction.
+#[cfg(any(target_arch = "mips", target_arch = "mips64"))]
+const KERNEL_SIGSET_SIZE: usize = 16;
+#[cfg(not(any(target_arch = "mips", target_arch = "mips64")))]
+const KERNEL_SIGSET_SIZE: usize = 8;
+
+const DEFAULT_PATH: &[u8] = b"/usr/local/bin:/usr/bin:/bin";
+
+/// Everything the child needs, built before fork: between fork and exec
+/// the child makes only async-signal-safe calls and allocates nothing.
+struct Prepared {
+    candidates: Vec<CString>,
+    /// Kept alive for `argv_ptrs`.
+    _argv: Vec<CString>,
+    argv_ptrs: Vec<*const libc::c_char>,
+    _env: Vec<CString>,
+    env_ptrs: Vec<*const libc::c_char>,
+    cwd: Option<CString>,
+    groups: Vec<libc::gid_t>,
+    switch_cred: bool,
+    uid: u32,
+    gid: u32,
+    umask: libc::mode_t,
+    stdio: [RawFd; 3],
+    ctty: Option<RawFd>,
+    /// Where to stop closing fds if close_range is missing.
+    max_fd: RawFd,
+    parent: libc::pid_t,
+}
+
+fn cstring(bytes: &[u8], what: &'static str) -> Result<CString, SpawnError> {
+    CString::new(bytes).map_err(|_| SpawnError::Nul { what })
+}
+
+fn null_terminated(v: &[CString]) -> Vec<*const libc::c_char> {
+    v.iter()
+        .map(|c| c.as_ptr())
+        .chain(std::iter::once(std::ptr::null()))
+        .collect()
+}
+
+/// The paths execvpe would try for `program`, in order.
+fn exec_candidates(program: &[u8], env: &[Vec<u8>]) -> Vec<Vec<u8>> {
+    if program.contains(&b'/') {
+        return vec![program.to_vec()];
+    }
+    let path = env
+        .iter()
+        .find_map(|e| e.strip_prefix(b"PATH="))
+        .unwrap_or(DEFAULT_PATH);
+    path.split(|&b| b == b':')
+        .map(|dir| {
+            if dir.is_empty() {
+                // An empty PATH element is the current directory.
+                program.to_vec()
+            } else {
+                let mut p = dir.to_vec();
+                if !p.ends_with(b"/") {
+                    p.push(b'/');
+                }
+                p.extend_from_slice(program);
+                p
+            }
+        })
+        .collect()
+}
+
+fn prepare(req: &SpawnRequest<'_>) -> Result<Prepared, SpawnError> {
+    let display = String::from_utf8_lossy(req.program).into_owned();
+    if req.program.is_empty() {
+        return Err(SpawnError::Exec {
+            program: display,
+            error: io::Error::from_raw_os_error(libc::ENOENT),
+        });
+    }
+    let candidates = exec_candidates(req.program, req.env)
+        .into_iter()
+        .map(|c| cstring(&c, "program"))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut argv = req
+        .argv
+        .iter()
+        .map(|a| cstring(a, "argument"))
+        .collect::<Result<Vec<_>, _>>()?;
+    if argv.is_empty() {
+        argv.push(cstring(req.program, "program")?);
+    }
+    let env = req
+        .env
+        .iter()
+        .map(|e| cstring(e, "environment entry"))
+        .collect::<Result<Vec<_>, _>>()?;
+    let cwd = if req.cwd.is_empty() {
+        None
+    } else {
+        Some(cstring(req.cwd, "directory")?)
+    };
+
+    let (euid, egid, mut cur_groups) = crate::cred::current_cred();
+    let mut groups: Vec<libc::gid_t> = req.groups.to_vec();
+    cur_groups.sort_unstable();
+    cur_groups.dedup();
+    let mut want = groups.clone();
+    want.sort_unstable();
+    want.dedup();
+    // Root always switches (dropping privileges must never be skipped);
+    // others only when something differs (and then need the capability).
+    let switch_cred = euid == 0 || req.uid != euid || req.gid != egid || want != cur_groups;
+    groups.dedup();
+
+    let mut nofile = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the valid rlimit we pass.
+    let max_fd = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut nofile) } == 0 {
+        nofile.rlim_cur.min(65536) as RawFd
+    } else {
+        1024
+    };
+
+    Ok(Prepared {
+        candidates,
+        argv_ptrs: null_terminated(&argv),
+        _argv: argv,
+        env_ptrs: null_terminated(&env),
+        _env: env,
+        cwd,
+        groups,
+        switch_cred,
+        uid: req.uid,
+        gid: req.gid,
+        umask: (req.umask & 0o777) as libc::mode_t,
+        stdio: [
+            req.stdin.as_raw_fd(),
+            req.stdout.as_raw_fd(),
+            req.stderr.as_raw_fd(),
+        ],
+        ctty: req.controlling_tty.map(|fd| fd.as_raw_fd()),
+        max_fd,
+        // SAFETY: getpid cannot fail.
+        parent: unsafe { libc::getpid() },
+    })
+}
+
+/// fork + exec.
+///
+/// In the child, in this order: setsid; TIOCSCTTY if `controlling_tty`;
+/// stdio onto 0, 1, 2; setgroups, setgid, setuid (always when we are root,
+/// otherwise only if the target differs from our credentials); chdir;
+/// umask; PR_SET_PDEATHSIG(SIGKILL), and exit if our parent already died;
+/// empty signal mask and every disposition SIG_DFL; every fd above 2
+/// closed; execve (PATH search when `program` has no '/'). A failure at
+/// any step comes back as the error of `spawn`, and the failed child is
+/// reaped. Signals are blocked in the calling thread around fork, so no
+/// handler of ours runs in the child.
+///
+/// Returns the child's pid; reap it with [`wait_pid`] or [`wait_any_nohang`].
+///
+/// PR_SET_PDEATHSIG fires when the *thread* that forked exits, not the
+/// process: call `spawn` from a thread that lives as long as the child
+/// should (not from a short-lived blocking-pool thread).
+///
+/// A concurrent `waitpid(-1)` elsewhere in the process ([`wait_any_nohang`])
+/// may reap a child that failed before exec; it then reports an exit with
+/// status 127 for a pid `spawn` never returned.
+pub fn spawn(req: &SpawnRequest<'_>) -> Result<u32, SpawnError> {
+    let prep = prepare(req)?;
+    let (status_r, status_w) = pipe().map_err(SpawnError::Pipe)?;
+    // The child dup2s onto 0..=2: keep the status pipe out of the way.
+    let status_w = if status_w.as_raw_fd() < 3 {
+        // try_clone duplicates with F_DUPFD_CLOEXEC starting at 3.
+        status_w.try_clone().map_err(SpawnError::Pipe)?
+    } else {
+        status_w
+    };
+
+    // SAFETY: sigset_t is plain data, filled in by sigfillset; the masks
+    // are valid pointers. Blocking all signals around fork keeps our
+    // handlers from running in the child before it resets them.
+    let old_mask = unsafe {
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        let mut old: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
+        old
+    };
+    // SAFETY: the child runs only `child_after_fork`, which makes
+    // async-signal-safe calls on data prepared before fork and never
+    // returns.
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        // SAFETY: we are the child of fork; `prep` and the status fd are valid.
+        unsafe { child_after_fork(&prep, status_w.as_raw_fd()) }
+    }
+    let fork_err = io::Error::last_os_error();
+    // SAFETY: restoring the mask saved above.
+    unsafe {
+        libc::pthread_sigmask(libc::SIG_SETMASK, &old_mask, std::ptr::null_mut());
+    }
+    drop(status_w);
+    if pid < 0 {
+        return Err(SpawnError::Fork(fork_err));
+    }
+
+    let mut report = [0u8; 8];
+    let mut got = 0;
+    let mut file = std::fs::File::from(status_r);
+    while got < report.len() {
+        match file.read(&mut report[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => break,
+        }
+    }
+    if got == 0 {
+        return Ok(pid as u32);
+    }
+    // The child failed before exec: reap it so no zombie is left.
+    let _ = waitpid(pid, 0);
+    if got < report.len() {
+        return Err(SpawnError::Setup {
+            stage: "status report",
+            error: io::Error::from(io::ErrorKind::UnexpectedEof),
+        });
+    }
+    let stage = u32::from_ne_bytes([report[0], report[1], report[2], report[3]]);
+    let errno = i32::from_ne_bytes([report[4], report[5], report[6], report[7]]);
+    let error = io::Error::from_raw_os_error(errno);
+    Err(match Stage::from_u32(stage) {
+        Some(Stage::Exec) => SpawnError::Exec {
+            program: String::from_utf8_lossy(req.program).into_owned(),
+            error,
+        },
+        Some(Stage::Chdir) => SpawnError::Chdir {
+            path: String::from_utf8_lossy(req.cwd).into_owned(),
+            error,
+        },
+        Some(Stage::Credentials) => SpawnError::Credentials {
+            uid: req.uid,
+            gid: req.gid,
+            error,
+        },
+        Some(s) => SpawnError::Setup {
+            stage: match s {
+                Stage::Setsid => "setsid",
+                Stage::Ctty => "controlling terminal",
+                Stage::Stdio => "standard streams",
+                Stage::DeathSignal => "parent death signal",
+                _ => "closing descriptors",
+            },
+            error,
+        },
+        None => SpawnError::Setup {
+            stage: "unknown",
+            error,
+        },
+    })
+}
+
+/// Reports `(stage, errno)` to the parent and exits.
+///
+/// # Safety
+/// Only in the child of fork.
+unsafe fn child_fail(status_fd: RawFd, stage: Stage, errno: i32) -> ! {
+    let mut msg = [0u8; 8];
+    msg[..4].copy_from_slice(&(stage as u32).to_ne_bytes());
+    msg[4..].copy_from_slice(&errno.to_ne_bytes());
+    // SAFETY: writing a local buffer to a pipe, then _exit: both
+    // async-signal-safe. 8 bytes < PIPE_BUF, so the write is atomic.
+    unsafe {
+        libc::write(status_fd, msg.as_ptr().cast(), msg.len());
+        libc::_exit(127)
+    }
+}
+
+fn errno() -> i32 {
+    io::Error::last_os_error()
+        .raw_os_error()
+        .unwrap_or(libc::EIO)
+}
+
+/// The child's side of [`spawn`].
+///
+/// # Safety
+/// Only in the child of fork. Makes only async-signal-safe calls and does
+/// not allocate.
+unsafe fn child_after_fork(p: &Prepared, status_fd: RawFd) -> ! {
+    // SAFETY: every call below is an async-signal-safe system call wrapper
+    // operating on fds we own in this child and on memory prepared before
+    // fork that stays alive (the parent's copy of it is ours after fork).
+    unsafe {
+        if libc::setsid() < 0 {
+            child_fail(status_fd, Stage::Setsid, errno());
+        }
+        if let Some(tty) = p.ctty {
+            if libc::ioctl(tty, libc::TIOCSCTTY, 0) < 0 {
+                child_fail(status_fd, Stage::Ctty, errno());
+            }
+        }
+
+        // Move sources that sit on another target out of the way, so no
+        // dup2 clobbers a source still needed.
+        let mut src = p.stdio;
+        for (i, fd) in src.iter_mut().enumerate() {
+            if *fd < 3 && *fd != i as RawFd {
+                let moved = libc::fcntl(*fd, libc::F_DUPFD_CLOEXEC, 3);
+                if moved < 0 {
+                    child_fail(status_fd, Stage::Stdio, errno());
+                }
+                *fd = moved;
+            }
+        }
+        for (i, &fd) in src.iter().enumerate() {
+            let target = i as RawFd;
+            let rc = if fd == target {
+                // dup2 onto itself would keep FD_CLOEXEC.
+                libc::fcntl(fd, libc::F_SETFD, 0)
+            } else {
+                libc::dup2(fd, target)
+            };
+            if rc < 0 {
+                child_fail(status_fd, Stage::Stdio, errno());
+            }
+        }
+
+        if p.switch_cred
+            && (libc::setgroups(p.groups.len(), p.groups.as_ptr()) < 0
+                || libc::setgid(p.gid) < 0
+                || libc::setuid(p.uid) < 0)
+        {
+            child_fail(status_fd, Stage::Credentials, errno());
+        }
+        if let Some(cwd) = &p.cwd {
+            if libc::chdir(cwd.as_ptr()) < 0 {
+                child_fail(status_fd, Stage::Chdir, errno());
+            }
+        }
+        libc::umask(p.umask);
+
+        // After the credential change, which clears the death signal.
+        if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) < 0 {
+            child_fail(status_fd, Stage::DeathSignal, errno());
+        }
+        if libc::getppid() != p.parent {
+            libc::_exit(127);
+        }
+
+        // The raw system call: libc's sigaction refuses the signals it
+        // reserves (32, 33), which may be inherited ignored. An all-zero
+        // kernel sigaction is SIG_DFL, no flags, empty mask on every layout.
+        let dfl = [0u64; 8];
+        for sig in 1..=64 {
+            if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+                libc::syscall(
+                    libc::SYS_rt_sigaction,
+                    sig,
+                    dfl.as_ptr(),
+                    std::ptr::null_mut::<u64>(),
+                    KERNEL_SIGSET_SIZE,
+                );
+            }
+        }
+        let mut empty: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut empty);
+        libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
+
+        // Close everything above 2 except the status pipe (CLOEXEC).
+        let ranges = [(3, status_fd - 1), (status_fd + 1, RawFd::MAX)];
+        for (first, last) in ranges {
+            if first > last {
+                continue;
+            }
+            let rc = libc::syscall(libc::SYS_close_range, first as u32, last as u32, 0u32);
+            if rc < 0 {
+                if errno() != libc::ENOSYS {
+                    child_fail(status_fd, Stage::CloseFds, errno());
+                }
+                for fd in first..last.min(p.max_fd) {
+                    libc::close(fd);
+                }
+            }
+        }
+
+        // execvpe's search: skip missing entries, remember EACCES.
+        let mut saw_eacces = false;
+        let mut last_err = libc::ENOENT;
+        for cand in &p.candidates {
+            libc::execve(cand.as_ptr(), p.argv_ptrs.as_ptr(), p.env_ptrs.as_ptr());
+            last_err = errno();
+            match last_err {
+                libc::EACCES => saw_eacces = true,
+                libc::ENOENT | libc::ENOTDIR | libc::ESTALE | libc::ENODEV | libc::ETIMEDOUT => {}
+                _ => break,
+            }
+        }
+        if saw_eacces && matches!(last_err, libc::ENOENT | libc::ENOTDIR) {
+            last_err = libc::EACCES;
+        }
+        child_fail(status_fd, Stage::Exec, last_err)
+    }
+}
+
+/// Something a child did, as waitpid reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WaitEvent {
+    Exited {
+        pid: u32,
+        code: i32,
+    },
+    /// Killed by a (native) signal.
+    Signaled {
+        pid: u32,
+        signal: i32,
+        core_dumped: bool,
+    },
+    Stopped {
+        pid: u32,
+        signal: i32,
+    },
+    Continued {
+        pid: u32,
+    },
+}
+
+impl WaitEvent {
+    pub fn pid(&self) -> u32 {
+        match *self {
+            WaitEvent::Exited { pid, .. }
+            | WaitEvent::Signaled { pid, .. }
+            | WaitEvent::Stopped { pid, .. }
+            | WaitEvent::Continued { pid } => pid,
+        }
+    }
+
+    /// How the process ended, in wire terms; None if it has not ended. A
+    /// signal without a wire number is reported as exit 128 + signal.
+    pub fn exit_status(&self) -> Option<ExitStatus> {
+        match *self {
+            WaitEvent::Exited { code, .. } => Some(ExitStatus::Exited(code)),
+            WaitEvent::Signaled {
+                signal,
+                core_dumped,
+                ..
+            } => Some(match crate::signal::to_wire(signal) {
+                Some(signal) => ExitStatus::Signaled {
+                    signal,
+                    core_dumped,
+                },
+                None => ExitStatus::Exited(128 + signal),
+            }),
+            _ => None,
+        }
+    }
+}
+
+fn decode(pid: libc::pid_t, status: i32) -> WaitEvent {
+    let pid = pid as u32;
+    if libc::WIFEXITED(status) {
+        WaitEvent::Exited {
+            pid,
+            code: libc::WEXITSTATUS(status),
+        }
+    } else if libc::WIFSIGNALED(status) {
+        WaitEvent::Signaled {
+            pid,
+            signal: libc::WTERMSIG(status),
+            core_dumped: libc::WCOREDUMP(status),
+        }
+    } else if libc::WIFSTOPPED(status) {
+        WaitEvent::Stopped {
+            pid,
+            signal: libc::WSTOPSIG(status),
+        }
+    } else {
+        WaitEvent::Continued { pid }
+    }
+}
+
+fn waitpid(pid: libc::pid_t, flags: i32) -> io::Result<Option<WaitEvent>> {
+    loop {
+        let mut status = 0;
+        // SAFETY: waitpid writes the status into a valid local.
+        let rc = unsafe { libc::waitpid(pid, &mut status, flags) };
+        if rc > 0 {
+            return Ok(Some(decode(rc, status)));
+        }
+        if rc == 0 {
+            return Ok(None);
+        }
+        let err = io::Error::last_os_error();
+        if err.kind() != io::ErrorKind::Interrupted {
+            return Err(err);
+        }
+    }
+}
+
+/// waitpid(-1, WNOHANG|WUNTRACED|WCONTINUED); Ok(None) when nothing to
+/// report or no children (ECHILD).
+pub fn wait_any_nohang() -> io::Result<Option<WaitEvent>> {
+    match waitpid(-1, libc::WNOHANG | libc::WUNTRACED | libc::WCONTINUED) {
+        Err(e) if e.raw_os_error() == Some(libc::ECHILD) => Ok(None),
+        r => r,
+    }
+}
+
+/// waitpid(pid, WUNTRACED|WCONTINUED, plus WNOHANG if `nohang`): the next
+/// event of that child; Ok(None) only with `nohang` when it has none yet.
+/// Not a child of ours (or already reaped) is an error (ECHILD).
+pub fn wait_pid(pid: u32, nohang: bool) -> io::Result<Option<WaitEvent>> {
+    let pid = libc::pid_t::try_from(pid)
+        .ok()
+        .filter(|&p| p > 0)
+        .ok_or_else(|| io::Error::from_raw_os_error(libc::ECHILD))?;
+    let mut flags = libc::WUNTRACED | libc::WCONTINUED;
+    if nohang {
+        flags |= libc::WNOHANG;
+    }
+    waitpid(pid, flags)
+}
+
+/// pipe2(O_CLOEXEC): (read end, write end).
+pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0 as RawFd; 2];
+    // SAFETY: pipe2 writes two fds into the array.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: pipe2 succeeded: both fds are new and owned by nobody else.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// F_SETPIPE_SZ; EPERM (over /proc/sys/fs/pipe-max-size without
+/// privilege) is ignored.
+pub fn set_pipe_size(fd: BorrowedFd<'_>, bytes: usize) -> io::Result<()> {
+    let bytes = bytes.min(i32::MAX as usize) as libc::c_int;
+    // SAFETY: fcntl on a borrowed fd with an integer argument.
+    if unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETPIPE_SZ, bytes) } < 0 {
+        let err = io::Error::last_os_error();
+        if err.raw_os_error() != Some(libc::EPERM) {
+            return Err(err);
+        }
+    }
+    Ok(())
+}
+
+fn fcntl_set(fd: BorrowedFd<'_>, get: i32, set: i32, bit: i32) -> io::Result<()> {
+    // SAFETY: fcntl on a borrowed fd with integer arguments.
+    unsafe {
+        let flags = libc::fcntl(fd.as_raw_fd(), get);
+        if flags < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if flags & bit == 0 && libc::fcntl(fd.as_raw_fd(), set, flags | bit) < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// Sets O_NONBLOCK.
+pub fn set_nonblocking(fd: BorrowedFd<'_>) -> io::Result<()> {
+    fcntl_set(fd, libc::F_GETFL, libc::F_SETFL, libc::O_NONBLOCK)
+}
+
+/// Sets FD_CLOEXEC.
+pub fn set_cloexec(fd: BorrowedFd<'_>) -> io::Result<()> {
+    fcntl_set(fd, libc::F_GETFD, libc::F_SETFD, libc::FD_CLOEXEC)
+}
+
+/// prctl(PR_SET_CHILD_SUBREAPER, 1): orphaned descendants become our
+/// children, for us to reap.
+pub fn set_child_subreaper() -> io::Result<()> {
+    // SAFETY: prctl with integer arguments.
+    if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use std::os::fd::AsFd;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn v(args: &[&str]) -> Vec<Vec<u8>> {
+        args.iter().map(|a| a.as_bytes().to_vec()).collect()
+    }
+
+    struct Run {
+        program: String,
+        argv: Vec<Vec<u8>>,
+        env: Vec<Vec<u8>>,
+        cwd: String,
+        umask: u32,
+        uid: u32,
+        gid: u32,
+        groups: Vec<u32>,
+    }
+
+    fn run(program: &str, argv: &[&str]) -> Run {
+        let (uid, gid, groups) = crate::cred::current_cred();
+        Run {
+            program: program.to_owned(),
+            argv: v(argv),
+            env: v(&["PATH=/usr/bin:/bin"]),
+            cwd: "/".to_owned(),
+            umask: 0o022,
+            uid,
+            gid,
+            groups,
+        }
+    }
+
+    /// Spawns with stdout and stderr on a pipe; returns (result, output, exit event).
+    fn go(r: &Run) -> (Result<u32, SpawnError>, String, Option<WaitEvent>) {
+        let (out_r, out_w) = pipe().unwrap();
+        let null = std::fs::File::open("/dev/null").unwrap();
+        let req = SpawnRequest {
+            program: r.program.as_bytes(),
+            argv: &r.argv,
+            env: &r.env,
+            cwd: r.cwd.as_bytes(),
+            umask: r.umask,
+            uid: r.uid,
+            gid: r.gid,
+            groups: &r.groups,
+            stdin: null.as_fd(),
+            stdout: out_w.as_fd(),
+            stderr: out_w.as_fd(),
+            controlling_tty: None,
+        };
+        let res = spawn(&req);
+        drop(out_w);
+        let mut out = String::new();
+        std::fs::File::from(out_r).read_to_string(&mut out).unwrap();
+        let ev = res.as_ref().ok().map(|&pid| wait_exit(pid));
+        (res, out, ev)
+    }
+
+    fn wait_exit(pid: u32) -> WaitEvent {
+        loop {
+            let ev = wait_pid(pid, false).unwrap().unwrap();
+            assert_eq!(ev.pid(), pid);
+            if matches!(ev, WaitEvent::Exited { .. } | WaitEvent::Signaled { .. }) {
+                return ev;
+            }
+        }
+    }
+
+    fn exited(pid: &Result<u32, SpawnError>, code: i32) -> Option<WaitEvent> {
+        Some(WaitEvent::Exited {
+            pid: *pid.as_ref().unwrap(),
+            code,
+        })
+    }
+
+    #[test]
+    fn exit_code() {
+        let (res, _, ev) = go(&run("/bin/sh", &["sh", "-c", "exit 3"]));
+        assert_eq!(ev, exited(&res, 3));
+        assert_eq!(
+            ev.unwrap().exit_status(),
+            Some(roam_proto::types::ExitStatus::Exited(3))
+        );
+    }
+
+    #[test]
+    fn killed_by_signal() {
+        let (res, _, ev) = go(&run("/bin/sh", &["sh", "-c", "kill -TERM $$"]));
+        let pid = res.unwrap();
+        assert_eq!(
+            ev,
+            Some(WaitEvent::Signaled {
+                pid,
+                signal: libc::SIGTERM,
+                core_dumped: false
+            })
+        );
+    }
+
+    #[test]
+    fn argv_env_and_path_search() {
+        let mut r = run(
+            "sh",
+            &[
+                "my-sh",
+                "-c",
+                "echo \"$0 $FOO\"; echo \"$1\"",
+                "my-sh",
+                "x y",
+            ],
+        );
+        r.env = v(&["PATH=/nonexistent::/bin", "FOO=bar"]);
+        let (res, out, ev) = go(&r);
+        assert_eq!(out, "my-sh bar\nx y\n");
+        assert_eq!(ev, exited(&res, 0));
+        // No PATH at all: the default one.
+        r.env = v(&["FOO=baz"]);
+        let (res, out, ev) = go(&r);
+        assert_eq!(out, "my-sh baz\nx y\n");
+        assert_eq!(ev, exited(&res, 0));
+        // Exactly the given environment.
+        let mut r = run("/usr/bin/env", &["env"]);
+        r.env = v(&["A=1", "B=2"]);
+        assert_eq!(go(&r).1, "A=1\nB=2\n");
+    }
+
+    #[test]
+    fn missing_program() {
+        let (res, _, _) = go(&run("roam-no-such-program", &["x"]));
+        let msg = res.unwrap_err().to_string();
+        assert!(msg.contains("'roam-no-such-program'"), "{msg}");
+        assert!(msg.contains("No such file or directory"), "{msg}");
+        let (res, _, _) = go(&run("/nonexistent/prog", &["x"]));
+        let err = res.unwrap_err();
+        assert!(matches!(err, SpawnError::Exec { .. }), "{err}");
+        assert_eq!(err.io_error().unwrap().raw_os_error(), Some(libc::ENOENT));
+        assert!(go(&run("", &[])).0.is_err());
+    }
+
+    #[test]
+    fn not_executable() {
+        let path = std::env::temp_dir().join(format!("roam-sys-noexec-{}", std::process::id()));
+        let mut f = std::fs::File::create(&path).unwrap();
+        f.write_all(b"#!/bin/sh\nexit 0\n").unwrap();
+        f.set_permissions(std::fs::Permissions::from_mode(0o644))
+            .unwrap();
+        drop(f);
+        let p = path.to_str().unwrap();
+        let (res, _, _) = go(&run(p, &["x"]));
+        std::fs::remove_file(&path).unwrap();
+        let err = res.unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            msg.contains(p) && msg.contains("Permission denied"),
+            "{msg}"
+        );
+        assert_eq!(
+            err.io_error().unwrap().kind(),
+            io::ErrorKind::PermissionDenied
+        );
+    }
+
+    #[test]
+    fn bad_cwd() {
+        let mut r = run("/bin/true", &["true"]);
+        r.cwd = "/roam/no/such/dir".to_owned();
+        let err = go(&r).0.unwrap_err();
+        assert!(matches!(err, SpawnError::Chdir { .. }));
+        let msg = err.to_string();
+        assert!(
+            msg.starts_with("cannot change to directory '/roam/no/such/dir': No such file"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn nul_byte_rejected() {
+        let r = run("/bin/true", &["tr\0ue"]);
+        assert!(matches!(go(&r).0, Err(SpawnError::Nul { .. })));
+    }
+
+    #[test]
+    fn cwd_and_umask() {
+        let mut r = run("/bin/sh", &["sh", "-c", "pwd; umask"]);
+        r.cwd = "/tmp".to_owned();
+        r.umask = 0o027;
+        let (res, out, ev) = go(&r);
+        assert_eq!(out, "/tmp\n0027\n");
+        assert_eq!(ev, exited(&res, 0));
+    }
+
+    #[test]
+    fn switches_user() {
+        // SAFETY: trivial getter.
+        if unsafe { libc::geteuid() } != 0 {
+            return;
+        }
+        let mut r = run("/bin/sh", &["sh", "-c", "id -u; id -g; id -G"]);
+        r.uid = 65534;
+        r.gid = 65534;
+        r.groups = vec![65534, 100];
+        let (res, out, ev) = go(&r);
+        assert_eq!(out, "65534\n65534\n65534 100\n");
+        assert_eq!(ev, exited(&res, 0));
+        // No groups at all.
+        r.groups = vec![];
+        assert_eq!(go(&r).1, "65534\n65534\n65534\n");
+    }
+
+    #[test]
+    fn fresh_signal_state_and_no_leaked_fds() {
+        // An fd without CLOEXEC must still not reach the child.
+        let f = std::fs::File::open("/dev/null").unwrap();
+        let leaked = OwnedFd::from(f);
+        // SAFETY: clearing FD_CLOEXEC on our own fd.
+        unsafe { libc::fcntl(leaked.as_raw_fd(), libc::F_SETFD, 0) };
+        // A blocked signal in this thread must not be inherited.
+        // SAFETY: blocking SIGUSR2 in this test thread only.
+        unsafe {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            libc::sigaddset(&mut set, libc::SIGUSR2);
+            libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        }
+        let r = run(
+            "/bin/sh",
+            &[
+                "sh",
+                "-c",
+                "grep -E '^Sig(Blk|Ign)' /proc/self/status; ls /proc/$$/fd",
+            ],
+        );
+        let (res, out, ev) = go(&r);
+        assert_eq!(ev, exited(&res, 0));
+        assert!(out.contains("SigBlk:\t0000000000000000\n"), "{out}");
+        assert!(out.contains("SigIgn:\t0000000000000000\n"), "{out}");
+        let fds: Vec<&str> = out.lines().skip(2).collect();
+        assert!(
+            !fds.contains(&leaked.as_raw_fd().to_string().as_str()),
+            "{out}"
+        );
+        assert!(fds.contains(&"0") && fds.contains(&"2"), "{out}");
+    }
+
+    #[test]
+    fn stdio_shuffle() {
+        // stdout and stderr swapped onto each other's pipes.
+        let (a_r, a_w) = pipe().unwrap();
+        let (b_r, b_w) = pipe().unwrap();
+        let null = std::fs::File::open("/dev/null").unwrap();
+        let argv = v(&["sh", "-c", "echo out; echo err >&2"]);
+        let (uid, gid, groups) = crate::cred::current_cred();
+        let req = SpawnRequest {
+            program: b"/bin/sh",
+            argv: &argv,
+            env: &[],
+            cwd: b"",
+            umask: 0o022,
+            uid,
+            gid,
+            groups: &groups,
+            stdin: null.as_fd(),
+            stdout: b_w.as_fd(),
+            stderr: a_w.as_fd(),
+            controlling_tty: None,
+        };
+        let pid = spawn(&req).unwrap();
+        drop((a_w, b_w));
+        let mut a = String::new();
+        let mut b = String::new();
+        std::fs::File::from(a_r).read_to_string(&mut a).unwrap();
+        std::fs::File::from(b_r).read_to_string(&mut b).unwrap();
+        assert_eq!((a.as_str(), b.as_str()), ("err\n", "out\n"));
+        assert_eq!(wait_exit(pid), WaitEvent::Exited { pid, code: 0 });
+    }
+
+    #[test]
+    fn controlling_terminal() {
+        let (master, slave) = crate::pty::open_pty(24, 80).unwrap();
+        let argv = v(&["sh", "-c", "exec 3</dev/tty && echo tty-ok; stty size"]);
+        let (uid, gid, groups) = crate::cred::current_cred();
+        let req = SpawnRequest {
+            program: b"/bin/sh",
+            argv: &argv,
+            env: &[],
+            cwd: b"/",
+            umask: 0o022,
+            uid,
+            gid,
+            groups: &groups,
+            stdin: slave.as_fd(),
+            stdout: slave.as_fd(),
+            stderr: slave.as_fd(),
+            controlling_tty: Some(slave.as_fd()),
+        };
+        let pid = spawn(&req).unwrap();
+        drop(slave);
+        let ev = wait_exit(pid);
+        let mut out = Vec::new();
+        let mut buf = [0u8; 1024];
+        let mut m = std::fs::File::from(master);
+        // Once the slave is closed everywhere, read fails with EIO.
+        while let Ok(n @ 1..) = m.read(&mut buf) {
+            out.extend_from_slice(&buf[..n]);
+        }
+        let out = String::from_utf8_lossy(&out);
+        assert!(out.contains("tty-ok"), "{out:?}");
+        assert!(out.contains("24 80"), "{out:?}");
+        assert_eq!(ev, WaitEvent::Exited { pid, code: 0 });
+    }
+
+    #[test]
+    fn wait_pid_nohang_and_stop_continue() {
+        let r = run("/bin/sleep", &["sleep", "30"]);
+        let null = std::fs::File::open("/dev/null").unwrap();
+        let res = spawn(&SpawnRequest {
+            program: r.program.as_bytes(),
+            argv: &r.argv,
+            env: &r.env,
+            cwd: r.cwd.as_bytes(),
+            umask: r.umask,
+            uid: r.uid,
+            gid: r.gid,
+            groups: &r.groups,
+            stdin: null.as_fd(),
+            stdout: null.as_fd(),
+            stderr: null.as_fd(),
+            controlling_tty: None,
+        });
+        let pid = res.unwrap();
+        assert_eq!(wait_pid(pid, true).unwrap(), None);
+        crate::signal::kill(pid as i32, libc::SIGSTOP).unwrap();
+        assert_eq!(
+            wait_pid(pid, false).unwrap(),
+            Some(WaitEvent::Stopped {
+                pid,
+                signal: libc::SIGSTOP
+            })
+        );
+        crate::signal::kill(pid as i32, libc::SIGCONT).unwrap();
+        assert_eq!(
+            wait_pid(pid, false).unwrap(),
+            Some(WaitEvent::Continued { pid })
+        );
+        crate::signal::kill(pid as i32, libc::SIGKILL).unwrap();
+        assert_eq!(
+            wait_exit(pid),
+            WaitEvent::Signaled {
+                pid,
+                signal: libc::SIGKILL,
+                core_dumped: false
+            }
+        );
+        assert!(wait_pid(pid, true).is_err());
+        assert!(wait_pid(0, true).is_err());
+    }
+
+    /// wait_any_nohang reaps any child, so it runs in a process of its own:
+    /// this test re-runs the test binary on `wait_any_child_helper`.
+    #[test]
+    fn wait_any_in_subprocess() {
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "spawn::tests::wait_any_child_helper",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env("ROAM_SYS_WAIT_ANY_HELPER", "1")
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{text}");
+        assert!(text.contains("wait-any-ok"), "{text}");
+    }
+
+    #[test]
+    fn wait_any_child_helper() {
+        if std::env::var_os("ROAM_SYS_WAIT_ANY_HELPER").is_none() {
+            return;
+        }
+        assert_eq!(wait_any_nohang().unwrap(), None);
+        let res = {
+            let r = run("/bin/sh", &["sh", "-c", "exit 5"]);
+            let null = std::fs::File::open("/dev/null").unwrap();
+            let req = SpawnRequest {
+                program: r.program.as_bytes(),
+                argv: &r.argv,
+                env: &r.env,
+                cwd: r.cwd.as_bytes(),
+                umask: r.umask,
+                uid: r.uid,
+                gid: r.gid,
+                groups: &r.groups,
+                stdin: null.as_fd(),
+                stdout: null.as_fd(),
+                stderr: null.as_fd(),
+                controlling_tty: None,
+            };
+            spawn(&req)
+        };
+        let pid = res.unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            match wait_any_nohang().unwrap() {
+                Some(ev) => {
+                    assert_eq!(ev, WaitEvent::Exited { pid, code: 5 });
+                    break;
+                }
+                None => {
+                    assert!(std::time::Instant::now() < deadline);
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                }
+            }
+        }
+        assert_eq!(wait_any_nohang().unwrap(), None);
+        // A failed spawn leaves no zombie behind.
+        assert!(go(&run("/roam/none", &["x"])).0.is_err());
+        assert_eq!(wait_any_nohang().unwrap(), None);
+        println!("wait-any-ok");
+    }
+
+    #[test]
+    fn fd_helpers() {
+        let (r, w) = pipe().unwrap();
+        // SAFETY: reading flags of our own fds.
+        let fl = |fd: &OwnedFd, cmd| unsafe { libc::fcntl(fd.as_raw_fd(), cmd) };
+        assert_ne!(fl(&r, libc::F_GETFD) & libc::FD_CLOEXEC, 0);
+        assert_eq!(fl(&r, libc::F_GETFL) & libc::O_NONBLOCK, 0);
+        set_nonblocking(r.as_fd()).unwrap();
+        assert_ne!(fl(&r, libc::F_GETFL) & libc::O_NONBLOCK, 0);
+        let mut buf = [0u8; 1];
+        let e = std::fs::File::from(r.try_clone().unwrap())
+            .read(&mut buf)
+            .unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::WouldBlock);
+        set_pipe_size(w.as_fd(), 1 << 20).unwrap();
+        assert_eq!(fl(&w, libc::F_GETPIPE_SZ), 1 << 20);
+        let dup = OwnedFd::from(std::fs::File::open("/dev/null").unwrap());
+        // SAFETY: clearing FD_CLOEXEC on our own fd.
+        unsafe { libc::fcntl(dup.as_raw_fd(), libc::F_SETFD, 0) };
+        set_cloexec(dup.as_fd()).unwrap();
+        assert_ne!(fl(&dup, libc::F_GETFD) & libc::FD_CLOEXEC, 0);
+        let file = std::fs::File::open("/dev/null").unwrap();
+        assert!(set_pipe_size(file.as_fd(), 4096).is_err());
+    }
+
+    #[test]
+    fn subreaper() {
+        // In a forked child, so the test process does not adopt orphans.
+        // SAFETY: the child makes two prctl calls and _exits.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0);
+        if pid == 0 {
+            let ok = set_child_subreaper().is_ok();
+            let mut v: libc::c_int = 0;
+            // SAFETY: PR_GET_CHILD_SUBREAPER writes an int into `v`; _exit
+            // is always safe.
+            unsafe {
+                libc::prctl(libc::PR_GET_CHILD_SUBREAPER, &mut v as *mut libc::c_int);
+                libc::_exit(if ok && v == 1 { 0 } else { 1 });
+            }
+        }
+        assert_eq!(
+            wait_exit(pid as u32),
+            WaitEvent::Exited {
+                pid: pid as u32,
+                code: 0
+            }
+        );
+    }
+
+    #[test]
+    fn candidates() {
+        assert_eq!(exec_candidates(b"./x", &[]), vec![b"./x".to_vec()]);
+        assert_eq!(
+            exec_candidates(b"ls", &v(&["PATH=/a:/b/:", "PATH=/c"])),
+            vec![b"/a/ls".to_vec(), b"/b/ls".to_vec(), b"ls".to_vec()]
+        );
+        assert_eq!(exec_candidates(b"ls", &[]).len(), 3);
+    }
+}

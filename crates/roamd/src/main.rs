@@ -1,1 +1,60 @@
-fn main() {}
+//! `roamd`: the roam daemon. Reads its config, runs its roles, stops on
+//! SIGTERM or SIGINT. All logic lives in `roam-core`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use roam_core::config::Config;
+
+/// The roam daemon (home role, node role, or both, from its config file).
+#[derive(Parser)]
+#[command(version)]
+struct Args {
+    /// The configuration file (TOML).
+    #[arg(long, short, default_value = "/etc/roam/roamd.toml")]
+    config: PathBuf,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("ROAM_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    match run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("roamd: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: Args) -> anyhow::Result<()> {
+    let cfg = Config::load(&args.config)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            r = roam_core::daemon::run(cfg) => r.map_err(anyhow::Error::from),
+            _ = term.recv() => {
+                tracing::info!("SIGTERM: stopping");
+                Ok(())
+            }
+            _ = tokio::signal::ctrl_c() => {
+                tracing::info!("SIGINT: stopping");
+                Ok(())
+            }
+        }
+    })?;
+    // Do not wait for blocking threads (the spawner) to finish.
+    std::process::exit(0);
+}

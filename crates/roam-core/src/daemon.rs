@@ -1,0 +1,50 @@
+//! Wiring: runs the roles a configuration asks for.
+
+use roam_net::tls::Identity;
+
+use crate::config::Config;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("cannot load this daemon's TLS identity")]
+    Identity(#[source] roam_net::tls::TlsError),
+    #[error("certificate is for '{cert}' but the config names this node '{config}'")]
+    NameMismatch { cert: String, config: String },
+    #[error("home role failed")]
+    Home(#[source] std::io::Error),
+    #[error("node role failed")]
+    Node(#[source] std::io::Error),
+}
+
+/// Runs the daemon until it fails or the process is signalled.
+pub async fn run(cfg: Config) -> Result<(), DaemonError> {
+    let identity =
+        Identity::load(&cfg.tls.ca, &cfg.tls.cert, &cfg.tls.key).map_err(DaemonError::Identity)?;
+    if identity.name() != cfg.name {
+        return Err(DaemonError::NameMismatch {
+            cert: identity.name().to_owned(),
+            config: cfg.name.clone(),
+        });
+    }
+    let home = cfg.role.is_home().then(|| {
+        let cfg = cfg.clone();
+        let id = identity.clone();
+        tokio::spawn(async move { crate::home::run(&cfg, id).await })
+    });
+    if cfg.role.is_node() {
+        if home.is_some() {
+            // Let the home bind before our node half connects to it.
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        crate::node::run(&cfg, identity)
+            .await
+            .map_err(DaemonError::Node)?;
+    }
+    if let Some(h) = home {
+        match h.await {
+            Ok(r) => r.map_err(DaemonError::Home)?,
+            Err(e) => return Err(DaemonError::Home(std::io::Error::other(e))),
+        }
+    }
+    Ok(())
+}

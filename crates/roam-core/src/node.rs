@@ -1,0 +1,966 @@
+//! The node role: keeps a link to the home daemon, runs remote processes
+//! with their owners' credentials, streams their stdio and reports their
+//! state.
+//!
+//! A node keeps its processes running while the link to the home is away
+//! (a home restart, a short link cut) for `orphan_grace_ms`; when the link
+//! comes back it tells the home which sessions it still has, and the home
+//! tells it which to forget. Past the grace it kills them: nothing runs
+//! without a proxy for long.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use roam_net::framed::FrameReader;
+use roam_net::tls::{self, Identity};
+use roam_proto::link::{LinkHello, LinkHelloReply, LinkMsg};
+use roam_proto::types::{
+    ArchInfo, Chan, Cred, ErrorCode, ExitStatus, NodeLoad, ProcInfo, SessionId, SessionReport,
+    SpawnSpec, WireError, WireSignal,
+};
+use roam_sys::spawn::{SpawnRequest, WaitEvent};
+use tokio::io::unix::AsyncFd;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::config::{Config, NodeConfig};
+use crate::stream::{InStream, OutStream};
+use crate::wire::{writer_loop, FrameTx};
+
+/// How long after a process exits its stdout/stderr may stay open (held by
+/// a child it left behind) before the node stops waiting for their end.
+const EXIT_LINGER: Duration = Duration::from_millis(250);
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Commands to a session's task.
+#[derive(Debug)]
+enum SessionCmd {
+    Link(LinkMsg),
+    Wait(WaitEvent),
+    /// The home no longer has a proxy for it: kill and forget.
+    Forget,
+}
+
+struct SessionHandle {
+    tx: mpsc::UnboundedSender<SessionCmd>,
+    report: SessionReport,
+    started: Instant,
+}
+
+/// State shared by the node's tasks.
+pub struct NodeShared {
+    name: String,
+    cfg: NodeConfig,
+    heartbeat: Duration,
+    timeout: Duration,
+    sessions: Mutex<HashMap<SessionId, SessionHandle>>,
+    /// Child pid → its session's command queue (filled by the spawner
+    /// thread before the reaper can see the pid).
+    pids: Arc<Mutex<HashMap<u32, mpsc::UnboundedSender<SessionCmd>>>>,
+    link: Mutex<Option<FrameTx>>,
+    spawner: std::sync::mpsc::Sender<SpawnJob>,
+}
+
+struct SpawnJob {
+    req: OwnedSpawn,
+    tx: mpsc::UnboundedSender<SessionCmd>,
+    reply: oneshot::Sender<Result<u32, roam_sys::spawn::SpawnError>>,
+}
+
+/// A spawn request with owned buffers, to cross to the spawner thread.
+struct OwnedSpawn {
+    program: Vec<u8>,
+    argv: Vec<Vec<u8>>,
+    env: Vec<Vec<u8>>,
+    cwd: Vec<u8>,
+    umask: u32,
+    cred: Cred,
+    stdio: [OwnedFd; 3],
+    ctty: Option<usize>,
+}
+
+impl NodeShared {
+    fn send(&self, msg: &LinkMsg) {
+        if let Some(link) = self.link.lock().unwrap().as_ref() {
+            link.send("link", msg);
+        }
+    }
+
+    fn reports(&self) -> Vec<SessionReport> {
+        self.sessions
+            .lock()
+            .unwrap()
+            .values()
+            .map(|h| h.report.clone())
+            .collect()
+    }
+
+    fn to_session(&self, id: SessionId, cmd: SessionCmd) {
+        if let Some(h) = self.sessions.lock().unwrap().get(&id) {
+            let _ = h.tx.send(cmd);
+        }
+    }
+}
+
+/// Runs the node role until the process is told to stop.
+pub async fn run(cfg: &Config, identity: Identity) -> std::io::Result<()> {
+    let node_cfg = cfg
+        .node
+        .clone()
+        .expect("config checked: a node role has a [node] section");
+    let pids: Arc<Mutex<HashMap<u32, mpsc::UnboundedSender<SessionCmd>>>> = Arc::default();
+    let spawner = start_spawner(pids.clone());
+    let shared = Arc::new(NodeShared {
+        name: cfg.name.clone(),
+        cfg: node_cfg,
+        heartbeat: Duration::from_millis(cfg.membership.heartbeat_ms),
+        timeout: Duration::from_millis(cfg.membership.timeout_ms),
+        sessions: Mutex::default(),
+        pids,
+        link: Mutex::new(None),
+        spawner,
+    });
+    tokio::spawn(reaper(shared.clone()));
+    link_manager(shared, identity).await;
+    Ok(())
+}
+
+/// The spawner thread: forks from one long-lived thread, because
+/// PR_SET_PDEATHSIG fires when the thread that forked exits.
+fn start_spawner(
+    pids: Arc<Mutex<HashMap<u32, mpsc::UnboundedSender<SessionCmd>>>>,
+) -> std::sync::mpsc::Sender<SpawnJob> {
+    let (tx, rx) = std::sync::mpsc::channel::<SpawnJob>();
+    std::thread::Builder::new()
+        .name("roam-spawner".into())
+        .spawn(move || {
+            for job in rx {
+                let r = &job.req;
+                let req = SpawnRequest {
+                    program: &r.program,
+                    argv: &r.argv,
+                    env: &r.env,
+                    cwd: &r.cwd,
+                    umask: r.umask,
+                    uid: r.cred.uid,
+                    gid: r.cred.gid,
+                    groups: &r.cred.groups,
+                    stdin: r.stdio[0].as_fd(),
+                    stdout: r.stdio[1].as_fd(),
+                    stderr: r.stdio[2].as_fd(),
+                    controlling_tty: r.ctty.map(|i| r.stdio[i].as_fd()),
+                };
+                // Hold the pid table while forking so the reaper cannot see
+                // the child before it is registered.
+                let mut table = pids.lock().unwrap();
+                let result = roam_sys::spawn::spawn(&req);
+                if let Ok(pid) = result {
+                    table.insert(pid, job.tx.clone());
+                }
+                drop(table);
+                let _ = job.reply.send(result);
+            }
+        })
+        .expect("cannot start the spawner thread");
+    tx
+}
+
+/// Reaps children on SIGCHLD and hands each event to its session.
+async fn reaper(shared: Arc<NodeShared>) {
+    let mut sig = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::child()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!("cannot watch SIGCHLD: {e}");
+            return;
+        }
+    };
+    loop {
+        loop {
+            match roam_sys::spawn::wait_any_nohang() {
+                Ok(Some(ev)) => {
+                    let pid = event_pid(&ev);
+                    let final_event =
+                        matches!(ev, WaitEvent::Exited { .. } | WaitEvent::Signaled { .. });
+                    let mut table = shared.pids.lock().unwrap();
+                    if let Some(tx) = table.get(&pid) {
+                        let _ = tx.send(SessionCmd::Wait(ev));
+                    }
+                    if final_event {
+                        table.remove(&pid);
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::warn!("waitpid: {e}");
+                    break;
+                }
+            }
+        }
+        if sig.recv().await.is_none() {
+            return;
+        }
+    }
+}
+
+fn event_pid(ev: &WaitEvent) -> u32 {
+    match *ev {
+        WaitEvent::Exited { pid, .. }
+        | WaitEvent::Signaled { pid, .. }
+        | WaitEvent::Stopped { pid, .. }
+        | WaitEvent::Continued { pid } => pid,
+    }
+}
+
+/// Keeps the link to the home up, reconnecting after failures; kills the
+/// sessions when the home has been away longer than the grace.
+async fn link_manager(shared: Arc<NodeShared>, identity: Identity) {
+    let grace = Duration::from_millis(shared.cfg.orphan_grace_ms);
+    let mut lost_since: Option<Instant> = None;
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        match connect_once(&shared, &identity).await {
+            Ok(()) => {
+                backoff = Duration::from_millis(100);
+                lost_since = Some(Instant::now());
+            }
+            Err(e) => {
+                if lost_since.is_none() {
+                    lost_since = Some(Instant::now());
+                }
+                tracing::warn!("link to home {}: {e}", shared.cfg.home);
+            }
+        }
+        *shared.link.lock().unwrap() = None;
+        if let Some(since) = lost_since {
+            if since.elapsed() >= grace {
+                let ids: Vec<SessionId> = shared.sessions.lock().unwrap().keys().copied().collect();
+                if !ids.is_empty() {
+                    tracing::warn!(
+                        "home away for {:?}: killing {} orphaned processes",
+                        since.elapsed(),
+                        ids.len()
+                    );
+                    for id in ids {
+                        shared.to_session(id, SessionCmd::Forget);
+                    }
+                }
+            }
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(1));
+    }
+}
+
+/// Errors of one link attempt.
+#[derive(Debug, thiserror::Error)]
+pub enum LinkError {
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    #[error(transparent)]
+    Framed(#[from] roam_net::framed::FramedError),
+    #[error("home refused us: {0}")]
+    Refused(String),
+    #[error("home closed the link during the handshake")]
+    Closed,
+    #[error("home silent for {0:?}: link considered dead")]
+    Silent(Duration),
+}
+
+async fn connect_once(shared: &Arc<NodeShared>, identity: &Identity) -> Result<(), LinkError> {
+    let cfg = &shared.cfg;
+    let stream = tls::connect(identity, cfg.home, &cfg.home_name, HANDSHAKE_TIMEOUT).await?;
+    let (r, w) = tokio::io::split(stream);
+    let mut reader = FrameReader::new(r);
+    let mut writer = roam_net::framed::FrameWriter::new(w);
+    let hello = LinkHello {
+        name: shared.name.clone(),
+        arch: ArchInfo {
+            native: roam_sys::procfs::machine(),
+            runners: Vec::new(),
+        },
+        sessions: shared.reports(),
+        warnings: Vec::new(),
+    };
+    writer.write_hello("link hello", &hello).await?;
+    let reply: LinkHelloReply =
+        tokio::time::timeout(HANDSHAKE_TIMEOUT, reader.read_hello("link hello reply"))
+            .await
+            .map_err(|_| LinkError::Silent(HANDSHAKE_TIMEOUT))??
+            .ok_or(LinkError::Closed)?;
+    let forget = match reply {
+        LinkHelloReply::Welcome {
+            home_name, forget, ..
+        } => {
+            tracing::info!("joined home {home_name} at {}", cfg.home);
+            forget
+        }
+        LinkHelloReply::Refused { reason } => return Err(LinkError::Refused(reason)),
+    };
+    for id in forget {
+        shared.to_session(id, SessionCmd::Forget);
+    }
+    let (tx, rx) = FrameTx::new();
+    let w = writer.into_inner();
+    let writer_task = tokio::spawn(writer_loop(w, rx));
+    *shared.link.lock().unwrap() = Some(tx.clone());
+
+    let mut cpu_prev = roam_sys::procfs::cpu_sample().unwrap_or_default();
+    let mut tick = tokio::time::interval(shared.heartbeat);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_heard = Instant::now();
+    let result = loop {
+        tokio::select! {
+            frame = reader.read_frame() => {
+                let frame = match frame {
+                    Ok(Some(f)) => f,
+                    Ok(None) => break Ok(()),
+                    Err(e) => break Err(e.into()),
+                };
+                last_heard = Instant::now();
+                let msg: LinkMsg = match roam_proto::decode_body("link", &frame) {
+                    Ok(m) => m,
+                    Err(e) => {
+                        tracing::warn!("dropping malformed message from home: {e}");
+                        continue;
+                    }
+                };
+                handle_link_msg(shared, &tx, msg);
+            }
+            _ = tick.tick() => {
+                if last_heard.elapsed() > shared.timeout {
+                    break Err(LinkError::Silent(last_heard.elapsed()));
+                }
+                let now = roam_sys::procfs::cpu_sample().unwrap_or_default();
+                let load = NodeLoad {
+                    cpu_pct: roam_sys::procfs::cpu_pct(cpu_prev, now),
+                    mem_pct: roam_sys::procfs::mem_pct().unwrap_or(0.0),
+                    procs: shared.sessions.lock().unwrap().len() as u32,
+                };
+                cpu_prev = now;
+                tx.send("link", &LinkMsg::Heartbeat { load });
+            }
+        }
+    };
+    *shared.link.lock().unwrap() = None;
+    writer_task.abort();
+    result
+}
+
+fn handle_link_msg(shared: &Arc<NodeShared>, tx: &FrameTx, msg: LinkMsg) {
+    match msg {
+        LinkMsg::Ping { seq } => {
+            tx.send("link", &LinkMsg::Pong { seq });
+        }
+        LinkMsg::Pong { .. } | LinkMsg::Heartbeat { .. } => {}
+        LinkMsg::Spawn {
+            req,
+            session,
+            home_pid,
+            cred,
+            spec,
+        } => {
+            let shared = shared.clone();
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let result = spawn_session(&shared, session, home_pid, cred, spec).await;
+                tx.send("link", &LinkMsg::Spawned { req, result });
+            });
+        }
+        LinkMsg::ListProcs { req } => {
+            tx.send(
+                "link",
+                &LinkMsg::ProcList {
+                    req,
+                    procs: list_procs(shared),
+                },
+            );
+        }
+        LinkMsg::Leave { reason } => tracing::info!("home says: {reason}"),
+        LinkMsg::Data { session, .. }
+        | LinkMsg::Ack { session, .. }
+        | LinkMsg::Eof { session, .. }
+        | LinkMsg::Resume { session, .. }
+        | LinkMsg::PathUp { session }
+        | LinkMsg::Signal { session, .. }
+        | LinkMsg::Resize { session, .. }
+        | LinkMsg::Done { session } => shared.to_session(session, SessionCmd::Link(msg)),
+        LinkMsg::Forget { session } => shared.to_session(session, SessionCmd::Forget),
+        other => tracing::warn!("unexpected message from home: {other:?}"),
+    }
+}
+
+fn list_procs(shared: &NodeShared) -> Vec<ProcInfo> {
+    let sessions = shared.sessions.lock().unwrap();
+    sessions
+        .values()
+        .map(|h| {
+            let st = roam_sys::procfs::proc_stat(h.report.node_pid).ok();
+            ProcInfo {
+                home_pid: h.report.home_pid,
+                session: h.report.session,
+                node: shared.name.clone(),
+                node_pid: h.report.node_pid,
+                uid: h.report.uid,
+                state: st.as_ref().map_or('Z', |s| s.state),
+                cpu_ms: st.as_ref().map_or(0, |s| s.cpu_ms),
+                rss_kib: st.as_ref().map_or(0, |s| s.rss_kib),
+                command: h.report.command.clone(),
+                elapsed_s: st
+                    .as_ref()
+                    .map_or(h.started.elapsed().as_secs(), |s| s.elapsed_s),
+            }
+        })
+        .collect()
+}
+
+/// The descriptors of a session on our side.
+struct Ends {
+    stdin: Option<OwnedFd>,
+    stdout: Option<OwnedFd>,
+    stderr: Option<OwnedFd>,
+    pty: Option<OwnedFd>,
+}
+
+fn prepare_stdio(spec: &SpawnSpec) -> std::io::Result<(Ends, [OwnedFd; 3], Option<usize>)> {
+    let mut child: Vec<OwnedFd> = Vec::with_capacity(3);
+    let mut ends = Ends {
+        stdin: None,
+        stdout: None,
+        stderr: None,
+        pty: None,
+    };
+    let tty = spec.tty.as_ref();
+    let mut slave: Option<OwnedFd> = None;
+    let mut ctty = None;
+    if let Some(t) = tty {
+        let (master, s) = roam_sys::pty::open_pty(t.rows, t.cols)?;
+        if let Err(e) = roam_sys::pty::apply_modes(s.as_fd(), &t.modes) {
+            tracing::debug!("terminal modes not applied: {e}");
+        }
+        ends.pty = Some(master);
+        slave = Some(s);
+    }
+    let flags = [
+        tty.is_some_and(|t| t.stdin),
+        tty.is_some_and(|t| t.stdout),
+        tty.is_some_and(|t| t.stderr),
+    ];
+    for (i, on_tty) in flags.into_iter().enumerate() {
+        if on_tty {
+            let s = slave.as_ref().expect("pty opened when any flag is set");
+            child.push(s.try_clone()?);
+            ctty.get_or_insert(i);
+            continue;
+        }
+        let (r, w) = roam_sys::spawn::pipe()?;
+        if i == 0 {
+            roam_sys::spawn::set_pipe_size(w.as_fd(), 1 << 20)?;
+            child.push(r);
+            ends.stdin = Some(w);
+        } else {
+            roam_sys::spawn::set_pipe_size(r.as_fd(), 1 << 20)?;
+            child.push(w);
+            if i == 1 {
+                ends.stdout = Some(r);
+            } else {
+                ends.stderr = Some(r);
+            }
+        }
+    }
+    if ctty.is_none() {
+        if let Some(s) = slave {
+            // A terminal was asked for but no stdio is on it: still make it
+            // the controlling terminal through stdin's slot? No: keep pipes.
+            drop(s);
+        }
+    }
+    let child: [OwnedFd; 3] = child
+        .try_into()
+        .map_err(|_| std::io::Error::other("internal: three stdio descriptors"))?;
+    Ok((ends, child, ctty))
+}
+
+async fn spawn_session(
+    shared: &Arc<NodeShared>,
+    session: SessionId,
+    home_pid: u32,
+    cred: Cred,
+    spec: SpawnSpec,
+) -> Result<u32, WireError> {
+    if shared.sessions.lock().unwrap().contains_key(&session) {
+        return Err(WireError::new(
+            ErrorCode::BadRequest,
+            "session already exists",
+        ));
+    }
+    let (mut ends, child_fds, ctty) = prepare_stdio(&spec).map_err(|e| {
+        WireError::new(
+            ErrorCode::Internal,
+            format!("cannot set up stdio on node {}: {e}", shared.name),
+        )
+    })?;
+    let mut env: Vec<Vec<u8>> = spec.env.iter().map(|e| e.to_vec()).collect();
+    if let Some((rank, size)) = spec.rank {
+        env.retain(|e| !e.starts_with(b"ROAM_RANK=") && !e.starts_with(b"ROAM_SIZE="));
+        env.push(format!("ROAM_RANK={rank}").into_bytes());
+        env.push(format!("ROAM_SIZE={size}").into_bytes());
+    }
+    env.retain(|e| !e.starts_with(b"ROAM_NODE="));
+    env.push(format!("ROAM_NODE={}", shared.name).into_bytes());
+    let (tx, rx) = mpsc::unbounded_channel();
+    let (reply_tx, reply_rx) = oneshot::channel();
+    let job = SpawnJob {
+        req: OwnedSpawn {
+            program: spec.program.to_vec(),
+            argv: spec.argv.iter().map(|a| a.to_vec()).collect(),
+            env,
+            cwd: spec.cwd.to_vec(),
+            umask: spec.umask,
+            cred: cred.clone(),
+            stdio: child_fds,
+            ctty,
+        },
+        tx: tx.clone(),
+        reply: reply_tx,
+    };
+    shared
+        .spawner
+        .send(job)
+        .map_err(|_| WireError::new(ErrorCode::Internal, "spawner thread is gone"))?;
+    let pid = match reply_rx.await {
+        Ok(Ok(pid)) => pid,
+        Ok(Err(e)) => {
+            return Err(WireError::new(
+                ErrorCode::ExecFailed,
+                format!("{e} (on node {})", shared.name),
+            ))
+        }
+        Err(_) => {
+            return Err(WireError::new(
+                ErrorCode::Internal,
+                "spawner thread is gone",
+            ))
+        }
+    };
+    let command = spec
+        .argv
+        .iter()
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let report = SessionReport {
+        session,
+        home_pid,
+        node_pid: pid,
+        uid: cred.uid,
+        command,
+    };
+    shared.sessions.lock().unwrap().insert(
+        session,
+        SessionHandle {
+            tx,
+            report,
+            started: Instant::now(),
+        },
+    );
+    let tty = spec.tty.clone();
+    let task = SessionTask::new(shared.clone(), session, pid, &mut ends, tty.as_ref())
+        .map_err(|e| WireError::new(ErrorCode::Internal, format!("session set-up: {e}")))?;
+    tokio::spawn(task.run(rx));
+    tracing::info!(
+        "session {session}: pid {pid} uid {} started for home pid {home_pid}",
+        cred.uid
+    );
+    Ok(pid)
+}
+
+/// One remote process's supervision on the node.
+struct SessionTask {
+    shared: Arc<NodeShared>,
+    id: SessionId,
+    pid: u32,
+    stdin: Option<AsyncFd<File>>,
+    /// Sources of stdout (0) and stderr (1).
+    outs: [Option<AsyncFd<File>>; 2],
+    pty: Option<OwnedFd>,
+    out: [OutStream; 2],
+    inn: InStream,
+    exit: Option<ExitStatus>,
+    exited_at: Option<Instant>,
+    exit_sent: bool,
+    stopped: Option<WireSignal>,
+    /// The last stdin write would block.
+    stdin_blocked: bool,
+    buf: Vec<u8>,
+}
+
+impl SessionTask {
+    fn new(
+        shared: Arc<NodeShared>,
+        id: SessionId,
+        pid: u32,
+        ends: &mut Ends,
+        tty: Option<&roam_proto::types::TtySpec>,
+    ) -> std::io::Result<SessionTask> {
+        let wrap = |fd: OwnedFd| -> std::io::Result<AsyncFd<File>> {
+            roam_sys::spawn::set_nonblocking(fd.as_fd())?;
+            roam_sys::aio::async_file(fd)
+        };
+        let mut stdin = ends.stdin.take().map(wrap).transpose()?;
+        let mut stdout = ends.stdout.take().map(wrap).transpose()?;
+        let mut stderr = ends.stderr.take().map(wrap).transpose()?;
+        let pty = ends.pty.take();
+        if let (Some(master), Some(t)) = (pty.as_ref(), tty) {
+            if t.stdin {
+                stdin = Some(wrap(master.try_clone()?)?);
+            }
+            if t.stdout {
+                stdout = Some(wrap(master.try_clone()?)?);
+            } else if t.stderr {
+                stderr = Some(wrap(master.try_clone()?)?);
+            }
+        }
+        let mut out: [OutStream; 2] = Default::default();
+        // A stream with no source of its own (stderr merged into the
+        // terminal) ends at once.
+        if stdout.is_none() {
+            out[0].set_eof();
+        }
+        if stderr.is_none() {
+            out[1].set_eof();
+        }
+        Ok(SessionTask {
+            shared,
+            id,
+            pid,
+            stdin,
+            outs: [stdout, stderr],
+            pty,
+            out,
+            inn: InStream::default(),
+            exit: None,
+            exited_at: None,
+            exit_sent: false,
+            stopped: None,
+            stdin_blocked: false,
+            buf: vec![0u8; roam_proto::MAX_DATA_CHUNK],
+        })
+    }
+
+    fn send(&self, msg: LinkMsg) {
+        self.shared.send(&msg);
+    }
+
+    /// Sends whatever can be sent now: data, ends of streams, the exit.
+    fn pump(&mut self) {
+        for (i, chan) in [(0, Chan::Stdout), (1, Chan::Stderr)] {
+            while let Some((offset, data)) = self.out[i].next_chunk() {
+                self.send(LinkMsg::Data {
+                    session: self.id,
+                    chan,
+                    offset,
+                    data,
+                });
+            }
+            if let Some(offset) = self.out[i].eof_to_send() {
+                self.send(LinkMsg::Eof {
+                    session: self.id,
+                    chan,
+                    offset,
+                });
+            }
+        }
+        if let Some(status) = self.exit {
+            if !self.exit_sent && self.out[0].at_eof() && self.out[1].at_eof() {
+                self.exit_sent = true;
+                self.send(LinkMsg::Exited {
+                    session: self.id,
+                    status,
+                    stdout_end: self.out[0].end(),
+                    stderr_end: self.out[1].end(),
+                });
+            }
+        }
+        if let Some(offset) = self.inn.ack_due() {
+            self.send(LinkMsg::Ack {
+                session: self.id,
+                chan: Chan::Stdin,
+                offset,
+            });
+        }
+    }
+
+    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<SessionCmd>) {
+        loop {
+            self.pump();
+            let can_read = [
+                self.outs[0].is_some() && self.out[0].room() > 0,
+                self.outs[1].is_some() && self.out[1].room() > 0,
+            ];
+            let want_write = self.stdin.is_some() && self.inn.pending() > 0;
+            let linger = self
+                .exited_at
+                .map(|t| tokio::time::Instant::from_std(t + EXIT_LINGER));
+            let outs = &self.outs;
+            tokio::select! {
+                cmd = rx.recv() => {
+                    match cmd {
+                        Some(cmd) => {
+                            if self.handle(cmd) {
+                                break;
+                            }
+                        }
+                        None => break,
+                    }
+                }
+                r = readable(outs[0].as_ref()), if can_read[0] => {
+                    let room = self.out[0].room().min(self.buf.len());
+                    let got = read_ready(r, &mut self.buf[..room]);
+                    self.took(0, got);
+                }
+                r = readable(outs[1].as_ref()), if can_read[1] => {
+                    let room = self.out[1].room().min(self.buf.len());
+                    let got = read_ready(r, &mut self.buf[..room]);
+                    self.took(1, got);
+                }
+                r = writable(self.stdin.as_ref(), std::mem::take(&mut self.stdin_blocked)), if want_write => {
+                    if r.is_ok() {
+                        self.write_stdin();
+                    }
+                }
+                _ = sleep_until(linger), if linger.is_some() && (self.outs[0].is_some() || self.outs[1].is_some()) => {
+                    // Output held open by a child left behind: stop waiting.
+                    for i in 0..2 {
+                        if self.outs[i].take().is_some() {
+                            self.out[i].set_eof();
+                        }
+                    }
+                }
+            }
+        }
+        self.shared.sessions.lock().unwrap().remove(&self.id);
+        tracing::info!("session {}: finished", self.id);
+    }
+
+    /// Applies the result of a read of stdout (0) or stderr (1).
+    fn took(&mut self, i: usize, got: Option<usize>) {
+        match got {
+            Some(0) => {}
+            Some(n) => self.out[i].push(&self.buf[..n]),
+            None => {
+                self.outs[i] = None;
+                self.out[i].set_eof();
+            }
+        }
+    }
+
+    /// Writes pending stdin bytes until done or the pipe is full.
+    fn write_stdin(&mut self) {
+        let Some(fd) = self.stdin.as_ref() else {
+            return;
+        };
+        loop {
+            let front = self.inn.front();
+            if front.is_empty() {
+                break;
+            }
+            match fd.get_ref().write(front) {
+                Ok(n) => self.inn.consumed(n),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    self.stdin_blocked = true;
+                    break;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => {
+                    // EPIPE: the process closed its stdin; discard the rest.
+                    let n = self.inn.pending();
+                    self.inn.consumed(n);
+                    self.stdin = None;
+                    break;
+                }
+            }
+        }
+        if self.inn.finished() && self.pty.is_none() {
+            self.stdin = None;
+        }
+    }
+
+    /// Handles one command; true when the session is over.
+    fn handle(&mut self, cmd: SessionCmd) -> bool {
+        match cmd {
+            SessionCmd::Wait(ev) => match ev {
+                WaitEvent::Exited { code, .. } => self.set_exit(ExitStatus::Exited(code)),
+                WaitEvent::Signaled {
+                    signal,
+                    core_dumped,
+                    ..
+                } => self.set_exit(ExitStatus::Signaled {
+                    signal: roam_sys::signal::to_wire(signal).unwrap_or(WireSignal(9)),
+                    core_dumped,
+                }),
+                WaitEvent::Stopped { signal, .. } => {
+                    let s = roam_sys::signal::to_wire(signal).unwrap_or(WireSignal(19));
+                    self.stopped = Some(s);
+                    self.send(LinkMsg::Stopped {
+                        session: self.id,
+                        signal: s,
+                    });
+                }
+                WaitEvent::Continued { .. } => {
+                    self.stopped = None;
+                    self.send(LinkMsg::Continued { session: self.id });
+                }
+            },
+            SessionCmd::Forget => {
+                self.kill_all();
+                return true;
+            }
+            SessionCmd::Link(msg) => return self.handle_link(msg),
+        }
+        false
+    }
+
+    fn set_exit(&mut self, status: ExitStatus) {
+        self.exit = Some(status);
+        self.exited_at = Some(Instant::now());
+        self.stdin = None;
+        tracing::info!("session {}: pid {} ended: {status:?}", self.id, self.pid);
+    }
+
+    fn kill_all(&mut self) {
+        if self.exit.is_none() {
+            let pid = self.pid as i32;
+            let _ = roam_sys::signal::kill(-pid, libc::SIGKILL);
+            let _ = roam_sys::signal::kill(pid, libc::SIGKILL);
+            tracing::info!("session {}: killed pid {} (proxy gone)", self.id, self.pid);
+        }
+    }
+
+    fn handle_link(&mut self, msg: LinkMsg) -> bool {
+        match msg {
+            LinkMsg::Data {
+                chan: Chan::Stdin,
+                offset,
+                data,
+                ..
+            } => {
+                if self.stdin.is_some() {
+                    self.inn.accept(offset, &data);
+                    self.write_stdin();
+                } else {
+                    // Nobody reads any more: count it delivered.
+                    self.inn.accept(offset, &data);
+                    let n = self.inn.pending();
+                    self.inn.consumed(n);
+                }
+            }
+            LinkMsg::Eof {
+                chan: Chan::Stdin,
+                offset,
+                ..
+            } => {
+                self.inn.set_eof(offset);
+                self.write_stdin();
+            }
+            LinkMsg::Ack { chan, offset, .. } => match chan {
+                Chan::Stdout => self.out[0].ack(offset),
+                Chan::Stderr => self.out[1].ack(offset),
+                Chan::Stdin => {}
+            },
+            LinkMsg::PathUp { .. } => {
+                self.inn.reset_ack();
+                self.send(LinkMsg::Resume {
+                    session: self.id,
+                    delivered: [self.inn.delivered(), 0, 0],
+                });
+            }
+            LinkMsg::Resume { delivered, .. } => {
+                self.out[0].rewind(delivered[1]);
+                self.out[1].rewind(delivered[2]);
+                self.exit_sent = false;
+                if let Some(s) = self.stopped {
+                    self.send(LinkMsg::Stopped {
+                        session: self.id,
+                        signal: s,
+                    });
+                }
+            }
+            LinkMsg::Signal { signal, group, .. } => {
+                if self.exit.is_none() {
+                    if let Some(native) = roam_sys::signal::to_native(signal) {
+                        let pid = self.pid as i32;
+                        let target = if group { -pid } else { pid };
+                        if let Err(e) = roam_sys::signal::kill(target, native) {
+                            if group {
+                                let _ = roam_sys::signal::kill(pid, native);
+                            } else {
+                                tracing::debug!("kill {target} {native}: {e}");
+                            }
+                        }
+                    }
+                }
+            }
+            LinkMsg::Resize { rows, cols, .. } => {
+                if let Some(m) = self.pty.as_ref() {
+                    let _ = roam_sys::pty::set_winsize(m.as_fd(), rows, cols);
+                }
+            }
+            LinkMsg::Done { .. } => return true,
+            other => tracing::debug!("session {}: ignoring {other:?}", self.id),
+        }
+        false
+    }
+}
+
+/// Reads from a descriptor reported readable: `Some(n)` bytes (0 when the
+/// readiness was stale), `None` at end of file or on an error (EIO on a pty
+/// master once the terminal's last user is gone).
+fn read_ready(
+    ready: std::io::Result<tokio::io::unix::AsyncFdReadyGuard<'_, File>>,
+    buf: &mut [u8],
+) -> Option<usize> {
+    let mut guard = ready.ok()?;
+    match guard.try_io(|f| f.get_ref().read(buf)) {
+        Err(_would_block) => Some(0),
+        Ok(Ok(0)) => None,
+        Ok(Ok(n)) => Some(n),
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::Interrupted => Some(0),
+        Ok(Err(_)) => None,
+    }
+}
+
+async fn readable(
+    fd: Option<&AsyncFd<File>>,
+) -> std::io::Result<tokio::io::unix::AsyncFdReadyGuard<'_, File>> {
+    match fd {
+        Some(fd) => fd.readable().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Waits until `fd` is writable. `blocked`: the last write would block, so
+/// the cached readiness is stale and is cleared first.
+async fn writable(fd: Option<&AsyncFd<File>>, blocked: bool) -> std::io::Result<()> {
+    match fd {
+        Some(fd) => {
+            if blocked {
+                let mut g = fd.writable().await?;
+                g.clear_ready();
+            }
+            let mut g = fd.writable().await?;
+            g.retain_ready();
+            Ok(())
+        }
+        None => std::future::pending().await,
+    }
+}
+
+async fn sleep_until(t: Option<tokio::time::Instant>) {
+    match t {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,311 @@
+//! Resumable byte streams between a proxy and its remote process.
+//!
+//! Each of stdin, stdout and stderr is a byte stream with offsets. The sender
+//! keeps every byte it has read from its source until the receiver
+//! acknowledges having *delivered* it (written it to its sink); at most
+//! [`WINDOW`] bytes are unacknowledged, which is the back-pressure: when the
+//! window is full the sender stops reading its source. When the path between
+//! the two ends breaks (a daemon restart, a link loss) and comes back, the
+//! receiver says how far it has delivered and the sender sends again from
+//! there, so no byte is lost or doubled.
+
+use std::collections::VecDeque;
+
+use roam_proto::MAX_DATA_CHUNK;
+
+/// Unacknowledged bytes a sender may hold per stream.
+pub const WINDOW: usize = 4 << 20;
+
+/// The sending half of a stream.
+#[derive(Debug, Default)]
+pub struct OutStream {
+    /// Offset of `buf[0]`.
+    base: u64,
+    buf: VecDeque<u8>,
+    /// Next offset to send.
+    sent: u64,
+    /// The stream ends at this offset (set once the source is at EOF).
+    eof: Option<u64>,
+    eof_sent: bool,
+}
+
+impl OutStream {
+    /// Bytes the source may still read before the window is full.
+    pub fn room(&self) -> usize {
+        WINDOW.saturating_sub(self.buf.len())
+    }
+
+    /// Whether the source has ended.
+    pub fn at_eof(&self) -> bool {
+        self.eof.is_some()
+    }
+
+    /// Offset just past the last byte read from the source.
+    pub fn end(&self) -> u64 {
+        self.base + self.buf.len() as u64
+    }
+
+    /// Appends bytes read from the source.
+    pub fn push(&mut self, data: &[u8]) {
+        debug_assert!(self.eof.is_none());
+        self.buf.extend(data);
+    }
+
+    /// Marks the source as ended.
+    pub fn set_eof(&mut self) {
+        if self.eof.is_none() {
+            self.eof = Some(self.end());
+        }
+    }
+
+    /// The next chunk to send, if any, advancing the send offset.
+    pub fn next_chunk(&mut self) -> Option<(u64, Vec<u8>)> {
+        let end = self.end();
+        if self.sent >= end {
+            return None;
+        }
+        let from = (self.sent - self.base) as usize;
+        let len = ((end - self.sent) as usize).min(MAX_DATA_CHUNK);
+        let (a, b) = self.buf.as_slices();
+        let mut chunk = Vec::with_capacity(len);
+        if from < a.len() {
+            let take = (a.len() - from).min(len);
+            chunk.extend_from_slice(&a[from..from + take]);
+            if take < len {
+                chunk.extend_from_slice(&b[..len - take]);
+            }
+        } else {
+            let f = from - a.len();
+            chunk.extend_from_slice(&b[f..f + len]);
+        }
+        let off = self.sent;
+        self.sent += len as u64;
+        Some((off, chunk))
+    }
+
+    /// The end-of-stream offset, once, after all data has been sent.
+    pub fn eof_to_send(&mut self) -> Option<u64> {
+        match self.eof {
+            Some(e) if !self.eof_sent && self.sent >= e => {
+                self.eof_sent = true;
+                Some(e)
+            }
+            _ => None,
+        }
+    }
+
+    /// The receiver has delivered everything before `offset`.
+    pub fn ack(&mut self, offset: u64) {
+        let offset = offset.min(self.sent);
+        if offset > self.base {
+            let n = (offset - self.base) as usize;
+            self.buf.drain(..n);
+            self.base = offset;
+        }
+    }
+
+    /// The path came back and the receiver has delivered up to `delivered`:
+    /// send again from there (and the end of stream again).
+    pub fn rewind(&mut self, delivered: u64) {
+        self.ack(delivered);
+        self.sent = self.base.max(delivered.min(self.end()));
+        self.eof_sent = false;
+    }
+
+    /// Whether everything, end included, has been acknowledged.
+    pub fn fully_acked(&self) -> bool {
+        self.eof.is_some() && self.buf.is_empty()
+    }
+}
+
+/// The receiving half of a stream.
+#[derive(Debug, Default)]
+pub struct InStream {
+    /// Everything before this offset is written to the sink.
+    delivered: u64,
+    /// Bytes taken out for a writer and not yet reported written.
+    in_flight: u64,
+    /// Received bytes not yet taken or written, starting at
+    /// `delivered + in_flight`.
+    pending: VecDeque<u8>,
+    eof: Option<u64>,
+    last_acked: u64,
+}
+
+impl InStream {
+    /// Takes a chunk at `offset`; bytes already held are skipped, a chunk
+    /// beyond what is held (a gap) is dropped: the sender will send it again.
+    pub fn accept(&mut self, offset: u64, data: &[u8]) {
+        let have = self.received();
+        if offset > have {
+            return;
+        }
+        let skip = (have - offset) as usize;
+        if skip < data.len() {
+            self.pending.extend(&data[skip..]);
+        }
+    }
+
+    /// The stream ends at `offset`.
+    pub fn set_eof(&mut self, offset: u64) {
+        self.eof = Some(offset);
+    }
+
+    /// Bytes waiting to be written to the sink.
+    pub fn pending(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// A contiguous run of pending bytes to write next.
+    pub fn front(&self) -> &[u8] {
+        self.pending.as_slices().0
+    }
+
+    /// Offset just past the last byte received.
+    pub fn received(&self) -> u64 {
+        self.delivered + self.in_flight + self.pending.len() as u64
+    }
+
+    /// `n` bytes from the front were written to the sink.
+    pub fn consumed(&mut self, n: usize) {
+        self.pending.drain(..n);
+        self.delivered += n as u64;
+    }
+
+    /// Takes up to `max` pending bytes out (for a writer thread); they count
+    /// as delivered only when [`InStream::mark_delivered`] is called.
+    pub fn take(&mut self, max: usize) -> Vec<u8> {
+        let n = self.pending.len().min(max);
+        self.in_flight += n as u64;
+        self.pending.drain(..n).collect()
+    }
+
+    /// `n` bytes taken earlier have been written to the sink.
+    pub fn mark_delivered(&mut self, n: usize) {
+        let n = (n as u64).min(self.in_flight);
+        self.in_flight -= n;
+        self.delivered += n;
+    }
+
+    pub fn delivered(&self) -> u64 {
+        self.delivered
+    }
+
+    /// Whether everything up to the end of stream is delivered.
+    pub fn finished(&self) -> bool {
+        self.eof.is_some_and(|e| self.delivered >= e)
+    }
+
+    /// Whether the end of stream is known and every byte of it received
+    /// (possibly not yet written).
+    pub fn all_received(&self) -> bool {
+        self.eof.is_some_and(|e| self.received() >= e)
+    }
+
+    /// The offset to acknowledge, if an acknowledgement is due: after a
+    /// quarter window, or when everything received has been delivered.
+    pub fn ack_due(&mut self) -> Option<u64> {
+        let unacked = self.delivered - self.last_acked;
+        if unacked == 0 {
+            return None;
+        }
+        if unacked as usize >= WINDOW / 4 || (self.pending.is_empty() && self.in_flight == 0) {
+            self.last_acked = self.delivered;
+            return Some(self.delivered);
+        }
+        None
+    }
+
+    /// After a path change, acknowledge again from scratch.
+    pub fn reset_ack(&mut self) {
+        self.last_acked = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pattern(n: usize) -> Vec<u8> {
+        (0..n).map(|i| (i * 7 % 251) as u8).collect()
+    }
+
+    #[test]
+    fn transfer_with_loss_and_resume() {
+        let src = pattern(3 * MAX_DATA_CHUNK + 123);
+        let mut out = OutStream::default();
+        let mut inn = InStream::default();
+        out.push(&src);
+        out.set_eof();
+        // First chunk arrives, second is lost, third arrives (gap: dropped).
+        let c1 = out.next_chunk().unwrap();
+        let _lost = out.next_chunk().unwrap();
+        let c3 = out.next_chunk().unwrap();
+        inn.accept(c1.0, &c1.1);
+        inn.accept(c3.0, &c3.1);
+        let mut sink = inn.take(usize::MAX);
+        inn.mark_delivered(sink.len());
+        // Path breaks; receiver reports what it delivered.
+        out.rewind(inn.delivered());
+        while let Some((off, data)) = out.next_chunk() {
+            inn.accept(off, &data);
+        }
+        inn.set_eof(out.eof_to_send().unwrap());
+        let rest = inn.take(usize::MAX);
+        inn.mark_delivered(rest.len());
+        sink.extend(rest);
+        assert_eq!(sink, src);
+        assert!(inn.finished());
+        out.ack(inn.ack_due().unwrap());
+        assert!(out.fully_acked());
+    }
+
+    #[test]
+    fn duplicates_are_skipped() {
+        let mut inn = InStream::default();
+        inn.accept(0, b"hello");
+        inn.accept(0, b"hello world");
+        inn.accept(3, b"lo wor");
+        assert_eq!(inn.take(100), b"hello world");
+    }
+
+    #[test]
+    fn window_limits_reading() {
+        let mut out = OutStream::default();
+        out.push(&vec![0; WINDOW - 10]);
+        assert_eq!(out.room(), 10);
+        while out.next_chunk().is_some() {}
+        out.ack(1000);
+        assert_eq!(out.room(), 1010);
+        // Acks beyond what was sent are clamped.
+        out.ack(u64::MAX);
+        assert_eq!(out.room(), WINDOW);
+    }
+
+    #[test]
+    fn ack_cadence() {
+        let mut inn = InStream::default();
+        inn.accept(0, &[1; 100]);
+        inn.consumed(50);
+        assert_eq!(inn.ack_due(), None, "still pending, small");
+        inn.consumed(50);
+        assert_eq!(inn.ack_due(), Some(100));
+        assert_eq!(inn.ack_due(), None);
+    }
+
+    #[test]
+    fn bytes_with_a_writer_still_count_as_received() {
+        let mut inn = InStream::default();
+        inn.accept(0, b"abc");
+        let taken = inn.take(10);
+        assert_eq!(taken, b"abc");
+        // The next chunk follows the taken bytes: not a gap.
+        inn.accept(3, b"def");
+        assert_eq!(inn.received(), 6);
+        assert_eq!(inn.ack_due(), None, "nothing written yet");
+        inn.mark_delivered(3);
+        assert_eq!(inn.take(10), b"def");
+        inn.mark_delivered(3);
+        assert_eq!(inn.ack_due(), Some(6));
+    }
+}

@@ -1,0 +1,7 @@
+pub mod cluster;
+pub mod kill;
+pub mod mode;
+pub mod nodes;
+pub mod ps;
+pub mod run;
+pub mod testbed;

@@ -1,0 +1,48 @@
+//! `roam nodes`: the cluster's nodes and their load.
+
+use std::process::ExitCode;
+
+use anyhow::bail;
+use roam_proto::local::LocalMsg;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let nodes = match crate::util::request("roam nodes", LocalMsg::Nodes)? {
+        LocalMsg::NodeList(n) => n,
+        other => bail!("unexpected answer from roamd: {other:?}"),
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&nodes)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{:>3} {:<12} {:<15} {:<16} {:<11} {:>5} {:>5} {:>5} {:>9}",
+        "#", "NAME", "ADDRESS", "ARCH", "STATE", "CPU%", "MEM%", "PROCS", "HEARTBEAT"
+    );
+    for n in nodes {
+        let mut arch = n.arch.native.clone();
+        for r in &n.arch.runners {
+            arch.push(',');
+            arch.push_str(r);
+        }
+        println!(
+            "{:>3} {:<12} {:<15} {:<16} {:<11} {:>5.1} {:>5.1} {:>5} {:>8.1}s",
+            n.number,
+            n.name,
+            n.addr,
+            arch,
+            n.state.to_string(),
+            n.load.cpu_pct,
+            n.load.mem_pct,
+            n.load.procs,
+            n.last_heartbeat_ms as f64 / 1000.0
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
