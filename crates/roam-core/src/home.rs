@@ -44,6 +44,9 @@ struct NodeEntry {
     last_heartbeat: Instant,
     joined: Instant,
     link: Option<FrameTx>,
+    /// Processes placed on the node since its last heartbeat: their load is
+    /// not in `load` yet.
+    placed_since_heartbeat: u32,
     /// Distinguishes successive links of the same node.
     link_gen: u64,
 }
@@ -122,7 +125,10 @@ impl Home {
                 name: name.clone(),
                 number: n.number,
                 up: n.state == NodeState::Up && n.link.is_some(),
-                load: n.load,
+                load: NodeLoad {
+                    cpu_pct: placement::estimated_cpu(&n.load, n.placed_since_heartbeat),
+                    ..n.load
+                },
                 procs: counts.get(name.as_str()).copied().unwrap_or(0),
             })
             .collect();
@@ -365,6 +371,7 @@ fn register_node(
             last_heartbeat: now,
             joined: now,
             link: Some(tx),
+            placed_since_heartbeat: 0,
             link_gen: gen,
         },
     );
@@ -446,6 +453,7 @@ fn handle_node_msg(home: &Arc<Home>, node: &str, tx: &FrameTx, msg: LinkMsg) {
         LinkMsg::Heartbeat { load } => {
             if let Some(n) = st.nodes.get_mut(node) {
                 n.load = load;
+                n.placed_since_heartbeat = 0;
             }
             tx.send("link", &LinkMsg::Pong { seq: 0 });
         }
@@ -598,7 +606,7 @@ async fn monitor(home: Arc<Home>) {
                 "local",
                 &LocalMsg::NodeLost {
                     node: "?".into(),
-                    reason: "its node did not rejoin after the home daemon restarted".into(),
+                    reason: "the home daemon restarted and no node reported this process".into(),
                 },
             );
         }
@@ -855,6 +863,9 @@ fn start_spawn(
                 format!("node {chosen} is not reachable"),
             )
         })?;
+    if let Some(n) = st.nodes.get_mut(&chosen) {
+        n.placed_since_heartbeat += 1;
+    }
     st.next_req += 1;
     let req = st.next_req;
     let session = loop {

@@ -308,7 +308,9 @@ async fn connect_once(shared: &Arc<NodeShared>, identity: &Identity) -> Result<(
     *shared.link.lock().unwrap() = Some(tx.clone());
 
     let mut cpu_prev = roam_sys::procfs::cpu_sample().unwrap_or_default();
-    let mut tick = tokio::time::interval(shared.heartbeat);
+    // The first sample needs a full interval behind it to mean anything.
+    let mut tick =
+        tokio::time::interval_at(tokio::time::Instant::now() + shared.heartbeat, shared.heartbeat);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_heard = Instant::now();
     let result = loop {
@@ -338,6 +340,7 @@ async fn connect_once(shared: &Arc<NodeShared>, identity: &Identity) -> Result<(
                     cpu_pct: roam_sys::procfs::cpu_pct(cpu_prev, now),
                     mem_pct: roam_sys::procfs::mem_pct().unwrap_or(0.0),
                     procs: shared.sessions.lock().unwrap().len() as u32,
+                    cpus: std::thread::available_parallelism().map_or(1, |n| n.get() as u32),
                 };
                 cpu_prev = now;
                 tx.send("link", &LinkMsg::Heartbeat { load });

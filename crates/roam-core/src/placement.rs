@@ -6,10 +6,13 @@
 //!   then the lowest memory use, then the fewest remote processes, then the
 //!   lowest node number.
 //!
-//! Loads come from heartbeats and so lag behind; two loads in the same band
-//! ([`CPU_BAND`] points of CPU, [`MEM_BAND`] points of memory) count as equal
-//! so that measurement noise does not decide, and the process count (which
-//! the home updates at once when it places a process) breaks the tie.
+//! Loads come from heartbeats and so lag behind. Two remedies: a process
+//! placed since a node's last heartbeat counts as one busy CPU of that node
+//! ([`estimated_cpu`]), so a burst of starts spreads out instead of piling
+//! onto the node that looked idlest; and two loads in the same band
+//! ([`CPU_BAND`] points of CPU, [`MEM_BAND`] points of memory) count as
+//! equal so that measurement noise does not decide, and the process count
+//! (which the home updates at once) breaks the tie.
 
 use roam_proto::types::{Mode, NodeLoad};
 use thiserror::Error;
@@ -46,6 +49,13 @@ pub enum PlaceError {
         free: usize,
         up: usize,
     },
+}
+
+/// A node's CPU use as placement sees it: the last heartbeat's, plus one
+/// busy CPU for each process placed on it since.
+pub fn estimated_cpu(load: &NodeLoad, placed_since_heartbeat: u32) -> f32 {
+    let per_proc = 100.0 / load.cpus.max(1) as f32;
+    (load.cpu_pct + per_proc * placed_since_heartbeat as f32).min(100.0)
 }
 
 fn key(c: &Candidate) -> (i64, i64, u32, u32) {
@@ -134,6 +144,7 @@ mod tests {
                 cpu_pct: cpu,
                 mem_pct: mem,
                 procs,
+                cpus: 4,
             },
             procs,
         }
@@ -199,6 +210,21 @@ mod tests {
                 up: 3
             })
         ));
+    }
+
+    #[test]
+    fn recent_placements_count_as_load() {
+        let l = NodeLoad {
+            cpu_pct: 5.0,
+            mem_pct: 0.0,
+            procs: 0,
+            cpus: 4,
+        };
+        assert_eq!(estimated_cpu(&l, 0), 5.0);
+        assert_eq!(estimated_cpu(&l, 2), 55.0);
+        assert_eq!(estimated_cpu(&l, 9), 100.0);
+        let zero_cpus = NodeLoad { cpus: 0, ..l };
+        assert_eq!(estimated_cpu(&zero_cpus, 1), 100.0);
     }
 
     #[test]

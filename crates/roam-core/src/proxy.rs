@@ -476,13 +476,16 @@ impl Proxy {
         match msg {
             LocalMsg::Stream(m) => self.on_stream(m, out),
             LocalMsg::NodeLost { node, reason } => {
-                let node = if node == "?" { self.node.clone() } else { node };
                 self.leave_raw();
-                eprintln!(
-                    "roam: {}: node {node} is down ({reason}); the process (home pid {}) is lost",
-                    self.prog,
-                    std::process::id()
-                );
+                let pid = std::process::id();
+                if node == "?" {
+                    eprintln!("roam: {}: lost ({reason}); home pid {pid}", self.prog);
+                } else {
+                    eprintln!(
+                        "roam: {}: node {node} is down ({reason}); the process (home pid {pid}) is lost",
+                        self.prog
+                    );
+                }
                 Some(Outcome::Exit(EXIT_LOST))
             }
             LocalMsg::Reattached { node, .. } => {

@@ -138,6 +138,9 @@ pub struct NodeLoad {
     pub mem_pct: f32,
     /// Remote processes roam runs on the node.
     pub procs: u32,
+    /// CPUs the node has (so the home can estimate the load of processes it
+    /// placed since the last heartbeat).
+    pub cpus: u32,
 }
 
 /// A node's membership state as the home sees it.

@@ -33,6 +33,35 @@ pub enum Cmd {
     },
     /// List the testbeds.
     Status,
+    /// Kill a daemon (home or a node) with SIGKILL, as a crash would.
+    Kill(Target),
+    /// Start a daemon again (after kill).
+    Start(Target),
+    /// Take a node's network link down.
+    Cut(Target),
+    /// Bring a node's network link back up.
+    Heal(Target),
+}
+
+#[derive(clap::Args)]
+pub struct Target {
+    /// "home" or a node name (n1, n2...).
+    name: String,
+    /// The testbed (default: the only one).
+    #[arg(long)]
+    id: Option<u32>,
+}
+
+fn open(id: Option<u32>) -> anyhow::Result<Testbed> {
+    let id = match id {
+        Some(id) => id,
+        None => match roam_testbed::list().as_slice() {
+            [one] => *one,
+            [] => anyhow::bail!("no testbed is up (roam testbed up)"),
+            many => anyhow::bail!("several testbeds are up ({many:?}): choose one with --id"),
+        },
+    };
+    Ok(Testbed::open(id)?)
 }
 
 /// `roamd` next to the running `roam`, else on PATH.
@@ -61,7 +90,7 @@ pub fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
             println!("state and logs: {}", tb.dir().display());
             println!("export ROAM_SOCKET={}", tb.socket().display());
             // The daemons outlive this command; `roam testbed down` removes them.
-            std::mem::forget(tb);
+            tb.keep();
         }
         Cmd::Down { id } => match id {
             Some(id) => {
@@ -75,9 +104,18 @@ pub fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
         },
         Cmd::Status => {
             for id in roam_testbed::list() {
-                println!("testbed {id}: /run/roam-testbed/{id}");
+                let tb = Testbed::open(id)?;
+                println!(
+                    "testbed {id}: nodes {} (ROAM_SOCKET={})",
+                    tb.node_names().join(" "),
+                    tb.socket().display()
+                );
             }
         }
+        Cmd::Kill(t) => open(t.id)?.kill_daemon(&t.name)?,
+        Cmd::Start(t) => open(t.id)?.start_daemon(&t.name)?,
+        Cmd::Cut(t) => open(t.id)?.cut_link(&t.name)?,
+        Cmd::Heal(t) => open(t.id)?.heal_link(&t.name)?,
     }
     Ok(ExitCode::SUCCESS)
 }
