@@ -1,8 +1,29 @@
 //! Wiring: runs the roles a configuration asks for.
 
+use std::sync::OnceLock;
+
 use roam_net::tls::Identity;
+use tokio::sync::watch;
 
 use crate::config::Config;
+
+static STOP: OnceLock<watch::Sender<bool>> = OnceLock::new();
+
+fn stop_sender() -> &'static watch::Sender<bool> {
+    STOP.get_or_init(|| watch::channel(false).0)
+}
+
+/// Asks the daemon to stop: a node leaves the cluster (it tells the home,
+/// which ends that node's proxies at once) and `run` returns.
+pub fn request_stop() {
+    stop_sender().send_replace(true);
+}
+
+/// Resolves once a stop was requested.
+pub async fn stopping() {
+    let mut rx = stop_sender().subscribe();
+    let _ = rx.wait_for(|s| *s).await;
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -16,7 +37,7 @@ pub enum DaemonError {
     Node(#[source] std::io::Error),
 }
 
-/// Runs the daemon until it fails or the process is signalled.
+/// Runs the daemon until it fails or [`request_stop`] is called.
 pub async fn run(cfg: Config) -> Result<(), DaemonError> {
     let identity =
         Identity::load(&cfg.tls.ca, &cfg.tls.cert, &cfg.tls.key).map_err(DaemonError::Identity)?;
@@ -41,9 +62,12 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
             .map_err(DaemonError::Node)?;
     }
     if let Some(h) = home {
-        match h.await {
-            Ok(r) => r.map_err(DaemonError::Home)?,
-            Err(e) => return Err(DaemonError::Home(std::io::Error::other(e))),
+        tokio::select! {
+            r = h => match r {
+                Ok(r) => r.map_err(DaemonError::Home)?,
+                Err(e) => return Err(DaemonError::Home(std::io::Error::other(e))),
+            },
+            _ = stopping() => {}
         }
     }
     Ok(())

@@ -512,7 +512,7 @@ fn handle_node_msg(home: &Arc<Home>, node: &str, tx: &FrameTx, msg: LinkMsg) {
         | LinkMsg::Resume { session, .. }
         | LinkMsg::Stopped { session, .. }
         | LinkMsg::Continued { session } => relay_to_proxy(&st, node, session, msg),
-        LinkMsg::Leave { reason } => tracing::info!("node {node} leaves: {reason}"),
+        LinkMsg::Leave { reason } => declare_down(&mut st, node, &format!("it left: {reason}")),
         other => tracing::warn!("node {node}: unexpected {other:?}"),
     }
 }
@@ -524,6 +524,34 @@ fn relay_to_proxy(st: &State, node: &str, session: SessionId, msg: LinkMsg) {
                 p.send("local", &LocalMsg::Stream(msg));
             }
         }
+    }
+}
+
+/// Marks a node down and ends the proxies of its processes with `reason`.
+fn declare_down(st: &mut State, name: &str, reason: &str) {
+    tracing::warn!("node {name} is down ({reason})");
+    if let Some(n) = st.nodes.get_mut(name) {
+        n.state = NodeState::Down;
+        n.link = None;
+    }
+    let ids: Vec<SessionId> = st
+        .sessions
+        .iter()
+        .filter(|(_, s)| s.node == name)
+        .map(|(id, _)| *id)
+        .collect();
+    for id in ids {
+        let s = st.sessions.remove(&id).expect("listed above");
+        if let Some(p) = &s.proxy {
+            p.send(
+                "local",
+                &LocalMsg::NodeLost {
+                    node: name.to_owned(),
+                    reason: reason.to_owned(),
+                },
+            );
+        }
+        st.lost.insert(id);
     }
 }
 
@@ -544,8 +572,6 @@ async fn monitor(home: Arc<Home>) {
             }
             let silent = n.last_heartbeat.elapsed();
             if silent > home.timeout {
-                n.state = NodeState::Down;
-                n.link = None;
                 down.push((name.clone(), silent));
             } else if silent > home.heartbeat * 2 && n.state == NodeState::Up {
                 n.state = NodeState::Unreachable;
@@ -553,26 +579,7 @@ async fn monitor(home: Arc<Home>) {
         }
         for (name, silent) in down {
             let reason = format!("no heartbeat for {:.1}s", silent.as_secs_f32());
-            tracing::warn!("node {name} is down ({reason})");
-            let ids: Vec<SessionId> = st
-                .sessions
-                .iter()
-                .filter(|(_, s)| s.node == name)
-                .map(|(id, _)| *id)
-                .collect();
-            for id in ids {
-                let s = st.sessions.remove(&id).expect("listed above");
-                if let Some(p) = &s.proxy {
-                    p.send(
-                        "local",
-                        &LocalMsg::NodeLost {
-                            node: name.clone(),
-                            reason: reason.clone(),
-                        },
-                    );
-                }
-                st.lost.insert(id);
-            }
+            declare_down(&mut st, &name, &reason);
         }
         // Adopted sessions whose proxy never came back.
         let stale: Vec<SessionId> = st

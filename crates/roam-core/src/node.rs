@@ -124,7 +124,14 @@ pub async fn run(cfg: &Config, identity: Identity) -> std::io::Result<()> {
         spawner,
     });
     tokio::spawn(reaper(shared.clone()));
-    link_manager(shared, identity).await;
+    link_manager(shared.clone(), identity).await;
+    // Leaving: the processes end with the daemon (PR_SET_PDEATHSIG); kill
+    // them now so they end before we do.
+    let ids: Vec<SessionId> = shared.sessions.lock().unwrap().keys().copied().collect();
+    for id in ids {
+        shared.to_session(id, SessionCmd::Forget);
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
     Ok(())
 }
 
@@ -221,7 +228,12 @@ async fn link_manager(shared: Arc<NodeShared>, identity: Identity) {
     let mut lost_since: Option<Instant> = None;
     let mut backoff = Duration::from_millis(100);
     loop {
-        match connect_once(&shared, &identity).await {
+        // A stop while connected is handled inside (the node says Leave).
+        let attempt = connect_once(&shared, &identity).await;
+        if matches!(attempt, Err(LinkError::Leaving)) {
+            return;
+        }
+        match attempt {
             Ok(()) => {
                 backoff = Duration::from_millis(100);
                 lost_since = Some(Instant::now());
@@ -249,7 +261,10 @@ async fn link_manager(shared: Arc<NodeShared>, identity: Identity) {
                 }
             }
         }
-        tokio::time::sleep(backoff).await;
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = crate::daemon::stopping() => return,
+        }
         backoff = (backoff * 2).min(Duration::from_secs(1));
     }
 }
@@ -267,6 +282,8 @@ pub enum LinkError {
     Closed,
     #[error("home silent for {0:?}: link considered dead")]
     Silent(Duration),
+    #[error("leaving the cluster")]
+    Leaving,
 }
 
 async fn connect_once(shared: &Arc<NodeShared>, identity: &Identity) -> Result<(), LinkError> {
@@ -309,8 +326,10 @@ async fn connect_once(shared: &Arc<NodeShared>, identity: &Identity) -> Result<(
 
     let mut cpu_prev = roam_sys::procfs::cpu_sample().unwrap_or_default();
     // The first sample needs a full interval behind it to mean anything.
-    let mut tick =
-        tokio::time::interval_at(tokio::time::Instant::now() + shared.heartbeat, shared.heartbeat);
+    let mut tick = tokio::time::interval_at(
+        tokio::time::Instant::now() + shared.heartbeat,
+        shared.heartbeat,
+    );
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_heard = Instant::now();
     let result = loop {
@@ -330,6 +349,12 @@ async fn connect_once(shared: &Arc<NodeShared>, identity: &Identity) -> Result<(
                     }
                 };
                 handle_link_msg(shared, &tx, msg);
+            }
+            _ = crate::daemon::stopping() => {
+                tx.send("link", &LinkMsg::Leave { reason: "its daemon is stopping".into() });
+                // Let the writer send it before the link goes.
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                break Err(LinkError::Leaving);
             }
             _ = tick.tick() => {
                 if last_heard.elapsed() > shared.timeout {

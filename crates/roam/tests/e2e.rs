@@ -509,6 +509,42 @@ fn a_dead_node_ends_its_proxies_and_the_cluster_carries_on() {
 }
 
 #[test]
+fn a_node_that_leaves_ends_its_proxies_at_once() {
+    // A long timeout: only the leave message can end the proxy quickly.
+    let mut c = Cluster::with(2, 1000, 30_000);
+    let mut child = c
+        .roam()
+        .args(["run", "--node", "n1", "sleep", "60"])
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let p = c.wait_listed(child.id());
+    let t = Instant::now();
+    c.tb.stop_daemon("n1").unwrap();
+    let status = wait_timeout(&mut child, Duration::from_secs(10));
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        t.elapsed()
+    );
+    assert_eq!(status.code(), Some(255));
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert!(err.contains("node n1 is down (it left"), "{err}");
+    assert!(!roam_sys::procfs::pid_alive(p.node_pid));
+    assert!(c
+        .nodes()
+        .iter()
+        .any(|n| n.name == "n1" && n.state == NodeState::Down));
+}
+
+#[test]
 fn a_cut_link_ends_proxies_and_the_orphan_is_killed_on_return() {
     let c = Cluster::with(2, 200, 1000);
     let mut child = c

@@ -43,17 +43,17 @@ fn run(args: Args) -> anyhow::Result<()> {
         .build()?;
     rt.block_on(async move {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        let daemon = roam_core::daemon::run(cfg);
+        tokio::pin!(daemon);
         tokio::select! {
-            r = roam_core::daemon::run(cfg) => r.map_err(anyhow::Error::from),
-            _ = term.recv() => {
-                tracing::info!("SIGTERM: stopping");
-                Ok(())
-            }
-            _ = tokio::signal::ctrl_c() => {
-                tracing::info!("SIGINT: stopping");
-                Ok(())
-            }
+            r = &mut daemon => return r.map_err(anyhow::Error::from),
+            _ = term.recv() => tracing::info!("SIGTERM: stopping"),
+            _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: stopping"),
         }
+        // Leave the cluster cleanly, but not for long.
+        roam_core::daemon::request_stop();
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), daemon).await;
+        anyhow::Ok(())
     })?;
     // Do not wait for blocking threads (the spawner) to finish.
     std::process::exit(0);
