@@ -261,6 +261,105 @@ mod tests {
         ));
     }
 
+    /// Valid messages of every shape, mutated: flipped bits, truncations,
+    /// inflated length prefixes. Decoding must fail cleanly or succeed,
+    /// never panic or allocate without bound.
+    #[test]
+    fn mutated_messages_never_panic() {
+        use crate::local::LocalMsg;
+        use crate::types::*;
+        let spec = SpawnSpec {
+            argv: vec![serde_bytes::ByteBuf::from(b"prog".to_vec())],
+            program: serde_bytes::ByteBuf::from(b"prog".to_vec()),
+            env: vec![serde_bytes::ByteBuf::from(b"A=b".to_vec())],
+            cwd: serde_bytes::ByteBuf::from(b"/".to_vec()),
+            umask: 0o22,
+            tty: Some(TtySpec {
+                stdin: true,
+                stdout: true,
+                stderr: false,
+                rows: 24,
+                cols: 80,
+                modes: vec![(1, 3), (128, 38400)],
+            }),
+            rank: Some((1, 2)),
+        };
+        let samples: Vec<Vec<u8>> = vec![
+            postcard::to_stdvec(&LinkMsg::Data {
+                session: SessionId(1),
+                chan: Chan::Stdin,
+                offset: 9,
+                data: vec![7; 40],
+            })
+            .unwrap(),
+            postcard::to_stdvec(&LinkMsg::Spawn {
+                req: 3,
+                session: SessionId(4),
+                home_pid: 5,
+                cred: Cred {
+                    uid: 1,
+                    gid: 2,
+                    groups: vec![3, 4],
+                },
+                spec: spec.clone(),
+            })
+            .unwrap(),
+            postcard::to_stdvec(&LocalMsg::Spawn {
+                spec,
+                node: Some("n1".into()),
+                mode: Some(Mode::Parallel),
+                reservation: Some((1, 0)),
+            })
+            .unwrap(),
+            postcard::to_stdvec(&LocalMsg::ProcList(vec![ProcInfo {
+                home_pid: 1,
+                session: SessionId(2),
+                node: "n".into(),
+                node_pid: 3,
+                uid: 0,
+                state: 'S',
+                cpu_ms: 4,
+                rss_kib: 5,
+                command: "c".into(),
+                elapsed_s: 6,
+            }]))
+            .unwrap(),
+        ];
+        let mut x: u64 = 0x2545f4914f6cdd1d;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for base in &samples {
+            for _ in 0..5000 {
+                let mut m = base.clone();
+                match next() % 4 {
+                    0 => {
+                        let i = (next() as usize) % m.len();
+                        m[i] ^= 1 << (next() % 8);
+                    }
+                    1 => {
+                        let i = (next() as usize) % m.len();
+                        m.truncate(i);
+                    }
+                    2 => {
+                        // A huge varint where a length may be.
+                        let i = (next() as usize) % m.len();
+                        m.splice(i..i, [0xff, 0xff, 0xff, 0xff, 0x0f]);
+                    }
+                    _ => {
+                        let i = (next() as usize) % m.len();
+                        m[i] = next() as u8;
+                    }
+                }
+                let _ = decode_body::<LinkMsg>("link", &m);
+                let _ = decode_body::<LocalMsg>("local", &m);
+            }
+        }
+    }
+
     #[test]
     fn garbage_never_panics() {
         // A cheap deterministic fuzz: every decoder path on pseudo-random input.
