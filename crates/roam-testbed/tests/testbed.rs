@@ -80,14 +80,15 @@ fn sleep_roamd() -> PathBuf {
     script("sleep-roamd", "exec sleep 1000000")
 }
 
-/// This test binary, re-run as a fake roamd.
+/// This test binary, re-run as a fake roamd. It is named through
+/// `/proc/PID/exe` of this process, which resolves even inside a node
+/// whose fresh `/tmp` hides the binary's path (a checkout under /tmp).
 fn fake_roamd() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
     script(
         "fake-roamd",
         &format!(
-            "ROAM_FAKE_ROAMD_CONFIG=\"$2\" exec {} --exact fake_roamd_entry --nocapture --test-threads=1",
-            exe.display()
+            "ROAM_FAKE_ROAMD_CONFIG=\"$2\" exec /proc/{}/exe --exact fake_roamd_entry --nocapture --test-threads=1",
+            std::process::id()
         ),
     )
 }
