@@ -659,8 +659,20 @@ async fn serve_local(
     let (r, w) = sock.into_split();
     let mut reader = FrameReader::new(r);
     let mut writer = FrameWriter::new(w);
-    let Some(hello) = reader.read_hello::<LocalHello>("local hello").await? else {
-        return Ok(());
+    let hello = match reader.read_hello::<LocalHello>("local hello").await {
+        Ok(Some(h)) => h,
+        Ok(None) => return Ok(()),
+        Err(roam_net::framed::FramedError::Proto(ProtoError::VersionMismatch { ours, theirs })) => {
+            let reason = format!(
+                "protocol version mismatch: roamd speaks version {ours}, this client speaks version {theirs}"
+            );
+            tracing::warn!("local client pid {}: {reason}", peer.pid);
+            let _ = writer
+                .write_hello("local hello reply", &LocalHelloReply::Refused { reason })
+                .await;
+            return Ok(());
+        }
+        Err(e) => return Err(e),
     };
     tracing::debug!(
         "local client '{}' pid {} uid {}",

@@ -445,14 +445,28 @@ fn unknown_node_and_bad_requests() {
     assert_eq!(text(&out.stdout), "on-n1\n");
 
     // Garbage on the local socket: the daemon answers or drops, and lives.
+    // (The daemon may drop us before the second write: ignore its EPIPE.)
     let mut s = std::os::unix::net::UnixStream::connect(c.tb.socket()).unwrap();
-    s.write_all(&[0xff; 64]).unwrap();
-    s.write_all(&u32::MAX.to_le_bytes()).unwrap();
+    let _ = s.write_all(&[0xff; 64]);
+    let _ = s.write_all(&u32::MAX.to_le_bytes());
     drop(s);
+    let mut s = std::os::unix::net::UnixStream::connect(c.tb.socket()).unwrap();
+    let _ = s.write_all(&u32::MAX.to_le_bytes());
+    drop(s);
+    // Another protocol version is refused with a clear answer.
     let mut s = std::os::unix::net::UnixStream::connect(c.tb.socket()).unwrap();
     let hello = roam_proto::frame::encode_hello_version("x", 99, &"hi".to_string()).unwrap();
     s.write_all(&hello).unwrap();
-    drop(s);
+    let mut answer = Vec::new();
+    let _ = s.read_to_end(&mut answer);
+    let reply: roam_proto::local::LocalHelloReply =
+        roam_proto::decode_hello("reply", &answer[4..]).expect("a hello reply");
+    match reply {
+        roam_proto::local::LocalHelloReply::Refused { reason } => {
+            assert!(reason.contains("this client speaks version 99"), "{reason}")
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
     assert_eq!(c.nodes().len(), 1);
 }
 
