@@ -46,6 +46,18 @@ impl Cluster {
         c
     }
 
+    /// Starts `roam ARGS` in the background: stdin from /dev/null, stdout
+    /// and stderr piped (the tests' programs write little).
+    fn start(&self, args: &[&str]) -> Child {
+        self.roam()
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("roam starts")
+    }
+
     /// `roam` as the unprivileged user nobody (no supplementary groups).
     fn roam_as_nobody(&self) -> Command {
         let mut c = Command::new("setpriv");
@@ -235,18 +247,12 @@ fn caller_context_and_credentials() {
 #[test]
 fn ps_kill_and_the_proxys_identity() {
     let c = Cluster::up(2);
-    let mut child = c
-        .roam()
-        .args([
-            "run",
-            "sh",
-            "-c",
-            "trap 'echo got-usr1' USR1; while :; do sleep 0.05; done",
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = c.start(&[
+        "run",
+        "sh",
+        "-c",
+        "trap 'echo got-usr1' USR1; while :; do sleep 0.05; done",
+    ]);
     let pid = child.id();
     let p = c.wait_listed(pid);
     assert!(p.node == "n1" || p.node == "n2");
@@ -287,12 +293,7 @@ fn ps_kill_and_the_proxys_identity() {
 #[test]
 fn users_act_on_their_own_processes_only() {
     let c = Cluster::up(1);
-    let mut root_job = c
-        .roam()
-        .args(["run", "sleep", "30"])
-        .stdin(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut root_job = c.start(&["run", "sleep", "30"]);
     let pid = root_job.id();
     c.wait_listed(pid);
     let as_nobody = |args: &[&str]| {
@@ -327,12 +328,7 @@ fn users_act_on_their_own_processes_only() {
 #[test]
 fn sigkill_of_the_proxy_kills_the_remote_process() {
     let c = Cluster::up(1);
-    let mut child = c
-        .roam()
-        .args(["run", "sleep", "60"])
-        .stdin(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = c.start(&["run", "sleep", "60"]);
     let pid = child.id();
     let p = c.wait_listed(pid);
     assert!(roam_sys::procfs::pid_alive(p.node_pid));
@@ -352,19 +348,9 @@ fn placement_modes_and_jobs() {
     let c = Cluster::up(2);
     assert!(c.run(&["mode", "parallel"]).status.success());
     assert_eq!(text(&c.run(&["mode"]).stdout).trim(), "parallel");
-    let mut a = c
-        .roam()
-        .args(["run", "sleep", "30"])
-        .stdin(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut a = c.start(&["run", "sleep", "30"]);
     let pa = c.wait_listed(a.id());
-    let mut b = c
-        .roam()
-        .args(["run", "sleep", "30"])
-        .stdin(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut b = c.start(&["run", "sleep", "30"]);
     let pb = c.wait_listed(b.id());
     assert_ne!(pa.node, pb.node, "parallel mode: one process per node");
     let out = c.run(&["run", "true"]);
@@ -385,15 +371,7 @@ fn placement_modes_and_jobs() {
     });
 
     // Balance spreads processes over equally loaded nodes.
-    let mut kids: Vec<Child> = (0..4)
-        .map(|_| {
-            c.roam()
-                .args(["run", "sleep", "30"])
-                .stdin(Stdio::null())
-                .spawn()
-                .unwrap()
-        })
-        .collect();
+    let mut kids: Vec<Child> = (0..4).map(|_| c.start(&["run", "sleep", "30"])).collect();
     for k in &kids {
         c.wait_listed(k.id());
     }
@@ -473,13 +451,7 @@ fn unknown_node_and_bad_requests() {
 #[test]
 fn a_dead_node_ends_its_proxies_and_the_cluster_carries_on() {
     let mut c = Cluster::with(2, 200, 1000);
-    let mut child = c
-        .roam()
-        .args(["run", "--node", "n1", "sleep", "60"])
-        .stdin(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = c.start(&["run", "--node", "n1", "sleep", "60"]);
     c.wait_listed(child.id());
     let killed = Instant::now();
     c.tb.kill_daemon("n1").unwrap();
@@ -526,13 +498,7 @@ fn a_dead_node_ends_its_proxies_and_the_cluster_carries_on() {
 fn a_node_that_leaves_ends_its_proxies_at_once() {
     // A long timeout: only the leave message can end the proxy quickly.
     let mut c = Cluster::with(2, 1000, 30_000);
-    let mut child = c
-        .roam()
-        .args(["run", "--node", "n1", "sleep", "60"])
-        .stdin(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = c.start(&["run", "--node", "n1", "sleep", "60"]);
     let p = c.wait_listed(child.id());
     let t = Instant::now();
     c.tb.stop_daemon("n1").unwrap();
@@ -561,13 +527,7 @@ fn a_node_that_leaves_ends_its_proxies_at_once() {
 #[test]
 fn a_cut_link_ends_proxies_and_the_orphan_is_killed_on_return() {
     let c = Cluster::with(2, 200, 1000);
-    let mut child = c
-        .roam()
-        .args(["run", "--node", "n1", "sleep", "60"])
-        .stdin(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = c.start(&["run", "--node", "n1", "sleep", "60"]);
     let p = c.wait_listed(child.id());
     c.tb.cut_link("n1").unwrap();
     let status = wait_timeout(&mut child, Duration::from_secs(10));
@@ -588,18 +548,12 @@ fn a_cut_link_ends_proxies_and_the_orphan_is_killed_on_return() {
 #[test]
 fn processes_survive_a_home_restart() {
     let mut c = Cluster::with(1, 200, 1000);
-    let mut child = c
-        .roam()
-        .args([
-            "run",
-            "sh",
-            "-c",
-            "for i in $(seq 1 40); do echo line-$i; sleep 0.05; done; exit 5",
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = c.start(&[
+        "run",
+        "sh",
+        "-c",
+        "for i in $(seq 1 40); do echo line-$i; sleep 0.05; done; exit 5",
+    ]);
     let pid = child.id();
     c.wait_listed(pid);
     c.tb.kill_daemon("home").unwrap();
@@ -627,12 +581,7 @@ fn processes_survive_a_home_restart() {
 #[test]
 fn ps_shows_processes_again_after_a_home_restart() {
     let mut c = Cluster::with(1, 200, 1000);
-    let mut child = c
-        .roam()
-        .args(["run", "sleep", "30"])
-        .stdin(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = c.start(&["run", "sleep", "30"]);
     let pid = child.id();
     let before = c.wait_listed(pid);
     c.tb.stop_daemon("home").unwrap();
