@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use roam_core::config::Config;
+use roam_core::config::{Config, Role};
 
 /// The roam daemon (home role, node role, or both, from its config file).
 #[derive(Parser)]
@@ -37,10 +37,18 @@ fn main() -> ExitCode {
 
 fn run(args: Args) -> anyhow::Result<()> {
     let cfg = Config::load(&args.config)?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
+    // A compute node runs on one thread: fewer wakeups (less OS noise for
+    // the programs it hosts, the first paper's concern). The home, which
+    // relays every session's streams, gets two.
+    let rt = match cfg.role {
+        Role::Node => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?,
+        Role::Home | Role::Both => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()?,
+    };
     rt.block_on(async move {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         let daemon = roam_core::daemon::run(cfg);
