@@ -132,13 +132,20 @@ fn tty_spec() -> Option<TtySpec> {
         return None;
     }
     let (rows, cols) = roam_sys::pty::get_winsize(fd0).unwrap_or((24, 80));
+    let mut modes = roam_sys::pty::encode_modes(fd0).unwrap_or_default();
+    if !roam_sys::pty::is_foreground(fd0) {
+        // A background job starts while the shell's line editor already
+        // holds the terminal in its own modes: give the process the
+        // canonical input a terminal has when a job gets it (at `fg`).
+        roam_sys::pty::cook_modes(&mut modes);
+    }
     Some(TtySpec {
         stdin: true,
         stdout: roam_sys::pty::isatty(std::io::stdout().as_fd()),
         stderr: roam_sys::pty::isatty(std::io::stderr().as_fd()),
         rows,
         cols,
-        modes: roam_sys::pty::encode_modes(fd0).unwrap_or_default(),
+        modes,
     })
 }
 
@@ -307,7 +314,7 @@ impl Proxy {
 
     async fn run(&mut self, client: Client, sig_rx: &mut mpsc::UnboundedReceiver<i32>) -> Outcome {
         let (io_tx, mut io_rx) = mpsc::unbounded_channel::<Io>();
-        let (stdin_tx, mut stdin_rx) = mpsc::channel::<Vec<u8>>(4);
+        let (stdin_tx, mut stdin_rx) = mpsc::channel::<Input>(4);
         if self.opts.stdin_null {
             self.stdin.set_eof();
         } else {
@@ -356,9 +363,13 @@ impl Proxy {
                         return Outcome::Exit(EXIT_LOST);
                     }
                 },
-                chunk = stdin_rx.recv(), if want_stdin => match chunk {
-                    Some(c) if !c.is_empty() => self.stdin.push(&c),
-                    _ => {
+                input = stdin_rx.recv(), if want_stdin => match input {
+                    Some(Input::Data(c)) => self.stdin.push(&c),
+                    Some(Input::Foreground(ack)) => {
+                        self.enter_raw();
+                        let _ = ack.send(());
+                    }
+                    Some(Input::End) | None => {
                         stdin_open = false;
                         self.stdin.set_eof();
                     }
@@ -552,15 +563,26 @@ impl Proxy {
     }
 }
 
+/// What the stdin reader thread reports.
+enum Input {
+    Data(Vec<u8>),
+    /// End of file, or an error.
+    End,
+    /// Our process group became the terminal's foreground group while we
+    /// ran in the background (`fg` of a running job, which sends no
+    /// SIGCONT): go raw, then answer, before the reader reads.
+    Foreground(std::sync::mpsc::Sender<()>),
+}
+
 /// Reads stdin in a thread (a blocking read on a descriptor we share with
 /// the shell: it must stay blocking). With a terminal, reads only while in
 /// the foreground, as a local program would be stopped for reading it in
 /// the background.
-fn start_stdin_reader(tx: mpsc::Sender<Vec<u8>>, tty: bool) {
+fn start_stdin_reader(tx: mpsc::Sender<Input>, tty: bool) {
     let fd = match std::io::stdin().as_fd().try_clone_to_owned() {
         Ok(fd) => fd,
         Err(_) => {
-            let _ = tx.blocking_send(Vec::new());
+            let _ = tx.blocking_send(Input::End);
             return;
         }
     };
@@ -569,24 +591,46 @@ fn start_stdin_reader(tx: mpsc::Sender<Vec<u8>>, tty: bool) {
         .spawn(move || {
             let mut f = File::from(fd);
             let mut buf = vec![0u8; MAX_DATA_CHUNK];
+            if tty {
+                // A read cut short by a stop is restarted when we are
+                // continued, perhaps in the background (`bg`): it must not
+                // stop us again (SIGTTIN), but fail, so we wait below.
+                if let Err(e) = roam_sys::pty::fail_background_reads() {
+                    tracing::debug!("cannot block SIGTTIN: {e}");
+                }
+            }
+            // Started in the foreground, the proxy goes raw by itself.
+            let mut was_foreground = true;
             loop {
-                if tty && !roam_sys::pty::is_foreground(f.as_fd()) {
-                    std::thread::sleep(Duration::from_millis(100));
-                    continue;
+                if tty {
+                    if !roam_sys::pty::is_foreground(f.as_fd()) {
+                        was_foreground = false;
+                        std::thread::sleep(Duration::from_millis(100));
+                        continue;
+                    }
+                    if !was_foreground {
+                        was_foreground = true;
+                        let (ack_tx, ack_rx) = std::sync::mpsc::channel();
+                        if tx.blocking_send(Input::Foreground(ack_tx)).is_err() {
+                            return;
+                        }
+                        let _ = ack_rx.recv();
+                    }
                 }
                 match f.read(&mut buf) {
                     Ok(0) => {
-                        let _ = tx.blocking_send(Vec::new());
+                        let _ = tx.blocking_send(Input::End);
                         return;
                     }
                     Ok(n) => {
-                        if tx.blocking_send(buf[..n].to_vec()).is_err() {
+                        if tx.blocking_send(Input::Data(buf[..n].to_vec())).is_err() {
                             return;
                         }
                     }
                     Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(_) if tty && !roam_sys::pty::is_foreground(f.as_fd()) => {}
                     Err(_) => {
-                        let _ = tx.blocking_send(Vec::new());
+                        let _ = tx.blocking_send(Input::End);
                         return;
                     }
                 }

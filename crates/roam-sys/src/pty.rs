@@ -87,6 +87,28 @@ pub fn is_foreground(fd: BorrowedFd<'_>) -> bool {
     }
 }
 
+/// Blocks SIGTTIN in the calling thread, so that its reads of the
+/// controlling terminal while our process group is in the background fail
+/// with EIO instead of stopping the whole process (the kernel treats a
+/// blocked SIGTTIN as ignored). That includes a read that was waiting when
+/// the group went to the background (a stop, then `bg`), which the kernel
+/// restarts when the process continues.
+pub fn fail_background_reads() -> io::Result<()> {
+    // SAFETY: sigset_t is plain data, initialised by sigemptyset before
+    // use; pthread_sigmask only reads it.
+    let rc = unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGTTIN);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut())
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::from_raw_os_error(rc))
+    }
+}
+
 fn get_termios(fd: RawFd) -> io::Result<libc::termios> {
     // SAFETY: termios is plain data.
     let mut t: libc::termios = unsafe { std::mem::zeroed() };
@@ -288,6 +310,21 @@ fn decode(t: &mut libc::termios, modes: &[(u8, u32)]) {
 /// control characters as 255, speeds in baud).
 pub fn encode_modes(fd: BorrowedFd<'_>) -> io::Result<Vec<(u8, u32)>> {
     Ok(encode(&get_termios(fd.as_raw_fd())?))
+}
+
+/// Turns back on, in such a list, what a shell's line editor (readline,
+/// zle) turns off while it reads a command line: canonical input, echo, and
+/// CR to NL on input. The rest (control characters, IUTF8...) stays the
+/// user's.
+pub fn cook_modes(modes: &mut [(u8, u32)]) {
+    for (op, v) in modes.iter_mut() {
+        if matches!(
+            MODES.iter().find(|m| m.0 == *op),
+            Some((_, L(libc::ICANON) | L(libc::ECHO) | I(libc::ICRNL)))
+        ) {
+            *v = 1;
+        }
+    }
 }
 
 /// Applies such a list to a terminal (TCSANOW). Unknown opcodes and
@@ -497,6 +534,48 @@ mod tests {
             (get(&m, 90), get(&m, 91), get(&m, 92)),
             (Some(0), Some(1), Some(0))
         );
+    }
+
+    #[test]
+    fn background_reads_fail_in_this_thread_only() {
+        let blocked = || {
+            let status = std::fs::read_to_string("/proc/thread-self/status").unwrap();
+            let mask = status
+                .lines()
+                .find_map(|l| l.strip_prefix("SigBlk:"))
+                .map(|m| u64::from_str_radix(m.trim(), 16).unwrap())
+                .unwrap();
+            mask & (1 << (libc::SIGTTIN - 1)) != 0
+        };
+        std::thread::spawn(move || {
+            assert!(!blocked());
+            fail_background_reads().unwrap();
+            assert!(blocked());
+        })
+        .join()
+        .unwrap();
+        assert!(!blocked());
+    }
+
+    #[test]
+    fn cooked_modes() {
+        let (_m, s) = open_pty(24, 80).unwrap();
+        // As readline leaves a terminal: no ICANON, ECHO, ICRNL; ^V off.
+        apply_modes(s.as_fd(), &[(51, 0), (53, 0), (36, 0), (14, 255), (42, 1)]).unwrap();
+        let mut modes = encode_modes(s.as_fd()).unwrap();
+        cook_modes(&mut modes);
+        for op in [51, 53, 36] {
+            assert_eq!(get(&modes, op), Some(1), "opcode {op}");
+        }
+        // The rest is left as it was.
+        assert_eq!(get(&modes, 14), Some(255));
+        assert_eq!(get(&modes, 42), Some(1));
+        assert_eq!(get(&modes, 50), Some(1));
+        let mut raw = encode_modes(s.as_fd()).unwrap();
+        raw.retain(|m| m.0 != 51 && m.0 != 53 && m.0 != 36);
+        let mut cooked = raw.clone();
+        cook_modes(&mut cooked);
+        assert_eq!(cooked, raw, "only the three modes change");
     }
 
     #[test]

@@ -83,6 +83,11 @@ enum Stage {
     DeathSignal,
     CloseFds,
     Exec,
+    /// Not a failure: the program's pid (a terminal session's keeper
+    /// reports it, as the program is not the child `fork` returned).
+    Pid,
+    /// Setting up the program's process group under the keeper.
+    JobGroup,
 }
 
 impl Stage {
@@ -97,6 +102,8 @@ impl Stage {
             DeathSignal,
             CloseFds,
             Exec,
+            Pid,
+            JobGroup,
         ]
         .into_iter()
         .find(|s| *s as u32 == v)
@@ -128,6 +135,10 @@ struct Prepared {
     umask: libc::mode_t,
     stdio: [RawFd; 3],
     ctty: Option<RawFd>,
+    /// With a controlling terminal: (read, write) ends of the pipes the
+    /// program tells the keeper it leads its group by, and the anchor tells
+    /// the program it has joined that group by.
+    job_pipes: Option<[RawFd; 4]>,
     /// Where to stop closing fds if close_range is missing.
     max_fd: RawFd,
     parent: libc::pid_t,
@@ -242,6 +253,7 @@ fn prepare(req: &SpawnRequest<'_>) -> Result<Prepared, SpawnError> {
             req.stderr.as_raw_fd(),
         ],
         ctty: req.controlling_tty.map(|fd| fd.as_raw_fd()),
+        job_pipes: None,
         max_fd,
         // SAFETY: getpid cannot fail.
         parent: unsafe { libc::getpid() },
@@ -250,7 +262,11 @@ fn prepare(req: &SpawnRequest<'_>) -> Result<Prepared, SpawnError> {
 
 /// fork + exec.
 ///
-/// In the child, in this order: setsid; TIOCSCTTY if `controlling_tty`;
+/// In the child, in this order: setsid; TIOCSCTTY if `controlling_tty`,
+/// and then the child stays as the session's keeper while the program,
+/// made its sibling (CLONE_PARENT, so still our child), goes on in a
+/// process group of its own that it makes the terminal's foreground group
+/// (see [`keeper`]: so that Ctrl-Z stops it);
 /// stdio onto 0, 1, 2; setgroups, setgid, setuid (always when we are root,
 /// otherwise only if the target differs from our credentials); chdir;
 /// umask; PR_SET_PDEATHSIG(SIGKILL), and exit if our parent already died;
@@ -270,15 +286,25 @@ fn prepare(req: &SpawnRequest<'_>) -> Result<Prepared, SpawnError> {
 /// may reap a child that failed before exec; it then reports an exit with
 /// status 127 for a pid `spawn` never returned.
 pub fn spawn(req: &SpawnRequest<'_>) -> Result<u32, SpawnError> {
-    let prep = prepare(req)?;
+    let mut prep = prepare(req)?;
     let (status_r, status_w) = pipe().map_err(SpawnError::Pipe)?;
     // The child dup2s onto 0..=2: keep the status pipe out of the way.
-    let status_w = if status_w.as_raw_fd() < 3 {
-        // try_clone duplicates with F_DUPFD_CLOEXEC starting at 3.
-        status_w.try_clone().map_err(SpawnError::Pipe)?
-    } else {
-        status_w
-    };
+    let status_w = above_stdio(status_w)?;
+    // Kept open until the children have theirs.
+    let mut job_pipes: Vec<OwnedFd> = Vec::new();
+    if prep.ctty.is_some() {
+        for _ in 0..2 {
+            let (r, w) = pipe().map_err(SpawnError::Pipe)?;
+            job_pipes.push(above_stdio(r)?);
+            job_pipes.push(above_stdio(w)?);
+        }
+        prep.job_pipes = Some([
+            job_pipes[0].as_raw_fd(),
+            job_pipes[1].as_raw_fd(),
+            job_pipes[2].as_raw_fd(),
+            job_pipes[3].as_raw_fd(),
+        ]);
+    }
 
     // SAFETY: sigset_t is plain data, filled in by sigfillset; the masks
     // are valid pointers. Blocking all signals around fork keeps our
@@ -304,26 +330,42 @@ pub fn spawn(req: &SpawnRequest<'_>) -> Result<u32, SpawnError> {
         libc::pthread_sigmask(libc::SIG_SETMASK, &old_mask, std::ptr::null_mut());
     }
     drop(status_w);
+    drop(job_pipes);
     if pid < 0 {
         return Err(SpawnError::Fork(fork_err));
     }
 
-    let mut report = [0u8; 8];
-    let mut got = 0;
     let mut file = std::fs::File::from(status_r);
-    while got < report.len() {
-        match file.read(&mut report[got..]) {
-            Ok(0) => break,
-            Ok(n) => got += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(_) => break,
+    // With a terminal, `pid` is the session's keeper, which reports the
+    // program's pid first.
+    let mut program = pid;
+    let (got, report) = loop {
+        let mut report = [0u8; 8];
+        let mut got = 0;
+        while got < report.len() {
+            match file.read(&mut report[got..]) {
+                Ok(0) => break,
+                Ok(n) => got += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => break,
+            }
         }
-    }
+        let stage = u32::from_ne_bytes([report[0], report[1], report[2], report[3]]);
+        if got == report.len() && stage == Stage::Pid as u32 {
+            program = i32::from_ne_bytes([report[4], report[5], report[6], report[7]]);
+            continue;
+        }
+        break (got, report);
+    };
     if got == 0 {
-        return Ok(pid as u32);
+        return Ok(program as u32);
     }
-    // The child failed before exec: reap it so no zombie is left.
-    let _ = waitpid(pid, 0);
+    // The child failed before exec: reap it so no zombie is left (and the
+    // keeper, which ends with it).
+    let _ = waitpid(program, 0);
+    if program != pid {
+        let _ = waitpid(pid, 0);
+    }
     if got < report.len() {
         return Err(SpawnError::Setup {
             stage: "status report",
@@ -353,6 +395,7 @@ pub fn spawn(req: &SpawnRequest<'_>) -> Result<u32, SpawnError> {
                 Stage::Ctty => "controlling terminal",
                 Stage::Stdio => "standard streams",
                 Stage::DeathSignal => "parent death signal",
+                Stage::JobGroup => "process group",
                 _ => "closing descriptors",
             },
             error,
@@ -369,14 +412,108 @@ pub fn spawn(req: &SpawnRequest<'_>) -> Result<u32, SpawnError> {
 /// # Safety
 /// Only in the child of fork.
 unsafe fn child_fail(status_fd: RawFd, stage: Stage, errno: i32) -> ! {
+    // SAFETY: report and _exit are async-signal-safe.
+    unsafe {
+        report(status_fd, stage, errno);
+        libc::_exit(127)
+    }
+}
+
+/// Sends `(stage, value)` to the parent.
+///
+/// # Safety
+/// Only in a child of fork.
+unsafe fn report(status_fd: RawFd, stage: Stage, value: i32) {
     let mut msg = [0u8; 8];
     msg[..4].copy_from_slice(&(stage as u32).to_ne_bytes());
-    msg[4..].copy_from_slice(&errno.to_ne_bytes());
-    // SAFETY: writing a local buffer to a pipe, then _exit: both
-    // async-signal-safe. 8 bytes < PIPE_BUF, so the write is atomic.
+    msg[4..].copy_from_slice(&value.to_ne_bytes());
+    // SAFETY: writing a local buffer to a pipe is async-signal-safe. 8
+    // bytes < PIPE_BUF, so the write is atomic.
     unsafe {
         libc::write(status_fd, msg.as_ptr().cast(), msg.len());
-        libc::_exit(127)
+    }
+}
+
+/// clone3 without a new stack (a fork): the new process's pid in the
+/// caller, 0 in it, -1 on failure. With `parent`, CLONE_PARENT: the new
+/// process is our sibling (our parent's child), in our session.
+///
+/// # Safety
+/// Only in a single-threaded child of fork, which then makes only
+/// async-signal-safe calls (no atfork handlers run).
+unsafe fn clone_process(parent: bool) -> libc::pid_t {
+    // struct clone_args up to `tls` (CLONE_ARGS_SIZE_VER0): flags, pidfd,
+    // child_tid, parent_tid, exit_signal, stack, stack_size, tls. With
+    // CLONE_PARENT the exit signal must be 0 (it is our own, SIGCHLD).
+    let mut args = [0u64; 8];
+    if parent {
+        args[0] = libc::CLONE_PARENT as u64;
+    } else {
+        args[4] = libc::SIGCHLD as u64;
+    }
+    // SAFETY: clone3 reads `args`, which is valid for its size.
+    unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            args.as_mut_ptr(),
+            std::mem::size_of_val(&args),
+        ) as libc::pid_t
+    }
+}
+
+/// A terminal session's keeper, in the session leader `spawn` forked: the
+/// program (`program`, our sibling) leads the terminal's foreground process
+/// group, and an anchor, our child, joins that group. The group then has a
+/// member whose parent is in the session but not in the group: it is not
+/// orphaned, so the terminal's stop signals (Ctrl-Z) stop the program, as
+/// under a shell (the kernel ignores SIGTSTP, SIGTTIN and SIGTTOU in an
+/// orphaned group). The keeper stays the session leader until the anchor
+/// ends, which is when the program ends.
+///
+/// # Safety
+/// Only in the child of fork, as [`child_after_fork`].
+unsafe fn keeper(status_fd: RawFd, pipes: [RawFd; 4], program: libc::pid_t) -> ! {
+    let [led_r, led_w, joined_r, joined_w] = pipes;
+    // SAFETY: async-signal-safe calls on our own descriptors and children.
+    unsafe {
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
+        report(status_fd, Stage::Pid, program);
+        libc::close(status_fd);
+        libc::close(led_w);
+        libc::close(joined_r);
+        let mut b = 0u8;
+        // The program leads its group (or ended: end of file).
+        if libc::read(led_r, (&raw mut b).cast(), 1) != 1 {
+            libc::_exit(0);
+        }
+        let anchor = clone_process(false);
+        if anchor == 0 {
+            // Opened while the program waits for us: it cannot have ended
+            // and had its pid reused.
+            let pidfd = libc::syscall(libc::SYS_pidfd_open, program, 0) as libc::c_int;
+            if pidfd < 0 || libc::setpgid(0, program) < 0 {
+                libc::_exit(0);
+            }
+            libc::write(joined_w, (&raw const b).cast(), 1);
+            libc::syscall(libc::SYS_close_range, 0u32, (pidfd - 1) as u32, 0u32);
+            libc::syscall(libc::SYS_close_range, (pidfd + 1) as u32, u32::MAX, 0u32);
+            // Stay until the program ends. Every signal stays blocked
+            // (since spawn), so the terminal's signals to the group pass
+            // us by.
+            let mut pfd = libc::pollfd {
+                fd: pidfd,
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            while libc::poll(&mut pfd, 1, -1) < 0 && errno() == libc::EINTR {}
+            libc::_exit(0);
+        }
+        libc::syscall(libc::SYS_close_range, 0u32, u32::MAX, 0u32);
+        if anchor > 0 {
+            let mut st = 0;
+            while libc::waitpid(anchor, &mut st, 0) < 0 && errno() == libc::EINTR {}
+        }
+        libc::_exit(0)
     }
 }
 
@@ -402,6 +539,34 @@ unsafe fn child_after_fork(p: &Prepared, status_fd: RawFd) -> ! {
         if let Some(tty) = p.ctty {
             if libc::ioctl(tty, libc::TIOCSCTTY, 0) < 0 {
                 child_fail(status_fd, Stage::Ctty, errno());
+            }
+            if let Some(pipes) = p.job_pipes {
+                // We stay the session's keeper; the program is our sibling.
+                let program = clone_process(true);
+                if program < 0 {
+                    child_fail(status_fd, Stage::JobGroup, errno());
+                }
+                if program > 0 {
+                    keeper(status_fd, pipes, program);
+                }
+                let [led_r, led_w, joined_r, joined_w] = pipes;
+                libc::close(led_r);
+                libc::close(joined_w);
+                let me = libc::getpid();
+                // SIGTTOU, which tcsetpgrp from a background group raises,
+                // is blocked.
+                if libc::setpgid(0, 0) < 0 || libc::ioctl(tty, libc::TIOCSPGRP, &me) < 0 {
+                    child_fail(status_fd, Stage::JobGroup, errno());
+                }
+                let b = 1u8;
+                libc::write(led_w, (&raw const b).cast(), 1);
+                libc::close(led_w);
+                // Until the anchor is in our group (end of file if it or
+                // the keeper died: go on, only Ctrl-Z is lost).
+                let mut got = 0u8;
+                while libc::read(joined_r, (&raw mut got).cast(), 1) < 0 && errno() == libc::EINTR {
+                }
+                libc::close(joined_r);
             }
         }
 
@@ -623,6 +788,16 @@ pub fn wait_pid(pid: u32, nohang: bool) -> io::Result<Option<WaitEvent>> {
         flags |= libc::WNOHANG;
     }
     waitpid(pid, flags)
+}
+
+/// `fd`, or a duplicate of it above 2 (the child dup2s onto 0..=2).
+fn above_stdio(fd: OwnedFd) -> Result<OwnedFd, SpawnError> {
+    if fd.as_raw_fd() < 3 {
+        // try_clone duplicates with F_DUPFD_CLOEXEC starting at 3.
+        fd.try_clone().map_err(SpawnError::Pipe)
+    } else {
+        Ok(fd)
+    }
 }
 
 /// pipe2(O_CLOEXEC): (read end, write end).
@@ -962,6 +1137,75 @@ mod tests {
         std::fs::File::from(b_r).read_to_string(&mut b).unwrap();
         assert_eq!((a.as_str(), b.as_str()), ("err\n", "out\n"));
         assert_eq!(wait_exit(pid), WaitEvent::Exited { pid, code: 0 });
+    }
+
+    /// The terminal's stop key stops the program, as under a shell: its
+    /// process group is the terminal's foreground group and not orphaned.
+    #[test]
+    fn terminal_stop_key_stops_the_program() {
+        let (master, slave) = crate::pty::open_pty(24, 80).unwrap();
+        let argv = v(&["sleep", "10"]);
+        let (uid, gid, groups) = crate::cred::current_cred();
+        let req = SpawnRequest {
+            program: b"/bin/sleep",
+            argv: &argv,
+            env: &[],
+            cwd: b"/",
+            umask: 0o022,
+            uid,
+            gid,
+            groups: &groups,
+            stdin: slave.as_fd(),
+            stdout: slave.as_fd(),
+            stderr: slave.as_fd(),
+            controlling_tty: Some(slave.as_fd()),
+        };
+        let pid = spawn(&req).unwrap();
+        drop(slave);
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        let f: Vec<&str> = stat
+            .rsplit_once(')')
+            .unwrap()
+            .1
+            .split_whitespace()
+            .collect();
+        // Fields 5 (pgrp) and 8 (tpgid).
+        assert_eq!(f[2], pid.to_string(), "{stat}");
+        assert_eq!(f[5], pid.to_string(), "{stat}");
+        let mut m = std::fs::File::from(master);
+        std::io::Write::write_all(&mut m, b"\x1a").unwrap();
+        // In an orphaned group the kernel would discard SIGTSTP.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        let ev = loop {
+            if let Some(ev) = wait_pid(pid, true).unwrap() {
+                break Some(ev);
+            }
+            if std::time::Instant::now() > deadline {
+                break None;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        };
+        assert_eq!(
+            ev,
+            Some(WaitEvent::Stopped {
+                pid,
+                signal: libc::SIGTSTP
+            })
+        );
+        crate::signal::kill(pid as i32, libc::SIGCONT).unwrap();
+        assert_eq!(
+            wait_pid(pid, false).unwrap(),
+            Some(WaitEvent::Continued { pid })
+        );
+        std::io::Write::write_all(&mut m, b"\x03").unwrap();
+        assert_eq!(
+            wait_exit(pid),
+            WaitEvent::Signaled {
+                pid,
+                signal: libc::SIGINT,
+                core_dumped: false
+            }
+        );
     }
 
     #[test]
