@@ -867,6 +867,19 @@ impl SessionTask {
         }
     }
 
+    /// The program leads a process group whose parent (roamd) is in
+    /// another session: an orphaned group, for which the kernel discards
+    /// TSTP, TTIN and TTOU left to their default action. Do what the
+    /// default action would: stop it. (Caught, they are delivered as is.)
+    fn effective_signal(&self, native: i32) -> i32 {
+        let stop_kind = matches!(native, libc::SIGTSTP | libc::SIGTTIN | libc::SIGTTOU);
+        if stop_kind && roam_sys::procfs::signal_is_default(self.pid, native) == Some(true) {
+            libc::SIGSTOP
+        } else {
+            native
+        }
+    }
+
     fn handle_link(&mut self, msg: LinkMsg) -> bool {
         match msg {
             LinkMsg::Data {
@@ -919,6 +932,7 @@ impl SessionTask {
             LinkMsg::Signal { signal, group, .. } => {
                 if self.exit.is_none() {
                     if let Some(native) = roam_sys::signal::to_native(signal) {
+                        let native = self.effective_signal(native);
                         let pid = self.pid as i32;
                         let target = if group { -pid } else { pid };
                         if let Err(e) = roam_sys::signal::kill(target, native) {

@@ -162,6 +162,28 @@ pub fn hostname() -> String {
 
 /// Whether a process with this pid exists (kill(pid, 0) succeeds or fails
 /// with EPERM). Zombies count as alive until reaped.
+/// Whether `pid` leaves signal `native_sig` to its default action (neither
+/// caught nor ignored), from the SigCgt and SigIgn masks of
+/// `/proc/PID/status`. `None` if the process cannot be read.
+pub fn signal_is_default(pid: u32, native_sig: i32) -> Option<bool> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    mask_default(&status, native_sig)
+}
+
+fn mask_default(status: &str, sig: i32) -> Option<bool> {
+    if !(1..=64).contains(&sig) {
+        return None;
+    }
+    let bit = 1u64 << (sig - 1);
+    let mask = |key: &str| -> Option<u64> {
+        let line = status.lines().find(|l| l.starts_with(key))?;
+        u64::from_str_radix(line[key.len()..].trim(), 16).ok()
+    };
+    let caught = mask("SigCgt:")?;
+    let ignored = mask("SigIgn:")?;
+    Some((caught | ignored) & bit == 0)
+}
+
 pub fn pid_alive(pid: u32) -> bool {
     let Ok(pid) = i32::try_from(pid) else {
         return false;
@@ -178,6 +200,27 @@ pub fn pid_alive(pid: u32) -> bool {
 
 fn invalid(msg: impl Into<String>) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, msg.into())
+}
+
+#[cfg(test)]
+mod signal_mask_tests {
+    use super::*;
+
+    #[test]
+    fn reads_dispositions_from_status() {
+        // SIGTSTP (20) caught, SIGTTIN (21) ignored, SIGTTOU (22) default.
+        let status = "Name:\tx\nSigIgn:\t0000000000100000\nSigCgt:\t0000000000080000\n";
+        assert_eq!(mask_default(status, 20), Some(false));
+        assert_eq!(mask_default(status, 21), Some(false));
+        assert_eq!(mask_default(status, 22), Some(true));
+        assert_eq!(mask_default(status, 0), None);
+        assert_eq!(mask_default("Name:\tx\n", 20), None);
+    }
+
+    #[test]
+    fn our_own_status_reads() {
+        assert!(signal_is_default(std::process::id(), libc::SIGTTOU).is_some());
+    }
 }
 
 #[cfg(test)]

@@ -291,6 +291,42 @@ fn ps_kill_and_the_proxys_identity() {
 }
 
 #[test]
+fn a_stop_signal_to_the_proxy_stops_the_job_without_a_terminal() {
+    let c = Cluster::up(1);
+    let mut child = c.start(&["run", "sleep", "30"]);
+    let pid = child.id();
+    let p = c.wait_listed(pid);
+    let state = |pid: u32| {
+        roam_sys::procfs::proc_stat(pid)
+            .map(|s| s.state)
+            .unwrap_or('?')
+    };
+    // As Ctrl-Z would: SIGTSTP to the proxy stops the remote process, and
+    // the proxy mirrors the stop so a shell sees the job stopped.
+    let kill = |sig: &str| {
+        assert!(Command::new("kill")
+            .args([sig, &pid.to_string()])
+            .status()
+            .unwrap()
+            .success())
+    };
+    kill("-TSTP");
+    wait_until("remote stopped", Duration::from_secs(10), || {
+        state(p.node_pid) == 'T'
+    });
+    wait_until("proxy stopped", Duration::from_secs(10), || {
+        state(pid) == 'T'
+    });
+    kill("-CONT");
+    wait_until("remote running", Duration::from_secs(10), || {
+        state(p.node_pid) == 'S'
+    });
+    assert!(c.run(&["kill", &pid.to_string()]).status.success());
+    let status = wait_timeout(&mut child, Duration::from_secs(10));
+    assert_eq!(status.signal(), Some(libc::SIGTERM));
+}
+
+#[test]
 fn users_act_on_their_own_processes_only() {
     let c = Cluster::up(1);
     let mut root_job = c.start(&["run", "sleep", "30"]);
