@@ -620,8 +620,6 @@ struct SessionTask {
     exited_at: Option<Instant>,
     exit_sent: bool,
     stopped: Option<WireSignal>,
-    /// The last stdin write would block.
-    stdin_blocked: bool,
     buf: Vec<u8>,
 }
 
@@ -673,7 +671,6 @@ impl SessionTask {
             exited_at: None,
             exit_sent: false,
             stopped: None,
-            stdin_blocked: false,
             buf: vec![0u8; roam_proto::MAX_DATA_CHUNK],
         })
     }
@@ -754,9 +751,15 @@ impl SessionTask {
                     let got = read_ready(r, &mut self.buf[..room]);
                     self.took(1, got);
                 }
-                r = writable(self.stdin.as_ref(), std::mem::take(&mut self.stdin_blocked)), if want_write => {
-                    if r.is_ok() {
-                        self.write_stdin();
+                r = writable(self.stdin.as_ref()), if want_write => {
+                    let broken = match r {
+                        Ok(mut guard) => write_ready(&mut guard, &mut self.inn),
+                        Err(_) => true,
+                    };
+                    if broken {
+                        self.stdin_broken();
+                    } else if self.inn.finished() && self.pty.is_none() {
+                        self.stdin = None;
                     }
                 }
                 _ = sleep_until(linger), if linger.is_some() && (self.outs[0].is_some() || self.outs[1].is_some()) => {
@@ -785,7 +788,8 @@ impl SessionTask {
         }
     }
 
-    /// Writes pending stdin bytes until done or the pipe is full.
+    /// Writes pending stdin bytes until done or the pipe is full (then the
+    /// select loop waits for the pipe to be writable).
     fn write_stdin(&mut self) {
         let Some(fd) = self.stdin.as_ref() else {
             return;
@@ -797,23 +801,25 @@ impl SessionTask {
             }
             match fd.get_ref().write(front) {
                 Ok(n) => self.inn.consumed(n),
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                    self.stdin_blocked = true;
-                    break;
-                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(_) => {
-                    // EPIPE: the process closed its stdin; discard the rest.
-                    let n = self.inn.pending();
-                    self.inn.consumed(n);
-                    self.stdin = None;
-                    break;
+                    self.stdin_broken();
+                    return;
                 }
             }
         }
         if self.inn.finished() && self.pty.is_none() {
             self.stdin = None;
         }
+    }
+
+    /// The process closed its stdin (EPIPE): discard what is pending and
+    /// whatever comes, counting it delivered so the proxy is not held up.
+    fn stdin_broken(&mut self) {
+        let n = self.inn.pending();
+        self.inn.consumed(n);
+        self.stdin = None;
     }
 
     /// Handles one command; true when the session is over.
@@ -983,20 +989,32 @@ async fn readable(
     }
 }
 
-/// Waits until `fd` is writable. `blocked`: the last write would block, so
-/// the cached readiness is stale and is cleared first.
-async fn writable(fd: Option<&AsyncFd<File>>, blocked: bool) -> std::io::Result<()> {
+async fn writable(
+    fd: Option<&AsyncFd<File>>,
+) -> std::io::Result<tokio::io::unix::AsyncFdReadyGuard<'_, File>> {
     match fd {
-        Some(fd) => {
-            if blocked {
-                let mut g = fd.writable().await?;
-                g.clear_ready();
-            }
-            let mut g = fd.writable().await?;
-            g.retain_ready();
-            Ok(())
-        }
+        Some(fd) => fd.writable().await,
         None => std::future::pending().await,
+    }
+}
+
+/// Writes pending stdin bytes to a descriptor reported writable; the
+/// readiness is cleared only by a write that would block. True if the
+/// descriptor is broken (the process closed its stdin).
+fn write_ready(
+    guard: &mut tokio::io::unix::AsyncFdReadyGuard<'_, File>,
+    inn: &mut InStream,
+) -> bool {
+    loop {
+        if inn.front().is_empty() {
+            return false;
+        }
+        match guard.try_io(|f| f.get_ref().write(inn.front())) {
+            Err(_would_block) => return false,
+            Ok(Ok(n)) => inn.consumed(n),
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Ok(Err(_)) => return true,
+        }
     }
 }
 

@@ -200,6 +200,28 @@ fn stdin_is_binary_safe_both_ways() {
     assert_eq!(got.len(), data.len());
     assert!(got == data, "bytes differ");
 
+    // Sustained pressure: 256 MiB into a remote reader, far beyond every
+    // buffer on the way, so the node's pipe fills and drains many times.
+    let mut child = c
+        .roam()
+        .args(["run", "wc", "-c"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || {
+        let block = vec![0u8; 1 << 20];
+        for _ in 0..256 {
+            stdin.write_all(&block).unwrap();
+        }
+    });
+    let mut out = String::new();
+    child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+    writer.join().unwrap();
+    assert!(wait_timeout(&mut child, Duration::from_secs(60)).success());
+    assert_eq!(out.trim(), (256u64 << 20).to_string());
+
     // End of file reaches the remote process.
     let mut child = c
         .roam()
