@@ -895,11 +895,11 @@ impl SessionTask {
                 ..
             } => {
                 if self.stdin.is_some() {
-                    self.inn.accept(offset, &data);
+                    self.inn.accept(offset, data);
                     self.write_stdin();
                 } else {
                     // Nobody reads any more: count it delivered.
-                    self.inn.accept(offset, &data);
+                    self.inn.accept(offset, data);
                     let n = self.inn.pending();
                     self.inn.consumed(n);
                 }

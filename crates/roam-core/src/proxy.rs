@@ -517,8 +517,8 @@ impl Proxy {
             LinkMsg::Data {
                 chan, offset, data, ..
             } => match chan {
-                Chan::Stdout => self.outs[0].accept(offset, &data),
-                Chan::Stderr => self.outs[1].accept(offset, &data),
+                Chan::Stdout => self.outs[0].accept(offset, data),
+                Chan::Stderr => self.outs[1].accept(offset, data),
                 Chan::Stdin => {}
             },
             LinkMsg::Eof { chan, offset, .. } => match chan {

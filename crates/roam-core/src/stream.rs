@@ -118,16 +118,19 @@ impl OutStream {
     }
 }
 
-/// The receiving half of a stream.
+/// The receiving half of a stream. Received chunks are kept as they came
+/// (no copy): [`InStream::take`] hands a whole chunk on to a writer.
 #[derive(Debug, Default)]
 pub struct InStream {
     /// Everything before this offset is written to the sink.
     delivered: u64,
     /// Bytes taken out for a writer and not yet reported written.
     in_flight: u64,
-    /// Received bytes not yet taken or written, starting at
-    /// `delivered + in_flight`.
-    pending: VecDeque<u8>,
+    /// Received chunks not yet taken or written; the first one from
+    /// `front_at` on. They start at `delivered + in_flight`.
+    pending: VecDeque<Vec<u8>>,
+    front_at: usize,
+    pending_len: usize,
     eof: Option<u64>,
     last_acked: u64,
 }
@@ -135,15 +138,20 @@ pub struct InStream {
 impl InStream {
     /// Takes a chunk at `offset`; bytes already held are skipped, a chunk
     /// beyond what is held (a gap) is dropped: the sender will send it again.
-    pub fn accept(&mut self, offset: u64, data: &[u8]) {
+    pub fn accept(&mut self, offset: u64, mut data: Vec<u8>) {
         let have = self.received();
         if offset > have {
             return;
         }
         let skip = (have - offset) as usize;
-        if skip < data.len() {
-            self.pending.extend(&data[skip..]);
+        if skip >= data.len() {
+            return;
         }
+        if skip > 0 {
+            data.drain(..skip);
+        }
+        self.pending_len += data.len();
+        self.pending.push_back(data);
     }
 
     /// The stream ends at `offset`.
@@ -153,31 +161,61 @@ impl InStream {
 
     /// Bytes waiting to be written to the sink.
     pub fn pending(&self) -> usize {
-        self.pending.len()
-    }
-
-    /// A contiguous run of pending bytes to write next.
-    pub fn front(&self) -> &[u8] {
-        self.pending.as_slices().0
+        self.pending_len
     }
 
     /// Offset just past the last byte received.
     pub fn received(&self) -> u64 {
-        self.delivered + self.in_flight + self.pending.len() as u64
+        self.delivered + self.in_flight + self.pending_len as u64
+    }
+
+    /// A contiguous run of pending bytes to write next.
+    pub fn front(&self) -> &[u8] {
+        self.pending
+            .front()
+            .map_or(&[][..], |c| &c[self.front_at..])
     }
 
     /// `n` bytes from the front were written to the sink.
-    pub fn consumed(&mut self, n: usize) {
-        self.pending.drain(..n);
+    pub fn consumed(&mut self, mut n: usize) {
+        n = n.min(self.pending_len);
+        self.pending_len -= n;
         self.delivered += n as u64;
+        while n > 0 {
+            let left = self.pending[0].len() - self.front_at;
+            if n < left {
+                self.front_at += n;
+                return;
+            }
+            n -= left;
+            self.pending.pop_front();
+            self.front_at = 0;
+        }
     }
 
-    /// Takes up to `max` pending bytes out (for a writer thread); they count
-    /// as delivered only when [`InStream::mark_delivered`] is called.
+    /// Takes the next pending chunk out (for a writer thread), at most
+    /// `max` bytes of it; it counts as delivered only when
+    /// [`InStream::mark_delivered`] is called.
     pub fn take(&mut self, max: usize) -> Vec<u8> {
-        let n = self.pending.len().min(max);
-        self.in_flight += n as u64;
-        self.pending.drain(..n).collect()
+        let Some(first) = self.pending.front_mut() else {
+            return Vec::new();
+        };
+        let left = first.len() - self.front_at;
+        let chunk = if self.front_at == 0 && left <= max {
+            self.pending.pop_front().expect("front exists")
+        } else {
+            let n = left.min(max);
+            let c = first[self.front_at..self.front_at + n].to_vec();
+            self.front_at += n;
+            if self.front_at == first.len() {
+                self.pending.pop_front();
+                self.front_at = 0;
+            }
+            c
+        };
+        self.pending_len -= chunk.len();
+        self.in_flight += chunk.len() as u64;
+        chunk
     }
 
     /// `n` bytes taken earlier have been written to the sink.
@@ -209,7 +247,7 @@ impl InStream {
         if unacked == 0 {
             return None;
         }
-        if unacked as usize >= WINDOW / 4 || (self.pending.is_empty() && self.in_flight == 0) {
+        if unacked as usize >= WINDOW / 4 || (self.pending_len == 0 && self.in_flight == 0) {
             self.last_acked = self.delivered;
             return Some(self.delivered);
         }
@@ -226,6 +264,17 @@ impl InStream {
 mod tests {
     use super::*;
 
+    /// Takes everything pending and marks it written.
+    fn drain(inn: &mut InStream) -> Vec<u8> {
+        let mut out = Vec::new();
+        while inn.pending() > 0 {
+            let c = inn.take(usize::MAX);
+            inn.mark_delivered(c.len());
+            out.extend(c);
+        }
+        out
+    }
+
     fn pattern(n: usize) -> Vec<u8> {
         (0..n).map(|i| (i * 7 % 251) as u8).collect()
     }
@@ -241,20 +290,17 @@ mod tests {
         let c1 = out.next_chunk().unwrap();
         let _lost = out.next_chunk().unwrap();
         let c3 = out.next_chunk().unwrap();
-        inn.accept(c1.0, &c1.1);
-        inn.accept(c3.0, &c3.1);
-        let mut sink = inn.take(usize::MAX);
-        inn.mark_delivered(sink.len());
+        inn.accept(c1.0, c1.1);
+        inn.accept(c3.0, c3.1);
+        let mut sink = drain(&mut inn);
         // Path breaks; receiver reports what it delivered.
         out.rewind(inn.delivered());
         while let Some((off, data)) = out.next_chunk() {
-            inn.accept(off, &data);
+            inn.accept(off, data);
         }
         inn.set_eof(out.eof_to_send().unwrap());
-        let rest = inn.take(usize::MAX);
-        inn.mark_delivered(rest.len());
-        sink.extend(rest);
-        assert_eq!(sink, src);
+        sink.extend(drain(&mut inn));
+        assert!(sink == src, "bytes differ");
         assert!(inn.finished());
         out.ack(inn.ack_due().unwrap());
         assert!(out.fully_acked());
@@ -263,10 +309,31 @@ mod tests {
     #[test]
     fn duplicates_are_skipped() {
         let mut inn = InStream::default();
-        inn.accept(0, b"hello");
-        inn.accept(0, b"hello world");
-        inn.accept(3, b"lo wor");
-        assert_eq!(inn.take(100), b"hello world");
+        inn.accept(0, b"hello".to_vec());
+        inn.accept(0, b"hello world".to_vec());
+        inn.accept(3, b"lo wor".to_vec());
+        let mut got = inn.take(100);
+        got.extend(inn.take(100));
+        assert_eq!(got, b"hello world");
+        assert_eq!(inn.pending(), 0);
+    }
+
+    #[test]
+    fn partial_writes_and_takes_across_chunks() {
+        let mut inn = InStream::default();
+        inn.accept(0, b"abcd".to_vec());
+        inn.accept(4, b"efgh".to_vec());
+        assert_eq!(inn.front(), b"abcd");
+        inn.consumed(3);
+        assert_eq!(inn.front(), b"d");
+        assert_eq!(inn.take(2), b"d");
+        assert_eq!(inn.take(2), b"ef");
+        assert_eq!(inn.front(), b"gh");
+        inn.consumed(2);
+        assert_eq!(inn.pending(), 0);
+        inn.mark_delivered(3);
+        assert_eq!(inn.delivered(), 8);
+        assert_eq!(inn.received(), 8);
     }
 
     #[test]
@@ -285,7 +352,7 @@ mod tests {
     #[test]
     fn ack_cadence() {
         let mut inn = InStream::default();
-        inn.accept(0, &[1; 100]);
+        inn.accept(0, vec![1; 100]);
         inn.consumed(50);
         assert_eq!(inn.ack_due(), None, "still pending, small");
         inn.consumed(50);
@@ -296,11 +363,11 @@ mod tests {
     #[test]
     fn bytes_with_a_writer_still_count_as_received() {
         let mut inn = InStream::default();
-        inn.accept(0, b"abc");
+        inn.accept(0, b"abc".to_vec());
         let taken = inn.take(10);
         assert_eq!(taken, b"abc");
         // The next chunk follows the taken bytes: not a gap.
-        inn.accept(3, b"def");
+        inn.accept(3, b"def".to_vec());
         assert_eq!(inn.received(), 6);
         assert_eq!(inn.ack_due(), None, "nothing written yet");
         inn.mark_delivered(3);
