@@ -217,7 +217,12 @@ fn stdin_is_binary_safe_both_ways() {
         }
     });
     let mut out = String::new();
-    child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
     writer.join().unwrap();
     assert!(wait_timeout(&mut child, Duration::from_secs(60)).success());
     assert_eq!(out.trim(), (256u64 << 20).to_string());
