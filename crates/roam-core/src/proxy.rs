@@ -175,23 +175,6 @@ async fn proxy_main(opts: RunOptions, prog: &str) -> Outcome {
         eprintln!("roam: nothing to run");
         return Outcome::Exit(2);
     }
-    // Catch signals from the start so none is lost while we connect.
-    let (sig_tx, mut sig_rx) = mpsc::unbounded_channel::<i32>();
-    for sig in roam_sys::signal::forwardable() {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::from_raw(sig)) {
-            Ok(mut s) => {
-                let tx = sig_tx.clone();
-                tokio::spawn(async move {
-                    while s.recv().await.is_some() {
-                        if tx.send(sig).is_err() {
-                            break;
-                        }
-                    }
-                });
-            }
-            Err(e) => tracing::debug!("cannot catch signal {sig}: {e}"),
-        }
-    }
     let tty = if opts.stdin_null { None } else { tty_spec() };
     let spec = build_spec(&opts, tty.clone());
     let mut client = match Client::connect(&opts.socket, "proxy").await {
@@ -207,7 +190,22 @@ async fn proxy_main(opts: RunOptions, prog: &str) -> Outcome {
         mode: opts.mode,
         reservation: opts.reservation,
     };
-    let (session, node) = match client.request(&spawn).await {
+    if let Err(e) = client.send(&spawn).await {
+        eprintln!("roam: {}", error_chain(&e));
+        return Outcome::Exit(EXIT_LOST);
+    }
+    // Catch signals while the node starts the process. One arriving before
+    // this point has its default action: if it kills us, the home sees our
+    // connection close and kills the remote process too.
+    let (sig_tx, mut sig_rx) = mpsc::unbounded_channel::<i32>();
+    catch_signals(&sig_tx);
+    let answer = match client.recv().await {
+        Ok(Some(LocalMsg::Error(e))) => Err(ClientError::Remote(e)),
+        Ok(Some(m)) => Ok(m),
+        Ok(None) => Err(ClientError::Closed),
+        Err(e) => Err(e),
+    };
+    let (session, node) = match answer {
         Ok(LocalMsg::Spawned { session, node, .. }) => (session, node),
         Ok(other) => {
             eprintln!("roam: unexpected answer from roamd: {other:?}");
@@ -225,6 +223,25 @@ async fn proxy_main(opts: RunOptions, prog: &str) -> Outcome {
     tracing::debug!("{prog} runs on {node} as session {session}");
     let mut p = Proxy::new(opts, tty.is_some(), session, node, prog.to_owned());
     p.run(client, &mut sig_rx).await
+}
+
+/// Catches every forwardable signal into `tx`.
+fn catch_signals(tx: &mpsc::UnboundedSender<i32>) {
+    for sig in roam_sys::signal::forwardable() {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::from_raw(sig)) {
+            Ok(mut s) => {
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    while s.recv().await.is_some() {
+                        if tx.send(sig).is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+            Err(e) => tracing::debug!("cannot catch signal {sig}: {e}"),
+        }
+    }
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {
