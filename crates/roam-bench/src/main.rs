@@ -380,8 +380,9 @@ fn throughput(
             let took = time_pipeline(cmds, *expect, limit, &mut ctx.log)?;
             if took.is_none() {
                 progress(&format!(
-                    "`{}` stalled: killed after {limit:?}",
-                    groups[g].variants[v].0
+                    "`{}` stalled: killed after {} s",
+                    groups[g].variants[v].0,
+                    limit.as_secs()
                 ));
             }
             samples[g][v].push(took);
@@ -465,7 +466,7 @@ fn run(args: Args) -> anyhow::Result<()> {
     let (roam, roamd) = binaries()?;
     let machine = Machine::probe();
     let ssh_missing = if args.no_ssh {
-        Some("left out (--no-ssh)".to_string())
+        Some("left out with --no-ssh".to_string())
     } else {
         ssh::unavailable()
     };

@@ -273,7 +273,10 @@ impl Report {
         for c in &self.checks {
             let value = c
                 .value
-                .map(|v| format!("{} {}", num(v), c.unit))
+                .map(|v| match c.unit {
+                    "runs" => format!("{v} runs"),
+                    unit => format!("{} {unit}", num(v)),
+                })
                 .unwrap_or_else(|| "-".into());
             let verdict = match c.pass {
                 Some(true) => "PASS",
