@@ -18,7 +18,13 @@ step "a cluster on this machine: it is the home node; 3 nodes, each a network na
 out=$(roam testbed up --nodes 3 --heartbeat-ms 250 --timeout-ms 1500)
 echo "$out"
 id=$(echo "$out" | sed -n 's/^testbed \([0-9]*\) is up.*/\1/p')
-trap 'roam testbed down --id "$id" >/dev/null 2>&1 || true' EXIT
+cleanup() {
+  kill $(jobs -p) 2>/dev/null || true
+  roam testbed down --id "$id" >/dev/null 2>&1 || true
+}
+trap cleanup EXIT
+# From here on, commands are shown and may fail on purpose (exit statuses).
+set +e
 export ROAM_SOCKET=$(echo "$out" | sed -n 's/^export ROAM_SOCKET=//p')
 show roam nodes
 

@@ -44,7 +44,7 @@ fn throughput_limit(size: u64) -> Duration {
     Duration::from_secs(20) + Duration::from_secs_f64(size as f64 / 25e6)
 }
 
-#[derive(Parser, Debug, serde::Serialize)]
+#[derive(Parser, Debug)]
 #[command(about = "Measure roam against local spawn and ssh, side by side, on a local testbed")]
 struct Args {
     /// Compute nodes in the testbed (everything runs on n1).
