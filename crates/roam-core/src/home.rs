@@ -418,8 +418,7 @@ fn register_node(
             None => None,
         };
         let adopt_deadline = proxy.is_none().then(|| now + grace);
-        insert_session(
-            &mut st,
+        st.sessions.insert(
             r.session,
             HomeSession {
                 node: hello.name.clone(),
@@ -435,10 +434,6 @@ fn register_node(
         );
     }
     (number, forget, gen, path_up)
-}
-
-fn insert_session(st: &mut State, id: SessionId, s: HomeSession) {
-    st.sessions.insert(id, s);
 }
 
 fn handle_node_msg(home: &Arc<Home>, node: &str, tx: &FrameTx, msg: LinkMsg) {
@@ -899,8 +894,7 @@ fn start_spawn(
         .map(|a| String::from_utf8_lossy(a).into_owned())
         .collect::<Vec<_>>()
         .join(" ");
-    insert_session(
-        &mut st,
+    st.sessions.insert(
         session,
         HomeSession {
             node: chosen.clone(),

@@ -234,12 +234,6 @@ impl InStream {
         self.eof.is_some_and(|e| self.delivered >= e)
     }
 
-    /// Whether the end of stream is known and every byte of it received
-    /// (possibly not yet written).
-    pub fn all_received(&self) -> bool {
-        self.eof.is_some_and(|e| self.received() >= e)
-    }
-
     /// The offset to acknowledge, if an acknowledgement is due: after a
     /// quarter window, or when everything received has been delivered.
     pub fn ack_due(&mut self) -> Option<u64> {
