@@ -8,6 +8,8 @@
 
 use roam_proto::types::WireSignal;
 use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd};
+use std::sync::atomic::{AtomicI32, Ordering};
 
 /// SIGSTKFLT, on the architectures that have it (-1: none).
 #[cfg(not(any(
@@ -224,6 +226,78 @@ pub fn die_by_signal(native_sig: i32) -> ! {
     }
 }
 
+/// Write end of the pipe [`catch_into_pipe`] made (-1: none yet).
+static SIGNAL_PIPE_W: AtomicI32 = AtomicI32::new(-1);
+
+extern "C" fn to_pipe(sig: libc::c_int) {
+    let fd = SIGNAL_PIPE_W.load(Ordering::Relaxed);
+    if fd < 0 {
+        return;
+    }
+    let byte = sig as u8;
+    // SAFETY: write and the errno location are async-signal-safe; errno is
+    // saved and restored so the interrupted code does not see ours. A full
+    // pipe (64 KiB of signals not yet read) drops the signal.
+    unsafe {
+        let errno = *libc::__errno_location();
+        libc::write(fd, (&raw const byte).cast(), 1);
+        *libc::__errno_location() = errno;
+    }
+}
+
+/// Catches each of `signals` into a pipe and returns its read end (non-
+/// blocking, close-on-exec): every signal delivered becomes one byte, its
+/// native number, in the order of delivery. Handlers are installed with
+/// SA_RESTART. Costs one `sigaction` per signal, which is what a short-lived
+/// proxy wants (no thread, no task per signal). Once per process.
+pub fn catch_into_pipe(signals: &[i32]) -> io::Result<OwnedFd> {
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 fills `fds` with two new descriptors, owned below.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: both were just created and are owned by nobody else.
+    let (r, w) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    if SIGNAL_PIPE_W
+        .compare_exchange(-1, w.as_raw_fd(), Ordering::SeqCst, Ordering::SeqCst)
+        .is_err()
+    {
+        return Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            "signals are already caught into a pipe",
+        ));
+    }
+    // The handler writes to it for the rest of the process's life.
+    let _ = w.into_raw_fd();
+    for &sig in signals {
+        // SAFETY: a zeroed sigaction with our handler, an empty mask and
+        // SA_RESTART is valid; `to_pipe` is async-signal-safe.
+        let rc = unsafe {
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            sa.sa_sigaction = to_pipe as extern "C" fn(libc::c_int) as libc::sighandler_t;
+            sa.sa_flags = libc::SA_RESTART;
+            libc::sigemptyset(&mut sa.sa_mask);
+            libc::sigaction(sig, &sa, std::ptr::null_mut())
+        };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(r)
+}
+
+/// Blocks every signal in the calling thread (so the process's signals go
+/// to its other threads).
+pub fn block_all_in_thread() {
+    // SAFETY: sigset_t is plain data filled by sigfillset; the mask pointer
+    // is valid and the old mask is not wanted.
+    unsafe {
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &all, std::ptr::null_mut());
+    }
+}
+
 /// Stops the calling process (SIGSTOP to the whole process); returns when
 /// it is continued.
 pub fn stop_self() {
@@ -236,6 +310,25 @@ pub fn stop_self() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn signals_arrive_in_the_pipe() {
+        let r = catch_into_pipe(&[libc::SIGUSR2, libc::SIGWINCH]).unwrap();
+        assert!(
+            catch_into_pipe(&[libc::SIGUSR2]).is_err(),
+            "once per process"
+        );
+        // SAFETY: signals to ourselves, caught by the handler above.
+        unsafe {
+            libc::raise(libc::SIGWINCH);
+            libc::raise(libc::SIGUSR2);
+        }
+        let mut buf = [0u8; 8];
+        // SAFETY: reading into a valid buffer from our own descriptor.
+        let n = unsafe { libc::read(r.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+        assert_eq!(n, 2);
+        assert_eq!(&buf[..2], &[libc::SIGWINCH as u8, libc::SIGUSR2 as u8]);
+    }
 
     #[test]
     fn wire_native_round_trip() {

@@ -116,6 +116,18 @@ const KERNEL_SIGSET_SIZE: usize = 16;
 #[cfg(not(any(target_arch = "mips", target_arch = "mips64")))]
 const KERNEL_SIGSET_SIZE: usize = 8;
 
+#[cfg(not(any(target_arch = "x86", target_arch = "arm")))]
+use libc::{
+    SYS_setgroups as SYS_SETGROUPS, SYS_setresgid as SYS_SETRESGID, SYS_setresuid as SYS_SETRESUID,
+};
+/// The credential calls with 32-bit ids (on 32-bit x86 and arm the plain
+/// numbers take 16-bit ids).
+#[cfg(any(target_arch = "x86", target_arch = "arm"))]
+use libc::{
+    SYS_setgroups32 as SYS_SETGROUPS, SYS_setresgid32 as SYS_SETRESGID,
+    SYS_setresuid32 as SYS_SETRESUID,
+};
+
 const DEFAULT_PATH: &[u8] = b"/usr/local/bin:/usr/bin:/bin";
 
 /// Everything the child needs, built before fork: between fork and exec
@@ -316,14 +328,21 @@ pub fn spawn(req: &SpawnRequest<'_>) -> Result<u32, SpawnError> {
         libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
         old
     };
-    // SAFETY: the child runs only `child_after_fork`, which makes
-    // async-signal-safe calls on data prepared before fork and never
-    // returns.
-    let pid = unsafe { libc::fork() };
-    if pid == 0 {
-        // SAFETY: we are the child of fork; `prep` and the status fd are valid.
-        unsafe { child_after_fork(&prep, status_w.as_raw_fd()) }
-    }
+    let pid = if prep.ctty.is_none() {
+        vfork_child(&prep, status_w.as_raw_fd())
+    } else {
+        // The session keeper lives on after the program's exec: a real
+        // fork, not a child that borrows our memory.
+        // SAFETY: the child runs only `child_after_fork`, which makes
+        // async-signal-safe calls on data prepared before fork and never
+        // returns.
+        let pid = unsafe { libc::fork() };
+        if pid == 0 {
+            // SAFETY: we are the child of fork; `prep` and the status fd are valid.
+            unsafe { child_after_fork(&prep, status_w.as_raw_fd()) }
+        }
+        pid
+    };
     let fork_err = io::Error::last_os_error();
     // SAFETY: restoring the mask saved above.
     unsafe {
@@ -405,6 +424,51 @@ pub fn spawn(req: &SpawnRequest<'_>) -> Result<u32, SpawnError> {
             error,
         },
     })
+}
+
+/// Stack of a vfork child: it runs [`child_after_fork`] only, whose frames
+/// are small.
+const VFORK_STACK: usize = 64 * 1024;
+
+struct VforkArgs<'a> {
+    prep: &'a Prepared,
+    status_fd: RawFd,
+}
+
+extern "C" fn vfork_entry(arg: *mut libc::c_void) -> libc::c_int {
+    // SAFETY: `arg` is the `VforkArgs` that `vfork_child` passed, alive
+    // until we exec or exit (the parent is suspended until then).
+    unsafe {
+        let a = &*(arg as *const VforkArgs<'_>);
+        child_after_fork(a.prep, a.status_fd)
+    }
+}
+
+/// Starts the child with CLONE_VM|CLONE_VFORK, as posix_spawn does: no
+/// copy of our page tables (a fork of a daemon with tens of megabytes
+/// mapped costs a tenth of a millisecond more), and this thread sleeps
+/// until the child has exec'd or exited. The child runs on its own stack
+/// and shares our memory, which [`child_after_fork`] only reads; every
+/// call it makes is a raw or async-signal-safe system call (glibc's
+/// setuid family would try to signal our threads). Returns the pid, or -1
+/// with errno set.
+fn vfork_child(prep: &Prepared, status_fd: RawFd) -> libc::pid_t {
+    let mut stack = vec![0u8; VFORK_STACK];
+    let args = VforkArgs { prep, status_fd };
+    // 16-byte aligned top of the stack (stacks grow down on every
+    // architecture Linux runs this code on).
+    let top = ((stack.as_mut_ptr() as usize + VFORK_STACK) & !15) as *mut libc::c_void;
+    // SAFETY: `vfork_entry` never returns into glibc's clone frame (it
+    // execs or _exits); `stack` and `args` outlive the child's use of them
+    // because CLONE_VFORK suspends us until the child execs or exits.
+    unsafe {
+        libc::clone(
+            vfork_entry,
+            top,
+            libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+            (&raw const args) as *mut libc::c_void,
+        )
+    }
 }
 
 /// Reports `(stage, errno)` to the parent and exits.
@@ -526,7 +590,9 @@ fn errno() -> i32 {
 /// The child's side of [`spawn`].
 ///
 /// # Safety
-/// Only in the child of fork. Makes only async-signal-safe calls and does
+/// Only in the child of fork or of [`vfork_child`] (which shares our
+/// memory: nothing here writes to memory but the child's own stack and
+/// errno). Makes only async-signal-safe calls and does
 /// not allocate.
 unsafe fn child_after_fork(p: &Prepared, status_fd: RawFd) -> ! {
     // SAFETY: every call below is an async-signal-safe system call wrapper
@@ -595,10 +661,13 @@ unsafe fn child_after_fork(p: &Prepared, status_fd: RawFd) -> ! {
             }
         }
 
+        // Raw system calls: glibc's wrappers change every thread of the
+        // process, which in a CLONE_VM child means signalling the
+        // daemon's threads.
         if p.switch_cred
-            && (libc::setgroups(p.groups.len(), p.groups.as_ptr()) < 0
-                || libc::setgid(p.gid) < 0
-                || libc::setuid(p.uid) < 0)
+            && (libc::syscall(SYS_SETGROUPS, p.groups.len(), p.groups.as_ptr()) < 0
+                || libc::syscall(SYS_SETRESGID, p.gid, p.gid, p.gid) < 0
+                || libc::syscall(SYS_SETRESUID, p.uid, p.uid, p.uid) < 0)
         {
             child_fail(status_fd, Stage::Credentials, errno());
         }
@@ -837,6 +906,27 @@ fn fcntl_set(fd: BorrowedFd<'_>, get: i32, set: i32, bit: i32) -> io::Result<()>
         }
     }
     Ok(())
+}
+
+/// Whether `fd` is the null device (/dev/null's character device 1:3,
+/// wherever it is mounted).
+pub fn is_dev_null(fd: BorrowedFd<'_>) -> bool {
+    // SAFETY: fstat fills the zeroed stat buffer for a descriptor we borrow.
+    unsafe {
+        let mut st: libc::stat = std::mem::zeroed();
+        libc::fstat(fd.as_raw_fd(), &mut st) == 0
+            && st.st_mode & libc::S_IFMT == libc::S_IFCHR
+            && st.st_rdev == libc::makedev(1, 3)
+    }
+}
+
+/// Opens this machine's /dev/null for reading and writing (close-on-exec).
+pub fn open_dev_null() -> io::Result<OwnedFd> {
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")?;
+    Ok(OwnedFd::from(f))
 }
 
 /// Sets O_NONBLOCK.
