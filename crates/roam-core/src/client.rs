@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use roam_net::framed::{FrameReader, FrameWriter, FramedError};
 use roam_proto::local::{LocalHello, LocalHelloReply, LocalMsg};
 use roam_proto::types::WireError;
+use roam_proto::{encode_frame, encode_hello};
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::UnixStream;
 
@@ -49,39 +50,52 @@ pub struct Client {
 impl Client {
     /// Connects and exchanges hellos. `client` names us in the daemon's log.
     pub async fn connect(path: &Path, client: &str) -> Result<Client, ClientError> {
-        let sock = UnixStream::connect(path)
-            .await
-            .map_err(|source| ClientError::Connect {
-                path: path.to_owned(),
-                source,
-            })?;
-        let (r, w) = sock.into_split();
-        let mut reader = FrameReader::new(r);
-        let mut writer = FrameWriter::new(w);
-        writer
-            .write_hello(
-                "local hello",
-                &LocalHello {
-                    client: client.to_owned(),
-                },
-            )
-            .await?;
-        match reader
-            .read_hello::<LocalHelloReply>("local hello reply")
-            .await?
-        {
-            Some(LocalHelloReply::Welcome { node_name, is_home }) => Ok(Client {
-                reader,
-                writer,
-                node_name,
-                is_home,
-            }),
-            Some(LocalHelloReply::Refused { reason }) => Err(ClientError::Refused {
-                path: path.to_owned(),
-                reason,
-            }),
-            None => Err(ClientError::Closed),
+        Client::connect_with(path, client, None).await
+    }
+
+    /// Connects, sends our hello and then `first` in the same write, and
+    /// reads the daemon's hello reply: one round trip less for a client
+    /// that has a request ready (the proxy's Spawn). If the daemon refuses
+    /// us, it never reads `first`.
+    pub async fn connect_with(
+        path: &Path,
+        client: &str,
+        first: Option<&LocalMsg>,
+    ) -> Result<Client, ClientError> {
+        Client::start(path, client, first)?.finish().await
+    }
+
+    /// The first half of [`Client::connect_with`], blocking and outside any
+    /// runtime: connects and sends the hello and `first`, so the daemon
+    /// works on them while we set up the rest (the proxy builds its
+    /// runtime meanwhile). [`PendingClient::finish`] reads the reply.
+    pub fn start(
+        path: &Path,
+        client: &str,
+        first: Option<&LocalMsg>,
+    ) -> Result<PendingClient, ClientError> {
+        use std::io::Write;
+        let connect_err = |source| ClientError::Connect {
+            path: path.to_owned(),
+            source,
+        };
+        let mut sock = std::os::unix::net::UnixStream::connect(path).map_err(connect_err)?;
+        let mut out = encode_hello(
+            "local hello",
+            &LocalHello {
+                client: client.to_owned(),
+            },
+        )
+        .map_err(FramedError::from)?;
+        if let Some(m) = first {
+            out.extend_from_slice(&encode_frame("local", m).map_err(FramedError::from)?);
         }
+        sock.write_all(&out)
+            .map_err(|e| ClientError::Framed(FramedError::Io(e)))?;
+        Ok(PendingClient {
+            sock,
+            path: path.to_owned(),
+        })
     }
 
     pub async fn send(&mut self, msg: &LocalMsg) -> Result<(), ClientError> {
@@ -106,5 +120,39 @@ impl Client {
 
     pub fn into_parts(self) -> (FrameReader<OwnedReadHalf>, FrameWriter<OwnedWriteHalf>) {
         (self.reader, self.writer)
+    }
+}
+
+/// A connection whose hello is sent but not yet answered.
+pub struct PendingClient {
+    sock: std::os::unix::net::UnixStream,
+    path: PathBuf,
+}
+
+impl PendingClient {
+    /// Reads the daemon's hello reply (in a tokio runtime).
+    pub async fn finish(self) -> Result<Client, ClientError> {
+        let io = |e| ClientError::Framed(FramedError::Io(e));
+        self.sock.set_nonblocking(true).map_err(io)?;
+        let sock = UnixStream::from_std(self.sock).map_err(io)?;
+        let (r, w) = sock.into_split();
+        let mut reader = FrameReader::new(r);
+        let writer = FrameWriter::new(w);
+        match reader
+            .read_hello::<LocalHelloReply>("local hello reply")
+            .await?
+        {
+            Some(LocalHelloReply::Welcome { node_name, is_home }) => Ok(Client {
+                reader,
+                writer,
+                node_name,
+                is_home,
+            }),
+            Some(LocalHelloReply::Refused { reason }) => Err(ClientError::Refused {
+                path: self.path,
+                reason,
+            }),
+            None => Err(ClientError::Closed),
+        }
     }
 }

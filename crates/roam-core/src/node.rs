@@ -135,8 +135,43 @@ pub async fn run(cfg: &Config, identity: Identity) -> std::io::Result<()> {
     Ok(())
 }
 
-/// The spawner thread: forks from one long-lived thread, because
-/// PR_SET_PDEATHSIG fires when the thread that forked exits.
+/// Starts the process of `r` and registers its pid for the reaper.
+///
+/// PR_SET_PDEATHSIG fires when the thread that forked exits, so this runs
+/// on long-lived threads only: the spawner thread, or the runtime's own.
+fn spawn_owned(
+    pids: &Mutex<HashMap<u32, mpsc::UnboundedSender<SessionCmd>>>,
+    r: &OwnedSpawn,
+    tx: &mpsc::UnboundedSender<SessionCmd>,
+) -> Result<u32, roam_sys::spawn::SpawnError> {
+    let req = SpawnRequest {
+        program: &r.program,
+        argv: &r.argv,
+        env: &r.env,
+        cwd: &r.cwd,
+        umask: r.umask,
+        uid: r.cred.uid,
+        gid: r.cred.gid,
+        groups: &r.cred.groups,
+        stdin: r.stdio[0].as_fd(),
+        stdout: r.stdio[1].as_fd(),
+        stderr: r.stdio[2].as_fd(),
+        controlling_tty: r.ctty.map(|i| r.stdio[i].as_fd()),
+    };
+    // Hold the pid table while forking so the reaper cannot see the child
+    // before it is registered.
+    let mut table = pids.lock().unwrap();
+    let result = roam_sys::spawn::spawn(&req);
+    if let Ok(pid) = result {
+        table.insert(pid, tx.clone());
+    }
+    result
+}
+
+/// The spawner thread, for terminal sessions: their session keeper is a
+/// real fork, and the spawner waits for the program's exec, which we do
+/// not want the runtime's thread to do. It blocks every signal, so
+/// SIGCHLD goes to the runtime's thread, which handles it.
 fn start_spawner(
     pids: Arc<Mutex<HashMap<u32, mpsc::UnboundedSender<SessionCmd>>>>,
 ) -> std::sync::mpsc::Sender<SpawnJob> {
@@ -144,30 +179,9 @@ fn start_spawner(
     std::thread::Builder::new()
         .name("roam-spawner".into())
         .spawn(move || {
+            roam_sys::signal::block_all_in_thread();
             for job in rx {
-                let r = &job.req;
-                let req = SpawnRequest {
-                    program: &r.program,
-                    argv: &r.argv,
-                    env: &r.env,
-                    cwd: &r.cwd,
-                    umask: r.umask,
-                    uid: r.cred.uid,
-                    gid: r.cred.gid,
-                    groups: &r.cred.groups,
-                    stdin: r.stdio[0].as_fd(),
-                    stdout: r.stdio[1].as_fd(),
-                    stderr: r.stdio[2].as_fd(),
-                    controlling_tty: r.ctty.map(|i| r.stdio[i].as_fd()),
-                };
-                // Hold the pid table while forking so the reaper cannot see
-                // the child before it is registered.
-                let mut table = pids.lock().unwrap();
-                let result = roam_sys::spawn::spawn(&req);
-                if let Ok(pid) = result {
-                    table.insert(pid, job.tx.clone());
-                }
-                drop(table);
+                let result = spawn_owned(&pids, &job.req, &job.tx);
                 let _ = job.reply.send(result);
             }
         })
@@ -483,6 +497,11 @@ fn prepare_stdio(spec: &SpawnSpec) -> std::io::Result<(Ends, [OwnedFd; 3], Optio
             ctty.get_or_insert(i);
             continue;
         }
+        if spec.null[i] {
+            // /dev/null at home: ours does the same, with nothing to carry.
+            child.push(roam_sys::spawn::open_dev_null()?);
+            continue;
+        }
         let (r, w) = roam_sys::spawn::pipe()?;
         if i == 0 {
             roam_sys::spawn::set_pipe_size(w.as_fd(), 1 << 20)?;
@@ -554,11 +573,20 @@ async fn spawn_session(
         tx: tx.clone(),
         reply: reply_tx,
     };
-    shared
-        .spawner
-        .send(job)
-        .map_err(|_| WireError::new(ErrorCode::Internal, "spawner thread is gone"))?;
-    let pid = match reply_rx.await {
+    let result = if job.req.ctty.is_none() {
+        // Without a terminal the child is a CLONE_VFORK child that borrows
+        // our memory until its exec, a fraction of a millisecond: start it
+        // from this (long-lived) thread rather than wake the spawner and
+        // be woken back, which costs more than the exec itself.
+        Ok(spawn_owned(&shared.pids, &job.req, &job.tx))
+    } else {
+        shared
+            .spawner
+            .send(job)
+            .map_err(|_| WireError::new(ErrorCode::Internal, "spawner thread is gone"))?;
+        reply_rx.await
+    };
+    let pid = match result {
         Ok(Ok(pid)) => pid,
         Ok(Err(e)) => {
             return Err(WireError::new(
@@ -650,13 +678,14 @@ impl SessionTask {
             }
         }
         let mut out: [OutStream; 2] = Default::default();
-        // A stream with no source of its own (stderr merged into the
-        // terminal) ends at once.
+        // A stream with no source of its own (/dev/null at home, or stderr
+        // merged into the terminal) ends at once, empty; the proxy needs no
+        // message to know (the exit gives each stream's end).
         if stdout.is_none() {
-            out[0].set_eof();
+            out[0].close_unsent();
         }
         if stderr.is_none() {
-            out[1].set_eof();
+            out[1].close_unsent();
         }
         Ok(SessionTask {
             shared,

@@ -27,7 +27,7 @@ use roam_proto::MAX_DATA_CHUNK;
 use serde_bytes::ByteBuf;
 use tokio::sync::mpsc;
 
-use crate::client::{Client, ClientError};
+use crate::client::{Client, ClientError, PendingClient};
 use crate::stream::{InStream, OutStream};
 
 /// Exit status of a proxy whose process was lost with its node, or that
@@ -70,20 +70,57 @@ pub fn finish(outcome: Outcome) -> ! {
     }
 }
 
+/// What the proxy set up before its runtime existed.
+struct Early {
+    pending: PendingClient,
+    tty: Option<TtySpec>,
+    stdin_null: bool,
+    /// Read end of the pipe the signal handlers write to.
+    signals: Option<std::os::fd::OwnedFd>,
+}
+
 /// Runs the proxy; never returns.
+///
+/// The request goes out first, before anything else is set up: the home
+/// and the node start the process while we take our title and build our
+/// runtime, which a short run would otherwise wait for.
 pub fn run_proxy(opts: RunOptions) -> ! {
-    let prog = opts
-        .argv
-        .first()
-        .map(|a| a.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let argv: Vec<Vec<u8>> = opts.argv.iter().map(|a| a.as_bytes().to_vec()).collect();
-    // Look like the remote program to ps and top.
-    let _ = roam_sys::title::set_cmdline(&argv);
-    if let Some(a0) = argv.first() {
-        let base = a0.rsplit(|b| *b == b'/').next().unwrap_or(a0);
-        let _ = roam_sys::title::set_comm(base);
+    if opts.argv.is_empty() {
+        eprintln!("roam: nothing to run");
+        finish(Outcome::Exit(2));
     }
+    let prog = opts.argv[0].to_string_lossy().into_owned();
+    let tty = if opts.stdin_null { None } else { tty_spec() };
+    let spec = build_spec(&opts, tty.clone());
+    let stdin_null = spec.null[0];
+    let spawn = LocalMsg::Spawn {
+        spec,
+        node: opts.node.clone(),
+        mode: opts.mode,
+        reservation: opts.reservation,
+    };
+    let pending = match Client::start(&opts.socket, "proxy", Some(&spawn)) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("roam: {}", error_chain(&e));
+            finish(Outcome::Exit(EXIT_LOST));
+        }
+    };
+    // Catch signals from now on. One arriving before this point has its
+    // default action: if it kills us, the home sees our connection close
+    // and kills the remote process too.
+    let signals = match roam_sys::signal::catch_into_pipe(&roam_sys::signal::forwardable()) {
+        Ok(fd) => Some(fd),
+        Err(e) => {
+            tracing::warn!("cannot catch signals: {e}");
+            None
+        }
+    };
+    // Look like the remote program to ps and top.
+    let argv: Vec<Vec<u8>> = opts.argv.iter().map(|a| a.as_bytes().to_vec()).collect();
+    let _ = roam_sys::title::set_cmdline(&argv);
+    let base = argv[0].rsplit(|b| *b == b'/').next().unwrap_or(&argv[0]);
+    let _ = roam_sys::title::set_comm(base);
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -94,7 +131,13 @@ pub fn run_proxy(opts: RunOptions) -> ! {
             finish(Outcome::Exit(EXIT_LOST));
         }
     };
-    let outcome = rt.block_on(proxy_main(opts, &prog));
+    let early = Early {
+        pending,
+        tty,
+        stdin_null,
+        signals,
+    };
+    let outcome = rt.block_on(proxy_main(opts, &prog, early));
     finish(outcome)
 }
 
@@ -122,7 +165,19 @@ fn build_spec(opts: &RunOptions, tty: Option<TtySpec>) -> SpawnSpec {
         umask: roam_sys::cred::current_umask(),
         tty,
         rank: opts.rank,
+        null: null_stdio(opts),
     }
+}
+
+/// Which of our stdin, stdout, stderr are /dev/null (stdin counts as null
+/// for ranks told to read none).
+fn null_stdio(opts: &RunOptions) -> [bool; 3] {
+    let null = |fd: std::os::fd::BorrowedFd<'_>| roam_sys::spawn::is_dev_null(fd);
+    [
+        opts.stdin_null || null(std::io::stdin().as_fd()),
+        null(std::io::stdout().as_fd()),
+        null(std::io::stderr().as_fd()),
+    ]
 }
 
 fn tty_spec() -> Option<TtySpec> {
@@ -170,35 +225,23 @@ fn exec_exit_code(e: &roam_proto::types::WireError) -> i32 {
     }
 }
 
-async fn proxy_main(opts: RunOptions, prog: &str) -> Outcome {
-    if opts.argv.is_empty() {
-        eprintln!("roam: nothing to run");
-        return Outcome::Exit(2);
+async fn proxy_main(opts: RunOptions, prog: &str, early: Early) -> Outcome {
+    let (sig_tx, mut sig_rx) = mpsc::unbounded_channel::<i32>();
+    if let Some(fd) = early.signals {
+        forward_signals(fd, sig_tx);
     }
-    let tty = if opts.stdin_null { None } else { tty_spec() };
-    let spec = build_spec(&opts, tty.clone());
-    let mut client = match Client::connect(&opts.socket, "proxy").await {
+    // Start reading stdin while the node starts the process.
+    let (stdin_tx, stdin_rx) = mpsc::channel::<Input>(4);
+    if !early.stdin_null {
+        start_stdin_reader(stdin_tx, early.tty.is_some());
+    }
+    let mut client = match early.pending.finish().await {
         Ok(c) => c,
         Err(e) => {
             eprintln!("roam: {}", error_chain(&e));
             return Outcome::Exit(EXIT_LOST);
         }
     };
-    let spawn = LocalMsg::Spawn {
-        spec,
-        node: opts.node.clone(),
-        mode: opts.mode,
-        reservation: opts.reservation,
-    };
-    if let Err(e) = client.send(&spawn).await {
-        eprintln!("roam: {}", error_chain(&e));
-        return Outcome::Exit(EXIT_LOST);
-    }
-    // Catch signals while the node starts the process. One arriving before
-    // this point has its default action: if it kills us, the home sees our
-    // connection close and kills the remote process too.
-    let (sig_tx, mut sig_rx) = mpsc::unbounded_channel::<i32>();
-    catch_signals(&sig_tx);
     let answer = match client.recv().await {
         Ok(Some(LocalMsg::Error(e))) => Err(ClientError::Remote(e)),
         Ok(Some(m)) => Ok(m),
@@ -221,27 +264,41 @@ async fn proxy_main(opts: RunOptions, prog: &str) -> Outcome {
         }
     };
     tracing::debug!("{prog} runs on {node} as session {session}");
-    let mut p = Proxy::new(opts, tty.is_some(), session, node, prog.to_owned());
-    p.run(client, &mut sig_rx).await
+    let mut p = Proxy::new(opts, early.tty.is_some(), session, node, prog.to_owned());
+    p.stdin_null = early.stdin_null;
+    p.run(client, &mut sig_rx, stdin_rx).await
 }
 
-/// Catches every forwardable signal into `tx`.
-fn catch_signals(tx: &mpsc::UnboundedSender<i32>) {
-    for sig in roam_sys::signal::forwardable() {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::from_raw(sig)) {
-            Ok(mut s) => {
-                let tx = tx.clone();
-                tokio::spawn(async move {
-                    while s.recv().await.is_some() {
-                        if tx.send(sig).is_err() {
-                            break;
+/// Reads the signal pipe (see `roam_sys::signal::catch_into_pipe`: one
+/// handler for every forwardable signal, cheaper at start-up than a tokio
+/// signal stream per signal) into `tx`.
+fn forward_signals(fd: std::os::fd::OwnedFd, tx: mpsc::UnboundedSender<i32>) {
+    let pipe = match roam_sys::aio::async_file(fd) {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::warn!("cannot watch signals: {e}");
+            return;
+        }
+    };
+    tokio::spawn(async move {
+        let mut buf = [0u8; 64];
+        loop {
+            let Ok(mut ready) = pipe.readable().await else {
+                return;
+            };
+            match ready.try_io(|f| f.get_ref().read(&mut buf)) {
+                Ok(Ok(0)) | Ok(Err(_)) => return,
+                Ok(Ok(n)) => {
+                    for &sig in &buf[..n] {
+                        if tx.send(i32::from(sig)).is_err() {
+                            return;
                         }
                     }
-                });
+                }
+                Err(_would_block) => {}
             }
-            Err(e) => tracing::debug!("cannot catch signal {sig}: {e}"),
         }
-    }
+    });
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {
@@ -263,6 +320,13 @@ enum Io {
     Broken(usize),
 }
 
+enum Writer {
+    NotStarted,
+    Running(std::sync::mpsc::Sender<Vec<u8>>),
+    /// Its descriptor broke, or it could not start.
+    Gone,
+}
+
 /// Events from the connection task.
 enum Conn {
     Msg(LocalMsg),
@@ -282,11 +346,16 @@ struct Proxy {
     prog: String,
     stdin: OutStream,
     outs: [InStream; 2],
-    writers: [Option<std::sync::mpsc::Sender<Vec<u8>>>; 2],
+    /// The threads writing stdout (0) and stderr (1), started at the
+    /// first output (a program that prints nothing costs no thread).
+    writers: [Writer; 2],
+    io_tx: Option<mpsc::UnboundedSender<Io>>,
     exit: Option<(ExitStatus, u64, u64)>,
     raw: Option<roam_sys::pty::RawMode>,
     remote_stopped: bool,
     pipe_broken: bool,
+    /// Stdin is /dev/null (or not ours to read): nothing to send.
+    stdin_null: bool,
 }
 
 impl Proxy {
@@ -299,11 +368,13 @@ impl Proxy {
             prog,
             stdin: OutStream::default(),
             outs: Default::default(),
-            writers: [None, None],
+            writers: [Writer::NotStarted, Writer::NotStarted],
+            io_tx: None,
             exit: None,
             raw: None,
             remote_stopped: false,
             pipe_broken: false,
+            stdin_null: false,
         }
     }
 
@@ -329,16 +400,16 @@ impl Proxy {
         }
     }
 
-    async fn run(&mut self, client: Client, sig_rx: &mut mpsc::UnboundedReceiver<i32>) -> Outcome {
+    async fn run(
+        &mut self,
+        client: Client,
+        sig_rx: &mut mpsc::UnboundedReceiver<i32>,
+        mut stdin_rx: mpsc::Receiver<Input>,
+    ) -> Outcome {
         let (io_tx, mut io_rx) = mpsc::unbounded_channel::<Io>();
-        let (stdin_tx, mut stdin_rx) = mpsc::channel::<Input>(4);
-        if self.opts.stdin_null {
-            self.stdin.set_eof();
-        } else {
-            start_stdin_reader(stdin_tx, self.tty);
-        }
-        for (i, fd) in [(0usize, 1), (1usize, 2)] {
-            self.writers[i] = start_writer(i, fd, io_tx.clone());
+        self.io_tx = Some(io_tx);
+        if self.stdin_null {
+            self.stdin.close_unsent();
         }
         let (conn_tx, mut conn_rx) = mpsc::unbounded_channel::<Conn>();
         let (out_tx, out_rx) = mpsc::unbounded_channel::<LocalMsg>();
@@ -350,7 +421,7 @@ impl Proxy {
             out_rx,
         ));
         self.enter_raw();
-        let mut stdin_open = !self.opts.stdin_null;
+        let mut stdin_open = !self.stdin_null;
         loop {
             if let Some(o) = self.pump(&out_tx) {
                 self.leave_raw();
@@ -394,7 +465,7 @@ impl Proxy {
                 ev = io_rx.recv() => match ev {
                     Some(Io::Wrote(i, n)) => self.outs[i].mark_delivered(n),
                     Some(Io::Broken(i)) => {
-                        self.writers[i] = None;
+                        self.writers[i] = Writer::Gone;
                         // What the writer held is lost with the descriptor.
                         self.outs[i].mark_delivered(usize::MAX);
                         if i == 0 && !self.pipe_broken {
@@ -411,6 +482,22 @@ impl Proxy {
                     }
                 }
             }
+        }
+    }
+
+    /// The writer of stdout (0) or stderr (1), started if need be; `None`
+    /// once its descriptor broke.
+    fn writer(&mut self, i: usize) -> Option<&std::sync::mpsc::Sender<Vec<u8>>> {
+        if matches!(self.writers[i], Writer::NotStarted) {
+            self.writers[i] = self
+                .io_tx
+                .clone()
+                .and_then(|tx| start_writer(i, i as i32 + 1, tx))
+                .map_or(Writer::Gone, Writer::Running);
+        }
+        match &self.writers[i] {
+            Writer::Running(w) => Some(w),
+            _ => None,
         }
     }
 
@@ -469,9 +556,7 @@ impl Proxy {
             while self.outs[i].pending() > 0 {
                 let chunk = self.outs[i].take(MAX_DATA_CHUNK);
                 let n = chunk.len();
-                let sent = self.writers[i]
-                    .as_ref()
-                    .is_some_and(|w| w.send(chunk).is_ok());
+                let sent = self.writer(i).is_some_and(|w| w.send(chunk).is_ok());
                 if !sent {
                     self.outs[i].mark_delivered(n);
                 }

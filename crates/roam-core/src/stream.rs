@@ -58,6 +58,14 @@ impl OutStream {
         }
     }
 
+    /// Ends a stream the receiver knows is empty (it has no source: /dev/null,
+    /// or merged into a terminal): at its end, with no end-of-stream message
+    /// to send.
+    pub fn close_unsent(&mut self) {
+        self.set_eof();
+        self.eof_sent = true;
+    }
+
     /// The next chunk to send, if any, advancing the send offset.
     pub fn next_chunk(&mut self) -> Option<(u64, Vec<u8>)> {
         let end = self.end();

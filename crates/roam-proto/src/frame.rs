@@ -244,7 +244,7 @@ mod tests {
         assert!(matches!(
             err,
             ProtoError::VersionMismatch {
-                ours: 1,
+                ours: crate::PROTOCOL_VERSION,
                 theirs: 99
             }
         ));
@@ -283,6 +283,7 @@ mod tests {
                 modes: vec![(1, 3), (128, 38400)],
             }),
             rank: Some((1, 2)),
+            null: [true, false, false],
         };
         let samples: Vec<Vec<u8>> = vec![
             postcard::to_stdvec(&LinkMsg::Data {

@@ -96,6 +96,10 @@ pub struct SpawnSpec {
     pub tty: Option<TtySpec>,
     /// Extra environment the home adds (rank and size for `-N` jobs).
     pub rank: Option<(u32, u32)>,
+    /// Which of stdin, stdout, stderr are /dev/null at home: the node gives
+    /// the process its own /dev/null there, with no stream to carry (what
+    /// `ssh -n` does for stdin, for all three).
+    pub null: [bool; 3],
 }
 
 /// Placement mode.
