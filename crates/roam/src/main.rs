@@ -1,6 +1,11 @@
 //! `roam`: the command-line interface. One file per subcommand in `cmd/`;
-//! the logic lives in `roam-core` and the other libraries.
+//! the logic lives in `roam-core` and the other libraries. The
+//! administrative subcommands (`cluster`, `testbed`) are in `roam-admin`,
+//! which `roam` execs: see `admin/main.rs` for why.
 
+use std::ffi::OsString;
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -28,24 +33,46 @@ enum Cmd {
     Nodes(cmd::nodes::Args),
     /// Show or set the placement mode (parallel | balance).
     Mode(cmd::mode::Args),
-    /// Create cluster credentials.
-    #[command(subcommand)]
-    Cluster(cmd::cluster::Cmd),
-    /// A local test cluster of network namespaces on this machine.
-    #[command(subcommand)]
-    Testbed(cmd::testbed::Cmd),
+    /// Create cluster credentials (init, issue).
+    #[command(disable_help_flag = true)]
+    Cluster(AdminArgs),
+    /// A local test cluster of network namespaces on this machine (up,
+    /// down, status, kill, start, cut, heal).
+    #[command(disable_help_flag = true)]
+    Testbed(AdminArgs),
+}
+
+/// The arguments of a subcommand that `roam-admin` parses.
+#[derive(clap::Args)]
+struct AdminArgs {
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    args: Vec<OsString>,
+}
+
+/// `roam run` alone, for what `Args::parse_fast` leaves to clap (help,
+/// errors): they then read `roam run`, not `roam`.
+#[derive(Parser)]
+#[command(
+    name = "roam run",
+    bin_name = "roam run",
+    version,
+    about = "Run a program on a node; this process stays here as its proxy."
+)]
+struct RunCli {
+    #[command(flatten)]
+    args: cmd::run::Args,
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let result = match cli.cmd {
-        Cmd::Run(a) => cmd::run::run(a),
-        Cmd::Ps(a) => cmd::ps::run(a),
-        Cmd::Kill(a) => cmd::kill::run(a),
-        Cmd::Nodes(a) => cmd::nodes::run(a),
-        Cmd::Mode(a) => cmd::mode::run(a),
-        Cmd::Cluster(c) => cmd::cluster::run(c),
-        Cmd::Testbed(c) => cmd::testbed::run(c),
+    let argv: Vec<OsString> = std::env::args_os().collect();
+    let result = if argv.get(1).is_some_and(|a| a == "run") {
+        let args = cmd::run::Args::parse_fast(&argv[2..]).unwrap_or_else(|| {
+            let first = argv[0].clone();
+            RunCli::parse_from(std::iter::once(first).chain(argv[2..].iter().cloned())).args
+        });
+        cmd::run::run(args)
+    } else {
+        dispatch(Cli::parse())
     };
     match result {
         Ok(code) => code,
@@ -54,4 +81,35 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.cmd {
+        Cmd::Run(a) => cmd::run::run(a),
+        Cmd::Ps(a) => cmd::ps::run(a),
+        Cmd::Kill(a) => cmd::kill::run(a),
+        Cmd::Nodes(a) => cmd::nodes::run(a),
+        Cmd::Mode(a) => cmd::mode::run(a),
+        Cmd::Cluster(a) => exec_admin("cluster", a.args),
+        Cmd::Testbed(a) => exec_admin("testbed", a.args),
+    }
+}
+
+/// `roam-admin` next to the running `roam`, else on PATH.
+fn admin_binary() -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(|d| d.join("roam-admin")))
+        .filter(|p| p.exists())
+        .unwrap_or_else(|| PathBuf::from("roam-admin"))
+}
+
+/// Replaces this process with `roam-admin SUB ARGS...`.
+fn exec_admin(sub: &str, args: Vec<OsString>) -> anyhow::Result<ExitCode> {
+    let bin = admin_binary();
+    let err = std::process::Command::new(&bin).arg(sub).args(args).exec();
+    anyhow::bail!(
+        "cannot run {} for `roam {sub}`: {err} (install roam-admin beside roam)",
+        bin.display()
+    )
 }

@@ -1,7 +1,5 @@
-pub mod cluster;
 pub mod kill;
 pub mod mode;
 pub mod nodes;
 pub mod ps;
 pub mod run;
-pub mod testbed;

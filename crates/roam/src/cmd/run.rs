@@ -47,6 +47,60 @@ fn pair<A: std::str::FromStr, B: std::str::FromStr>(s: &str, what: &str) -> anyh
     }
 }
 
+impl Args {
+    /// Parses `roam run`'s arguments (those after `run`) without clap, for
+    /// start-up speed: a remote run is often a few milliseconds in all, and
+    /// clap's parser, run or not, is most of the code `roam` would touch.
+    /// `None` for anything but the plain forms (help, version, errors...):
+    /// clap then parses them and says what is wrong.
+    pub fn parse_fast(args: &[OsString]) -> Option<Args> {
+        let mut a = Args {
+            node: None,
+            mode: None,
+            count: None,
+            reservation: None,
+            rank: None,
+            argv: Vec::new(),
+        };
+        let mut i = 0;
+        while i < args.len() {
+            let arg = args[i].to_str();
+            let Some(arg) = arg.filter(|s| s.starts_with('-')) else {
+                break;
+            };
+            i += 1;
+            if arg == "--" {
+                break;
+            }
+            let (name, inline) = match arg.split_once('=') {
+                Some((n, v)) if n.starts_with("--") => (n, Some(v.to_owned())),
+                _ => match arg.strip_prefix("-N").filter(|v| !v.is_empty()) {
+                    Some(v) => ("-N", Some(v.to_owned())),
+                    None => (arg, None),
+                },
+            };
+            let value = match inline {
+                Some(v) => v,
+                None => {
+                    let v = args.get(i)?.to_str()?.to_owned();
+                    i += 1;
+                    v
+                }
+            };
+            match name {
+                "--node" => a.node = Some(value),
+                "--mode" => a.mode = Some(value.parse().ok()?),
+                "-N" | "--count" => a.count = Some(value.parse().ok()?),
+                "--reservation" => a.reservation = Some(value),
+                "--rank" => a.rank = Some(value),
+                _ => return None,
+            }
+        }
+        a.argv = args[i..].to_vec();
+        (!a.argv.is_empty()).then_some(a)
+    }
+}
+
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if let Some(n) = args.count {
         return run_job(&args, n);
@@ -113,4 +167,46 @@ fn run_job(args: &Args, count: u32) -> anyhow::Result<ExitCode> {
         }
     }
     proxy::finish(outcome)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fast(args: &[&str]) -> Option<Args> {
+        let v: Vec<OsString> = args.iter().map(OsString::from).collect();
+        Args::parse_fast(&v)
+    }
+
+    #[test]
+    fn fast_parse_of_plain_forms() {
+        let a = fast(&["--node", "n1", "ls", "-l", "--node", "x"]).unwrap();
+        assert_eq!(a.node.as_deref(), Some("n1"));
+        assert_eq!(a.argv, ["ls", "-l", "--node", "x"]);
+        let a = fast(&["--mode=balance", "-N3", "--", "-weird"]).unwrap();
+        assert_eq!(a.mode, Some(Mode::Balance));
+        assert_eq!(a.count, Some(3));
+        assert_eq!(a.argv, ["-weird"]);
+        let a = fast(&["--count", "2", "--rank=1:2", "--reservation=7:1", "true"]).unwrap();
+        assert_eq!(a.count, Some(2));
+        assert_eq!(a.rank.as_deref(), Some("1:2"));
+        assert_eq!(a.reservation.as_deref(), Some("7:1"));
+    }
+
+    #[test]
+    fn fast_parse_leaves_the_rest_to_clap() {
+        for args in [
+            &["--help"][..],
+            &["-h", "x"],
+            &["--version"],
+            &["--node"],
+            &["--mode", "fast", "x"],
+            &["-N", "many", "x"],
+            &["--bogus", "x"],
+            &["--node", "n1"],
+            &[],
+        ] {
+            assert!(fast(args).is_none(), "{args:?}");
+        }
+    }
 }

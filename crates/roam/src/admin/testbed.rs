@@ -22,7 +22,7 @@ pub enum Cmd {
         /// Heartbeats missed this long declare a node down.
         #[arg(long, default_value_t = 4000)]
         timeout_ms: u64,
-        /// The roamd binary (default: next to this roam).
+        /// The roamd binary (default: next to roam).
         #[arg(long)]
         roamd: Option<PathBuf>,
     },
@@ -64,7 +64,7 @@ fn open(id: Option<u32>) -> anyhow::Result<Testbed> {
     Ok(Testbed::open(id)?)
 }
 
-/// `roamd` next to the running `roam`, else on PATH.
+/// `roamd` next to the running `roam-admin`, else on PATH.
 pub fn default_roamd() -> PathBuf {
     std::env::current_exe()
         .ok()
