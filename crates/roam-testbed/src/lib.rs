@@ -37,6 +37,7 @@
 //! hands it over to a later [`down_id`] (`roam testbed down`).
 
 mod client;
+pub mod foreign;
 mod ip;
 mod procs;
 

@@ -10,6 +10,8 @@
 //! down even when an assertion fails; ids are unique, so tests run in
 //! parallel.
 
+mod foreign;
+
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
