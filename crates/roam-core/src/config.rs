@@ -18,15 +18,22 @@
 //! home = "10.77.1.1:7170"            # where the home daemon listens
 //! home_name = "home"                 # the name in the home's certificate
 //! orphan_grace_ms = 60000            # keep processes this long while the home is away
+//! # arch = "aarch64"                 # declare another architecture: an emulated node
+//!
+//! [node.runners]                     # other architectures this node runs, and how
+//! aarch64 = "/usr/bin/qemu-aarch64-static"
+//! s390x = { path = "/usr/bin/qemu-s390x-static", args = ["-L", "/usr/s390x-linux-gnu"] }
 //!
 //! [membership]
 //! heartbeat_ms = 1000
 //! timeout_ms = 4000
 //! ```
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use roam_elf::Arch;
 use roam_proto::types::Mode;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
@@ -94,6 +101,47 @@ pub struct NodeConfig {
     pub home_name: String,
     #[serde(default = "default_orphan_grace")]
     pub orphan_grace_ms: u64,
+    /// The architecture the node declares, when not the machine's own. Such
+    /// an *emulated node* runs programs of that architecture through its
+    /// runner (which must be configured) and not the machine's own
+    /// programs: it stands for a machine of that kind (the testbed's
+    /// `--arch`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arch: Option<String>,
+    /// Runners by architecture name: programs of that architecture run as
+    /// `RUNNER [ARGS] PROGRAM ARGV...` (qemu-user's `-0 ARGV0` is added for
+    /// runners named `qemu-*`, so the program sees its own argv[0]).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub runners: BTreeMap<String, RunnerConfig>,
+}
+
+/// How to run programs of one foreign architecture.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum RunnerConfig {
+    /// Just the runner's path.
+    Path(PathBuf),
+    Full {
+        path: PathBuf,
+        /// Arguments before the program (such as qemu's `-L PREFIX`).
+        #[serde(default)]
+        args: Vec<String>,
+    },
+}
+
+impl RunnerConfig {
+    pub fn path(&self) -> &Path {
+        match self {
+            RunnerConfig::Path(p) | RunnerConfig::Full { path: p, .. } => p,
+        }
+    }
+
+    pub fn args(&self) -> &[String] {
+        match self {
+            RunnerConfig::Path(_) => &[],
+            RunnerConfig::Full { args, .. } => args,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -163,6 +211,54 @@ mod mode_serde {
     }
 }
 
+impl NodeConfig {
+    fn check(&self) -> Result<(), String> {
+        let parse = |name: &str, what: &str| -> Result<Arch, String> {
+            name.parse::<Arch>().map_err(|e| format!("{what}: {e}"))
+        };
+        for name in self.runners.keys() {
+            parse(name, "node.runners")?;
+        }
+        if let Some(a) = &self.arch {
+            let declared = parse(a, "node.arch")?;
+            if declared != Arch::native()
+                && !self
+                    .runners
+                    .keys()
+                    .any(|r| r.parse::<Arch>().ok() == Some(declared))
+            {
+                return Err(format!(
+                    "node.arch is {declared}, not this machine's {}: an emulated node needs a runner for {declared} in [node.runners]",
+                    Arch::native()
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The architecture the node declares: `arch`, else the machine's.
+    pub fn declared_arch(&self) -> Arch {
+        self.arch
+            .as_deref()
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(Arch::native)
+    }
+
+    /// Whether the node stands for a machine of another architecture.
+    pub fn emulated(&self) -> bool {
+        self.declared_arch() != Arch::native()
+    }
+
+    /// The runner configured for `arch`, if any (names compared as
+    /// architectures, so `arm64` and `aarch64` are one).
+    pub fn runner(&self, arch: Arch) -> Option<&RunnerConfig> {
+        self.runners
+            .iter()
+            .find(|(name, _)| name.parse::<Arch>().ok() == Some(arch))
+            .map(|(_, r)| r)
+    }
+}
+
 impl Config {
     /// Reads and checks a configuration file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
@@ -205,6 +301,9 @@ impl Config {
         if self.role == Role::Node && self.node.is_none() {
             return Err("role node needs a [node] section".into());
         }
+        if let Some(n) = &self.node {
+            n.check()?;
+        }
         let m = &self.membership;
         if m.heartbeat_ms == 0 || m.timeout_ms <= m.heartbeat_ms {
             return Err(format!(
@@ -245,6 +344,65 @@ listen = "0.0.0.0:7170"
         assert_eq!(c.socket, PathBuf::from(DEFAULT_SOCKET));
         let again = Config::parse(Path::new("x"), &c.to_toml()).unwrap();
         assert_eq!(again, c);
+    }
+
+    const NODE: &str = r#"
+name = "n1"
+role = "node"
+[tls]
+ca = "/c/ca.pem"
+cert = "/c/n1.pem"
+key = "/c/n1.key"
+[node]
+home = "10.0.0.1:7170"
+home_name = "home"
+"#;
+
+    #[test]
+    fn parses_runners_and_emulated_nodes() {
+        let with = format!(
+            "{NODE}[node.runners]\narm64 = \"/usr/bin/qemu-aarch64-static\"\ns390x = {{ path = \"/usr/bin/qemu-s390x-static\", args = [\"-L\", \"/usr/s390x-linux-gnu\"] }}\n"
+        );
+        let c = Config::parse(Path::new("x"), &with).unwrap();
+        let n = c.node.as_ref().unwrap();
+        assert!(!n.emulated());
+        let r = n.runner(Arch::Aarch64).unwrap();
+        assert_eq!(r.path(), Path::new("/usr/bin/qemu-aarch64-static"));
+        assert!(r.args().is_empty());
+        assert_eq!(
+            n.runner(Arch::S390x).unwrap().args(),
+            ["-L", "/usr/s390x-linux-gnu"]
+        );
+        assert!(n.runner(Arch::Arm).is_none());
+        assert_eq!(Config::parse(Path::new("x"), &c.to_toml()).unwrap(), c);
+
+        let foreign = if Arch::native() == Arch::S390x {
+            "aarch64"
+        } else {
+            "s390x"
+        };
+        let emulated = with.replace("[node]\n", &format!("[node]\narch = \"{foreign}\"\n"));
+        let n = Config::parse(Path::new("x"), &emulated)
+            .unwrap()
+            .node
+            .unwrap();
+        assert!(n.emulated());
+        assert_eq!(n.declared_arch().to_string(), foreign);
+    }
+
+    #[test]
+    fn rejects_bad_node_arch_settings() {
+        let e = Config::parse(
+            Path::new("x"),
+            &format!("{NODE}[node.runners]\nvax = \"/x\"\n"),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("node.runners"), "{e}");
+        let no_runner = NODE.replace("[node]\n", "[node]\narch = \"s390x\"\n");
+        if Arch::native() != Arch::S390x {
+            let e = Config::parse(Path::new("x"), &no_runner).unwrap_err();
+            assert!(e.to_string().contains("needs a runner"), "{e}");
+        }
     }
 
     #[test]

@@ -130,6 +130,7 @@ impl Home {
                     ..n.load
                 },
                 procs: counts.get(name.as_str()).copied().unwrap_or(0),
+                archs: n.arch.all().into_iter().map(str::to_owned).collect(),
             })
             .collect();
         v.sort_by_key(|c| c.number);
@@ -724,7 +725,7 @@ async fn serve_local(
                 node,
                 mode,
                 reservation,
-            } => match start_spawn(&home, &cred, peer.pid, spec, node, mode, reservation, &tx) {
+            } => match start_spawn(&home, &cred, peer.pid, *spec, node, mode, reservation, &tx) {
                 Ok(b) => bound = Some(b),
                 Err(e) => {
                     tx.send("local", &LocalMsg::Error(e));
@@ -829,7 +830,13 @@ fn start_spawn(
             format!("process {pid} already proxies a remote process"),
         ));
     }
-    let cands = Home::candidates(&st);
+    let all = Home::candidates(&st);
+    let arch = spec.arch.as_deref();
+    let cands = if node.is_some() {
+        all
+    } else {
+        placement::for_arch(&all, arch).map_err(place_err)?
+    };
     let chosen = if let Some((token, index)) = reservation {
         let r = st
             .reservations
@@ -855,7 +862,7 @@ fn start_spawn(
             .iter()
             .map(|(n, e)| (n.clone(), e.state.to_string()))
             .collect();
-        placement::check_named(&cands, &name, mode, |n| {
+        placement::check_named(&cands, &name, mode, arch, |n| {
             states.get(n).cloned().unwrap_or_else(|| "unknown".into())
         })
         .map_err(place_err)?
@@ -915,7 +922,7 @@ fn start_spawn(
             session,
             home_pid: pid,
             cred: cred.clone(),
-            spec,
+            spec: Box::new(spec),
         },
     );
     drop(st);
@@ -949,6 +956,10 @@ fn place_err(e: placement::PlaceError) -> WireError {
     let code = match e {
         placement::PlaceError::UnknownNode { .. } => ErrorCode::NotFound,
         placement::PlaceError::NodeNotUp { .. } => ErrorCode::Unavailable,
+        // As a local exec of a binary for another machine: cannot execute.
+        placement::PlaceError::NoArch { .. } | placement::PlaceError::WrongArch { .. } => {
+            ErrorCode::ExecFailed
+        }
         _ => ErrorCode::NoCapacity,
     };
     WireError::new(code, e.to_string())
@@ -1025,7 +1036,7 @@ async fn answer_request(home: &Arc<Home>, cred: &Cred, msg: LocalMsg) -> LocalMs
             tracing::info!("placement mode set to {mode}");
             LocalMsg::ModeIs(mode)
         }
-        LocalMsg::Reserve { count } => reserve(home, cred, count),
+        LocalMsg::Reserve { count, arch } => reserve(home, cred, count, arch.as_deref()),
         other => LocalMsg::Error(WireError::new(
             ErrorCode::BadRequest,
             format!("not a request: {other:?}"),
@@ -1033,7 +1044,7 @@ async fn answer_request(home: &Arc<Home>, cred: &Cred, msg: LocalMsg) -> LocalMs
     }
 }
 
-fn reserve(home: &Home, cred: &Cred, count: u32) -> LocalMsg {
+fn reserve(home: &Home, cred: &Cred, count: u32, arch: Option<&str>) -> LocalMsg {
     if count == 0 || count > 4096 {
         return LocalMsg::Error(WireError::new(
             ErrorCode::BadRequest,
@@ -1041,7 +1052,10 @@ fn reserve(home: &Home, cred: &Cred, count: u32) -> LocalMsg {
         ));
     }
     let mut st = home.state.lock().unwrap();
-    let cands = Home::candidates(&st);
+    let cands = match placement::for_arch(&Home::candidates(&st), arch) {
+        Ok(c) => c,
+        Err(e) => return LocalMsg::Error(place_err(e)),
+    };
     let nodes: Vec<String> = match placement::choose_many(&cands, count as usize) {
         Ok(v) => v.into_iter().map(|c| c.name.clone()).collect(),
         Err(e) => return LocalMsg::Error(place_err(e)),

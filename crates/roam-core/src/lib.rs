@@ -5,17 +5,23 @@
 //! - [`home`]: the home role (membership, placement, process table, relay);
 //! - [`node`]: the node role (running and supervising remote processes);
 //! - [`proxy`]: the proxy that stands for a remote process on the home node;
+//! - [`locate`]: finding a program and reading its architecture before placing it;
 //! - [`client`]: talking to the local roamd;
+//! - [`binfmt`]: binfmt_misc entries for transparent exec of foreign programs;
 //! - [`placement`]: the placement policy;
+//! - [`runner`]: running foreign-architecture programs (qemu-user);
 //! - [`stream`]: resumable, flow-controlled byte streams;
 //! - [`daemon`]: wiring the roles together.
 
+pub mod binfmt;
 pub mod client;
 pub mod config;
 pub mod daemon;
 pub mod home;
+pub mod locate;
 pub mod node;
 pub mod placement;
 pub mod proxy;
+pub mod runner;
 pub mod stream;
 mod wire;

@@ -19,14 +19,15 @@ use roam_net::framed::FrameReader;
 use roam_net::tls::{self, Identity};
 use roam_proto::link::{LinkHello, LinkHelloReply, LinkMsg};
 use roam_proto::types::{
-    ArchInfo, Chan, Cred, ErrorCode, ExitStatus, NodeLoad, ProcInfo, SessionId, SessionReport,
-    SpawnSpec, WireError, WireSignal,
+    Chan, Cred, ErrorCode, ExitStatus, NodeLoad, ProcInfo, SessionId, SessionReport, SpawnSpec,
+    WireError, WireSignal,
 };
 use roam_sys::spawn::{SpawnRequest, WaitEvent};
 use tokio::io::unix::AsyncFd;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::config::{Config, NodeConfig};
+use crate::runner::Runners;
 use crate::stream::{InStream, OutStream};
 use crate::wire::{writer_loop, FrameTx};
 
@@ -62,6 +63,8 @@ pub struct NodeShared {
     pids: Arc<Mutex<HashMap<u32, mpsc::UnboundedSender<SessionCmd>>>>,
     link: Mutex<Option<FrameTx>>,
     spawner: std::sync::mpsc::Sender<SpawnJob>,
+    /// What the node runs, and how (probed once at start).
+    runners: Runners,
 }
 
 struct SpawnJob {
@@ -111,6 +114,8 @@ pub async fn run(cfg: &Config, identity: Identity) -> std::io::Result<()> {
         .node
         .clone()
         .expect("config checked: a node role has a [node] section");
+    // Before the reaper starts: probing runs each runner once.
+    let runners = Runners::probe(&node_cfg);
     let pids: Arc<Mutex<HashMap<u32, mpsc::UnboundedSender<SessionCmd>>>> = Arc::default();
     let spawner = start_spawner(pids.clone());
     let shared = Arc::new(NodeShared {
@@ -122,6 +127,7 @@ pub async fn run(cfg: &Config, identity: Identity) -> std::io::Result<()> {
         pids,
         link: Mutex::new(None),
         spawner,
+        runners,
     });
     tokio::spawn(reaper(shared.clone()));
     link_manager(shared.clone(), identity).await;
@@ -308,12 +314,9 @@ async fn connect_once(shared: &Arc<NodeShared>, identity: &Identity) -> Result<(
     let mut writer = roam_net::framed::FrameWriter::new(w);
     let hello = LinkHello {
         name: shared.name.clone(),
-        arch: ArchInfo {
-            native: roam_sys::procfs::machine(),
-            runners: Vec::new(),
-        },
+        arch: shared.runners.arch_info(),
         sessions: shared.reports(),
-        warnings: Vec::new(),
+        warnings: shared.runners.warnings(),
     };
     writer.write_hello("link hello", &hello).await?;
     let reply: LinkHelloReply =
@@ -407,7 +410,7 @@ fn handle_link_msg(shared: &Arc<NodeShared>, tx: &FrameTx, msg: LinkMsg) {
             let shared = shared.clone();
             let tx = tx.clone();
             tokio::spawn(async move {
-                let result = spawn_session(&shared, session, home_pid, cred, spec).await;
+                let result = spawn_session(&shared, session, home_pid, cred, *spec).await;
                 tx.send("link", &LinkMsg::Spawned { req, result });
             });
         }
@@ -543,6 +546,16 @@ async fn spawn_session(
             "session already exists",
         ));
     }
+    let argv: Vec<Vec<u8>> = spec.argv.iter().map(|a| a.to_vec()).collect();
+    let exec = shared
+        .runners
+        .plan(
+            spec.arch.as_deref(),
+            &spec.program,
+            &argv,
+            &spec.script.iter().map(|a| a.to_vec()).collect::<Vec<_>>(),
+        )
+        .map_err(|e| WireError::new(ErrorCode::ExecFailed, format!("node {} {e}", shared.name)))?;
     let (mut ends, child_fds, ctty) = prepare_stdio(&spec).map_err(|e| {
         WireError::new(
             ErrorCode::Internal,
@@ -561,8 +574,8 @@ async fn spawn_session(
     let (reply_tx, reply_rx) = oneshot::channel();
     let job = SpawnJob {
         req: OwnedSpawn {
-            program: spec.program.to_vec(),
-            argv: spec.argv.iter().map(|a| a.to_vec()).collect(),
+            program: exec.program,
+            argv: exec.argv,
             env,
             cwd: spec.cwd.to_vec(),
             umask: spec.umask,

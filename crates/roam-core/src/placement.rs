@@ -31,6 +31,18 @@ pub struct Candidate {
     pub load: NodeLoad,
     /// Remote processes on the node, including ones being started.
     pub procs: u32,
+    /// The architectures it runs, its own first.
+    pub archs: Vec<String>,
+}
+
+impl Candidate {
+    fn runs(&self, arch: Option<&str>) -> bool {
+        arch.is_none_or(|a| self.archs.iter().any(|x| x == a))
+    }
+
+    fn describe(&self) -> String {
+        format!("{} ({})", self.name, self.archs.join(", "))
+    }
 }
 
 #[derive(Debug, Error, PartialEq)]
@@ -43,6 +55,14 @@ pub enum PlaceError {
     NodeNotUp { name: String, state: String },
     #[error("all {up} nodes that are up are busy: parallel mode runs at most one remote process per node")]
     Full { up: usize },
+    #[error("no node runs {arch} programs (nodes: {nodes})")]
+    NoArch { arch: String, nodes: String },
+    #[error("node '{name}' does not run {arch} programs (it runs {runs})")]
+    WrongArch {
+        name: String,
+        arch: String,
+        runs: String,
+    },
     #[error("{wanted} nodes wanted but only {free} are free (parallel mode: one process per node; {up} up)")]
     NotEnough {
         wanted: usize,
@@ -65,6 +85,27 @@ fn key(c: &Candidate) -> (i64, i64, u32, u32) {
         c.procs,
         c.number,
     )
+}
+
+/// The candidates that run programs of `arch` (all of them for `None`); an
+/// error naming the architecture and every node if none does.
+pub fn for_arch(cands: &[Candidate], arch: Option<&str>) -> Result<Vec<Candidate>, PlaceError> {
+    let fit: Vec<Candidate> = cands.iter().filter(|c| c.runs(arch)).cloned().collect();
+    match arch {
+        Some(a) if fit.is_empty() => Err(PlaceError::NoArch {
+            arch: a.to_owned(),
+            nodes: if cands.is_empty() {
+                "none".into()
+            } else {
+                cands
+                    .iter()
+                    .map(Candidate::describe)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            },
+        }),
+        _ => Ok(fit),
+    }
 }
 
 /// Chooses a node for one process.
@@ -101,11 +142,12 @@ pub fn choose_many(cands: &[Candidate], count: usize) -> Result<Vec<&Candidate>,
     Ok(free)
 }
 
-/// Checks a node the user named.
+/// Checks a node the user named, for a program of `arch`.
 pub fn check_named<'a>(
     cands: &'a [Candidate],
     name: &str,
     mode: Mode,
+    arch: Option<&str>,
     state_of: impl Fn(&str) -> String,
 ) -> Result<&'a Candidate, PlaceError> {
     let Some(c) = cands.iter().find(|c| c.name == name) else {
@@ -123,6 +165,13 @@ pub fn check_named<'a>(
         return Err(PlaceError::NodeNotUp {
             name: name.to_owned(),
             state: state_of(name),
+        });
+    }
+    if let Some(a) = arch.filter(|_| !c.runs(arch)) {
+        return Err(PlaceError::WrongArch {
+            name: name.to_owned(),
+            arch: a.to_owned(),
+            runs: c.archs.join(", "),
         });
     }
     if mode == Mode::Parallel && c.procs > 0 {
@@ -147,7 +196,33 @@ mod tests {
                 cpus: 4,
             },
             procs,
+            archs: vec!["x86_64".into()],
         }
+    }
+
+    #[test]
+    fn only_nodes_that_run_the_architecture() {
+        let mut a = c("a", 1, 0.0, 0.0, 0);
+        let mut b = c("b", 2, 50.0, 0.0, 0);
+        b.archs = vec!["x86_64".into(), "aarch64".into()];
+        a.archs = vec!["s390x".into()];
+        let cands = vec![a, b];
+        let fit = for_arch(&cands, Some("aarch64")).unwrap();
+        assert_eq!(fit.len(), 1);
+        assert_eq!(choose(&fit, Mode::Balance).unwrap().name, "b");
+        assert_eq!(for_arch(&cands, None).unwrap().len(), 2);
+        let e = for_arch(&cands, Some("riscv64")).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "no node runs riscv64 programs (nodes: a (s390x), b (x86_64, aarch64))"
+        );
+        let e =
+            check_named(&cands, "a", Mode::Balance, Some("aarch64"), |_| "up".into()).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "node 'a' does not run aarch64 programs (it runs s390x)"
+        );
+        assert!(check_named(&cands, "a", Mode::Balance, Some("s390x"), |_| "up".into()).is_ok());
     }
 
     #[test]
@@ -230,9 +305,9 @@ mod tests {
     #[test]
     fn named_node_checks() {
         let nodes = vec![c("a", 1, 0.0, 0.0, 1)];
-        let e = check_named(&nodes, "zz", Mode::Balance, |_| "down".into()).unwrap_err();
+        let e = check_named(&nodes, "zz", Mode::Balance, None, |_| "down".into()).unwrap_err();
         assert!(e.to_string().contains("no node named 'zz' (nodes: a)"));
-        assert!(check_named(&nodes, "a", Mode::Parallel, |_| "up".into()).is_err());
-        assert!(check_named(&nodes, "a", Mode::Balance, |_| "up".into()).is_ok());
+        assert!(check_named(&nodes, "a", Mode::Parallel, None, |_| "up".into()).is_err());
+        assert!(check_named(&nodes, "a", Mode::Balance, None, |_| "up".into()).is_ok());
     }
 }

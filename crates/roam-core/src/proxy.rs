@@ -28,6 +28,7 @@ use serde_bytes::ByteBuf;
 use tokio::sync::mpsc;
 
 use crate::client::{Client, ClientError, PendingClient};
+use crate::locate::Located;
 use crate::stream::{InStream, OutStream};
 
 /// Exit status of a proxy whose process was lost with its node, or that
@@ -46,6 +47,8 @@ const REATTACH_LIMIT: Duration = Duration::from_secs(120);
 pub struct RunOptions {
     pub socket: PathBuf,
     pub argv: Vec<OsString>,
+    /// The file to run, when not argv[0] (binfmt_misc gives both).
+    pub program: Option<OsString>,
     pub node: Option<String>,
     pub mode: Option<Mode>,
     pub reservation: Option<(u64, u32)>,
@@ -90,11 +93,20 @@ pub fn run_proxy(opts: RunOptions) -> ! {
         finish(Outcome::Exit(2));
     }
     let prog = opts.argv[0].to_string_lossy().into_owned();
+    // The program's architecture decides where it can run.
+    let file = opts.program.as_ref().unwrap_or(&opts.argv[0]);
+    let located = match crate::locate::locate(file, std::env::var_os("PATH").as_deref()) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("roam: {e}");
+            finish(Outcome::Exit(EXIT_CANNOT_EXEC));
+        }
+    };
     let tty = if opts.stdin_null { None } else { tty_spec() };
-    let spec = build_spec(&opts, tty.clone());
+    let spec = build_spec(&opts, tty.clone(), located.as_ref());
     let stdin_null = spec.null[0];
     let spawn = LocalMsg::Spawn {
-        spec,
+        spec: Box::new(spec),
         node: opts.node.clone(),
         mode: opts.mode,
         reservation: opts.reservation,
@@ -141,7 +153,7 @@ pub fn run_proxy(opts: RunOptions) -> ! {
     finish(outcome)
 }
 
-fn build_spec(opts: &RunOptions, tty: Option<TtySpec>) -> SpawnSpec {
+fn build_spec(opts: &RunOptions, tty: Option<TtySpec>, located: Option<&Located>) -> SpawnSpec {
     let env = std::env::vars_os()
         .map(|(k, v)| {
             let mut e = k.as_bytes().to_vec();
@@ -159,12 +171,25 @@ fn build_spec(opts: &RunOptions, tty: Option<TtySpec>) -> SpawnSpec {
             .iter()
             .map(|a| ByteBuf::from(a.as_bytes().to_vec()))
             .collect(),
-        program: ByteBuf::from(opts.argv[0].as_bytes().to_vec()),
+        // The file the home read, when it found one.
+        program: ByteBuf::from(match located {
+            Some(l) => l.path.as_os_str().as_bytes().to_vec(),
+            None => opts
+                .program
+                .as_ref()
+                .unwrap_or(&opts.argv[0])
+                .as_bytes()
+                .to_vec(),
+        }),
         env,
         cwd: ByteBuf::from(cwd),
         umask: roam_sys::cred::current_umask(),
         tty,
         rank: opts.rank,
+        arch: located.map(|l| l.arch.to_string()),
+        script: located
+            .map(|l| l.script.iter().cloned().map(ByteBuf::from).collect())
+            .unwrap_or_default(),
         null: null_stdio(opts),
     }
 }
@@ -877,13 +902,14 @@ mod tests {
         let opts = RunOptions {
             socket: "/nonexistent".into(),
             argv: vec!["echo".into(), "hi".into()],
+            program: None,
             node: None,
             mode: None,
             reservation: None,
             rank: Some((1, 4)),
             stdin_null: true,
         };
-        let spec = build_spec(&opts, None);
+        let spec = build_spec(&opts, None, None);
         assert_eq!(spec.program.as_slice(), b"echo");
         assert_eq!(spec.argv.len(), 2);
         assert_eq!(spec.rank, Some((1, 4)));

@@ -283,6 +283,8 @@ mod tests {
                 modes: vec![(1, 3), (128, 38400)],
             }),
             rank: Some((1, 2)),
+            arch: Some("aarch64".into()),
+            script: vec![serde_bytes::ByteBuf::from(b"/bin/sh".to_vec())],
             null: [true, false, false],
         };
         let samples: Vec<Vec<u8>> = vec![
@@ -302,11 +304,11 @@ mod tests {
                     gid: 2,
                     groups: vec![3, 4],
                 },
-                spec: spec.clone(),
+                spec: Box::new(spec.clone()),
             })
             .unwrap(),
             postcard::to_stdvec(&LocalMsg::Spawn {
-                spec,
+                spec: Box::new(spec),
                 node: Some("n1".into()),
                 mode: Some(Mode::Parallel),
                 reservation: Some((1, 0)),

@@ -69,7 +69,7 @@ pub enum LinkMsg {
         session: SessionId,
         home_pid: u32,
         cred: Cred,
-        spec: SpawnSpec,
+        spec: Box<SpawnSpec>,
     },
     /// Node → home: the result of `Spawn`.
     Spawned {

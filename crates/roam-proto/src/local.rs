@@ -47,10 +47,12 @@ pub enum LocalMsg {
     /// Reserve `count` distinct nodes for a `-N` job (parallel semantics).
     Reserve {
         count: u32,
+        /// The program's architecture: only nodes that run it.
+        arch: Option<String>,
     },
     /// Start a remote process; the caller's pid becomes its home pid.
     Spawn {
-        spec: SpawnSpec,
+        spec: Box<SpawnSpec>,
         node: Option<String>,
         mode: Option<Mode>,
         /// A reservation token and the index of the node in it.

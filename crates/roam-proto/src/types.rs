@@ -96,6 +96,16 @@ pub struct SpawnSpec {
     pub tty: Option<TtySpec>,
     /// Extra environment the home adds (rank and size for `-N` jobs).
     pub rank: Option<(u32, u32)>,
+    /// The program's architecture as the home read it from the file
+    /// (qemu-user's names: x86_64, aarch64, s390x...); `None` when the
+    /// home could not tell (a program only the node has). A node runs a
+    /// foreign one through its runner.
+    pub arch: Option<String>,
+    /// For a `#!` script, what the kernel would execute in place of
+    /// argv[0]: the interpreters, outermost last, their arguments and the
+    /// script (`[/i2, /i1, arg, script]` for script → /i1 → /i2). A runner
+    /// is given this, since it runs only ELF files. Empty for an ELF file.
+    pub script: Vec<serde_bytes::ByteBuf>,
     /// Which of stdin, stdout, stderr are /dev/null at home: the node gives
     /// the process its own /dev/null there, with no stream to carry (what
     /// `ssh -n` does for stdin, for all three).
@@ -171,10 +181,30 @@ impl std::fmt::Display for NodeState {
 /// What a node can run: its native architecture and its runners.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ArchInfo {
-    /// The node's native architecture, as `uname -m` names it.
+    /// The node's architecture (qemu-user's names: x86_64, aarch64...).
     pub native: String,
+    /// The node stands for a machine of `native` but is another machine
+    /// running it through a runner (the testbed's emulated nodes).
+    pub emulated: bool,
     /// Other architectures it runs through a runner (such as qemu-user).
     pub runners: Vec<String>,
+    /// Runners in its configuration that do not work, with why: found at
+    /// join, so the operator learns it before a program needs them.
+    pub broken: Vec<String>,
+}
+
+impl ArchInfo {
+    /// Whether the node runs programs of `arch`.
+    pub fn runs(&self, arch: &str) -> bool {
+        self.native == arch || self.runners.iter().any(|r| r == arch)
+    }
+
+    /// Every architecture it runs, its own first.
+    pub fn all(&self) -> Vec<&str> {
+        std::iter::once(self.native.as_str())
+            .chain(self.runners.iter().map(String::as_str))
+            .collect()
+    }
 }
 
 /// One row of `roam nodes`.

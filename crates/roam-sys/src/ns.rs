@@ -111,6 +111,23 @@ pub fn mount_tmpfs(target: &Path, options: &str) -> io::Result<()> {
     mount_tmpfs_c(&cpath(target)?, &cstr(options)?)
 }
 
+/// Mounts the binfmt_misc file system on `target` (normally
+/// /proc/sys/fs/binfmt_misc).
+pub fn mount_binfmt_misc(target: &Path) -> io::Result<()> {
+    let target = cpath(target)?;
+    // SAFETY: every pointer is a valid NUL-terminated string that outlives
+    // the call; binfmt_misc takes no mount data (NULL).
+    check(unsafe {
+        libc::mount(
+            c"binfmt_misc".as_ptr(),
+            target.as_ptr(),
+            c"binfmt_misc".as_ptr(),
+            libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+            std::ptr::null(),
+        )
+    })
+}
+
 /// Bind-mounts `src` on `target` (with everything mounted below `src` if
 /// `recursive`). Async-signal-safe.
 pub fn bind_mount_c(src: &CStr, target: &CStr, recursive: bool) -> io::Result<()> {

@@ -122,6 +122,8 @@ mod tests {
             arch: ArchInfo {
                 native: "x86_64".into(),
                 runners: vec![],
+                emulated: false,
+                broken: vec![],
             },
             state: NodeState::Up,
             load: NodeLoad::default(),

@@ -53,8 +53,9 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 use roam_core::config::{
-    Config, ConfigError, HomeConfig, MembershipConfig, NodeConfig, Role, TlsConfig,
+    Config, ConfigError, HomeConfig, MembershipConfig, NodeConfig, Role, RunnerConfig, TlsConfig,
 };
+use roam_elf::Arch;
 use roam_proto::types::{Mode, NodeInfo, NodeState};
 use roam_sys::ns::{open_ns, ChildSetup};
 use serde::{Deserialize, Serialize};
@@ -100,6 +101,12 @@ pub struct TestbedOpts {
     /// Whether [`Testbed::up`] waits (up to [`READY_TIMEOUT`]) until the home
     /// reports every node up.
     pub wait_ready: bool,
+    /// Emulated nodes: node `n(i+1)` declares `arch[i]` and runs it, and
+    /// only it, through qemu-user (`qemu-ARCH-static`); the nodes after
+    /// them are native.
+    pub arch: Vec<Arch>,
+    /// Architectures every native node also runs through qemu-user.
+    pub runners: Vec<Arch>,
 }
 
 impl TestbedOpts {
@@ -113,7 +120,36 @@ impl TestbedOpts {
             timeout_ms: 4000,
             orphan_grace_ms: 60_000,
             wait_ready: true,
+            arch: Vec::new(),
+            runners: Vec::new(),
         }
+    }
+}
+
+/// The runner the testbed configures for `arch`: qemu-user's static build,
+/// found on PATH (its bare name if not, which the node then reports as a
+/// broken runner when it joins), with `-L` the cross libc when Debian's is
+/// installed, so dynamically linked programs find their loader.
+pub fn qemu_runner(arch: Arch) -> RunnerConfig {
+    let name = arch
+        .qemu_static_binary()
+        .unwrap_or_else(|| format!("qemu-{arch}-static"));
+    let found = std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .map(|d| d.join(&name))
+        .find(|p| p.is_file());
+    let path = found.unwrap_or_else(|| PathBuf::from(name));
+    let arch_name = arch.to_string();
+    match foreign::targets()
+        .iter()
+        .find(|t| t.arch == arch_name && Path::new(t.sysroot).is_dir())
+    {
+        Some(t) => RunnerConfig::Full {
+            path,
+            args: vec!["-L".into(), t.sysroot.into()],
+        },
+        None => RunnerConfig::Path(path),
     }
 }
 
@@ -372,10 +408,24 @@ impl State {
                 listen: self.home_listen(),
                 mode: Mode::Balance,
             }),
-            node: (!is_home).then(|| NodeConfig {
-                home: self.home_listen(),
-                home_name: HOME.to_string(),
-                orphan_grace_ms: opts.orphan_grace_ms,
+            node: (!is_home).then(|| {
+                // n1, n2... take the emulated architectures first.
+                let index = name.trim_start_matches('n').parse::<usize>().unwrap_or(0);
+                let emulated = index.checked_sub(1).and_then(|i| opts.arch.get(i)).copied();
+                let runners = match emulated {
+                    Some(a) => vec![a],
+                    None => opts.runners.clone(),
+                };
+                NodeConfig {
+                    home: self.home_listen(),
+                    home_name: HOME.to_string(),
+                    orphan_grace_ms: opts.orphan_grace_ms,
+                    arch: emulated.map(|a| a.to_string()),
+                    runners: runners
+                        .into_iter()
+                        .map(|a| (a.to_string(), qemu_runner(a)))
+                        .collect(),
+                }
             }),
             membership: MembershipConfig {
                 heartbeat_ms: opts.heartbeat_ms,
@@ -450,6 +500,13 @@ impl Testbed {
         if opts.nodes > MAX_NODES {
             return Err(TestbedError::BadOpts(format!(
                 "{} nodes asked, at most {MAX_NODES} allowed",
+                opts.nodes
+            )));
+        }
+        if opts.arch.len() > opts.nodes as usize {
+            return Err(TestbedError::BadOpts(format!(
+                "{} emulated architectures for {} nodes: one per node at most",
+                opts.arch.len(),
                 opts.nodes
             )));
         }

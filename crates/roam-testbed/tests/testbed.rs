@@ -752,6 +752,8 @@ fn serve_local(mut s: UnixStream, members: &Members) -> std::io::Result<()> {
                         arch: ArchInfo {
                             native: std::env::consts::ARCH.into(),
                             runners: vec![],
+                            emulated: false,
+                            broken: vec![],
                         },
                         state: *state,
                         load: NodeLoad::default(),

@@ -40,6 +40,10 @@ enum Cmd {
     /// down, status, kill, start, cut, heal).
     #[command(disable_help_flag = true)]
     Testbed(AdminArgs),
+    /// Run foreign programs from any shell through roam: binfmt_misc
+    /// entries (install, status, remove).
+    #[command(disable_help_flag = true)]
+    Binfmt(AdminArgs),
 }
 
 /// The arguments of a subcommand that `roam-admin` parses.
@@ -92,6 +96,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Mode(a) => cmd::mode::run(a),
         Cmd::Cluster(a) => exec_admin("cluster", a.args),
         Cmd::Testbed(a) => exec_admin("testbed", a.args),
+        Cmd::Binfmt(a) => exec_admin("binfmt", a.args),
     }
 }
 

@@ -1,5 +1,5 @@
 //! `roam-admin`: the administrative subcommands of `roam` (`roam cluster`,
-//! `roam testbed`), which `roam` runs by exec. They live in their own
+//! `roam testbed`, `roam binfmt`), which `roam` runs by exec. They live in their own
 //! binary so that `roam` stays small: every remote run starts a `roam`
 //! process, and its start-up cost grows with the binary (relocations and
 //! page faults of code and data it never uses).
@@ -8,6 +8,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod binfmt;
 mod cluster;
 mod testbed;
 
@@ -26,12 +27,16 @@ enum Cmd {
     /// A local test cluster of network namespaces on this machine.
     #[command(subcommand)]
     Testbed(testbed::Cmd),
+    /// Run foreign programs from any shell through roam (binfmt_misc).
+    #[command(subcommand)]
+    Binfmt(binfmt::Cmd),
 }
 
 fn main() -> ExitCode {
     let result = match Cli::parse().cmd {
         Cmd::Cluster(c) => cluster::run(c),
         Cmd::Testbed(c) => testbed::run(c),
+        Cmd::Binfmt(c) => binfmt::run(c),
     };
     match result {
         Ok(code) => code,

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
+use roam_elf::Arch;
 use roam_testbed::{Testbed, TestbedOpts};
 
 #[derive(clap::Subcommand)]
@@ -25,6 +26,13 @@ pub enum Cmd {
         /// The roamd binary (default: next to roam).
         #[arg(long)]
         roamd: Option<PathBuf>,
+        /// Emulated nodes: n1 runs the first architecture (and only it)
+        /// through qemu-user, n2 the second... (e.g. aarch64,s390x).
+        #[arg(long, value_delimiter = ',')]
+        arch: Vec<Arch>,
+        /// Architectures the other nodes also run through qemu-user.
+        #[arg(long, value_delimiter = ',')]
+        runners: Vec<Arch>,
     },
     /// Remove a testbed (all of them without --id).
     Down {
@@ -80,10 +88,14 @@ pub fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
             heartbeat_ms,
             timeout_ms,
             roamd,
+            arch,
+            runners,
         } => {
             let mut opts = TestbedOpts::new(nodes, roamd.unwrap_or_else(default_roamd));
             opts.heartbeat_ms = heartbeat_ms;
             opts.timeout_ms = timeout_ms;
+            opts.arch = arch;
+            opts.runners = runners;
             let tb = Testbed::up(opts).context("cannot build the testbed")?;
             tb.wait_nodes_up(nodes as usize, Duration::from_secs(20))?;
             println!("testbed {} is up: home + {} nodes", tb.id(), nodes);

@@ -22,27 +22,38 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     println!(
-        "{:>3} {:<12} {:<15} {:<16} {:<11} {:>5} {:>5} {:>5} {:>9}",
-        "#", "NAME", "ADDRESS", "ARCH", "STATE", "CPU%", "MEM%", "PROCS", "HEARTBEAT"
+        "{:>3} {:<12} {:<15} {:<18} {:<16} {:<11} {:>5} {:>5} {:>5} {:>9}",
+        "#", "NAME", "ADDRESS", "ARCH", "RUNNERS", "STATE", "CPU%", "MEM%", "PROCS", "HEARTBEAT"
     );
-    for n in nodes {
-        let mut arch = n.arch.native.clone();
-        for r in &n.arch.runners {
-            arch.push(',');
-            arch.push_str(r);
-        }
+    let mut problems = Vec::new();
+    for n in &nodes {
+        let arch = if n.arch.emulated {
+            format!("{} (emulated)", n.arch.native)
+        } else {
+            n.arch.native.clone()
+        };
+        let runners = if n.arch.runners.is_empty() {
+            "-".to_string()
+        } else {
+            n.arch.runners.join(",")
+        };
         println!(
-            "{:>3} {:<12} {:<15} {:<16} {:<11} {:>5.1} {:>5.1} {:>5} {:>8.1}s",
+            "{:>3} {:<12} {:<15} {:<18} {:<16} {:<11} {:>5.1} {:>5.1} {:>5} {:>8.1}s",
             n.number,
             n.name,
             n.addr,
             arch,
+            runners,
             n.state.to_string(),
             n.load.cpu_pct,
             n.load.mem_pct,
             n.load.procs,
             n.last_heartbeat_ms as f64 / 1000.0
         );
+        problems.extend(n.arch.broken.iter().map(|b| format!("{}: {b}", n.name)));
+    }
+    for p in problems {
+        eprintln!("warning: {p}");
     }
     Ok(ExitCode::SUCCESS)
 }

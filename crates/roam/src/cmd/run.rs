@@ -118,6 +118,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let opts = RunOptions {
         socket: roam_core::client::socket_path(),
         argv: args.argv,
+        program: None,
         node: args.node,
         mode: args.mode,
         reservation,
@@ -136,10 +137,14 @@ fn run_job(args: &Args, count: u32) -> anyhow::Result<ExitCode> {
     if args.node.is_some() {
         bail!("-N and --node cannot be used together");
     }
-    let (token, nodes) = match crate::util::request("roam run -N", LocalMsg::Reserve { count })? {
-        LocalMsg::Reserved { token, nodes } => (token, nodes),
-        other => bail!("unexpected answer from roamd: {other:?}"),
-    };
+    // Only nodes that run the program's architecture.
+    let arch = roam_core::locate::locate(&args.argv[0], std::env::var_os("PATH").as_deref())?
+        .map(|l| l.arch.to_string());
+    let (token, nodes) =
+        match crate::util::request("roam run -N", LocalMsg::Reserve { count, arch })? {
+            LocalMsg::Reserved { token, nodes } => (token, nodes),
+            other => bail!("unexpected answer from roamd: {other:?}"),
+        };
     let exe = std::env::current_exe().context("cannot find the roam executable")?;
     let mut children = Vec::new();
     for (rank, _node) in nodes.iter().enumerate() {
