@@ -4,6 +4,8 @@
 //! Each test builds its own testbed (they run in parallel with distinct
 //! ids) and tears it down on drop, even when the test fails.
 
+mod hetero;
+
 use std::io::{Read, Write};
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
