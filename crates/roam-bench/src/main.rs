@@ -27,7 +27,8 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use clap::Parser;
 use nix::sys::signal::{SigSet, Signal};
-use roam_testbed::{Testbed, TestbedOpts};
+use roam_elf::Arch;
+use roam_testbed::{foreign, Testbed, TestbedOpts};
 
 use measure::{time_pipeline, time_run, watch_idle, ErrLog, Expect, Idle};
 use report::{Check, Machine, Report, Row, Section};
@@ -280,6 +281,50 @@ fn create_exit(ctx: &mut Ctx, sshd: Option<&Sshd>, s: &Settings) -> anyhow::Resu
     ))
 }
 
+/// The foreign architecture of the foreign create+exit runs.
+const FOREIGN: Arch = Arch::Aarch64;
+
+/// Remote create+exit of a foreign static binary through roam (on a node
+/// running it with qemu-user) against the same binary under qemu-user
+/// here, interleaved: the overhead roam adds to the emulator's start-up.
+fn foreign_create_exit(ctx: &mut Ctx, binary: &Path, s: &Settings) -> anyhow::Result<Section> {
+    let arch = FOREIGN.to_string();
+    let qemu = FOREIGN
+        .qemu_static_binary()
+        .context("no qemu binary for the foreign architecture")?;
+    let bin = binary.to_str().context("a non-UTF-8 path")?;
+    let mut variants: Vec<(String, Command)> = vec![
+        (
+            format!("roam run --node {NODE} {arch}/true (ms)"),
+            ctx.roam_run(&[bin]),
+        ),
+        (format!("{qemu} {arch}/true, here (ms)"), cmd(&qemu, &[bin])),
+    ];
+    progress(&format!("foreign create+exit: {} rounds...", s.reps));
+    for (_, c) in &mut variants {
+        time_run(c, SPAWN_LIMIT, &mut ctx.log)?;
+    }
+    let mut samples: Vec<Vec<Option<Duration>>> = vec![Vec::new(); variants.len()];
+    for round in 0..s.reps {
+        check_interrupted()?;
+        for j in 0..variants.len() {
+            let i = (round + j) % variants.len();
+            samples[i].push(time_run(&mut variants[i].1, SPAWN_LIMIT, &mut ctx.log)?);
+        }
+    }
+    let rows = variants
+        .iter()
+        .zip(&samples)
+        .map(|((label, _), t)| Row::time(label.clone(), t))
+        .collect();
+    Ok(Section::with_ratios(
+        format!("remote create+exit of a static {arch} program, against qemu-user here"),
+        "time/qemu's",
+        1,
+        rows,
+    ))
+}
+
 /// Throughput runs, interleaved round by round, one section per group; in
 /// each group the local pipeline is the reference.
 fn throughput(
@@ -474,7 +519,12 @@ fn run(args: Args) -> anyhow::Result<()> {
     // Dropped in reverse: sshd, then the testbed, then the files.
     let work = WorkDir::create()?;
     progress(&format!("building a testbed of {} nodes...", s.nodes));
-    let tb = Testbed::up(TestbedOpts::new(s.nodes, roamd)).context("cannot build the testbed")?;
+    let foreign_true = foreign::build(&FOREIGN.to_string(), "true", foreign::Link::Static)
+        .context("cannot build the foreign test program")?;
+    let mut opts = TestbedOpts::new(s.nodes, roamd);
+    // Every node also runs the foreign architecture, through qemu-user.
+    opts.runners = vec![FOREIGN];
+    let tb = Testbed::up(opts).context("cannot build the testbed")?;
     check_interrupted()?;
     let sshd = match &ssh_missing {
         None => {
@@ -504,11 +554,12 @@ fn run(args: Args) -> anyhow::Result<()> {
     let measured = (|| {
         let fresh = idle(&tb, &s, "fresh")?;
         let create = create_exit(&mut ctx, sshd.as_ref(), &s)?;
+        let foreign = foreign_create_exit(&mut ctx, &foreign_true, &s)?;
         let tput = throughput(&mut ctx, sshd.as_ref(), &s, &file)?;
         let after = idle(&tb, &s, "after the runs above")?;
-        anyhow::Ok((fresh, create, tput, after))
+        anyhow::Ok((fresh, create, foreign, tput, after))
     })();
-    let ((node0, home0), create, tput, (node1, home1)) = measured.map_err(|e| {
+    let ((node0, home0), create, foreign, tput, (node1, home1)) = measured.map_err(|e| {
         if children::stopping() {
             e.context("interrupted")
         } else if tb.dir().exists() {
@@ -557,6 +608,13 @@ fn run(args: Args) -> anyhow::Result<()> {
             ),
         });
     }
+    let overhead = foreign.rows[0].median - foreign.rows[1].median;
+    checks.push(Check::below(
+        "foreign create+exit: roam's median minus qemu's",
+        overhead,
+        "ms",
+        3.0,
+    ));
     for (sec, what) in [(0, "roam run cat FILE"), (1, "roam run head /dev/zero")] {
         checks.push(Check::at_least(
             &format!("{what}, median rate"),
@@ -565,7 +623,8 @@ fn run(args: Args) -> anyhow::Result<()> {
             500.0,
         ));
     }
-    let stalled = std::iter::once(&create)
+    let stalled = [&create, &foreign]
+        .into_iter()
         .chain(&tput)
         .flat_map(|s| &s.rows)
         .filter(|r| r.label.contains("roam run"))
@@ -594,7 +653,7 @@ fn run(args: Args) -> anyhow::Result<()> {
     let mut idle_section = Vec::new();
     idle_rows(&mut idle_section, &node0, &home0, "fresh");
     idle_rows(&mut idle_section, &node1, &home1, "after");
-    let mut sections = vec![create];
+    let mut sections = vec![create, foreign];
     sections.extend(tput);
     sections.push(Section {
         title: format!("idle daemons, sampled every second for {} s", s.idle_secs),
