@@ -410,8 +410,16 @@ fn handle_link_msg(shared: &Arc<NodeShared>, tx: &FrameTx, msg: LinkMsg) {
             let shared = shared.clone();
             let tx = tx.clone();
             tokio::spawn(async move {
+                let uid = cred.uid;
                 let result = spawn_session(&shared, session, home_pid, cred, *spec).await;
+                let pid = result.as_ref().ok().copied();
                 tx.send("link", &LinkMsg::Spawned { req, result });
+                // Logged once the answer is on its way.
+                if let Some(pid) = pid {
+                    tracing::info!(
+                        "session {session}: pid {pid} uid {uid} started for home pid {home_pid}"
+                    );
+                }
             });
         }
         LinkMsg::ListProcs { req } => {
@@ -639,10 +647,6 @@ async fn spawn_session(
     let task = SessionTask::new(shared.clone(), session, pid, &mut ends, tty.as_ref())
         .map_err(|e| WireError::new(ErrorCode::Internal, format!("session set-up: {e}")))?;
     tokio::spawn(task.run(rx));
-    tracing::info!(
-        "session {session}: pid {pid} uid {} started for home pid {home_pid}",
-        cred.uid
-    );
     Ok(pid)
 }
 
@@ -814,8 +818,18 @@ impl SessionTask {
                 }
             }
         }
-        self.shared.sessions.lock().unwrap().remove(&self.id);
+        let idle = {
+            let mut sessions = self.shared.sessions.lock().unwrap();
+            sessions.remove(&self.id);
+            sessions.is_empty()
+        };
         tracing::info!("session {}: finished", self.id);
+        if idle {
+            // The stream buffers of a burst of sessions go back to the
+            // system: an idle compute node stays small.
+            drop(self);
+            roam_sys::mem::trim();
+        }
     }
 
     /// Applies the result of a read of stdout (0) or stderr (1).

@@ -9,10 +9,12 @@
 //! - [`spawn`]: starting a process with a user's credentials, and reaping;
 //! - [`pty`]: pseudo-terminals, terminal modes, raw mode;
 //! - [`title`]: a process's name as `ps` and `top` show it;
-//! - [`ns`]: network and mount namespaces (the testbed).
+//! - [`ns`]: network and mount namespaces (the testbed), binfmt_misc;
+//! - [`mem`]: giving the allocator's free memory back to the system.
 
 pub mod aio;
 pub mod cred;
+pub mod mem;
 pub mod ns;
 pub mod procfs;
 pub mod pty;
