@@ -295,10 +295,10 @@ fn foreign_create_exit(ctx: &mut Ctx, binary: &Path, s: &Settings) -> anyhow::Re
     let bin = binary.to_str().context("a non-UTF-8 path")?;
     let mut variants: Vec<(String, Command)> = vec![
         (
-            format!("roam run --node {NODE} {arch}/true (ms)"),
+            format!("roam run --node {NODE} {arch}/true"),
             ctx.roam_run(&[bin]),
         ),
-        (format!("{qemu} {arch}/true, here (ms)"), cmd(&qemu, &[bin])),
+        (format!("{qemu} {arch}/true, here"), cmd(&qemu, &[bin])),
     ];
     progress(&format!("foreign create+exit: {} rounds...", s.reps));
     for (_, c) in &mut variants {
