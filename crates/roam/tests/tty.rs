@@ -709,3 +709,84 @@ fn pipelines() {
     let out = s.run("roam run --node n1 seq 1 5 | roam run --node n2 tac | tr '\\n' ,");
     assert!(out.contains("5,4,3,2,1,"), "{out:?}\n{}", s.transcript());
 }
+
+/// Removes roam's binfmt_misc entries when dropped.
+struct BinfmtEntries(PathBuf);
+
+impl Drop for BinfmtEntries {
+    fn drop(&mut self) {
+        let _ = Command::new(env!("CARGO_BIN_EXE_roam"))
+            .args(["binfmt", "remove"])
+            .env("ROAM_SOCKET", &self.0)
+            .output();
+    }
+}
+
+/// A foreign program started from an interactive shell (through roam's
+/// binfmt_misc entry) is a job like any other: the remote terminal, Ctrl-C
+/// to its handler, Ctrl-Z, `jobs`, `fg`, `kill %1` and `$?`.
+#[test]
+fn foreign_program_from_the_shell_is_a_job() {
+    require_root!();
+    let sig =
+        roam_testbed::foreign::build("aarch64", "sigtest", roam_testbed::foreign::Link::Static)
+            .unwrap_or_else(|e| panic!("{e}"));
+    let mut opts = TestbedOpts::new(1, roamd());
+    opts.arch = vec![roam_elf::Arch::Aarch64];
+    let tb = Testbed::up(opts).expect("testbed up");
+    tb.wait_nodes_up(1, Duration::from_secs(20))
+        .expect("node up");
+    let install = Command::new(env!("CARGO_BIN_EXE_roam"))
+        .args(["binfmt", "install", "--arch", "aarch64"])
+        .env("ROAM_SOCKET", tb.socket())
+        .output()
+        .expect("roam binfmt install");
+    let _entries = BinfmtEntries(tb.socket());
+    assert!(
+        install.status.success(),
+        "{}",
+        String::from_utf8_lossy(&install.stderr)
+    );
+    let mut s = Session {
+        sh: Shell::start(&tb.socket(), 24, 80),
+        _tb: tb,
+    };
+    let dir = sig.parent().unwrap().display().to_string();
+    s.run(&format!("cd {dir}"));
+    s.line("./sigtest");
+    s.expect("ready");
+    let p = s.wait_ps("./sigtest", "");
+    assert_eq!(p.node, "n1");
+    s.wait_raw();
+    // Ctrl-C reaches the program's handler through the remote terminal.
+    s.send("\x03");
+    s.expect("got INT");
+    s.send("\x1a");
+    s.expect("Stopped");
+    s.prompt();
+    s.assert_sane();
+    s.wait_ps("./sigtest", "T");
+    let out = s.run("jobs");
+    assert!(
+        out.contains("Stopped") && out.contains("./sigtest"),
+        "{out:?}\n{}",
+        s.transcript()
+    );
+    s.line("fg");
+    s.expect("./sigtest");
+    s.wait_ps("./sigtest", "SR");
+    s.wait_raw();
+    s.send("\x03");
+    s.expect_within("got INT", WAIT);
+    s.send("\x1a");
+    s.expect("Stopped");
+    s.prompt();
+    // bg, then kill %1: TERM reaches the program's handler, which exits 0.
+    s.run("bg");
+    s.wait_ps("./sigtest", "SR");
+    let out = s.run("kill %1; wait %1; echo rc=$?");
+    assert!(out.contains("rc=0"), "{out:?}\n{}", s.transcript());
+    s.wait_ps_gone("./sigtest");
+    let out = s.run("./sigtest exit 9; echo rc=$?");
+    assert!(out.contains("rc=9"), "{out:?}\n{}", s.transcript());
+}
