@@ -207,9 +207,26 @@ pub fn programs_dir() -> PathBuf {
     workspace_root().join("tests").join("programs")
 }
 
-/// Where builds for `arch` (or `native`) are cached.
+/// Where builds for `arch` (or `native`) are cached: `TARGET/foreign/ARCH`,
+/// or, when the target directory is under `/tmp` (which each testbed node
+/// has its own of, so nodes could not see the programs), a directory under
+/// `/var/tmp` named after it.
 pub fn cache_dir(arch: &str) -> PathBuf {
-    target_dir().join("foreign").join(arch)
+    let target = target_dir();
+    let base = if target.starts_with("/tmp") {
+        // FNV-1a of the path: one cache per checkout.
+        let hash = target
+            .as_os_str()
+            .as_encoded_bytes()
+            .iter()
+            .fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+                (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
+            });
+        PathBuf::from(format!("/var/tmp/roam-foreign-{hash:016x}"))
+    } else {
+        target.join("foreign")
+    };
+    base.join(arch)
 }
 
 fn lookup(arch: &str) -> Result<&'static CrossTarget, ForeignError> {
