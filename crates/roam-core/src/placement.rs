@@ -97,9 +97,11 @@ pub fn for_arch(cands: &[Candidate], arch: Option<&str>) -> Result<Vec<Candidate
             nodes: if cands.is_empty() {
                 "none".into()
             } else {
-                cands
-                    .iter()
-                    .map(Candidate::describe)
+                // By name: the same message whatever order nodes joined in.
+                let mut all: Vec<&Candidate> = cands.iter().collect();
+                all.sort_by(|a, b| a.name.cmp(&b.name));
+                all.iter()
+                    .map(|c| c.describe())
                     .collect::<Vec<_>>()
                     .join(", ")
             },
