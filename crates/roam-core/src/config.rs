@@ -13,11 +13,14 @@
 //! [home]                             # for role home or both
 //! listen = "0.0.0.0:7170"
 //! mode = "balance"                   # default placement: balance | parallel
+//! export = "/"                       # the tree nodes with files = "home" see
 //!
 //! [node]                             # for role node or both
 //! home = "10.77.1.1:7170"            # where the home daemon listens
 //! home_name = "home"                 # the name in the home's certificate
 //! orphan_grace_ms = 60000            # keep processes this long while the home is away
+//! files = "node"                     # "home": remote processes see the home's files
+//! files_mount = "/run/roam/files"    # where the node mounts them
 //! # arch = "aarch64"                 # declare another architecture: an emulated node
 //!
 //! [node.runners]                     # other architectures this node runs, and how
@@ -92,6 +95,10 @@ pub struct HomeConfig {
     pub listen: SocketAddr,
     #[serde(default = "default_mode", with = "mode_serde")]
     pub mode: Mode,
+    /// The tree remote processes see as `/` on nodes with
+    /// `files = "home"` (the remote file system).
+    #[serde(default = "default_export")]
+    pub export: PathBuf,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -113,6 +120,25 @@ pub struct NodeConfig {
     /// runners named `qemu-*`, so the program sees its own argv[0]).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub runners: BTreeMap<String, RunnerConfig>,
+    /// Whose files remote processes see: the home's (through the remote
+    /// file system, mounted at `files_mount`) or the node's own.
+    #[serde(default)]
+    pub files: Files,
+    /// Where the node mounts the home's files.
+    #[serde(default = "default_files_mount")]
+    pub files_mount: PathBuf,
+}
+
+/// Whose file tree a node's remote processes see.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Files {
+    /// The node's own tree (the default while the remote file system is
+    /// being hardened).
+    #[default]
+    Node,
+    /// The home's exported tree, through the remote file system.
+    Home,
 }
 
 /// How to run programs of one foreign architecture.
@@ -187,6 +213,12 @@ fn default_socket() -> PathBuf {
 }
 fn default_mode() -> Mode {
     Mode::Balance
+}
+fn default_export() -> PathBuf {
+    PathBuf::from("/")
+}
+fn default_files_mount() -> PathBuf {
+    PathBuf::from("/run/roam/files")
 }
 fn default_orphan_grace() -> u64 {
     60_000

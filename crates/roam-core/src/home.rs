@@ -103,7 +103,15 @@ pub struct Home {
     timeout: Duration,
     mode: Mutex<Mode>,
     state: Mutex<State>,
+    /// The tree the remote file system exports (a file server per node
+    /// link serves it).
+    export: std::path::PathBuf,
+    /// File-system calls performed at once (each on a blocking thread).
+    fs_slots: Arc<tokio::sync::Semaphore>,
 }
+
+/// File-system calls the home performs at once, over all nodes.
+const FS_CONCURRENCY: usize = 32;
 
 impl Home {
     fn candidates(st: &State) -> Vec<Candidate> {
@@ -173,6 +181,8 @@ pub async fn run(cfg: &Config, identity: Identity) -> std::io::Result<()> {
         timeout: Duration::from_millis(cfg.membership.timeout_ms),
         mode: Mutex::new(home_cfg.mode),
         state: Mutex::default(),
+        export: home_cfg.export.clone(),
+        fs_slots: Arc::new(tokio::sync::Semaphore::new(FS_CONCURRENCY)),
     });
     let tcp = TcpListener::bind(home_cfg.listen).await.map_err(|e| {
         std::io::Error::new(
@@ -316,9 +326,23 @@ async fn serve_node(
         tx.send("link", &LinkMsg::PathUp { session });
         proxy.send("local", &LocalMsg::Stream(LinkMsg::PathUp { session }));
     }
+    // This link's file server: what the node holds (open files, locks)
+    // goes away with the link.
+    let files = match roam_rfs::server::Server::new(roam_rfs::server::ServerConfig::new(
+        home.export.clone(),
+    )) {
+        Ok(s) => Some(Arc::new(s)),
+        Err(e) => {
+            tracing::warn!("node {name}: cannot export {}: {e}", home.export.display());
+            None
+        }
+    };
     let result = loop {
         match reader.read_frame().await {
             Ok(Some(frame)) => match roam_proto::decode_body::<LinkMsg>("link", &frame) {
+                Ok(LinkMsg::Fs { req, cred, op }) => {
+                    serve_fs(&home, files.as_ref(), tx.clone(), req, cred, *op)
+                }
                 Ok(msg) => handle_node_msg(&home, &name, &tx, msg),
                 Err(e) => tracing::warn!("node {name}: dropping malformed message: {e}"),
             },
@@ -327,6 +351,10 @@ async fn serve_node(
         }
     };
     writer_task.abort();
+    if let Some(f) = &files {
+        // Ends lock waits; the descriptors close with the last reference.
+        f.shutdown();
+    }
     let mut st = home.state.lock().unwrap();
     if let Some(n) = st.nodes.get_mut(&name) {
         if n.link_gen == gen {
@@ -806,6 +834,55 @@ fn forward_from_proxy(home: &Home, b: &Bound, tx: &FrameTx, msg: LinkMsg) {
     if matches!(msg, LinkMsg::Done { .. }) {
         st.sessions.remove(&session);
     }
+}
+
+/// Performs a node's file-system call as the user it names, on a blocking
+/// thread (at most [`FS_CONCURRENCY`] at once), and answers on the link.
+/// The node is an authenticated member, trusted with the user's identity
+/// as it is trusted to run the user's processes.
+fn serve_fs(
+    home: &Arc<Home>,
+    files: Option<&Arc<roam_rfs::server::Server>>,
+    tx: FrameTx,
+    req: u64,
+    cred: Cred,
+    op: roam_proto::fs::FsOp,
+) {
+    use roam_proto::fs::FsReply;
+    let Some(server) = files.cloned() else {
+        tx.send(
+            "link",
+            &LinkMsg::FsReply {
+                req,
+                reply: Box::new(FsReply::Err(libc::ENOSYS)),
+            },
+        );
+        return;
+    };
+    let slots = home.fs_slots.clone();
+    // A lock wait may last long: it takes no slot, so waiting locks never
+    // hold up everyone's other calls.
+    let waits = matches!(op, roam_proto::fs::FsOp::SetLk { wait: true, .. });
+    tokio::spawn(async move {
+        let _slot = if waits {
+            None
+        } else {
+            match slots.acquire_owned().await {
+                Ok(s) => Some(s),
+                Err(_) => return,
+            }
+        };
+        let reply = tokio::task::spawn_blocking(move || server.handle(&cred, op))
+            .await
+            .unwrap_or(FsReply::Err(libc::EIO));
+        tx.send(
+            "link",
+            &LinkMsg::FsReply {
+                req,
+                reply: Box::new(reply),
+            },
+        );
+    });
 }
 
 #[expect(clippy::too_many_arguments)]

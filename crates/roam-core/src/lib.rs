@@ -20,6 +20,7 @@ pub mod daemon;
 pub mod home;
 pub mod locate;
 pub mod node;
+mod node_files;
 pub mod placement;
 pub mod proxy;
 pub mod runner;

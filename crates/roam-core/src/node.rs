@@ -26,7 +26,8 @@ use roam_sys::spawn::{SpawnRequest, WaitEvent};
 use tokio::io::unix::AsyncFd;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::config::{Config, NodeConfig};
+use crate::config::{Config, Files, NodeConfig};
+use crate::node_files::LinkTransport;
 use crate::runner::Runners;
 use crate::stream::{InStream, OutStream};
 use crate::wire::{writer_loop, FrameTx};
@@ -65,6 +66,10 @@ pub struct NodeShared {
     spawner: std::sync::mpsc::Sender<SpawnJob>,
     /// What the node runs, and how (probed once at start).
     runners: Runners,
+    /// The remote file system's link transport.
+    fs: Arc<LinkTransport>,
+    /// The home's files, mounted (with `files = "home"`).
+    files: Option<roam_rfs::client::Mount>,
 }
 
 struct SpawnJob {
@@ -83,6 +88,8 @@ struct OwnedSpawn {
     cred: Cred,
     stdio: [OwnedFd; 3],
     ctty: Option<usize>,
+    /// The root the process sees (the home's files), if not the node's.
+    root: Option<Vec<u8>>,
 }
 
 impl NodeShared {
@@ -116,6 +123,11 @@ pub async fn run(cfg: &Config, identity: Identity) -> std::io::Result<()> {
         .expect("config checked: a node role has a [node] section");
     // Before the reaper starts: probing runs each runner once.
     let runners = Runners::probe(&node_cfg);
+    let fs = Arc::new(LinkTransport::default());
+    let files = match node_cfg.files {
+        Files::Node => None,
+        Files::Home => Some(mount_home_files(&node_cfg.files_mount, &fs)?),
+    };
     let pids: Arc<Mutex<HashMap<u32, mpsc::UnboundedSender<SessionCmd>>>> = Arc::default();
     let spawner = start_spawner(pids.clone());
     let shared = Arc::new(NodeShared {
@@ -128,6 +140,8 @@ pub async fn run(cfg: &Config, identity: Identity) -> std::io::Result<()> {
         link: Mutex::new(None),
         spawner,
         runners,
+        fs,
+        files,
     });
     tokio::spawn(reaper(shared.clone()));
     link_manager(shared.clone(), identity).await;
@@ -163,6 +177,7 @@ fn spawn_owned(
         stdout: r.stdio[1].as_fd(),
         stderr: r.stdio[2].as_fd(),
         controlling_tty: r.ctty.map(|i| r.stdio[i].as_fd()),
+        root: r.root.as_deref(),
     };
     // Hold the pid table while forking so the reaper cannot see the child
     // before it is registered.
@@ -193,6 +208,31 @@ fn start_spawner(
         })
         .expect("cannot start the spawner thread");
     tx
+}
+
+/// Mounts the home's files (the remote file system's FUSE client) at
+/// `path`, whose parent only root may enter: the mount is for remote
+/// processes, which see it as their `/`, not for the node's own users.
+fn mount_home_files(
+    path: &std::path::Path,
+    fs: &Arc<LinkTransport>,
+) -> std::io::Result<roam_rfs::client::Mount> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(path)?;
+    if let Some(parent) = path.parent() {
+        std::fs::set_permissions(parent, std::fs::Permissions::from_mode(0o700))?;
+    }
+    let groups = fs.clone();
+    let opts =
+        roam_rfs::client::MountOptions::new(Arc::new(move |uid, gid| groups.groups_of(uid, gid)));
+    let mount = roam_rfs::client::mount(path, fs.clone(), opts).map_err(|e| {
+        std::io::Error::new(
+            e.kind(),
+            format!("cannot mount the home's files on {}: {e}", path.display()),
+        )
+    })?;
+    tracing::info!("the home's files are mounted on {}", path.display());
+    Ok(mount)
 }
 
 /// Reaps children on SIGCHLD and hands each event to its session.
@@ -340,6 +380,7 @@ async fn connect_once(shared: &Arc<NodeShared>, identity: &Identity) -> Result<(
     let w = writer.into_inner();
     let writer_task = tokio::spawn(writer_loop(w, rx));
     *shared.link.lock().unwrap() = Some(tx.clone());
+    shared.fs.set_link(Some(tx.clone()));
 
     let mut cpu_prev = roam_sys::procfs::cpu_sample().unwrap_or_default();
     // The first sample needs a full interval behind it to mean anything.
@@ -390,6 +431,7 @@ async fn connect_once(shared: &Arc<NodeShared>, identity: &Identity) -> Result<(
         }
     };
     *shared.link.lock().unwrap() = None;
+    shared.fs.set_link(None);
     writer_task.abort();
     result
 }
@@ -432,6 +474,12 @@ fn handle_link_msg(shared: &Arc<NodeShared>, tx: &FrameTx, msg: LinkMsg) {
             );
         }
         LinkMsg::Leave { reason } => tracing::info!("home says: {reason}"),
+        LinkMsg::FsReply { req, reply } => shared.fs.complete(req, *reply),
+        LinkMsg::FsNotice(n) => {
+            if let Some(m) = &shared.files {
+                m.notice(n);
+            }
+        }
         LinkMsg::Data { session, .. }
         | LinkMsg::Ack { session, .. }
         | LinkMsg::Eof { session, .. }
@@ -554,6 +602,7 @@ async fn spawn_session(
             "session already exists",
         ));
     }
+    shared.fs.note_user(&cred);
     let argv: Vec<Vec<u8>> = spec.argv.iter().map(|a| a.to_vec()).collect();
     let exec = shared
         .runners
@@ -590,15 +639,21 @@ async fn spawn_session(
             cred: cred.clone(),
             stdio: child_fds,
             ctty,
+            root: shared.files.as_ref().map(|_| {
+                use std::os::unix::ffi::OsStrExt;
+                shared.cfg.files_mount.as_os_str().as_bytes().to_vec()
+            }),
         },
         tx: tx.clone(),
         reply: reply_tx,
     };
-    let result = if job.req.ctty.is_none() {
+    let result = if job.req.ctty.is_none() && job.req.root.is_none() {
         // Without a terminal the child is a CLONE_VFORK child that borrows
         // our memory until its exec, a fraction of a millisecond: start it
         // from this (long-lived) thread rather than wake the spawner and
-        // be woken back, which costs more than the exec itself.
+        // be woken back, which costs more than the exec itself. Not with
+        // the home's files as its root: its exec reads them through our
+        // FUSE client, whose calls need this thread (the link).
         Ok(spawn_owned(&shared.pids, &job.req, &job.tx))
     } else {
         shared

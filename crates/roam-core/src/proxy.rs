@@ -275,6 +275,10 @@ async fn proxy_main(opts: RunOptions, prog: &str, early: Early) -> Outcome {
     };
     let (session, node) = match answer {
         Ok(LocalMsg::Spawned { session, node, .. }) => (session, node),
+        Ok(LocalMsg::NodeLost { node, reason }) => {
+            eprintln!("roam: {prog}: node {node} went down ({reason}) while starting it");
+            return Outcome::Exit(EXIT_LOST);
+        }
         Ok(other) => {
             eprintln!("roam: unexpected answer from roamd: {other:?}");
             return Outcome::Exit(EXIT_LOST);

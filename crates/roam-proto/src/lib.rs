@@ -5,6 +5,7 @@
 //!
 //! - [`frame`]: the length-prefixed framing with its size limits, and the
 //!   hello frame that opens every connection and carries the protocol version;
+//! - [`fs`]: the remote file system's requests, replies and invalidations;
 //! - [`link`]: messages between daemons (home ⇄ node), over an authenticated
 //!   TLS link;
 //! - [`local`]: messages between the `roam` CLI (or a proxy) and the local
@@ -25,6 +26,7 @@
 //! with a clear message instead of misreading its messages.
 
 pub mod frame;
+pub mod fs;
 pub mod link;
 pub mod local;
 pub mod types;

@@ -12,6 +12,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::fs::{FsNotice, FsOp, FsReply};
+
 use crate::types::{
     ArchInfo, Chan, Cred, ExitStatus, NodeLoad, ProcInfo, SessionId, SessionReport, SpawnSpec,
     WireError, WireSignal,
@@ -164,4 +166,19 @@ pub enum LinkMsg {
     Leave {
         reason: String,
     },
+
+    /// Node → home: a file-system call of one of the node's processes, to
+    /// be performed as `cred` (see `crate::fs`).
+    Fs {
+        req: u64,
+        cred: Cred,
+        op: Box<FsOp>,
+    },
+    /// Home → node: the answer to `Fs`.
+    FsReply {
+        req: u64,
+        reply: Box<FsReply>,
+    },
+    /// Home → node: a file the node may have cached changed.
+    FsNotice(FsNotice),
 }

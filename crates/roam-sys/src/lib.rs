@@ -2,7 +2,11 @@
 //! carries a `// SAFETY:` comment; everything exported is safe to call.
 //!
 //! - [`aio`]: registering descriptors with the tokio reactor;
+//! - [`files`]: the file server's system calls (`*at` calls on
+//!   descriptors, locks, extended attributes), for `roam-rfs`;
 //! - [`cred`]: peer credentials of Unix sockets, user names, umask;
+//! - [`fsid`]: acting as a user on one thread (fsuid, fsgid, groups,
+//!   umask), for the home's file server;
 //! - [`procfs`]: what roam reads from `/proc` (CPU and memory use, process
 //!   state and usage, the machine's architecture);
 //! - [`signal`]: wire ⇄ native signal numbers, sending signals, dying by one;
@@ -14,6 +18,8 @@
 
 pub mod aio;
 pub mod cred;
+pub mod files;
+pub mod fsid;
 pub mod mem;
 pub mod ns;
 pub mod procfs;

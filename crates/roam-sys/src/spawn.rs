@@ -27,6 +27,11 @@ pub struct SpawnRequest<'a> {
     /// If set, this fd (a pty slave, which is also one of the stdio fds)
     /// becomes the controlling terminal (TIOCSCTTY after setsid).
     pub controlling_tty: Option<BorrowedFd<'a>>,
+    /// If set, the process runs in a mount namespace of its own whose `/`
+    /// is this directory (a mount point: the remote file system's view of
+    /// the home's tree), with this machine's `/proc`, `/sys` and `/dev`
+    /// bound over the ones there. Needs root.
+    pub root: Option<&'a [u8]>,
 }
 
 /// Why a process could not be started. The messages carry the OS error
@@ -88,6 +93,8 @@ enum Stage {
     Pid,
     /// Setting up the program's process group under the keeper.
     JobGroup,
+    /// Entering the mount namespace and root of `SpawnRequest::root`.
+    Root,
 }
 
 impl Stage {
@@ -104,6 +111,7 @@ impl Stage {
             Exec,
             Pid,
             JobGroup,
+            Root,
         ]
         .into_iter()
         .find(|s| *s as u32 == v)
@@ -153,6 +161,9 @@ struct Prepared {
     job_pipes: Option<[RawFd; 4]>,
     /// Where to stop closing fds if close_range is missing.
     max_fd: RawFd,
+    /// The new root, and the node-local trees bound into it: (source,
+    /// target) pairs.
+    root: Option<(CString, Vec<(CString, CString)>)>,
     parent: libc::pid_t,
 }
 
@@ -247,7 +258,27 @@ fn prepare(req: &SpawnRequest<'_>) -> Result<Prepared, SpawnError> {
         1024
     };
 
+    let root = match req.root {
+        None => None,
+        Some(r) => {
+            let mut binds = Vec::new();
+            for dir in ["proc", "sys", "dev"] {
+                let mut target = r.to_vec();
+                if !target.ends_with(b"/") {
+                    target.push(b'/');
+                }
+                target.extend_from_slice(dir.as_bytes());
+                binds.push((
+                    cstring(format!("/{dir}").as_bytes(), "directory")?,
+                    cstring(&target, "root")?,
+                ));
+            }
+            Some((cstring(r, "root")?, binds))
+        }
+    };
+
     Ok(Prepared {
+        root,
         candidates,
         argv_ptrs: null_terminated(&argv),
         _argv: argv,
@@ -415,6 +446,7 @@ pub fn spawn(req: &SpawnRequest<'_>) -> Result<u32, SpawnError> {
                 Stage::Stdio => "standard streams",
                 Stage::DeathSignal => "parent death signal",
                 Stage::JobGroup => "process group",
+                Stage::Root => "the home's file tree as its root",
                 _ => "closing descriptors",
             },
             error,
@@ -636,6 +668,12 @@ unsafe fn child_after_fork(p: &Prepared, status_fd: RawFd) -> ! {
             }
         }
 
+        if let Some((root, binds)) = &p.root {
+            if let Err(e) = enter_root(root, binds) {
+                child_fail(status_fd, Stage::Root, e);
+            }
+        }
+
         // Move sources that sit on another target out of the way, so no
         // dup2 clobbers a source still needed.
         let mut src = p.stdio;
@@ -739,6 +777,56 @@ unsafe fn child_after_fork(p: &Prepared, status_fd: RawFd) -> ! {
         }
         child_fail(status_fd, Stage::Exec, last_err)
     }
+}
+
+/// In the child: a new mount namespace whose `/` is `root`, with `binds`
+/// (node-local trees) mounted into it first. Returns the errno of the
+/// step that failed.
+///
+/// # Safety
+/// Only in a child of fork or [`vfork_child`]; makes only system calls on
+/// the strings given.
+unsafe fn enter_root(root: &CString, binds: &[(CString, CString)]) -> Result<(), i32> {
+    // SAFETY: plain system calls on valid NUL-terminated strings that
+    // outlive them; they change only this child's namespaces and root.
+    unsafe {
+        if libc::unshare(libc::CLONE_NEWNS) < 0 {
+            return Err(errno());
+        }
+        // Nothing we mount from here on propagates back to the node.
+        if libc::mount(
+            std::ptr::null(),
+            c"/".as_ptr(),
+            std::ptr::null(),
+            libc::MS_REC | libc::MS_PRIVATE,
+            std::ptr::null(),
+        ) < 0
+        {
+            return Err(errno());
+        }
+        for (source, target) in binds {
+            if libc::mount(
+                source.as_ptr(),
+                target.as_ptr(),
+                std::ptr::null(),
+                libc::MS_BIND | libc::MS_REC,
+                std::ptr::null(),
+            ) < 0
+            {
+                return Err(errno());
+            }
+        }
+        // pivot_root(".", "."): the old root ends up on top of the new
+        // one, and is then detached.
+        if libc::chdir(root.as_ptr()) < 0
+            || libc::syscall(libc::SYS_pivot_root, c".".as_ptr(), c".".as_ptr()) < 0
+            || libc::umount2(c".".as_ptr(), libc::MNT_DETACH) < 0
+            || libc::chdir(c"/".as_ptr()) < 0
+        {
+            return Err(errno());
+        }
+    }
+    Ok(())
 }
 
 /// Something a child did, as waitpid reports it.
@@ -1002,6 +1090,7 @@ mod tests {
             stdout: out_w.as_fd(),
             stderr: out_w.as_fd(),
             controlling_tty: None,
+            root: None,
         };
         let res = spawn(&req);
         drop(out_w);
@@ -1218,6 +1307,7 @@ mod tests {
             stdout: b_w.as_fd(),
             stderr: a_w.as_fd(),
             controlling_tty: None,
+            root: None,
         };
         let pid = spawn(&req).unwrap();
         drop((a_w, b_w));
@@ -1249,6 +1339,7 @@ mod tests {
             stdout: slave.as_fd(),
             stderr: slave.as_fd(),
             controlling_tty: Some(slave.as_fd()),
+            root: None,
         };
         let pid = spawn(&req).unwrap();
         drop(slave);
@@ -1316,6 +1407,7 @@ mod tests {
             stdout: slave.as_fd(),
             stderr: slave.as_fd(),
             controlling_tty: Some(slave.as_fd()),
+            root: None,
         };
         let pid = spawn(&req).unwrap();
         drop(slave);
@@ -1350,6 +1442,7 @@ mod tests {
             stdout: null.as_fd(),
             stderr: null.as_fd(),
             controlling_tty: None,
+            root: None,
         });
         let pid = res.unwrap();
         assert_eq!(wait_pid(pid, true).unwrap(), None);
@@ -1420,6 +1513,7 @@ mod tests {
                 stdout: null.as_fd(),
                 stderr: null.as_fd(),
                 controlling_tty: None,
+                root: None,
             };
             spawn(&req)
         };

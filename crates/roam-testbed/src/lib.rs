@@ -53,7 +53,8 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 use roam_core::config::{
-    Config, ConfigError, HomeConfig, MembershipConfig, NodeConfig, Role, RunnerConfig, TlsConfig,
+    Config, ConfigError, Files, HomeConfig, MembershipConfig, NodeConfig, Role, RunnerConfig,
+    TlsConfig,
 };
 use roam_elf::Arch;
 use roam_proto::types::{Mode, NodeInfo, NodeState};
@@ -107,6 +108,9 @@ pub struct TestbedOpts {
     pub arch: Vec<Arch>,
     /// Architectures every native node also runs through qemu-user.
     pub runners: Vec<Arch>,
+    /// Remote processes see the home's files (`files = "home"`), through
+    /// the remote file system, instead of the node's own tree.
+    pub home_files: bool,
 }
 
 impl TestbedOpts {
@@ -122,6 +126,7 @@ impl TestbedOpts {
             wait_ready: true,
             arch: Vec::new(),
             runners: Vec::new(),
+            home_files: false,
         }
     }
 }
@@ -407,6 +412,7 @@ impl State {
             home: is_home.then(|| HomeConfig {
                 listen: self.home_listen(),
                 mode: Mode::Balance,
+                export: PathBuf::from("/"),
             }),
             node: (!is_home).then(|| {
                 // n1, n2... take the emulated architectures first.
@@ -421,6 +427,12 @@ impl State {
                     home_name: HOME.to_string(),
                     orphan_grace_ms: opts.orphan_grace_ms,
                     arch: emulated.map(|a| a.to_string()),
+                    files: if opts.home_files {
+                        Files::Home
+                    } else {
+                        Files::Node
+                    },
+                    files_mount: PathBuf::from("/run/roam/files"),
                     runners: runners
                         .into_iter()
                         .map(|a| (a.to_string(), qemu_runner(a)))

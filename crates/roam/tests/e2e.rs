@@ -4,6 +4,7 @@
 //! Each test builds its own testbed (they run in parallel with distinct
 //! ids) and tears it down on drop, even when the test fails.
 
+mod files;
 mod hetero;
 
 use std::io::{Read, Write};

@@ -127,6 +127,7 @@ impl Shell {
             stdout: slave.as_fd(),
             stderr: slave.as_fd(),
             controlling_tty: Some(slave.as_fd()),
+            root: None,
         })
         .expect("start bash");
         drop(slave);

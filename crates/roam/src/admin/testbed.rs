@@ -33,6 +33,10 @@ pub enum Cmd {
         /// Architectures the other nodes also run through qemu-user.
         #[arg(long, value_delimiter = ',')]
         runners: Vec<Arch>,
+        /// Remote processes see this machine's files (the remote file
+        /// system) instead of their node's own tree.
+        #[arg(long)]
+        home_files: bool,
     },
     /// Remove a testbed (all of them without --id).
     Down {
@@ -90,12 +94,14 @@ pub fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
             roamd,
             arch,
             runners,
+            home_files,
         } => {
             let mut opts = TestbedOpts::new(nodes, roamd.unwrap_or_else(default_roamd));
             opts.heartbeat_ms = heartbeat_ms;
             opts.timeout_ms = timeout_ms;
             opts.arch = arch;
             opts.runners = runners;
+            opts.home_files = home_files;
             let tb = Testbed::up(opts).context("cannot build the testbed")?;
             tb.wait_nodes_up(nodes as usize, Duration::from_secs(20))?;
             println!("testbed {} is up: home + {} nodes", tb.id(), nodes);

@@ -1,0 +1,156 @@
+//! Remote files (a module of the e2e test binary): with `files = "home"`,
+//! remote processes see the home's files through the remote file system,
+//! with their user's rights. The testbed's nodes have a private /tmp, so a
+//! file the test puts in the home's /tmp exists for a remote process only
+//! through the remote file system.
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use roam_testbed::{Testbed, TestbedOpts};
+
+use super::{bin_dir, text, Cluster};
+
+impl Cluster {
+    /// `nodes` nodes whose remote processes see the home's files.
+    fn home_files(nodes: u32) -> Cluster {
+        let mut opts = TestbedOpts::new(nodes, bin_dir().join("roamd"));
+        opts.home_files = true;
+        let tb = Testbed::up(opts).expect("testbed up");
+        tb.wait_nodes_up(nodes as usize, Duration::from_secs(20))
+            .expect("nodes up");
+        Cluster { tb }
+    }
+}
+
+/// A directory in the home's /tmp (which no node has in its own tree),
+/// removed on drop.
+struct HomeDir(PathBuf);
+
+impl HomeDir {
+    fn new(tag: &str) -> HomeDir {
+        let d = PathBuf::from(format!("/tmp/roam-files-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o1777)).unwrap();
+        HomeDir(d)
+    }
+}
+
+impl Drop for HomeDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn run_in(c: &Cluster, dir: &Path, args: &[&str]) -> std::process::Output {
+    c.roam()
+        .current_dir(dir)
+        .arg("run")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("roam run")
+}
+
+#[test]
+fn remote_processes_see_the_homes_files() {
+    let c = Cluster::home_files(1);
+    let d = HomeDir::new("see");
+    std::fs::write(d.0.join("hello"), "hello from the home\n").unwrap();
+
+    // Read, in a working directory only the home has.
+    let r = run_in(&c, &d.0, &["cat", "hello"]);
+    assert!(r.status.success(), "{}", text(&r.stderr));
+    assert_eq!(text(&r.stdout), "hello from the home\n");
+
+    // Written remotely: on the home's disk at once.
+    let r = run_in(
+        &c,
+        &d.0,
+        &["sh", "-c", "echo written > out; mkdir sub; mv out sub/out2"],
+    );
+    assert!(r.status.success(), "{}", text(&r.stderr));
+    assert_eq!(
+        std::fs::read_to_string(d.0.join("sub/out2")).unwrap(),
+        "written\n"
+    );
+
+    // A dynamically linked program that exists only on the home: loaded,
+    // with its libraries, through the remote file system.
+    std::fs::copy("/usr/bin/printenv", d.0.join("only-here")).unwrap();
+    let r = run_in(&c, &d.0, &["./only-here", "ROAM_NODE"]);
+    assert!(r.status.success(), "{}", text(&r.stderr));
+    assert_eq!(text(&r.stdout), "n1\n");
+
+    // The node's own /proc: the process sees itself there.
+    let r = run_in(&c, &d.0, &["sh", "-c", "cat /proc/self/comm"]);
+    assert_eq!(text(&r.stdout), "cat\n");
+
+    // A change made on the home is seen by the node (after its cache time).
+    std::fs::write(d.0.join("changing"), "v1\n").unwrap();
+    assert_eq!(text(&run_in(&c, &d.0, &["cat", "changing"]).stdout), "v1\n");
+    std::fs::write(d.0.join("changing"), "v2 longer\n").unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(
+        text(&run_in(&c, &d.0, &["cat", "changing"]).stdout),
+        "v2 longer\n"
+    );
+
+    // Large files, both ways, byte for byte.
+    let data: Vec<u8> = (0..8u32 << 20)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 7) as u8)
+        .collect();
+    std::fs::write(d.0.join("big"), &data).unwrap();
+    let r = run_in(&c, &d.0, &["cp", "big", "big2"]);
+    assert!(r.status.success(), "{}", text(&r.stderr));
+    assert!(std::fs::read(d.0.join("big2")).unwrap() == data);
+}
+
+#[test]
+fn remote_files_are_accessed_with_the_users_rights() {
+    let c = Cluster::home_files(1);
+    let d = HomeDir::new("rights");
+    let secret = d.0.join("secret");
+    std::fs::write(&secret, "root only\n").unwrap();
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let r = c
+        .roam_as_nobody()
+        .current_dir(&d.0)
+        .args(["run", "cat", "secret"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!r.status.success());
+    assert!(
+        text(&r.stderr).contains("Permission denied"),
+        "{}",
+        text(&r.stderr)
+    );
+
+    // What nobody creates is nobody's, with its umask.
+    let r = c
+        .roam_as_nobody()
+        .current_dir(&d.0)
+        .args(["run", "sh", "-c", "umask 027; echo mine > mine"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(r.status.success(), "{}", text(&r.stderr));
+    let m = std::fs::metadata(d.0.join("mine")).unwrap();
+    assert_eq!((m.uid(), m.gid()), (65534, 65534));
+    assert_eq!(m.mode() & 0o777, 0o640);
+
+    // nobody cannot take root's file away in a sticky directory.
+    let r = c
+        .roam_as_nobody()
+        .current_dir(&d.0)
+        .args(["run", "rm", "-f", "secret"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!r.status.success());
+    assert!(secret.exists());
+}
