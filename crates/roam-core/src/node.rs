@@ -218,6 +218,17 @@ fn mount_home_files(
     fs: &Arc<LinkTransport>,
 ) -> std::io::Result<roam_rfs::client::Mount> {
     use std::os::unix::fs::PermissionsExt;
+    // A daemon that died left its mount behind, dead ("transport endpoint
+    // is not connected"): take it away first. Nothing mounted there: the
+    // kernel says EINVAL, which is fine.
+    match roam_sys::ns::umount_detach(path) {
+        Ok(()) => tracing::info!(
+            "removed a stale mount of the home's files on {}",
+            path.display()
+        ),
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL) | Some(libc::ENOENT)) => {}
+        Err(e) => tracing::warn!("cannot unmount {}: {e}", path.display()),
+    }
     std::fs::create_dir_all(path)?;
     if let Some(parent) = path.parent() {
         std::fs::set_permissions(parent, std::fs::Permissions::from_mode(0o700))?;

@@ -154,3 +154,34 @@ fn remote_files_are_accessed_with_the_users_rights() {
     assert!(!r.status.success());
     assert!(secret.exists());
 }
+
+#[test]
+fn a_node_daemon_that_dies_leaves_no_wedged_mount() {
+    let mut c = Cluster::home_files(1);
+    let d = HomeDir::new("restart");
+    std::fs::write(d.0.join("f"), "before\n").unwrap();
+    assert_eq!(text(&run_in(&c, &d.0, &["cat", "f"]).stdout), "before\n");
+    // A remote process using the files when the node daemon is killed.
+    let mut child = c
+        .roam()
+        .current_dir(&d.0)
+        .args(["run", "sh", "-c", "while :; do cat f > /dev/null; done"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    c.tb.kill_daemon("n1").unwrap();
+    let status = super::wait_timeout(&mut child, Duration::from_secs(30));
+    assert_eq!(status.code(), Some(255));
+    // The restarted daemon mounts the home's files again over the dead
+    // mount, and new processes use them.
+    c.tb.start_daemon("n1").unwrap();
+    c.tb.wait_nodes_up(1, Duration::from_secs(20)).unwrap();
+    std::fs::write(d.0.join("f"), "after\n").unwrap();
+    let r = run_in(&c, &d.0, &["cat", "f"]);
+    assert!(r.status.success(), "{}", text(&r.stderr));
+    assert_eq!(text(&r.stdout), "after\n");
+    assert!(c.log("n1").contains("mounted"), "{}", c.log("n1"));
+}
