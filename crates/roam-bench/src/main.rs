@@ -4,18 +4,23 @@
 //! roam-testbed), starts a private sshd in node n1, then takes interleaved
 //! measurements of: remote create+exit of `/bin/true` (roam, local spawn,
 //! ssh over a reused ControlMaster connection, fresh ssh); throughput of
-//! stdout and stdin through the proxy (against a local pipe and ssh); and
-//! an idle node daemon's memory and wakeups. Prints medians, p90 and ratios
-//! with PASS/MISS against the targets of issue 2, and tears everything
-//! down, on error and on Ctrl-C too.
+//! stdout and stdin through the proxy (against a local pipe and ssh); an
+//! idle node daemon's memory and wakeups; and, on a testbed of its own
+//! whose node sees the home's files, the remote file system against the
+//! same operations here and through sshfs (files.rs). Prints medians, p90
+//! and ratios with PASS/MISS against the targets of issues 2, 3 and 4, and
+//! tears everything down, on error and on Ctrl-C too.
 //!
 //! Needs root (namespaces), and `roam` and `roamd` next to this executable:
 //! `cargo build --release && sudo target/release/roam-bench`.
 
 mod children;
+mod files;
+mod fsop;
 mod measure;
 mod report;
 mod ssh;
+mod sshfs;
 mod stats;
 
 use std::io::Write;
@@ -30,6 +35,7 @@ use nix::sys::signal::{SigSet, Signal};
 use roam_elf::Arch;
 use roam_testbed::{foreign, Testbed, TestbedOpts};
 
+use files::FileSettings;
 use measure::{time_pipeline, time_run, watch_idle, ErrLog, Expect, Idle};
 use report::{Check, Machine, Report, Row, Section};
 use ssh::{Conn, Sshd};
@@ -69,9 +75,24 @@ struct Args {
     /// A short smoke run: fewer repetitions, a smaller file.
     #[arg(long)]
     quick: bool,
-    /// Leave ssh out.
+    /// Leave ssh (and sshfs) out.
     #[arg(long)]
     no_ssh: bool,
+    /// Leave the remote file system's section out.
+    #[arg(long)]
+    no_files: bool,
+    /// Rounds of the file-system operations [default: 3; 1 with --quick].
+    #[arg(long)]
+    files_reps: Option<usize>,
+    /// Files in each stat and create/unlink run [default: 5000; 1000 with --quick].
+    #[arg(long)]
+    files_count: Option<usize>,
+    /// Random 4 KiB reads per run [default: 20000; 2000 with --quick].
+    #[arg(long)]
+    random_reads: Option<u64>,
+    /// python3 start-ups per round and variant, each cold then warm [default: 3; 2 with --quick].
+    #[arg(long)]
+    py_runs: Option<usize>,
     /// Also write the results, with every sample, as JSON to FILE.
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
@@ -86,19 +107,32 @@ struct Settings {
     tp_reps: usize,
     size: u64,
     idle_secs: u64,
+    /// `None` with --no-files.
+    files: Option<FileSettings>,
 }
 
 impl Settings {
     fn from(a: &Args) -> Settings {
         let q = a.quick;
         let pick = |v: Option<usize>, full, quick| v.unwrap_or(if q { quick } else { full }).max(1);
+        let size = a.size_mib.unwrap_or(if q { 64 } else { 1024 }).max(1) << 20;
         Settings {
             nodes: a.nodes,
             reps: pick(a.reps, 50, 10),
             ssh_reps: pick(a.ssh_reps, 15, 3),
             tp_reps: pick(a.tp_reps, 5, 2),
-            size: a.size_mib.unwrap_or(if q { 64 } else { 1024 }).max(1) << 20,
+            size,
             idle_secs: a.idle_secs.unwrap_or(if q { 3 } else { 10 }).max(1),
+            files: (!a.no_files).then(|| FileSettings {
+                reps: pick(a.files_reps, 3, 1),
+                size,
+                random_reads: a
+                    .random_reads
+                    .unwrap_or(if q { 2000 } else { 20_000 })
+                    .max(1),
+                count: pick(a.files_count, 5000, 1000),
+                py_runs: pick(a.py_runs, 3, 2),
+            }),
         }
     }
 }
@@ -521,7 +555,7 @@ fn run(args: Args) -> anyhow::Result<()> {
     progress(&format!("building a testbed of {} nodes...", s.nodes));
     let foreign_true = foreign::build(&FOREIGN.to_string(), "true", foreign::Link::Static)
         .context("cannot build the foreign test program")?;
-    let mut opts = TestbedOpts::new(s.nodes, roamd);
+    let mut opts = TestbedOpts::new(s.nodes, roamd.clone());
     // Every node also runs the foreign architecture, through qemu-user.
     opts.runners = vec![FOREIGN];
     let tb = Testbed::up(opts).context("cannot build the testbed")?;
@@ -571,6 +605,33 @@ fn run(args: Args) -> anyhow::Result<()> {
             ))
         }
     })?;
+
+    let files_out = match &s.files {
+        Some(fset) => {
+            let missing = if args.no_ssh {
+                Some("left out with --no-ssh".to_string())
+            } else {
+                sshfs::unavailable()
+            };
+            let out = files::measure(
+                &ctx.roam,
+                &roamd,
+                &work.0,
+                &file,
+                fset,
+                missing.as_deref(),
+                &mut ctx.log,
+            );
+            Some(out.map_err(|e| {
+                if children::stopping() {
+                    e.context("interrupted")
+                } else {
+                    e
+                }
+            })?)
+        }
+        None => None,
+    };
 
     let mut notes = vec![format!(
         "testbed {} with {} nodes; roam and ssh run on {NODE} ({}); \
@@ -626,6 +687,7 @@ fn run(args: Args) -> anyhow::Result<()> {
     let stalled = [&create, &foreign]
         .into_iter()
         .chain(&tput)
+        .chain(files_out.iter().flat_map(|f| &f.sections))
         .flat_map(|s| &s.rows)
         .filter(|r| r.label.contains("roam run"))
         .map(|r| r.stalled)
@@ -650,6 +712,10 @@ fn run(args: Args) -> anyhow::Result<()> {
         ));
     }
 
+    if let Some(f) = &files_out {
+        checks.extend(f.checks.iter().cloned());
+        notes.extend(f.notes.iter().cloned());
+    }
     let mut idle_section = Vec::new();
     idle_rows(&mut idle_section, &node0, &home0, "fresh");
     idle_rows(&mut idle_section, &node1, &home1, "after");
@@ -660,6 +726,9 @@ fn run(args: Args) -> anyhow::Result<()> {
         ratio: None,
         rows: idle_section,
     });
+    if let Some(f) = files_out {
+        sections.extend(f.sections);
+    }
     let report = Report {
         date: report::today(),
         machine,
@@ -682,6 +751,10 @@ fn run(args: Args) -> anyhow::Result<()> {
 }
 
 fn main() -> ExitCode {
+    let argv: Vec<String> = std::env::args().collect();
+    if argv.get(1).map(String::as_str) == Some(fsop::ARG) {
+        return fsop::main(&argv[2..]);
+    }
     let args = Args::parse();
     if let Err(e) = catch_signals().and_then(|()| Ok(children::watchdog()?)) {
         eprintln!("roam-bench: cannot catch signals: {e:#}");

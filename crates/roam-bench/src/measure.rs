@@ -80,6 +80,38 @@ pub fn time_run(
     Ok(Some(took))
 }
 
+/// Runs `cmd` with no input and returns what it printed (at most 64 KiB);
+/// `None` if it ran past `limit` and was killed.
+pub fn run_capture(
+    cmd: &mut Command,
+    limit: Duration,
+    log: &mut ErrLog,
+) -> anyhow::Result<Option<String>> {
+    log.clear()?;
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(log.stderr()?);
+    let child = children::spawn(cmd, limit);
+    cmd.stderr(Stdio::null());
+    let mut child = child.with_context(|| format!("cannot run `{}`", describe(cmd)))?;
+    let mut out = Vec::new();
+    let read = child
+        .stdout
+        .take()
+        .map(|o| o.take(64 << 10).read_to_end(&mut out));
+    let (status, overdue) = children::wait(&mut child)?;
+    if overdue {
+        return Ok(None);
+    }
+    if let Some(Err(e)) = read {
+        return Err(e).context(format!("reading the output of `{}`", describe(cmd)));
+    }
+    if !status.success() {
+        bail!("`{}` failed ({status}): {}", describe(cmd), log.contents());
+    }
+    Ok(Some(String::from_utf8_lossy(&out).into_owned()))
+}
+
 /// What the end of a pipeline must produce.
 #[derive(Debug, Clone, Copy)]
 pub enum Expect {

@@ -54,12 +54,22 @@ impl Row {
 
     /// Times to move `bytes`, shown as MB/s (10^6 bytes per second).
     pub fn rate(label: impl Into<String>, bytes: u64, samples: &[Option<Duration>]) -> Row {
+        Row::per_second(label, "MB/s", bytes as f64 / 1e6, samples)
+    }
+
+    /// Times to do `amount` of something, shown as `amount` per second.
+    pub fn per_second(
+        label: impl Into<String>,
+        unit: &'static str,
+        amount: f64,
+        samples: &[Option<Duration>],
+    ) -> Row {
         let mut row = Row::time(label, samples);
-        let r = |secs: f64| bytes as f64 / secs / 1e6;
+        let r = |secs: f64| amount / secs;
         let raw = &row.raw;
         (row.median, row.p90, row.min, row.max) =
             (r(raw.median), r(raw.p90), r(raw.max), r(raw.min));
-        row.unit = "MB/s";
+        row.unit = unit;
         row
     }
 
@@ -269,7 +279,7 @@ impl Report {
                 );
             }
         }
-        let _ = writeln!(o, "\ntargets (from issues 2 and 3)");
+        let _ = writeln!(o, "\ntargets (from issues 2, 3 and 4)");
         for c in &self.checks {
             let value = c
                 .value

@@ -56,7 +56,7 @@ pub fn unavailable() -> Option<String> {
     })
 }
 
-fn on_path(prog: &str) -> bool {
+pub fn on_path(prog: &str) -> bool {
     if prog.contains('/') {
         return Path::new(prog).is_file();
     }
@@ -64,7 +64,7 @@ fn on_path(prog: &str) -> bool {
         .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(prog).is_file()))
 }
 
-fn run_quiet(cmd: &mut Command) -> anyhow::Result<()> {
+pub fn run_quiet(cmd: &mut Command) -> anyhow::Result<()> {
     let out = cmd
         .stdin(Stdio::null())
         .output()
@@ -241,7 +241,7 @@ impl Sshd {
     }
 }
 
-fn ssh_version() -> String {
+pub fn ssh_version() -> String {
     Command::new("ssh")
         .arg("-V")
         .output()
