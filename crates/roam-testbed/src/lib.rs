@@ -433,6 +433,7 @@ impl State {
                         Files::Node
                     },
                     files_mount: PathBuf::from("/run/roam/files"),
+                    identity: Default::default(),
                     runners: runners
                         .into_iter()
                         .map(|a| (a.to_string(), qemu_runner(a)))
