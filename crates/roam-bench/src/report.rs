@@ -269,7 +269,7 @@ impl Report {
                 );
             }
         }
-        let _ = writeln!(o, "\ntargets (from issues 2 and 3)");
+        let _ = writeln!(o, "\ntargets (from issues 2, 3 and 4)");
         for c in &self.checks {
             let value = c
                 .value
