@@ -4,12 +4,13 @@
 //! roam-testbed), starts a private sshd in node n1, then takes interleaved
 //! measurements of: remote create+exit of `/bin/true` (roam, local spawn,
 //! ssh over a reused ControlMaster connection, fresh ssh); throughput of
-//! stdout and stdin through the proxy (against a local pipe and ssh); an
-//! idle node daemon's memory and wakeups; and, on a testbed of its own
-//! whose node sees the home's files, the remote file system against the
-//! same operations here and through sshfs (files.rs). Prints medians, p90
-//! and ratios with PASS/MISS against the targets of issues 2, 3 and 4, and
-//! tears everything down, on error and on Ctrl-C too.
+//! stdout and stdin through the proxy (against a local pipe and ssh); the
+//! cost of a forwarded identity call (getpid); an idle node daemon's
+//! memory and wakeups; and, on a testbed of its own whose node sees the
+//! home's files, the remote file system against the same operations here
+//! and through sshfs (files.rs). Prints medians, p90 and ratios with
+//! PASS/MISS against the targets of issues 2 to 4, and tears everything
+//! down, on error and on Ctrl-C too.
 //!
 //! Needs root (namespaces), and `roam` and `roamd` next to this executable:
 //! `cargo build --release && sudo target/release/roam-bench`.
@@ -17,6 +18,7 @@
 mod children;
 mod files;
 mod fsop;
+mod identity;
 mod measure;
 mod report;
 mod ssh;
@@ -555,6 +557,8 @@ fn run(args: Args) -> anyhow::Result<()> {
     progress(&format!("building a testbed of {} nodes...", s.nodes));
     let foreign_true = foreign::build(&FOREIGN.to_string(), "true", foreign::Link::Static)
         .context("cannot build the foreign test program")?;
+    let getpid_loop = foreign::build_native("getpid_loop", foreign::Link::Dynamic)
+        .context("cannot build the identity test program")?;
     let mut opts = TestbedOpts::new(s.nodes, roamd.clone());
     // Every node also runs the foreign architecture, through qemu-user.
     opts.runners = vec![FOREIGN];
@@ -590,10 +594,11 @@ fn run(args: Args) -> anyhow::Result<()> {
         let create = create_exit(&mut ctx, sshd.as_ref(), &s)?;
         let foreign = foreign_create_exit(&mut ctx, &foreign_true, &s)?;
         let tput = throughput(&mut ctx, sshd.as_ref(), &s, &file)?;
+        let ident = identity::forwarded_call(&mut ctx, &getpid_loop, s.tp_reps * 2)?;
         let after = idle(&tb, &s, "after the runs above")?;
-        anyhow::Ok((fresh, create, foreign, tput, after))
+        anyhow::Ok((fresh, create, foreign, tput, ident, after))
     })();
-    let ((node0, home0), create, foreign, tput, (node1, home1)) = measured.map_err(|e| {
+    let ((node0, home0), create, foreign, tput, ident, (node1, home1)) = measured.map_err(|e| {
         if children::stopping() {
             e.context("interrupted")
         } else if tb.dir().exists() {
@@ -684,6 +689,12 @@ fn run(args: Args) -> anyhow::Result<()> {
             500.0,
         ));
     }
+    checks.push(Check::below(
+        "forwarded getpid, median",
+        ident.rows[0].median,
+        "us",
+        50.0,
+    ));
     let stalled = [&create, &foreign]
         .into_iter()
         .chain(&tput)
@@ -721,6 +732,7 @@ fn run(args: Args) -> anyhow::Result<()> {
     idle_rows(&mut idle_section, &node1, &home1, "after");
     let mut sections = vec![create, foreign];
     sections.extend(tput);
+    sections.push(ident);
     sections.push(Section {
         title: format!("idle daemons, sampled every second for {} s", s.idle_secs),
         ratio: None,

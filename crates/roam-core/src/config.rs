@@ -21,6 +21,7 @@
 //! orphan_grace_ms = 60000            # keep processes this long while the home is away
 //! files = "node"                     # "home": remote processes see the home's files
 //! files_mount = "/run/roam/files"    # where the node mounts them
+//! identity = "home"                  # remote processes see their home pid, parent, host name
 //! # arch = "aarch64"                 # declare another architecture: an emulated node
 //!
 //! [node.runners]                     # other architectures this node runs, and how
@@ -127,6 +128,23 @@ pub struct NodeConfig {
     /// Where the node mounts the home's files.
     #[serde(default = "default_files_mount")]
     pub files_mount: PathBuf,
+    /// Whose identity remote processes see (docs/design/identity.md).
+    #[serde(default)]
+    pub identity: IdentityMode,
+}
+
+/// Whose identity a node's remote processes see.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum IdentityMode {
+    /// Their home's: getpid, getppid and uname answered as at home, and
+    /// signals to home pids sent there (a seccomp supervisor; the
+    /// processes run with no_new_privs, so set-user-ID programs do not
+    /// gain privileges in them).
+    #[default]
+    Home,
+    /// The node's own: no supervision.
+    Node,
 }
 
 /// Whose file tree a node's remote processes see.
@@ -398,6 +416,12 @@ home_name = "home"
         let c = Config::parse(Path::new("x"), &with).unwrap();
         let n = c.node.as_ref().unwrap();
         assert!(!n.emulated());
+        assert_eq!(n.identity, IdentityMode::Home);
+        let node_ids = NODE.replace("[node]\n", "[node]\nidentity = \"node\"\n");
+        let c2 = Config::parse(Path::new("x"), &node_ids).unwrap();
+        assert_eq!(c2.node.unwrap().identity, IdentityMode::Node);
+        let bad = NODE.replace("[node]\n", "[node]\nidentity = \"elsewhere\"\n");
+        assert!(Config::parse(Path::new("x"), &bad).is_err());
         let r = n.runner(Arch::Aarch64).unwrap();
         assert_eq!(r.path(), Path::new("/usr/bin/qemu-aarch64-static"));
         assert!(r.args().is_empty());

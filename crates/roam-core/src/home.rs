@@ -537,6 +537,28 @@ fn handle_node_msg(home: &Arc<Home>, node: &str, tx: &FrameTx, msg: LinkMsg) {
         | LinkMsg::Stopped { session, .. }
         | LinkMsg::Continued { session } => relay_to_proxy(&st, node, session, msg),
         LinkMsg::Leave { reason } => declare_down(&mut st, node, &format!("it left: {reason}")),
+        LinkMsg::Kill {
+            req,
+            session,
+            from_uid,
+            pid,
+            group,
+            signal,
+            value,
+        } => forwarded_kill(
+            &st,
+            node,
+            tx,
+            ForwardedKill {
+                req,
+                session,
+                from_uid,
+                pid,
+                group,
+                signal,
+                value,
+            },
+        ),
         other => tracing::warn!("node {node}: unexpected {other:?}"),
     }
 }
@@ -1232,4 +1254,89 @@ async fn ps(home: &Arc<Home>, cred: &Cred) -> Vec<ProcInfo> {
     });
     all.sort_by_key(|p| p.home_pid);
     all
+}
+
+// ---- Identity forwarding: signals remote processes send to home pids ----
+// (see crate::identity and docs/design/identity.md)
+
+/// The fields of a [`LinkMsg::Kill`].
+struct ForwardedKill {
+    req: u64,
+    session: SessionId,
+    from_uid: u32,
+    pid: u32,
+    group: bool,
+    signal: roam_proto::types::WireSignal,
+    value: Option<u64>,
+}
+
+/// A node asks, for a process of `k.session`, to signal home pid `k.pid`:
+/// another remote process (its node is told, as for `roam kill`) or a
+/// process of the home (signalled with the sender's rights). The node
+/// speaks for the users of the processes it runs, and for no one else.
+fn forwarded_kill(st: &State, node: &str, tx: &FrameTx, k: ForwardedKill) {
+    use roam_proto::types::KillRefusal;
+    let reply = |result: Result<(), KillRefusal>| {
+        tx.send("link", &LinkMsg::KillReply { req: k.req, result });
+    };
+    let Some(sender) = st.sessions.get(&k.session).filter(|s| s.node == node) else {
+        tracing::warn!(
+            "node {node}: signal request for session {} it does not run",
+            k.session
+        );
+        reply(Err(KillRefusal::NotPermitted));
+        return;
+    };
+    if sender.uid != 0 && k.from_uid != sender.uid {
+        tracing::warn!(
+            "node {node}: signal request of session {} as uid {}, not its user {}",
+            k.session,
+            k.from_uid,
+            sender.uid
+        );
+        reply(Err(KillRefusal::NotPermitted));
+        return;
+    }
+    let what = format!(
+        "node {node}: home pid {} (uid {}) signals {}{} with {}",
+        sender.home_pid,
+        k.from_uid,
+        if k.group { "group " } else { "" },
+        k.pid,
+        roam_sys::signal::name(k.signal)
+    );
+    if let Some((id, target)) = st.sessions.iter().find(|(_, s)| s.home_pid == k.pid) {
+        let result = if k.from_uid != 0 && k.from_uid != target.uid {
+            Err(KillRefusal::NotPermitted)
+        } else if k.signal.0 == 0 {
+            Ok(())
+        } else {
+            match st.nodes.get(&target.node).and_then(|n| n.link.as_ref()) {
+                Some(l) => {
+                    l.send(
+                        "link",
+                        &LinkMsg::Signal {
+                            session: *id,
+                            signal: k.signal,
+                            group: k.group,
+                        },
+                    );
+                    Ok(())
+                }
+                None => Err(KillRefusal::NoSuchProcess),
+            }
+        };
+        tracing::info!("{what} (remote, on {}): {result:?}", target.node);
+        reply(result);
+        return;
+    }
+    let tx = tx.clone();
+    let sender_pid = sender.home_pid;
+    tokio::task::spawn_blocking(move || {
+        let result = crate::identity::kill_at_home(
+            k.from_uid, k.pid, k.group, k.signal, k.value, sender_pid,
+        );
+        tracing::info!("{what} (here): {result:?}");
+        tx.send("link", &LinkMsg::KillReply { req: k.req, result });
+    });
 }

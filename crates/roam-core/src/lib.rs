@@ -4,6 +4,8 @@
 //! - [`config`]: roamd's TOML configuration;
 //! - [`home`]: the home role (membership, placement, process table, relay);
 //! - [`node`]: the node role (running and supervising remote processes);
+//! - [`identity`]: a remote process's home identity (seccomp supervisor on
+//!   nodes, signals to home pids at home);
 //! - [`proxy`]: the proxy that stands for a remote process on the home node;
 //! - [`locate`]: finding a program and reading its architecture before placing it;
 //! - [`client`]: talking to the local roamd;
@@ -18,6 +20,7 @@ pub mod client;
 pub mod config;
 pub mod daemon;
 pub mod home;
+pub mod identity;
 pub mod locate;
 pub mod node;
 mod node_files;

@@ -70,6 +70,8 @@ pub struct NodeShared {
     fs: Arc<LinkTransport>,
     /// The home's files, mounted (with `files = "home"`).
     files: Option<roam_rfs::client::Mount>,
+    /// Signals remote processes ask of the home (with `identity = "home"`).
+    identity: Arc<crate::identity::Forwarder>,
 }
 
 struct SpawnJob {
@@ -90,6 +92,8 @@ struct OwnedSpawn {
     ctty: Option<usize>,
     /// The root the process sees (the home's files), if not the node's.
     root: Option<Vec<u8>>,
+    /// Its home identity, answered by a supervisor (`identity = "home"`).
+    supervision: Option<crate::identity::Supervision>,
 }
 
 impl NodeShared {
@@ -142,6 +146,18 @@ pub async fn run(cfg: &Config, identity: Identity) -> std::io::Result<()> {
         runners,
         fs,
         files,
+        identity: crate::identity::Forwarder::new(),
+    });
+    // Identity forwarding: its requests go out on the link, when up.
+    let weak = Arc::downgrade(&shared);
+    shared.identity.set_sender(move |msg| {
+        weak.upgrade().is_some_and(|s| {
+            s.link
+                .lock()
+                .unwrap()
+                .as_ref()
+                .is_some_and(|l| l.send("link", msg))
+        })
     });
     tokio::spawn(reaper(shared.clone()));
     link_manager(shared.clone(), identity).await;
@@ -182,7 +198,10 @@ fn spawn_owned(
     // Hold the pid table while forking so the reaper cannot see the child
     // before it is registered.
     let mut table = pids.lock().unwrap();
-    let result = roam_sys::spawn::spawn(&req);
+    let result = match &r.supervision {
+        Some(sup) => crate::identity::spawn(&req, sup),
+        None => roam_sys::spawn::spawn(&req),
+    };
     if let Ok(pid) = result {
         table.insert(pid, tx.clone());
     }
@@ -486,6 +505,7 @@ fn handle_link_msg(shared: &Arc<NodeShared>, tx: &FrameTx, msg: LinkMsg) {
         }
         LinkMsg::Leave { reason } => tracing::info!("home says: {reason}"),
         LinkMsg::FsReply { req, reply } => shared.fs.complete(req, *reply),
+        LinkMsg::KillReply { req, result } => shared.identity.complete(req, result),
         LinkMsg::FsNotice(n) => {
             if let Some(m) = &shared.files {
                 m.notice(n);
@@ -653,6 +673,18 @@ async fn spawn_session(
             root: shared.files.as_ref().map(|_| {
                 use std::os::unix::ffi::OsStrExt;
                 shared.cfg.files_mount.as_os_str().as_bytes().to_vec()
+            }),
+            supervision: (shared.cfg.identity == crate::config::IdentityMode::Home).then(|| {
+                crate::identity::Supervision {
+                    who: crate::identity::HomeIdentity {
+                        session,
+                        home_pid,
+                        home_ppid: spec.home_ppid,
+                        home_host: spec.home_host.clone(),
+                    },
+                    forwarder: shared.identity.clone(),
+                    rt: tokio::runtime::Handle::current(),
+                }
             }),
         },
         tx: tx.clone(),

@@ -191,6 +191,9 @@ fn build_spec(opts: &RunOptions, tty: Option<TtySpec>, located: Option<&Located>
             .map(|l| l.script.iter().cloned().map(ByteBuf::from).collect())
             .unwrap_or_default(),
         null: null_stdio(opts),
+        // Who the remote process is at home (identity forwarding).
+        home_ppid: std::os::unix::process::parent_id(),
+        home_host: roam_sys::procfs::hostname(),
     }
 }
 

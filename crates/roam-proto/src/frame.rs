@@ -286,6 +286,8 @@ mod tests {
             arch: Some("aarch64".into()),
             script: vec![serde_bytes::ByteBuf::from(b"/bin/sh".to_vec())],
             null: [true, false, false],
+            home_ppid: 77,
+            home_host: "home".into(),
         };
         let samples: Vec<Vec<u8>> = vec![
             postcard::to_stdvec(&LinkMsg::Data {
@@ -305,6 +307,21 @@ mod tests {
                     groups: vec![3, 4],
                 },
                 spec: Box::new(spec.clone()),
+            })
+            .unwrap(),
+            postcard::to_stdvec(&LinkMsg::Kill {
+                req: 9,
+                session: SessionId(4),
+                from_uid: 1000,
+                pid: 4321,
+                group: true,
+                signal: WireSignal(10),
+                value: Some(u64::MAX),
+            })
+            .unwrap(),
+            postcard::to_stdvec(&LinkMsg::KillReply {
+                req: 9,
+                result: Err(KillRefusal::NotPermitted),
             })
             .unwrap(),
             postcard::to_stdvec(&LocalMsg::Spawn {

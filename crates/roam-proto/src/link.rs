@@ -15,8 +15,8 @@ use serde::{Deserialize, Serialize};
 use crate::fs::{FsNotice, FsOp, FsReply};
 
 use crate::types::{
-    ArchInfo, Chan, Cred, ExitStatus, NodeLoad, ProcInfo, SessionId, SessionReport, SpawnSpec,
-    WireError, WireSignal,
+    ArchInfo, Chan, Cred, ExitStatus, KillRefusal, NodeLoad, ProcInfo, SessionId, SessionReport,
+    SpawnSpec, WireError, WireSignal,
 };
 
 /// The node's hello.
@@ -181,4 +181,25 @@ pub enum LinkMsg {
     },
     /// Home → node: a file the node may have cached changed.
     FsNotice(FsNotice),
+
+    /// Node → home: a process of `session` (or one it started) sends a
+    /// signal to home pid `pid` (its process group if `group`), with the
+    /// sender's user id `from_uid` (trusted only if it is the session's
+    /// user, or the session's user is root). `signal` 0 only checks that
+    /// the target exists and may be signalled. `value` is sigqueue(3)'s
+    /// value, for rt_sigqueueinfo. See docs/design/identity.md.
+    Kill {
+        req: u64,
+        session: SessionId,
+        from_uid: u32,
+        pid: u32,
+        group: bool,
+        signal: WireSignal,
+        value: Option<u64>,
+    },
+    /// Home → node: the result of `Kill`.
+    KillReply {
+        req: u64,
+        result: Result<(), KillRefusal>,
+    },
 }

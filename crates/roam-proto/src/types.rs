@@ -110,6 +110,24 @@ pub struct SpawnSpec {
     /// the process its own /dev/null there, with no stream to carry (what
     /// `ssh -n` does for stdin, for all three).
     pub null: [bool; 3],
+    /// The proxy's parent's pid at home: what the process's getppid(2)
+    /// answers on a node that forwards identity calls.
+    pub home_ppid: u32,
+    /// The home's host name: the node name uname(2) (and gethostname)
+    /// answers on such a node.
+    pub home_host: String,
+}
+
+/// Why a forwarded signal was not sent (kill(2)'s errors, by meaning
+/// rather than number: errno values differ between architectures).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum KillRefusal {
+    /// ESRCH: no such process or process group.
+    NoSuchProcess,
+    /// EPERM: the sender may not signal it.
+    NotPermitted,
+    /// EINVAL: no such signal on the receiving end.
+    InvalidSignal,
 }
 
 /// Placement mode.

@@ -11,6 +11,8 @@
 //!   state and usage, the machine's architecture);
 //! - [`signal`]: wire ⇄ native signal numbers, sending signals, dying by one;
 //! - [`spawn`]: starting a process with a user's credentials, and reaping;
+//! - [`seccomp`]: seccomp user notification (a supervisor answers chosen
+//!   system calls of a process), and the target's memory;
 //! - [`pty`]: pseudo-terminals, terminal modes, raw mode;
 //! - [`title`]: a process's name as `ps` and `top` show it;
 //! - [`ns`]: network and mount namespaces (the testbed), binfmt_misc;
@@ -24,6 +26,7 @@ pub mod mem;
 pub mod ns;
 pub mod procfs;
 pub mod pty;
+pub mod seccomp;
 pub mod signal;
 pub mod spawn;
 pub mod title;

@@ -194,6 +194,11 @@ pub struct ChildSetup {
     pub detach_mounts: Vec<CString>,
     /// Call `setsid` (the child leaves our session and process group).
     pub setsid: bool,
+    /// A UTS namespace to join (`/proc/PID/ns/uts`, see [`open_ns`]).
+    pub uts: Option<OwnedFd>,
+    /// Unshare the UTS namespace and set this host name in it (after
+    /// joining `uts`, if both are given).
+    pub hostname: Option<CString>,
 }
 
 impl ChildSetup {
@@ -268,6 +273,17 @@ impl Hook {
         }
         if let Some(fd) = &s.mnt {
             setns_mnt(fd.as_fd())?;
+        }
+        if let Some(fd) = &s.uts {
+            setns(fd.as_fd(), libc::CLONE_NEWUTS)?;
+        }
+        if let Some(name) = &s.hostname {
+            // SAFETY: unshare takes a flag word; sethostname reads the
+            // prepared string, for its length.
+            unsafe {
+                check(libc::unshare(libc::CLONE_NEWUTS))?;
+                check(libc::sethostname(name.as_ptr(), name.as_bytes().len()))?;
+            }
         }
         if s.private_tmp {
             unshare_mount()?;

@@ -160,6 +160,62 @@ pub fn hostname() -> String {
         .unwrap_or_default()
 }
 
+/// Where a process sits in the process tree: /proc/PID/stat's ppid, pgrp
+/// and session (cheaper than [`proc_stat`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProcLinks {
+    pub ppid: u32,
+    pub pgrp: u32,
+    pub session: u32,
+}
+
+pub fn proc_links(pid: u32) -> io::Result<ProcLinks> {
+    let stat = std::fs::read(format!("/proc/{pid}/stat"))?;
+    parse_links(&stat).ok_or_else(|| invalid(format!("cannot parse /proc/{pid}/stat")))
+}
+
+fn parse_links(stat: &[u8]) -> Option<ProcLinks> {
+    let close = stat.iter().rposition(|&b| b == b')')?;
+    let rest = std::str::from_utf8(&stat[close + 1..]).ok()?;
+    // Fields 3 (state), 4 (ppid), 5 (pgrp), 6 (session).
+    let mut f = rest.split_ascii_whitespace().skip(1);
+    let mut next = || -> Option<u32> { f.next()?.parse().ok() };
+    Some(ProcLinks {
+        ppid: next()?,
+        pgrp: next()?,
+        session: next()?,
+    })
+}
+
+/// The real, effective, saved and file-system user ids of a process (or
+/// thread), from /proc/PID/status.
+pub fn proc_uids(pid: u32) -> io::Result<[u32; 4]> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    parse_uids(&status).ok_or_else(|| invalid(format!("cannot parse /proc/{pid}/status")))
+}
+
+fn parse_uids(status: &str) -> Option<[u32; 4]> {
+    let line = status.lines().find(|l| l.starts_with("Uid:"))?;
+    let mut ids = [0u32; 4];
+    let mut f = line[4..].split_ascii_whitespace();
+    for id in &mut ids {
+        *id = f.next()?.parse().ok()?;
+    }
+    Some(ids)
+}
+
+/// Whether thread `tid` belongs to process `tgid` (one `stat` call).
+pub fn is_thread_of(tgid: u32, tid: u32) -> bool {
+    tgid == tid || std::fs::metadata(format!("/proc/{tgid}/task/{tid}")).is_ok()
+}
+
+/// Every process id in /proc.
+pub fn all_pids() -> io::Result<Vec<u32>> {
+    Ok(std::fs::read_dir("/proc")?
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect())
+}
+
 /// Whether a process with this pid exists (kill(pid, 0) succeeds or fails
 /// with EPERM). Zombies count as alive until reaped.
 /// Whether `pid` leaves signal `native_sig` to its default action (neither
@@ -226,6 +282,44 @@ mod signal_mask_tests {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn links_uids_and_threads() {
+        let links = parse_links(b"12 (a) b) c) S 1 12 10 0 -1").unwrap();
+        assert_eq!(
+            links,
+            ProcLinks {
+                ppid: 1,
+                pgrp: 12,
+                session: 10
+            }
+        );
+        assert!(parse_links(b"12 (a) S x").is_none());
+        assert_eq!(
+            parse_uids("Name:\tx\nUid:\t1000\t0\t2\t3\nGid:\t0\t0\t0\t0\n"),
+            Some([1000, 0, 2, 3])
+        );
+        let me = std::process::id();
+        let mine = proc_links(me).unwrap();
+        // SAFETY: trivial getters.
+        unsafe {
+            assert_eq!(mine.ppid, libc::getppid() as u32);
+            assert_eq!(mine.session, libc::getsid(0) as u32);
+        }
+        // SAFETY: trivial getter.
+        let uid = unsafe { libc::getuid() };
+        assert_eq!(proc_uids(me).unwrap()[0], uid);
+        let tid = std::thread::spawn(|| {
+            // SAFETY: trivial getter.
+            let tid = unsafe { libc::gettid() } as u32;
+            (is_thread_of(std::process::id(), tid), tid)
+        })
+        .join()
+        .unwrap();
+        assert!(tid.0);
+        assert!(!is_thread_of(me, u32::MAX - 1));
+        assert!(all_pids().unwrap().contains(&me));
+    }
 
     #[test]
     fn cpu_line_parsing() {

@@ -3,7 +3,7 @@
 use roam_proto::types::ExitStatus;
 use std::ffi::CString;
 use std::io::{self, Read};
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
 /// What to run and how: see [`spawn`].
 #[derive(Debug)]
@@ -95,6 +95,9 @@ enum Stage {
     JobGroup,
     /// Entering the mount namespace and root of `SpawnRequest::root`.
     Root,
+    /// Installing the system-call filter of [`spawn_supervised`] and
+    /// sending its listener.
+    Supervise,
 }
 
 impl Stage {
@@ -112,6 +115,7 @@ impl Stage {
             Pid,
             JobGroup,
             Root,
+            Supervise,
         ]
         .into_iter()
         .find(|s| *s as u32 == v)
@@ -165,6 +169,9 @@ struct Prepared {
     /// target) pairs.
     root: Option<(CString, Vec<(CString, CString)>)>,
     parent: libc::pid_t,
+    /// For [`spawn_supervised`]: the filter to install just before exec,
+    /// and the socket to send its listener on.
+    supervise: Option<(Vec<libc::sock_filter>, RawFd)>,
 }
 
 fn cstring(bytes: &[u8], what: &'static str) -> Result<CString, SpawnError> {
@@ -300,6 +307,7 @@ fn prepare(req: &SpawnRequest<'_>) -> Result<Prepared, SpawnError> {
         max_fd,
         // SAFETY: getpid cannot fail.
         parent: unsafe { libc::getpid() },
+        supervise: None,
     })
 }
 
@@ -329,7 +337,64 @@ fn prepare(req: &SpawnRequest<'_>) -> Result<Prepared, SpawnError> {
 /// may reap a child that failed before exec; it then reports an exit with
 /// status 127 for a pid `spawn` never returned.
 pub fn spawn(req: &SpawnRequest<'_>) -> Result<u32, SpawnError> {
+    spawn_inner(req, None).map(|(pid, _)| pid)
+}
+
+/// [`spawn`], with the program's system calls `syscalls` (this machine's
+/// numbers, `libc::SYS_*`) handed to a supervisor: the child installs a
+/// seccomp user-notification filter for them (see [`crate::seccomp`])
+/// after everything else, just before execve, and sends its listener
+/// back. Returns the pid and the listener.
+///
+/// The filter catches the calls of the program and of everything it
+/// starts, from its first instruction: answer them (with
+/// [`crate::seccomp::Listener`]) from another thread, or the program
+/// waits. execve is never worth listing: the child would wait for an
+/// answer before `spawn_supervised` could return the listener.
+///
+/// The child sets no_new_privs first (needed to install a filter without
+/// CAP_SYS_ADMIN once it runs as the user): the program and its
+/// descendants never gain privileges through set-user-ID programs or
+/// file capabilities.
+pub fn spawn_supervised(
+    req: &SpawnRequest<'_>,
+    syscalls: &[i64],
+) -> Result<(u32, OwnedFd), SpawnError> {
+    let prog = crate::seccomp::notify_filter(syscalls).map_err(|e| SpawnError::Setup {
+        stage: "system-call supervision",
+        error: io::Error::new(io::ErrorKind::Unsupported, e.to_string()),
+    })?;
+    let (pid, listener) = spawn_inner(req, Some(prog))?;
+    match listener {
+        Some(l) => Ok((pid, l)),
+        None => {
+            // Cannot happen (the child reports failures before exec), but
+            // never leave a program running unsupervised.
+            let _ = crate::signal::kill(pid as i32, libc::SIGKILL);
+            let _ = waitpid(pid as libc::pid_t, 0);
+            Err(SpawnError::Setup {
+                stage: "system-call supervision",
+                error: io::Error::from(io::ErrorKind::UnexpectedEof),
+            })
+        }
+    }
+}
+
+fn spawn_inner(
+    req: &SpawnRequest<'_>,
+    filter: Option<Vec<libc::sock_filter>>,
+) -> Result<(u32, Option<OwnedFd>), SpawnError> {
     let mut prep = prepare(req)?;
+    // The listener comes back over a socket (a pipe cannot carry fds).
+    let supervise = match filter {
+        None => None,
+        Some(f) => {
+            let (ours, theirs) = socketpair_seqpacket().map_err(SpawnError::Pipe)?;
+            let theirs = above_stdio(theirs)?;
+            prep.supervise = Some((f, theirs.as_raw_fd()));
+            Some((ours, theirs))
+        }
+    };
     let (status_r, status_w) = pipe().map_err(SpawnError::Pipe)?;
     // The child dup2s onto 0..=2: keep the status pipe out of the way.
     let status_w = above_stdio(status_w)?;
@@ -381,6 +446,10 @@ pub fn spawn(req: &SpawnRequest<'_>) -> Result<u32, SpawnError> {
     }
     drop(status_w);
     drop(job_pipes);
+    let listener_sock = supervise.map(|(ours, theirs)| {
+        drop(theirs);
+        ours
+    });
     if pid < 0 {
         return Err(SpawnError::Fork(fork_err));
     }
@@ -408,7 +477,12 @@ pub fn spawn(req: &SpawnRequest<'_>) -> Result<u32, SpawnError> {
         break (got, report);
     };
     if got == 0 {
-        return Ok(program as u32);
+        // Exec'd: the listener, if any, is waiting in the socket.
+        let listener = match &listener_sock {
+            Some(s) => recv_fd(s.as_fd(), false).ok().flatten(),
+            None => None,
+        };
+        return Ok((program as u32, listener));
     }
     // The child failed before exec: reap it so no zombie is left (and the
     // keeper, which ends with it).
@@ -447,6 +521,7 @@ pub fn spawn(req: &SpawnRequest<'_>) -> Result<u32, SpawnError> {
                 Stage::DeathSignal => "parent death signal",
                 Stage::JobGroup => "process group",
                 Stage::Root => "the home's file tree as its root",
+                Stage::Supervise => "system-call supervision",
                 _ => "closing descriptors",
             },
             error,
@@ -743,8 +818,15 @@ unsafe fn child_after_fork(p: &Prepared, status_fd: RawFd) -> ! {
         libc::sigemptyset(&mut empty);
         libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
 
-        // Close everything above 2 except the status pipe (CLOEXEC).
-        let ranges = [(3, status_fd - 1), (status_fd + 1, RawFd::MAX)];
+        // Close everything above 2 except the status pipe and the
+        // supervisor's socket (both CLOEXEC).
+        let sock = p.supervise.as_ref().map_or(-1, |s| s.1);
+        let (low, high) = if sock < 0 {
+            (status_fd, status_fd)
+        } else {
+            (sock.min(status_fd), sock.max(status_fd))
+        };
+        let ranges = [(3, low - 1), (low + 1, high - 1), (high + 1, RawFd::MAX)];
         for (first, last) in ranges {
             if first > last {
                 continue;
@@ -758,6 +840,20 @@ unsafe fn child_after_fork(p: &Prepared, status_fd: RawFd) -> ! {
                     libc::close(fd);
                 }
             }
+        }
+
+        // Last, so that none of the calls above reach the supervisor (who
+        // does not have the listener before we exec).
+        if let Some((prog, sock)) = &p.supervise {
+            let listener = crate::seccomp::install_raw(prog);
+            if listener < 0 {
+                child_fail(status_fd, Stage::Supervise, -listener);
+            }
+            if send_fd_raw(*sock, listener) < 0 {
+                child_fail(status_fd, Stage::Supervise, errno());
+            }
+            libc::close(listener);
+            libc::close(*sock);
         }
 
         // execvpe's search: skip missing entries, remember EACCES.
@@ -954,6 +1050,127 @@ fn above_stdio(fd: OwnedFd) -> Result<OwnedFd, SpawnError> {
         fd.try_clone().map_err(SpawnError::Pipe)
     } else {
         Ok(fd)
+    }
+}
+
+/// A connected pair of Unix sequenced-packet sockets (close-on-exec), to
+/// pass a descriptor between two processes.
+pub fn socketpair_seqpacket() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0 as RawFd; 2];
+    // SAFETY: socketpair writes two fds into the array.
+    if unsafe {
+        libc::socketpair(
+            libc::AF_UNIX,
+            libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC,
+            0,
+            fds.as_mut_ptr(),
+        )
+    } < 0
+    {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: socketpair succeeded: both fds are new and owned by nobody else.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// Room for one SCM_RIGHTS message with one descriptor (CMSG_SPACE(4) is
+/// 16 or 24 bytes), 8-byte aligned.
+type CmsgBuf = [u64; 4];
+
+/// Sends `fd` over the Unix socket `sock` (SCM_RIGHTS), with a one-byte
+/// message. Allocates nothing: fit for a child between fork and exec.
+/// Returns sendmsg's result (-1 with errno set on failure).
+///
+/// # Safety
+/// `sock` and `fd` must be open descriptors.
+unsafe fn send_fd_raw(sock: RawFd, fd: RawFd) -> isize {
+    let mut byte = 0u8;
+    let mut iov = libc::iovec {
+        iov_base: (&raw mut byte).cast(),
+        iov_len: 1,
+    };
+    let mut buf: CmsgBuf = [0; 4];
+    // SAFETY: msghdr is plain data; every pointer set below points into
+    // locals that outlive the sendmsg call, and CMSG_FIRSTHDR returns a
+    // header inside `buf` (whose size CMSG_SPACE(4) does not exceed).
+    unsafe {
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = buf.as_mut_ptr().cast();
+        msg.msg_controllen = libc::CMSG_SPACE(4) as _;
+        let cmsg = libc::CMSG_FIRSTHDR(&msg);
+        (*cmsg).cmsg_level = libc::SOL_SOCKET;
+        (*cmsg).cmsg_type = libc::SCM_RIGHTS;
+        (*cmsg).cmsg_len = libc::CMSG_LEN(4) as _;
+        std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<RawFd>(), fd);
+        libc::sendmsg(sock, &msg, libc::MSG_NOSIGNAL)
+    }
+}
+
+/// Sends `fd` over the Unix socket `sock` (SCM_RIGHTS).
+pub fn send_fd(sock: BorrowedFd<'_>, fd: BorrowedFd<'_>) -> io::Result<()> {
+    // SAFETY: both descriptors are borrowed, so open for the call.
+    if unsafe { send_fd_raw(sock.as_raw_fd(), fd.as_raw_fd()) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Receives a descriptor sent with [`send_fd`], waiting for the message
+/// if `wait`: Ok(None) if no message is there (or the message carried
+/// none, or the sender closed its end). The descriptor is close-on-exec.
+pub fn recv_fd(sock: BorrowedFd<'_>, wait: bool) -> io::Result<Option<OwnedFd>> {
+    let mut byte = 0u8;
+    let mut iov = libc::iovec {
+        iov_base: (&raw mut byte).cast(),
+        iov_len: 1,
+    };
+    let mut buf: CmsgBuf = [0; 4];
+    // SAFETY: as in send_fd_raw: the pointers point into locals alive for
+    // the call; the kernel writes at most msg_controllen bytes of control
+    // data into `buf`.
+    let (n, msg) = unsafe {
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = buf.as_mut_ptr().cast();
+        msg.msg_controllen = std::mem::size_of::<CmsgBuf>() as _;
+        let dontwait = if wait { 0 } else { libc::MSG_DONTWAIT };
+        let n = loop {
+            let n = libc::recvmsg(
+                sock.as_raw_fd(),
+                &mut msg,
+                dontwait | libc::MSG_CMSG_CLOEXEC,
+            );
+            if n >= 0 || *libc::__errno_location() != libc::EINTR {
+                break n;
+            }
+        };
+        (n, msg)
+    };
+    if n < 0 {
+        let e = io::Error::last_os_error();
+        if e.kind() == io::ErrorKind::WouldBlock {
+            return Ok(None);
+        }
+        return Err(e);
+    }
+    // SAFETY: CMSG_FIRSTHDR reads the header recvmsg filled in `msg`,
+    // whose control pointer still points to `buf`; a header is only used
+    // if the kernel wrote one of the expected kind, whose data is one fd
+    // that is now ours.
+    unsafe {
+        let cmsg = libc::CMSG_FIRSTHDR(&msg);
+        if cmsg.is_null()
+            || (*cmsg).cmsg_level != libc::SOL_SOCKET
+            || (*cmsg).cmsg_type != libc::SCM_RIGHTS
+            || ((*cmsg).cmsg_len as usize) < libc::CMSG_LEN(4) as usize
+        {
+            return Ok(None);
+        }
+        let fd = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast::<RawFd>());
+        Ok(Some(OwnedFd::from_raw_fd(fd)))
     }
 }
 
@@ -1586,6 +1803,104 @@ mod tests {
                 code: 0
             }
         );
+    }
+
+    /// A supervised program: its getpid and uname are answered by a
+    /// supervisor thread of ours; other calls run as usual.
+    #[test]
+    fn supervised_program() {
+        use crate::seccomp::{nr, Listener, MemFile, Reply};
+        let (out_r, out_w) = pipe().unwrap();
+        let null = std::fs::File::open("/dev/null").unwrap();
+        let argv = v(&[
+            "sh",
+            "-c",
+            "echo $$; uname -n; sh -c 'echo $$' | grep -vx 4242",
+        ]);
+        let (uid, gid, groups) = crate::cred::current_cred();
+        let req = SpawnRequest {
+            program: b"/bin/sh",
+            argv: &argv,
+            env: &v(&["PATH=/usr/bin:/bin"]),
+            cwd: b"/",
+            umask: 0o022,
+            uid,
+            gid,
+            groups: &groups,
+            stdin: null.as_fd(),
+            stdout: out_w.as_fd(),
+            stderr: out_w.as_fd(),
+            controlling_tty: None,
+            root: None,
+        };
+        let (pid, listener) = spawn_supervised(&req, &[nr::GETPID, nr::UNAME]).unwrap();
+        drop(out_w);
+        let listener = Listener::new(listener);
+        listener.set_sync_wakeup().unwrap();
+        let supervisor = std::thread::spawn(move || {
+            let mut calls = 0;
+            loop {
+                let n = match listener.recv() {
+                    Ok(n) => n,
+                    Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+                        if listener.wait(0).unwrap().hangup {
+                            return calls;
+                        }
+                        continue;
+                    }
+                    Err(e) => panic!("recv: {e}"),
+                };
+                calls += 1;
+                let reply = match n.nr {
+                    // Only the program itself: its children keep their
+                    // own pids.
+                    nr::GETPID if n.pid == pid => Reply::Value(4242),
+                    nr::UNAME => {
+                        let mem = MemFile::open(n.pid).unwrap();
+                        let u = crate::seccomp::uname_with_nodename(b"far-away").unwrap();
+                        if listener.id_valid(n.id) {
+                            mem.write_all_at(n.args[0], &u).unwrap();
+                        }
+                        Reply::Value(0)
+                    }
+                    _ => Reply::Continue,
+                };
+                let _ = listener.reply(n.id, reply);
+            }
+        });
+        let mut out = String::new();
+        std::fs::File::from(out_r).read_to_string(&mut out).unwrap();
+        assert_eq!(wait_exit(pid), WaitEvent::Exited { pid, code: 0 }, "{out}");
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(&lines[..2], ["4242", "far-away"], "{out}");
+        assert_eq!(lines.len(), 3, "{out}");
+        assert!(supervisor.join().unwrap() >= 2);
+    }
+
+    #[test]
+    fn supervised_spawn_failures() {
+        let null = std::fs::File::open("/dev/null").unwrap();
+        let argv = v(&["x"]);
+        let (uid, gid, groups) = crate::cred::current_cred();
+        let req = SpawnRequest {
+            program: b"/roam/no/such/program",
+            argv: &argv,
+            env: &[],
+            cwd: b"/",
+            umask: 0o022,
+            uid,
+            gid,
+            groups: &groups,
+            stdin: null.as_fd(),
+            stdout: null.as_fd(),
+            stderr: null.as_fd(),
+            controlling_tty: None,
+            root: None,
+        };
+        let err = spawn_supervised(&req, &[crate::seccomp::nr::GETPID]).unwrap_err();
+        assert!(matches!(err, SpawnError::Exec { .. }), "{err}");
+        let err = spawn_supervised(&req, &[-5]).unwrap_err();
+        assert!(err.to_string().contains("system-call supervision"), "{err}");
     }
 
     #[test]

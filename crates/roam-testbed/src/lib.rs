@@ -53,8 +53,8 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 use roam_core::config::{
-    Config, ConfigError, Files, HomeConfig, MembershipConfig, NodeConfig, Role, RunnerConfig,
-    TlsConfig,
+    Config, ConfigError, Files, HomeConfig, IdentityMode, MembershipConfig, NodeConfig, Role,
+    RunnerConfig, TlsConfig,
 };
 use roam_elf::Arch;
 use roam_proto::types::{Mode, NodeInfo, NodeState};
@@ -111,6 +111,9 @@ pub struct TestbedOpts {
     /// Remote processes see the home's files (`files = "home"`), through
     /// the remote file system, instead of the node's own tree.
     pub home_files: bool,
+    /// Whose identity remote processes see (`identity` in the nodes'
+    /// configs): the home's by default.
+    pub identity: IdentityMode,
 }
 
 impl TestbedOpts {
@@ -127,6 +130,7 @@ impl TestbedOpts {
             arch: Vec::new(),
             runners: Vec::new(),
             home_files: false,
+            identity: IdentityMode::Home,
         }
     }
 }
@@ -433,6 +437,7 @@ impl State {
                         Files::Node
                     },
                     files_mount: PathBuf::from("/run/roam/files"),
+                    identity: opts.identity,
                     runners: runners
                         .into_iter()
                         .map(|a| (a.to_string(), qemu_runner(a)))
@@ -819,6 +824,10 @@ impl Testbed {
             if let Some(path) = &net_path {
                 setup.net = Some(open_ns(path).map_err(io_err("open", path))?);
                 setup.private_tmp = true;
+                // A host name of its own, as a machine has (the node's name).
+                setup.hostname = Some(CString::new(name).map_err(|_| {
+                    TestbedError::BadOpts(format!("node name {name:?} has a NUL byte"))
+                })?);
                 // Our copy of /run/netns would pin every testbed's namespaces.
                 setup.detach_mounts =
                     vec![CString::new(ip::NETNS_DIR.as_bytes()).expect("no NUL in a constant")];
@@ -860,8 +869,8 @@ impl Testbed {
     }
 
     /// A command that runs `program` inside node `name`'s namespaces: its
-    /// network namespace and the mount namespace of its running roamd (so it
-    /// sees that node's `/tmp`). For "home", a plain command. The node's
+    /// network namespace and the mount and UTS namespaces of its running
+    /// roamd (so it sees that node's `/tmp` and host name). For "home", a plain command. The node's
     /// daemon must be running.
     ///
     /// Joining the mount namespace resets the working directory to `/`, so
@@ -878,6 +887,8 @@ impl Testbed {
         let net = open_ns(&net_path).map_err(io_err("open", &net_path))?;
         let mnt_path = PathBuf::from(format!("/proc/{}/ns/mnt", rec.pid));
         let mnt = open_ns(&mnt_path).map_err(io_err("open", &mnt_path))?;
+        let uts_path = PathBuf::from(format!("/proc/{}/ns/uts", rec.pid));
+        let uts = open_ns(&uts_path).map_err(io_err("open", &uts_path))?;
         // The pid might have been reused between the check and the open.
         if !procs::alive(&rec) {
             return Err(TestbedError::NotRunning {
@@ -888,6 +899,7 @@ impl Testbed {
         ChildSetup {
             net: Some(net),
             mnt: Some(mnt),
+            uts: Some(uts),
             ..Default::default()
         }
         .install(&mut cmd);

@@ -6,6 +6,7 @@
 
 mod files;
 mod hetero;
+mod identity;
 
 use std::io::{Read, Write};
 use std::os::unix::process::ExitStatusExt;
