@@ -69,14 +69,14 @@ victim=$(roam ps --json | python3 -c 'import json,sys; print(json.load(sys.stdin
 show "kill -TERM $victim; wait $victim 2>/dev/null; echo \"killed by TERM: status \$?\""
 
 step "a node dies: its processes' proxies end with a clear message, the rest carries on"
-show roam testbed kill n3
+show roam testbed kill --id "$id" n3
 sleep 2.5
 show roam nodes
 show roam ps
 show "roam run echo still running on \$(roam nodes --json | python3 -c 'import json,sys; print(len([n for n in json.load(sys.stdin) if n[\"state\"]==\"Up\"]))') nodes"
 
 step "the node comes back and takes new work"
-show roam testbed start n3
+show roam testbed start --id "$id" n3
 sleep 1.5
 show roam nodes
 show "roam run --node n3 echo hello from n3"
