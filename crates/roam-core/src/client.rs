@@ -50,25 +50,15 @@ pub struct Client {
 impl Client {
     /// Connects and exchanges hellos. `client` names us in the daemon's log.
     pub async fn connect(path: &Path, client: &str) -> Result<Client, ClientError> {
-        Client::connect_with(path, client, None).await
+        Client::start(path, client, None)?.finish().await
     }
 
-    /// Connects, sends our hello and then `first` in the same write, and
-    /// reads the daemon's hello reply: one round trip less for a client
-    /// that has a request ready (the proxy's Spawn). If the daemon refuses
-    /// us, it never reads `first`.
-    pub async fn connect_with(
-        path: &Path,
-        client: &str,
-        first: Option<&LocalMsg>,
-    ) -> Result<Client, ClientError> {
-        Client::start(path, client, first)?.finish().await
-    }
-
-    /// The first half of [`Client::connect_with`], blocking and outside any
-    /// runtime: connects and sends the hello and `first`, so the daemon
-    /// works on them while we set up the rest (the proxy builds its
-    /// runtime meanwhile). [`PendingClient::finish`] reads the reply.
+    /// Connects and sends our hello and then `first` in the same write,
+    /// blocking and outside any runtime, so the daemon works on them while
+    /// we set up the rest (the proxy builds its runtime meanwhile): one
+    /// round trip less for a client with a request ready (the proxy's
+    /// Spawn). [`PendingClient::finish`] reads the reply; if the daemon
+    /// refuses us, it never reads `first`.
     pub fn start(
         path: &Path,
         client: &str,

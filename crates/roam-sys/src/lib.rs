@@ -8,7 +8,7 @@
 //! - [`fsid`]: acting as a user on one thread (fsuid, fsgid, groups,
 //!   umask), for the home's file server;
 //! - [`procfs`]: what roam reads from `/proc` (CPU and memory use, process
-//!   state and usage, the machine's architecture);
+//!   state and usage, the host name);
 //! - [`signal`]: wire ⇄ native signal numbers, sending signals, dying by one;
 //! - [`spawn`]: starting a process with a user's credentials, and reaping;
 //! - [`seccomp`]: seccomp user notification (a supervisor answers chosen

@@ -1,5 +1,5 @@
 //! What roam reads from `/proc`: CPU and memory use, the state and usage of
-//! a process, and the machine's name and architecture.
+//! a process, and the machine's name.
 
 use std::io;
 
@@ -144,13 +144,6 @@ fn page_size() -> u64 {
     } else {
         4096
     }
-}
-
-/// The machine's architecture as `uname -m` names it, e.g. "x86_64".
-pub fn machine() -> String {
-    nix::sys::utsname::uname()
-        .map(|u| u.machine().to_string_lossy().into_owned())
-        .unwrap_or_else(|_| std::env::consts::ARCH.to_owned())
 }
 
 /// The host name (empty if it cannot be read).
@@ -401,11 +394,6 @@ mod tests {
 
     #[test]
     fn names() {
-        let out = std::process::Command::new("uname")
-            .arg("-m")
-            .output()
-            .unwrap();
-        assert_eq!(machine(), String::from_utf8_lossy(&out.stdout).trim());
         let h = hostname();
         assert!(!h.is_empty());
         assert_eq!(
