@@ -483,10 +483,18 @@ const _: () = assert!(std::mem::size_of::<RawHandle>() == 8 + MAX_HANDLE_SZ);
 
 /// A kernel file handle: names an inode of one file system for as long as
 /// it exists, without holding it open.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct FileHandle {
     typ: i32,
     bytes: Vec<u8>,
+}
+
+impl FileHandle {
+    /// A handle of type `typ` whose opaque bytes are `bytes` (as the kernel
+    /// reported them, for example in a fanotify event).
+    pub fn new(typ: i32, bytes: Vec<u8>) -> FileHandle {
+        FileHandle { typ, bytes }
+    }
 }
 
 /// name_to_handle_at(fd, "", AT_EMPTY_PATH): the descriptor's inode as a

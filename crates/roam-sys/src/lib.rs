@@ -20,6 +20,7 @@
 
 pub mod aio;
 pub mod cred;
+pub mod fanotify;
 pub mod files;
 pub mod fsid;
 pub mod mem;

@@ -17,7 +17,7 @@ use std::path::Path;
 use std::process::Command;
 
 /// Converts a path to a C string; a path with a NUL byte is `InvalidInput`.
-fn cpath(path: &Path) -> io::Result<CString> {
+pub(crate) fn cpath(path: &Path) -> io::Result<CString> {
     CString::new(path.as_os_str().as_bytes()).map_err(|_| {
         io::Error::new(
             io::ErrorKind::InvalidInput,
