@@ -94,6 +94,16 @@ struct State {
     next_req: u64,
     ps_pending: HashMap<u64, tokio::sync::mpsc::UnboundedSender<Vec<ProcInfo>>>,
     next_link_gen: u64,
+    /// Each node's file server. It outlives a link (a node that comes back
+    /// keeps its open files and node ids) and goes when the node is
+    /// declared down.
+    files: HashMap<String, NodeFiles>,
+}
+
+/// A node's file server and its epoch (see `LinkHelloReply::Welcome`).
+struct NodeFiles {
+    server: Arc<roam_rfs::server::Server>,
+    epoch: u64,
 }
 
 /// The home daemon.
@@ -108,6 +118,13 @@ pub struct Home {
     export: std::path::PathBuf,
     /// File-system calls performed at once (each on a blocking thread).
     fs_slots: Arc<tokio::sync::Semaphore>,
+    /// The file systems the watch reports changes of.
+    watched: roam_rfs::server::WatchedDevs,
+    /// The watch on the export (none if fanotify is not available).
+    watch: std::sync::OnceLock<roam_rfs::watch::Watch>,
+    /// The next file server's epoch: random at start, so a restarted home
+    /// never repeats one.
+    next_epoch: std::sync::atomic::AtomicU64,
 }
 
 /// File-system calls the home performs at once, over all nodes.
@@ -183,7 +200,11 @@ pub async fn run(cfg: &Config, identity: Identity) -> std::io::Result<()> {
         state: Mutex::default(),
         export: home_cfg.export.clone(),
         fs_slots: Arc::new(tokio::sync::Semaphore::new(FS_CONCURRENCY)),
+        watched: roam_rfs::server::WatchedDevs::default(),
+        watch: std::sync::OnceLock::new(),
+        next_epoch: std::sync::atomic::AtomicU64::new(rand::random::<u64>() >> 1 | 1),
     });
+    start_watch(&home);
     let tcp = TcpListener::bind(home_cfg.listen).await.map_err(|e| {
         std::io::Error::new(
             e.kind(),
@@ -301,6 +322,10 @@ async fn serve_node(
     let name = hello.name.clone();
     let (tx, rx) = FrameTx::new();
     let (number, forget, gen, path_up) = register_node(&home, &hello, addr, tx.clone());
+    let (files, files_epoch) = match node_files(&home, &name) {
+        Some((server, epoch)) => (Some(server), epoch),
+        None => (None, 0),
+    };
     for w in &hello.warnings {
         tracing::warn!("node {name}: {w}");
     }
@@ -313,6 +338,7 @@ async fn serve_node(
                 heartbeat_ms: home.heartbeat.as_millis() as u64,
                 timeout_ms: home.timeout.as_millis() as u64,
                 forget,
+                files_epoch,
             },
         )
         .await?;
@@ -326,22 +352,11 @@ async fn serve_node(
         tx.send("link", &LinkMsg::PathUp { session });
         proxy.send("local", &LocalMsg::Stream(LinkMsg::PathUp { session }));
     }
-    // This link's file server: what the node holds (open files, locks)
-    // goes away with the link.
-    let files = match roam_rfs::server::Server::new(roam_rfs::server::ServerConfig::new(
-        home.export.clone(),
-    )) {
-        Ok(s) => Some(Arc::new(s)),
-        Err(e) => {
-            tracing::warn!("node {name}: cannot export {}: {e}", home.export.display());
-            None
-        }
-    };
     let result = loop {
         match reader.read_frame().await {
             Ok(Some(frame)) => match roam_proto::decode_body::<LinkMsg>("link", &frame) {
                 Ok(LinkMsg::Fs { req, cred, op }) => {
-                    serve_fs(&home, files.as_ref(), tx.clone(), req, cred, *op)
+                    serve_fs(&home, &name, files.as_ref(), tx.clone(), req, cred, *op)
                 }
                 Ok(msg) => handle_node_msg(&home, &name, &tx, msg),
                 Err(e) => tracing::warn!("node {name}: dropping malformed message: {e}"),
@@ -351,10 +366,6 @@ async fn serve_node(
         }
     };
     writer_task.abort();
-    if let Some(f) = &files {
-        // Ends lock waits; the descriptors close with the last reference.
-        f.shutdown();
-    }
     let mut st = home.state.lock().unwrap();
     if let Some(n) = st.nodes.get_mut(&name) {
         if n.link_gen == gen {
@@ -579,6 +590,11 @@ fn declare_down(st: &mut State, name: &str, reason: &str) {
     if let Some(n) = st.nodes.get_mut(name) {
         n.state = NodeState::Down;
         n.link = None;
+    }
+    // What the node held (open files, locks) goes: lock waits end, the
+    // descriptors close with the last reference.
+    if let Some(f) = st.files.remove(name) {
+        f.server.shutdown();
     }
     let ids: Vec<SessionId> = st
         .sessions
@@ -864,6 +880,7 @@ fn forward_from_proxy(home: &Home, b: &Bound, tx: &FrameTx, msg: LinkMsg) {
 /// as it is trusted to run the user's processes.
 fn serve_fs(
     home: &Arc<Home>,
+    node: &str,
     files: Option<&Arc<roam_rfs::server::Server>>,
     tx: FrameTx,
     req: u64,
@@ -885,6 +902,9 @@ fn serve_fs(
     // A lock wait may last long: it takes no slot, so waiting locks never
     // hold up everyone's other calls.
     let waits = matches!(op, roam_proto::fs::FsOp::SetLk { wait: true, .. });
+    // What the call changes, for the other nodes' caches.
+    let changes = server.changes_of(&op);
+    let (home, node) = (home.clone(), node.to_owned());
     tokio::spawn(async move {
         let _slot = if waits {
             None
@@ -897,6 +917,9 @@ fn serve_fs(
         let reply = tokio::task::spawn_blocking(move || server.handle(&cred, op))
             .await
             .unwrap_or(FsReply::Err(libc::EIO));
+        if !changes.is_empty() && !matches!(reply, FsReply::Err(_)) {
+            tell_nodes(&home, &changes, Some(&node));
+        }
         tx.send(
             "link",
             &LinkMsg::FsReply {
@@ -905,6 +928,82 @@ fn serve_fs(
             },
         );
     });
+}
+
+/// The node's file server (made on its first link) and its epoch; None
+/// if the export cannot be served.
+fn node_files(home: &Home, node: &str) -> Option<(Arc<roam_rfs::server::Server>, u64)> {
+    use std::sync::atomic::Ordering;
+    let mut st = home.state.lock().unwrap();
+    if let Some(f) = st.files.get(node) {
+        return Some((f.server.clone(), f.epoch));
+    }
+    let mut cfg = roam_rfs::server::ServerConfig::new(home.export.clone());
+    cfg.watched = home.watched.clone();
+    match roam_rfs::server::Server::new(cfg) {
+        Ok(server) => {
+            let server = Arc::new(server);
+            let epoch = home.next_epoch.fetch_add(1, Ordering::Relaxed);
+            st.files.insert(
+                node.to_owned(),
+                NodeFiles {
+                    server: server.clone(),
+                    epoch,
+                },
+            );
+            Some((server, epoch))
+        }
+        Err(e) => {
+            tracing::warn!("node {node}: cannot export {}: {e}", home.export.display());
+            None
+        }
+    }
+}
+
+/// Tells every node (but `except`, which made the changes and knows) whose
+/// kernel may have cached what changed.
+fn tell_nodes(home: &Home, changes: &[roam_rfs::server::Change], except: Option<&str>) {
+    let st = home.state.lock().unwrap();
+    for (name, f) in &st.files {
+        if Some(name.as_str()) == except {
+            continue;
+        }
+        let Some(tx) = st.nodes.get(name).and_then(|n| n.link.as_ref()) else {
+            continue;
+        };
+        for c in changes {
+            if let Some(n) = f.server.notice(c) {
+                tx.send("link", &LinkMsg::FsNotice(n));
+            }
+        }
+    }
+}
+
+/// Watches the export for changes made on the home; without fanotify the
+/// nodes cache the home's files for a second only.
+fn start_watch(home: &Arc<Home>) {
+    let weak = Arc::downgrade(home);
+    let watch = roam_rfs::watch::Watch::start(&home.export, home.watched.clone(), move |c| {
+        if let Some(home) = weak.upgrade() {
+            tell_nodes(&home, &c, None);
+        }
+    });
+    match watch {
+        Ok(w) => {
+            let n = home.watched.read().map_or(0, |d| d.len());
+            tracing::info!(
+                "watching {} file systems under {} for changes",
+                n,
+                home.export.display()
+            );
+            let _ = home.watch.set(w);
+        }
+        Err(e) => tracing::warn!(
+            "cannot watch {} for changes ({e}): nodes see changes made on the home \
+             within a second, not at once",
+            home.export.display()
+        ),
+    }
 }
 
 #[expect(clippy::too_many_arguments)]

@@ -27,7 +27,7 @@ use tokio::io::unix::AsyncFd;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::config::{Config, Files, NodeConfig};
-use crate::node_files::LinkTransport;
+use crate::node_files::{LinkTransport, MountTransport};
 use crate::runner::Runners;
 use crate::stream::{InStream, OutStream};
 use crate::wire::{writer_loop, FrameTx};
@@ -44,6 +44,9 @@ enum SessionCmd {
     Wait(WaitEvent),
     /// The home no longer has a proxy for it: kill and forget.
     Forget,
+    /// The process cannot go on (the reason is logged): kill it, and
+    /// report its death to the home as any other.
+    End(&'static str),
 }
 
 struct SessionHandle {
@@ -68,10 +71,17 @@ pub struct NodeShared {
     runners: Runners,
     /// The remote file system's link transport.
     fs: Arc<LinkTransport>,
-    /// The home's files, mounted (with `files = "home"`).
-    files: Option<roam_rfs::client::Mount>,
+    /// The home's files (with `files = "home"`): the mount, None while it
+    /// is being remade or if remaking it failed.
+    files: Option<Mutex<Option<HomeFiles>>>,
     /// Signals remote processes ask of the home (with `identity = "home"`).
     identity: Arc<crate::identity::Forwarder>,
+}
+
+/// The home's files, mounted, and the transport the mount calls through.
+struct HomeFiles {
+    mount: roam_rfs::client::Mount,
+    transport: Arc<MountTransport>,
 }
 
 struct SpawnJob {
@@ -130,7 +140,11 @@ pub async fn run(cfg: &Config, identity: Identity) -> std::io::Result<()> {
     let fs = Arc::new(LinkTransport::default());
     let files = match node_cfg.files {
         Files::Node => None,
-        Files::Home => Some(mount_home_files(&node_cfg.files_mount, &fs)?),
+        Files::Home => Some(Mutex::new(Some(mount_home_files(
+            &node_cfg.files_mount,
+            &fs,
+            0,
+        )?))),
     };
     let pids: Arc<Mutex<HashMap<u32, mpsc::UnboundedSender<SessionCmd>>>> = Arc::default();
     let spawner = start_spawner(pids.clone());
@@ -235,7 +249,8 @@ fn start_spawner(
 fn mount_home_files(
     path: &std::path::Path,
     fs: &Arc<LinkTransport>,
-) -> std::io::Result<roam_rfs::client::Mount> {
+    epoch: u64,
+) -> std::io::Result<HomeFiles> {
     use std::os::unix::fs::PermissionsExt;
     // A daemon that died left its mount behind, dead ("transport endpoint
     // is not connected"): take it away first. Nothing mounted there: the
@@ -255,14 +270,57 @@ fn mount_home_files(
     let groups = fs.clone();
     let opts =
         roam_rfs::client::MountOptions::new(Arc::new(move |uid, gid| groups.groups_of(uid, gid)));
-    let mount = roam_rfs::client::mount(path, fs.clone(), opts).map_err(|e| {
+    let transport = MountTransport::new(fs.clone(), epoch);
+    let mount = roam_rfs::client::mount(path, transport.clone(), opts).map_err(|e| {
         std::io::Error::new(
             e.kind(),
             format!("cannot mount the home's files on {}: {e}", path.display()),
         )
     })?;
     tracing::info!("the home's files are mounted on {}", path.display());
-    Ok(mount)
+    Ok(HomeFiles { mount, transport })
+}
+
+/// Makes sure the mount of the home's files talks to file server `epoch`:
+/// a mount made with another server (the home restarted, or declared this
+/// node down) is dropped and made again. Its users, processes of sessions
+/// the home forgot, get EIO meanwhile.
+async fn bind_home_files(shared: &Arc<NodeShared>, epoch: u64) {
+    let Some(files) = &shared.files else {
+        return;
+    };
+    let current = files
+        .lock()
+        .unwrap()
+        .as_ref()
+        .is_some_and(|f| f.transport.bind(epoch));
+    if current {
+        return;
+    }
+    tracing::info!("the home's file server changed: mounting the home's files afresh");
+    // The processes started on the old mount have lost their files (their
+    // root, working directory and open files named the old server's
+    // nodes): they cannot go on.
+    let ids: Vec<SessionId> = shared.sessions.lock().unwrap().keys().copied().collect();
+    for id in ids {
+        shared.to_session(
+            id,
+            SessionCmd::End("the home's file server restarted, its files are gone"),
+        );
+    }
+    let shared = shared.clone();
+    // Unmounting waits for the old session a moment; mounting waits for
+    // the kernel: not on the runtime's threads.
+    let remount = tokio::task::spawn_blocking(move || {
+        let files = shared.files.as_ref().expect("checked above");
+        let old = files.lock().unwrap().take();
+        drop(old);
+        match mount_home_files(&shared.cfg.files_mount, &shared.fs, epoch) {
+            Ok(f) => *files.lock().unwrap() = Some(f),
+            Err(e) => tracing::error!("{e}: remote processes cannot start here"),
+        }
+    });
+    let _ = remount.await;
 }
 
 /// Reaps children on SIGCHLD and hands each event to its session.
@@ -396,9 +454,14 @@ async fn connect_once(shared: &Arc<NodeShared>, identity: &Identity) -> Result<(
             .ok_or(LinkError::Closed)?;
     let forget = match reply {
         LinkHelloReply::Welcome {
-            home_name, forget, ..
+            home_name,
+            forget,
+            files_epoch,
+            ..
         } => {
             tracing::info!("joined home {home_name} at {}", cfg.home);
+            shared.fs.set_epoch(files_epoch);
+            bind_home_files(shared, files_epoch).await;
             forget
         }
         LinkHelloReply::Refused { reason } => return Err(LinkError::Refused(reason)),
@@ -507,8 +570,8 @@ fn handle_link_msg(shared: &Arc<NodeShared>, tx: &FrameTx, msg: LinkMsg) {
         LinkMsg::FsReply { req, reply } => shared.fs.complete(req, *reply),
         LinkMsg::KillReply { req, result } => shared.identity.complete(req, result),
         LinkMsg::FsNotice(n) => {
-            if let Some(m) = &shared.files {
-                m.notice(n);
+            if let Some(Some(f)) = shared.files.as_ref().map(|f| f.lock().unwrap()).as_deref() {
+                f.mount.notice(n);
             }
         }
         LinkMsg::Data { session, .. }
@@ -634,6 +697,17 @@ async fn spawn_session(
         ));
     }
     shared.fs.note_user(&cred);
+    if let Some(files) = &shared.files {
+        if files.lock().unwrap().is_none() {
+            return Err(WireError::new(
+                ErrorCode::ExecFailed,
+                format!(
+                    "node {}: the home's files are not mounted (see its log)",
+                    shared.name
+                ),
+            ));
+        }
+    }
     let argv: Vec<Vec<u8>> = spec.argv.iter().map(|a| a.to_vec()).collect();
     let exec = shared
         .runners
@@ -1006,6 +1080,12 @@ impl SessionTask {
                 self.kill_all();
                 return true;
             }
+            SessionCmd::End(reason) => {
+                if self.exit.is_none() {
+                    tracing::warn!("session {}: ending pid {}: {reason}", self.id, self.pid);
+                }
+                self.kill_all();
+            }
             SessionCmd::Link(msg) => return self.handle_link(msg),
         }
         false
@@ -1023,7 +1103,7 @@ impl SessionTask {
             let pid = self.pid as i32;
             let _ = roam_sys::signal::kill(-pid, libc::SIGKILL);
             let _ = roam_sys::signal::kill(pid, libc::SIGKILL);
-            tracing::info!("session {}: killed pid {} (proxy gone)", self.id, self.pid);
+            tracing::info!("session {}: killed pid {}", self.id, self.pid);
         }
     }
 

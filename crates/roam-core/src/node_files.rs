@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use roam_proto::fs::{FsOp, FsReply};
 use roam_proto::link::LinkMsg;
@@ -27,9 +27,17 @@ pub struct LinkTransport {
     /// their spawn requests (the kernel's FUSE requests carry only uid and
     /// gid).
     groups: Mutex<HashMap<u32, Vec<u32>>>,
+    /// The epoch of the home's file server at the other end (see
+    /// `LinkHelloReply::Welcome`).
+    epoch: AtomicU64,
 }
 
 impl LinkTransport {
+    /// The home said which file server answers (before the link is up).
+    pub fn set_epoch(&self, epoch: u64) {
+        self.epoch.store(epoch, Ordering::SeqCst);
+    }
+
     /// The link is up (`Some`) or down (`None`).
     pub fn set_link(&self, link: Option<FrameTx>) {
         let down = link.is_none();
@@ -101,6 +109,51 @@ impl Transport for LinkTransport {
     }
 }
 
+/// The link transport as one mount of the home's files uses it: node ids
+/// belong to one file server, so calls go through only while the home's
+/// server is the one the mount was first used with; otherwise (the home
+/// restarted, or declared the node down and dropped its server) they fail
+/// with EIO, and the node mounts the files afresh.
+pub struct MountTransport {
+    link: Arc<LinkTransport>,
+    /// 0 until the first link binds it.
+    epoch: AtomicU64,
+}
+
+impl MountTransport {
+    /// A transport for a new mount, bound to `epoch` (0: to the next
+    /// link's).
+    pub fn new(link: Arc<LinkTransport>, epoch: u64) -> Arc<MountTransport> {
+        Arc::new(MountTransport {
+            link,
+            epoch: AtomicU64::new(epoch),
+        })
+    }
+
+    /// Whether the mount can be used with file server `epoch` (binding it
+    /// if it was not yet).
+    pub fn bind(&self, epoch: u64) -> bool {
+        match self
+            .epoch
+            .compare_exchange(0, epoch, Ordering::SeqCst, Ordering::SeqCst)
+        {
+            Ok(_) => true,
+            Err(mine) => mine == epoch,
+        }
+    }
+}
+
+impl Transport for MountTransport {
+    fn call(&self, cred: Cred, op: FsOp, done: Box<dyn FnOnce(FsReply) + Send>) {
+        let mine = self.epoch.load(Ordering::SeqCst);
+        if mine == 0 || mine != self.link.epoch.load(Ordering::SeqCst) {
+            done(FsReply::Err(libc::EIO));
+            return;
+        }
+        self.link.call(cred, op, done);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -122,6 +175,41 @@ mod tests {
         );
         assert_eq!(*got.lock().unwrap(), Some(FsReply::Err(libc::EIO)));
         t.complete(99, FsReply::Ok); // unknown: ignored
+    }
+
+    fn call(t: &dyn Transport) -> Option<FsReply> {
+        let got = Arc::new(Mutex::new(None));
+        let g = got.clone();
+        t.call(
+            Cred {
+                uid: 1,
+                gid: 1,
+                groups: vec![],
+            },
+            FsOp::StatFs { node: 1 },
+            Box::new(move |r| *g.lock().unwrap() = Some(r)),
+        );
+        let r = got.lock().unwrap().take();
+        r
+    }
+
+    #[test]
+    fn a_mount_only_talks_to_the_file_server_it_was_bound_to() {
+        let link = Arc::new(LinkTransport::default());
+        let (tx, _rx) = FrameTx::new();
+        link.set_epoch(7);
+        link.set_link(Some(tx));
+        let m = MountTransport::new(link.clone(), 0);
+        // Not yet bound: EIO.
+        assert_eq!(call(&*m), Some(FsReply::Err(libc::EIO)));
+        assert!(m.bind(7));
+        assert!(m.bind(7));
+        // Bound and current: the call goes out (no answer yet).
+        assert_eq!(call(&*m), None);
+        // Another server: refused, and calls fail at once.
+        link.set_epoch(8);
+        assert!(!m.bind(8));
+        assert_eq!(call(&*m), Some(FsReply::Err(libc::EIO)));
     }
 
     #[test]

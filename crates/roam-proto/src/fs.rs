@@ -60,6 +60,9 @@ pub struct Attr {
     pub gid: u32,
     pub rdev: u32,
     pub blksize: u32,
+    /// The home watches the file's file system and tells the node when it
+    /// changes (`FsNotice`), so the node may cache it for long.
+    pub watched: bool,
 }
 
 /// A POSIX record lock (`struct flock`), owned by `owner` (the FUSE lock
@@ -290,7 +293,9 @@ pub enum FsReply {
     Err(i32),
     /// Done, nothing to return.
     Ok,
-    /// A node (Lookup, MkNod, MkDir, Symlink, Link).
+    /// A node (Lookup, MkNod, MkDir, Symlink, Link). A `Lookup` of a name
+    /// that does not exist may answer node 0 (only `watched` meaningful):
+    /// the node may cache the absence as long as a watched entry.
     Entry(Attr),
     Attr(Attr),
     /// Bytes read (fewer than asked at end of file), a link's target, an

@@ -44,6 +44,10 @@ pub enum LinkHelloReply {
         /// Reported sessions the home knows have no proxy any more: the node
         /// kills them.
         forget: Vec<SessionId>,
+        /// Which of the home's file servers answers this node's file calls
+        /// (0: none). Node ids belong to one server: a node whose mount of
+        /// the home's files was made with another one mounts them afresh.
+        files_epoch: u64,
     },
     Refused {
         reason: String,

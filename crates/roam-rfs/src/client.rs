@@ -88,6 +88,11 @@ pub struct MountOptions {
     /// How long the kernel may trust that a name does not exist (zero: ask
     /// the home every time).
     pub negative_ttl: Duration,
+    /// How long the kernel may trust attributes, names and missing names
+    /// on file systems the home watches: it sends a notice when they
+    /// change, so this only bounds how stale a lost notice (a link
+    /// outage) can leave them.
+    pub watched_ttl: Duration,
     /// A request the home has not answered by then fails with EIO.
     pub request_timeout: Duration,
     /// The supplementary groups sent with each request.
@@ -101,13 +106,15 @@ pub struct MountOptions {
 }
 
 impl MountOptions {
-    /// The defaults: TTLs of one second, a 30 s request timeout,
+    /// The defaults: TTLs of one second (30 s on watched file systems), a
+    /// 30 s request timeout,
     /// `allow_other`, a 4 MiB readahead window.
     pub fn new(groups_of: GroupsOf) -> Self {
         MountOptions {
             attr_ttl: Duration::from_secs(1),
             entry_ttl: Duration::from_secs(1),
             negative_ttl: Duration::from_secs(1),
+            watched_ttl: Duration::from_secs(30),
             request_timeout: Duration::from_secs(30),
             groups_of,
             allow_other: true,
@@ -140,6 +147,7 @@ pub fn mount(
         attr: opts.attr_ttl,
         entry: opts.entry_ttl,
         negative: opts.negative_ttl,
+        watched: opts.watched_ttl,
     };
     let fs = RoamFs::new(caller, timer, opts.groups_of.clone(), ttls);
     let mut config = Config::default();
@@ -191,6 +199,25 @@ impl Mount {
     /// the home. Never blocks (the kernel is told from another thread).
     pub fn notice(&self, n: FsNotice) {
         if let Some(tx) = &self.notices {
+            let _ = tx.send(n);
+        }
+    }
+
+    /// A handle that passes notices to this mount from anywhere (they are
+    /// dropped once the mount is gone).
+    pub fn notices(&self) -> Notices {
+        Notices(self.notices.clone())
+    }
+}
+
+/// See [`Mount::notices`].
+#[derive(Clone)]
+pub struct Notices(Option<mpsc::Sender<FsNotice>>);
+
+impl Notices {
+    /// As [`Mount::notice`].
+    pub fn send(&self, n: FsNotice) {
+        if let Some(tx) = &self.0 {
             let _ = tx.send(n);
         }
     }

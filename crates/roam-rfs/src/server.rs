@@ -59,16 +59,19 @@
 //! descriptors releases that node's locks. (Node ids and handles are per
 //! mount in FUSE anyway.)
 
+mod changes;
 #[cfg(test)]
 mod tests;
 
-use std::collections::HashMap;
+pub use changes::{Change, InodeKey};
+
+use std::collections::{HashMap, HashSet};
 use std::ffi::{CStr, CString};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
 
 use roam_proto::fs::{
@@ -87,12 +90,21 @@ use roam_sys::files::SysResult;
 pub struct ServerConfig {
     /// The exported directory (`/` by default).
     pub root: PathBuf,
+    /// The file systems (st_dev) whose changes the home reports to nodes
+    /// (see `watch`): their files' attributes say `watched`.
+    pub watched: WatchedDevs,
 }
 
+/// The devices of the file systems the home watches for changes.
+pub type WatchedDevs = Arc<RwLock<HashSet<u64>>>;
+
 impl ServerConfig {
-    /// Exports `root`.
+    /// Exports `root`, no file system watched.
     pub fn new(root: impl Into<PathBuf>) -> ServerConfig {
-        ServerConfig { root: root.into() }
+        ServerConfig {
+            root: root.into(),
+            watched: WatchedDevs::default(),
+        }
     }
 }
 
@@ -260,6 +272,8 @@ pub struct Server {
     /// Recent successful search checks (see [`Server::check_search`]).
     search_ok: Mutex<HashMap<SearchKey, Instant>>,
     shutting_down: AtomicBool,
+    /// See [`ServerConfig::watched`].
+    watched: WatchedDevs,
 }
 
 /// A directory's (st_dev, st_ino), and a caller's uid, gid and groups.
@@ -357,7 +371,7 @@ fn time(secs: i64, nsecs: i64) -> Time {
 }
 
 /// A node's attributes from its stat.
-fn attr(node: NodeId, st: &libc::stat) -> Attr {
+fn attr(node: NodeId, st: &libc::stat, watched: bool) -> Attr {
     Attr {
         node,
         size: st.st_size.max(0) as u64,
@@ -373,6 +387,7 @@ fn attr(node: NodeId, st: &libc::stat) -> Attr {
         // half for majors below 4096 and minors below 2^20.
         rdev: st.st_rdev as u32,
         blksize: st.st_blksize.clamp(0, i64::from(u32::MAX)) as u32,
+        watched,
     }
 }
 
@@ -517,6 +532,7 @@ impl Server {
             locks: Mutex::default(),
             search_ok: Mutex::default(),
             shutting_down: AtomicBool::new(false),
+            watched: cfg.watched,
         })
     }
 
@@ -1112,15 +1128,32 @@ impl Server {
         Ok((id, st))
     }
 
+    /// A node's attributes, `watched` if the home watches its file system.
+    fn attr(&self, node: NodeId, st: &libc::stat) -> Attr {
+        let watched = self.watched.read().is_ok_and(|w| w.contains(&st.st_dev));
+        attr(node, st, watched)
+    }
+
     /// The Entry reply for a name just made in `dir`.
     fn new_entry(&self, dir: &NodeRef, name: &CStr) -> SysResult<FsReply> {
         let (id, st) = self.entry_at(dir, name)?;
-        Ok(FsReply::Entry(attr(id, &st)))
+        Ok(FsReply::Entry(self.attr(id, &st)))
     }
 
     fn lookup(&self, who: &Cred, parent: NodeId, name: &[u8]) -> SysResult<FsReply> {
         let (dir, name) = self.dir_and_name(who, parent, name)?;
-        self.new_entry(&dir, &name)
+        match self.new_entry(&dir, &name) {
+            // A name that does not exist: node 0, which the node may cache
+            // as long as the directory is watched.
+            Err(libc::ENOENT) => {
+                let st = sys::fstat(dir.fd())?;
+                Ok(FsReply::Entry(Attr {
+                    watched: self.attr(0, &st).watched,
+                    ..Attr::default()
+                }))
+            }
+            r => r,
+        }
     }
 
     fn forget(&self, list: &[(NodeId, u64)]) {
@@ -1170,7 +1203,7 @@ impl Server {
             }
             None => sys::fstat(self.node_checked(who, node)?.fd())?,
         };
-        Ok(FsReply::Attr(attr(node, &st)))
+        Ok(FsReply::Attr(self.attr(node, &st)))
     }
 
     #[expect(clippy::too_many_arguments, reason = "the fields of FsOp::SetAttr")]
@@ -1219,7 +1252,7 @@ impl Server {
             sys::utimens_fd(n.fd(), &ts)?;
         }
         let st = sys::fstat(n.fd())?;
-        Ok(FsReply::Attr(attr(node, &st)))
+        Ok(FsReply::Attr(self.attr(node, &st)))
     }
 
     fn rename(
@@ -1385,7 +1418,7 @@ impl Server {
             dir: None,
         }) {
             Ok(fh) => Ok(FsReply::Created {
-                attr: attr(id, &st),
+                attr: self.attr(id, &st),
                 fh,
             }),
             Err(e) => {
@@ -1402,15 +1435,17 @@ impl Server {
             return Err(libc::ENOTDIR);
         }
         let fd = self.reopen(&n, libc::O_RDONLY | libc::O_DIRECTORY)?;
+        // The node may keep its cached listing if the directory did not
+        // change since its last opendir and the home watches it (a change
+        // also sends a notice, which drops the listing).
+        let st = sys::fstat(fd.as_fd())?;
+        let keep_cache = self.saw(node, Version::of(&st)) && self.attr(node, &st).watched;
         let fh = self.add_handle(Handle {
             node,
             fd,
             dir: Some(Mutex::default()),
         })?;
-        Ok(FsReply::Opened {
-            fh,
-            keep_cache: false,
-        })
+        Ok(FsReply::Opened { fh, keep_cache })
     }
 
     /// Entries from `offset` on (0: the start; otherwise the `next` of an

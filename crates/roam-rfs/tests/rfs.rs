@@ -21,7 +21,8 @@ use std::time::{Duration, Instant, SystemTime};
 use roam_proto::fs::{FsNotice, FsOp, FsReply, ROOT};
 use roam_proto::types::Cred;
 use roam_rfs::client::{mount, Mount, MountOptions, Transport};
-use roam_rfs::server::{Server, ServerConfig};
+use roam_rfs::server::{Server, ServerConfig, WatchedDevs};
+use roam_rfs::watch::Watch;
 
 type Done = Box<dyn FnOnce(FsReply) + Send>;
 
@@ -101,6 +102,7 @@ struct Fixture {
     export: PathBuf,
     mnt: PathBuf,
     mount: Option<Mount>,
+    watch: Option<Watch>,
 }
 
 impl Fixture {
@@ -110,6 +112,17 @@ impl Fixture {
     }
 
     fn with(name: &str, opts: MountOptions, transport: Option<Arc<dyn Transport>>) -> Fixture {
+        let mut f = Fixture::dirs(name);
+        let transport = transport.unwrap_or_else(|| {
+            let server = Server::new(ServerConfig::new(&f.export)).expect("file server");
+            Loopback::new(Arc::new(server), 16)
+        });
+        f.mount = Some(mount(&f.mnt, transport, opts).expect("mount"));
+        f
+    }
+
+    /// The directories, nothing mounted yet.
+    fn dirs(name: &str) -> Fixture {
         require_root();
         static N: AtomicU32 = AtomicU32::new(0);
         let base = PathBuf::from(format!(
@@ -123,17 +136,36 @@ impl Fixture {
             fs::create_dir_all(d).unwrap();
             fs::set_permissions(d, fs::Permissions::from_mode(0o755)).unwrap();
         }
-        let mut f = Fixture {
+        Fixture {
             base,
             export,
             mnt,
             mount: None,
-        };
-        let transport = transport.unwrap_or_else(|| {
-            let server = Server::new(ServerConfig::new(&f.export)).expect("file server");
-            Loopback::new(Arc::new(server), 16)
-        });
-        f.mount = Some(mount(&f.mnt, transport, opts).expect("mount"));
+            watch: None,
+        }
+    }
+
+    /// As the home runs it: the server marks watched files, and the
+    /// home's fanotify watch sends the mount its notices.
+    fn watched(name: &str) -> Fixture {
+        let mut f = Fixture::dirs(name);
+        let devs = WatchedDevs::default();
+        let mut cfg = ServerConfig::new(&f.export);
+        cfg.watched = devs.clone();
+        let server = Arc::new(Server::new(cfg).expect("file server"));
+        let transport = Loopback::new(server.clone(), 16);
+        f.mount = Some(mount(&f.mnt, transport, opts()).expect("mount"));
+        let notices = f.mount().notices();
+        f.watch = Some(
+            Watch::start(&f.export, devs, move |changes| {
+                for c in &changes {
+                    if let Some(n) = server.notice(c) {
+                        notices.send(n);
+                    }
+                }
+            })
+            .expect("fanotify watch"),
+        );
         f
     }
 
@@ -154,6 +186,7 @@ impl Fixture {
 
 impl Drop for Fixture {
     fn drop(&mut self) {
+        drop(self.watch.take());
         drop(self.mount.take());
         // Remove the directories only once the mount is gone, so as never
         // to walk into a mount that is still there.
@@ -386,6 +419,72 @@ fn home_changes_are_seen_after_a_notice() {
         parent: 987_654,
         name: b"nothing".to_vec().into(),
     });
+}
+
+/// Runs a shell command on the "home" as another process (the watch
+/// ignores changes made by its own process, the file server's).
+fn home_sh(cmd: &str, dir: &Path) {
+    let (ok, _, err) = run(Command::new("sh").arg("-c").arg(cmd).current_dir(dir));
+    assert!(ok, "{cmd}: {err}");
+}
+
+#[test]
+fn home_changes_are_pushed_by_the_watch() {
+    // The export is on a file system the watch can mark (the fixtures live
+    // under /var/tmp): its files are cached for 30 s, so only the watch's
+    // notices can make the changes below visible in time.
+    let f = Fixture::watched("watch");
+    home_sh("printf one > f && mkdir d && printf x > d/in", &f.export);
+    assert_eq!(fs::read(f.m("f")).unwrap(), b"one");
+    assert_eq!(fs::metadata(f.m("f")).unwrap().len(), 3);
+    assert!(fs::metadata(f.m("g")).is_err(), "g cached as missing");
+    let listed = |dir: &str| -> BTreeSet<String> {
+        fs::read_dir(f.m(dir))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect()
+    };
+    assert_eq!(listed("d"), BTreeSet::from(["in".to_string()]));
+    // Twice: the second listing comes from the kernel's cache.
+    assert_eq!(listed("d"), BTreeSet::from(["in".to_string()]));
+
+    let t = Instant::now();
+    home_sh(
+        "printf three! > f && printf new > g && printf y > d/more && chmod 600 d/in",
+        &f.export,
+    );
+    let limit = Duration::from_secs(10);
+    assert!(
+        eventually(limit, || fs::read(f.m("f")).unwrap() == b"three!"),
+        "the write on the home is not seen"
+    );
+    assert!(
+        eventually(limit, || fs::metadata(f.m("f")).unwrap().len() == 6),
+        "the new size is not seen"
+    );
+    assert!(
+        eventually(limit, || f.m("g").exists()),
+        "a name created on the home is not seen"
+    );
+    assert!(
+        eventually(limit, || listed("d").len() == 2),
+        "the cached listing is not dropped"
+    );
+    assert!(
+        eventually(limit, || fs::metadata(f.m("d/in")).unwrap().mode() & 0o777
+            == 0o600),
+        "a chmod on the home is not seen"
+    );
+    let first = t.elapsed();
+
+    home_sh("rm g && mv f f2", &f.export);
+    assert!(
+        eventually(limit, || !f.m("g").exists() && !f.m("f").exists()),
+        "names removed on the home are still seen"
+    );
+    assert_eq!(fs::read(f.m("f2")).unwrap(), b"three!");
+    // Far below the 30 s the kernel may otherwise cache them.
+    assert!(first < limit, "{first:?}");
 }
 
 #[test]

@@ -1,7 +1,7 @@
 //! The FUSE file system: each kernel request becomes one `FsOp`, sent as
 //! the calling process's user and answered when the home replies.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::ffi::OsStr;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
@@ -15,7 +15,7 @@ use fuser::{
     ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyLock, ReplyLseek,
     ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
-use roam_proto::fs::{DirEntry, FsOp, FsReply, Lock, MAX_IO};
+use roam_proto::fs::{Attr, DirEntry, FsOp, FsReply, Lock, MAX_IO};
 use roam_proto::types::Cred;
 use serde_bytes::ByteBuf;
 
@@ -29,6 +29,20 @@ pub(crate) struct Ttls {
     pub(crate) attr: Duration,
     pub(crate) entry: Duration,
     pub(crate) negative: Duration,
+    /// Attributes, names and missing names of files on file systems the
+    /// home watches (it sends a notice when they change).
+    pub(crate) watched: Duration,
+}
+
+impl Ttls {
+    /// (attribute, entry) lifetimes for `a`.
+    fn of(&self, a: &Attr) -> (Duration, Duration) {
+        if a.watched {
+            (self.watched, self.watched)
+        } else {
+            (self.attr, self.entry)
+        }
+    }
 }
 
 /// Directory entries fetched from the home but not yet given to the kernel
@@ -47,6 +61,9 @@ pub(crate) struct RoamFs {
     groups_of: GroupsOf,
     ttls: Ttls,
     dirs: Arc<Mutex<HashMap<u64, DirBuf>>>,
+    /// Inodes a POSIX lock was asked for from this node: only their
+    /// flushes go to the home.
+    locked: Mutex<HashSet<u64>>,
 }
 
 impl RoamFs {
@@ -57,6 +74,7 @@ impl RoamFs {
             groups_of,
             ttls,
             dirs: Arc::default(),
+            locked: Mutex::default(),
         }
     }
 
@@ -81,22 +99,26 @@ impl RoamFs {
         let negative_ok = matches!(op, FsOp::Lookup { .. }) && !ttls.negative.is_zero();
         self.caller.call(cred.clone(), op, move |r| match r {
             FsReply::Entry(a) if a.node != 0 => match file_attr(&a) {
-                Some(attr) => reply.entry_with_ttls(&ttls.attr, &ttls.entry, &attr, Generation(0)),
+                Some(attr) => {
+                    let (attr_ttl, entry_ttl) = ttls.of(&a);
+                    reply.entry_with_ttls(&attr_ttl, &entry_ttl, &attr, Generation(0))
+                }
                 None => {
                     tracing::warn!("a {what} got a file of no known type (mode {:o})", a.mode);
                     caller.forget(cred, a.node);
                     reply.error(Errno::EIO);
                 }
             },
-            FsReply::Err(libc::ENOENT) if negative_ok => {
+            FsReply::Entry(a) if negative_ok => {
                 // Node id 0: the kernel caches that the name does not exist.
-                reply.entry_with_ttls(
-                    &Duration::ZERO,
-                    &ttls.negative,
-                    &negative_attr(),
-                    Generation(0),
-                )
+                let ttl = if a.watched {
+                    ttls.watched
+                } else {
+                    ttls.negative
+                };
+                reply.entry_with_ttls(&Duration::ZERO, &ttl, &negative_attr(), Generation(0))
             }
+            FsReply::Entry(_) | FsReply::Err(libc::ENOENT) => reply.error(Errno::ENOENT),
             other => reply.error(errno(what, &other)),
         });
     }
@@ -109,10 +131,10 @@ impl RoamFs {
     }
 
     fn send_attr(&self, req: &Request, what: &'static str, op: FsOp, reply: ReplyAttr) {
-        let ttl = self.ttls.attr;
+        let ttls = self.ttls;
         self.send(req, op, move |r| match r {
             FsReply::Attr(a) => match file_attr(&a) {
-                Some(attr) => reply.attr(&ttl, &attr),
+                Some(attr) => reply.attr(&ttls.of(&a).0, &attr),
                 None => {
                     tracing::warn!("a {what} got a file of no known type (mode {:o})", a.mode);
                     reply.error(Errno::EIO)
@@ -285,6 +307,8 @@ impl Filesystem for RoamFs {
     }
 
     fn forget(&self, req: &Request, ino: INodeNo, nlookup: u64) {
+        // Forgotten: no open file of it is left, nor any lock.
+        lock(&self.locked).remove(&ino.0);
         let op = FsOp::Forget {
             nodes: vec![(ino.0, nlookup)],
         };
@@ -521,11 +545,18 @@ impl Filesystem for RoamFs {
     fn flush(
         &self,
         req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
+        // A flush only drops the closing process's POSIX locks at the home
+        // (writes are already there): files never locked from this node
+        // are answered here, without a round trip.
+        if !lock(&self.locked).contains(&ino.0) {
+            reply.ok();
+            return;
+        }
         let op = FsOp::Flush {
             fh: fh.0,
             owner: lock_owner.0,
@@ -560,7 +591,16 @@ impl Filesystem for RoamFs {
 
     fn opendir(&self, req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         self.send(req, FsOp::OpenDir { node: ino.0 }, move |r| match r {
-            FsReply::Opened { fh, .. } => reply.opened(FileHandle(fh), FopenFlags::empty()),
+            // The kernel caches the listing for as long as the directory
+            // does not change (the home says so and sends notices).
+            FsReply::Opened { fh, keep_cache } => reply.opened(
+                FileHandle(fh),
+                if keep_cache {
+                    FopenFlags::FOPEN_CACHE_DIR | FopenFlags::FOPEN_KEEP_CACHE
+                } else {
+                    FopenFlags::FOPEN_CACHE_DIR
+                },
+            ),
             other => reply.error(errno("opendir", &other)),
         });
     }
@@ -703,7 +743,10 @@ impl Filesystem for RoamFs {
         self.caller.call(cred.clone(), op, move |r| match r {
             FsReply::Created { attr: a, fh } if a.node != 0 => match file_attr(&a) {
                 Some(attr) => reply.created(
-                    &ttls.entry.min(ttls.attr),
+                    &{
+                        let (attr_ttl, entry_ttl) = ttls.of(&a);
+                        attr_ttl.min(entry_ttl)
+                    },
                     &attr,
                     Generation(0),
                     FileHandle(fh),
@@ -749,7 +792,7 @@ impl Filesystem for RoamFs {
     fn setlk(
         &self,
         req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         lock_owner: LockOwner,
         start: u64,
@@ -765,6 +808,8 @@ impl Filesystem for RoamFs {
             lock: wire_lock(start, end, typ, pid),
             wait: sleep,
         };
+        // From now on closes of this file flush to the home (see flush).
+        lock(&self.locked).insert(ino.0);
         self.send_empty(req, "setlk", op, reply);
     }
 

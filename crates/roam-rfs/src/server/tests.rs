@@ -57,6 +57,8 @@ impl Export {
                 name: bytes(name),
             },
         ) {
+            // A missing name answers node 0.
+            FsReply::Entry(a) if a.node == 0 => Err(libc::ENOENT),
             FsReply::Entry(a) => Ok(a),
             FsReply::Err(e) => Err(e),
             other => panic!("lookup: {other:?}"),
