@@ -188,6 +188,9 @@ pub enum FsOp {
     },
     Release {
         fh: Fh,
+        /// The last close of an open file that was flock()ed: that lock
+        /// owner's locks on the file go.
+        flock_owner: Option<u64>,
     },
     Fsync {
         fh: Fh,

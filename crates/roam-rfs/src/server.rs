@@ -558,7 +558,15 @@ impl Server {
                 Ok(FsReply::Ok)
             }
             FsOp::Flush { fh, owner } => self.flush(fh, owner),
-            FsOp::Release { fh } | FsOp::ReleaseDir { fh } => self.release(fh),
+            FsOp::Release { fh, flock_owner } => {
+                if let Some(owner) = flock_owner {
+                    if let Ok(h) = self.any_handle(fh) {
+                        self.drop_locks(h.node, owner);
+                    }
+                }
+                self.release(fh)
+            }
+            FsOp::ReleaseDir { fh } => self.release(fh),
             op => match fsid::as_user(cred.uid, cred.gid, &cred.groups, || self.dispatch(cred, op))
             {
                 Ok(r) => r,
@@ -1499,19 +1507,24 @@ impl Server {
     /// on the file, through whichever descriptor they were taken.
     fn flush(&self, fh: Fh, owner: u64) -> SysResult<FsReply> {
         let h = self.any_handle(fh)?;
+        self.drop_locks(h.node, owner);
+        Ok(FsReply::Ok)
+    }
+
+    /// Drops `owner`'s locks on `node` (closing its lock descriptor).
+    fn drop_locks(&self, node: NodeId, owner: u64) {
         let dropped = {
             let mut locks = lock(&self.locks);
-            let gone = locks.map.get_mut(&h.node).and_then(|o| o.remove(&owner));
+            let gone = locks.map.get_mut(&node).and_then(|o| o.remove(&owner));
             if gone.is_some() {
                 locks.count -= 1;
             }
-            if locks.map.get(&h.node).is_some_and(HashMap::is_empty) {
-                locks.map.remove(&h.node);
+            if locks.map.get(&node).is_some_and(HashMap::is_empty) {
+                locks.map.remove(&node);
             }
             gone
         };
         drop(dropped);
-        Ok(FsReply::Ok)
     }
 
     // ---- locks ----
@@ -1527,13 +1540,18 @@ impl Server {
         {
             return Ok(fd.clone());
         }
+        // Read and write if the user may: a node's kernel sends flock(2)
+        // as whole-file locks (see the client), and flock takes an
+        // exclusive lock through a read-only descriptor too. POSIX write
+        // locks through read-only descriptors never get here: the node's
+        // kernel refuses them first.
         let mode = sys::get_fl(h.fd.as_fd())? & libc::O_ACCMODE;
-        let fd = sys::openat(
-            self.proc_fds.as_fd(),
-            &sys::fd_name(h.fd.as_fd()),
-            mode | libc::O_NOCTTY | libc::O_NONBLOCK,
-            0,
-        )?;
+        let name = sys::fd_name(h.fd.as_fd());
+        let flags = libc::O_NOCTTY | libc::O_NONBLOCK;
+        let fd = match sys::openat(self.proc_fds.as_fd(), &name, libc::O_RDWR | flags, 0) {
+            Ok(fd) => fd,
+            Err(_) => sys::openat(self.proc_fds.as_fd(), &name, mode | flags, 0)?,
+        };
         let fd = Arc::new(fd);
         let mut locks = lock(&self.locks);
         if locks.count >= self.limits.max_handles {

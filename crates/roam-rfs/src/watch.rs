@@ -29,6 +29,7 @@ const KEY_CACHE: usize = 4096;
 /// A running watch; stops when dropped.
 pub struct Watch {
     stop: Arc<AtomicBool>,
+    waker: fanotify::Waker,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -60,6 +61,7 @@ impl Watch {
             }
         }
         let stop = Arc::new(AtomicBool::new(false));
+        let waker = watcher.waker();
         let thread = {
             let stop = stop.clone();
             std::thread::Builder::new()
@@ -68,6 +70,7 @@ impl Watch {
         };
         Ok(Watch {
             stop,
+            waker,
             thread: Some(thread),
         })
     }
@@ -76,6 +79,7 @@ impl Watch {
 impl Drop for Watch {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
+        self.waker.wake();
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
@@ -141,7 +145,7 @@ fn run(
     let me = std::process::id() as i32;
     let mut keys: HashMap<FileHandle, InodeKey> = HashMap::new();
     while !stop.load(Ordering::SeqCst) {
-        let events = match watcher.wait(200) {
+        let events = match watcher.wait(-1) {
             Ok(e) => e,
             Err(e) => {
                 tracing::warn!("the file-system watch failed: {e}");

@@ -838,9 +838,48 @@ fn fcntl_locks_conflict_between_processes() {
     let (locked, _) = lock_from_child(&f.m("lockfile"), None);
     assert!(locked, "the lock outlived close");
 
-    // flock(2) works (locally to this node).
+    // flock(2): held at the home, owned by the open file.
     let (ok, _, err) = run(Command::new("flock").arg(f.m("lockfile")).arg("true"));
     assert!(ok, "flock: {err}");
+    // -o: the lock is flock's own, not its child's.
+    let mut holder = Command::new("flock")
+        .args(["-o", "-x"])
+        .arg(f.m("lockfile"))
+        .args(["sleep", "30"])
+        .spawn()
+        .unwrap();
+    let held = || {
+        // -n: fail (exit 1) at once if held. -s: even a shared lock.
+        let st = Command::new("flock")
+            .args(["-n", "-s"])
+            .arg(f.m("lockfile"))
+            .arg("true")
+            .status()
+            .unwrap();
+        st.code() == Some(1)
+    };
+    assert!(
+        eventually(Duration::from_secs(5), held),
+        "flock -x not held"
+    );
+    // The home holds it: its record lock shows there, as a POSIX lock
+    // (flocks from nodes are whole-file locks at the home, as on NFS).
+    let (locked, seen) = lock_from_child(&f.h("lockfile"), None);
+    assert!(!locked && seen == libc::F_WRLCK, "the home does not see it");
+    // Ending the holder (its last descriptor closes) frees it.
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+    assert!(
+        eventually(Duration::from_secs(5), || !held()),
+        "the flock outlived its open file"
+    );
+    // Shared flocks share; an exclusive one through a read-only
+    // descriptor works, as flock(2) allows.
+    let (ok, _, err) = run(Command::new("sh").arg("-c").arg(format!(
+        "exec 3<'{p}' 4<'{p}'; flock -s 3 && flock -n -s 4 && flock -u 3 && flock -u 4 && flock -n -x 3",
+        p = f.m("lockfile").display()
+    )));
+    assert!(ok, "{err}");
 }
 
 fn xattr_name() -> CString {

@@ -10,6 +10,7 @@
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::Path;
+use std::sync::Arc;
 
 use crate::files::FileHandle;
 use crate::ns::cpath;
@@ -54,6 +55,20 @@ pub struct Event {
 pub struct Watcher {
     fd: OwnedFd,
     buf: Vec<u8>,
+    /// An eventfd that ends a wait early (see [`Waker`]).
+    wake: Arc<OwnedFd>,
+}
+
+/// Ends a [`Watcher::wait`] in progress, from another thread.
+#[derive(Clone)]
+pub struct Waker(Arc<OwnedFd>);
+
+impl Waker {
+    pub fn wake(&self) {
+        let one: u64 = 1;
+        // SAFETY: writes 8 bytes from a live u64 to an eventfd.
+        let _ = unsafe { libc::write(self.0.as_raw_fd(), (&raw const one).cast(), 8) };
+    }
 }
 
 impl Watcher {
@@ -72,11 +87,24 @@ impl Watcher {
         if fd < 0 {
             return Err(io::Error::last_os_error());
         }
+        // SAFETY: a new descriptor that nothing else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        // SAFETY: eventfd takes an initial value and flags.
+        let wake = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+        if wake < 0 {
+            return Err(io::Error::last_os_error());
+        }
         Ok(Watcher {
-            // SAFETY: a new descriptor that nothing else owns.
-            fd: unsafe { OwnedFd::from_raw_fd(fd) },
+            fd,
             buf: vec![0; 64 * 1024],
+            // SAFETY: a new descriptor that nothing else owns.
+            wake: Arc::new(unsafe { OwnedFd::from_raw_fd(wake) }),
         })
+    }
+
+    /// A handle that ends a wait early.
+    pub fn waker(&self) -> Waker {
+        Waker(self.wake.clone())
     }
 
     /// Watches the whole file system `path` is on, for [`CHANGED`] and
@@ -100,16 +128,23 @@ impl Watcher {
         Ok(())
     }
 
-    /// Waits up to `timeout_ms` for changes and returns those queued (none
-    /// after the timeout).
+    /// Waits up to `timeout_ms` (-1: no limit) for changes and returns
+    /// those queued (none after the timeout or a [`Waker::wake`]).
     pub fn wait(&mut self, timeout_ms: i32) -> io::Result<Vec<Event>> {
-        let mut pfd = libc::pollfd {
-            fd: self.fd.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // SAFETY: one valid pollfd that outlives the call.
-        let rc = unsafe { libc::poll(&mut pfd, 1, timeout_ms) };
+        let mut pfd = [
+            libc::pollfd {
+                fd: self.fd.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: self.wake.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
+        // SAFETY: two valid pollfds that outlive the call.
+        let rc = unsafe { libc::poll(pfd.as_mut_ptr(), 2, timeout_ms) };
         if rc < 0 {
             let e = io::Error::last_os_error();
             return if e.kind() == io::ErrorKind::Interrupted {
@@ -117,6 +152,12 @@ impl Watcher {
             } else {
                 Err(e)
             };
+        }
+        if pfd[1].revents != 0 {
+            let mut v: u64 = 0;
+            // SAFETY: reads 8 bytes into a live u64 from the eventfd.
+            let _ = unsafe { libc::read(self.wake.as_raw_fd(), (&raw mut v).cast(), 8) };
+            return Ok(Vec::new());
         }
         if rc == 0 {
             return Ok(Vec::new());
@@ -346,6 +387,14 @@ mod tests {
                 break;
             }
         }
+        // A waker ends a wait with no limit.
+        let waker = w.waker();
+        let t = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            waker.wake();
+        });
+        while !w.wait(-1).unwrap().is_empty() {}
+        t.join().unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
         let e = seen
             .iter()

@@ -203,12 +203,23 @@ impl Caller {
         let ignore: Done = Box::new(|_| {});
         match (undo, reply) {
             (Undo::Entry, FsReply::Entry(attr)) => self.forget(cred, attr.node),
-            (Undo::File, FsReply::Opened { fh, .. }) => {
-                self.transport.call(cred, FsOp::Release { fh }, ignore)
-            }
+            (Undo::File, FsReply::Opened { fh, .. }) => self.transport.call(
+                cred,
+                FsOp::Release {
+                    fh,
+                    flock_owner: None,
+                },
+                ignore,
+            ),
             (Undo::File, FsReply::Created { attr, fh }) => {
-                self.transport
-                    .call(cred.clone(), FsOp::Release { fh }, ignore);
+                self.transport.call(
+                    cred.clone(),
+                    FsOp::Release {
+                        fh,
+                        flock_owner: None,
+                    },
+                    ignore,
+                );
                 self.forget(cred, attr.node);
             }
             (Undo::Dir, FsReply::Opened { fh, .. }) => {
@@ -375,7 +386,10 @@ mod tests {
         assert_eq!(
             undone,
             vec![
-                FsOp::Release { fh: 9 },
+                FsOp::Release {
+                    fh: 9,
+                    flock_owner: None
+                },
                 FsOp::Forget {
                     nodes: vec![(7, 1)]
                 }

@@ -11,9 +11,10 @@ use std::time::{Duration, SystemTime};
 
 use fuser::{
     AccessFlags, CopyFileRangeFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags,
-    Generation, INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr,
-    ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyLock, ReplyLseek,
-    ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+    Generation, INodeNo, InitFlags, IoctlFlags, KernelConfig, LockOwner, OpenFlags, PollEvents,
+    PollFlags, PollNotifier, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory,
+    ReplyEmpty, ReplyEntry, ReplyIoctl, ReplyLock, ReplyLseek, ReplyOpen, ReplyPoll, ReplyStatfs,
+    ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 use roam_proto::fs::{Attr, DirEntry, FsOp, FsReply, Lock, MAX_IO};
 use roam_proto::types::Cred;
@@ -268,11 +269,15 @@ impl Filesystem for RoamFs {
         // Remote POSIX locks; the kernel drops cached pages when it sees a
         // file's mtime or size change; symlink targets (which never change)
         // cached; lookups and readdirs in one directory in parallel.
-        // Not asked: writeback caching (writes go to the home at once),
-        // flock forwarding (fuser does not say which locks are flocks, so
-        // flock(2) stays local to the node).
+        // flock(2) forwarded too: the kernel sends it as a whole-file lock
+        // owned by the open file (fuser does not say which requests are
+        // flocks), which the home holds as it holds POSIX locks, so
+        // flocks exclude each other across nodes (and, as on NFS, also
+        // exclude fcntl locks of the same file).
+        // Not asked: writeback caching (writes go to the home at once).
         for flag in [
             InitFlags::FUSE_POSIX_LOCKS,
+            InitFlags::FUSE_FLOCK_LOCKS,
             InitFlags::FUSE_AUTO_INVAL_DATA,
             InitFlags::FUSE_CACHE_SYMLINKS,
             InitFlags::FUSE_PARALLEL_DIROPS,
@@ -570,11 +575,17 @@ impl Filesystem for RoamFs {
         _ino: INodeNo,
         fh: FileHandle,
         _flags: OpenFlags,
-        _lock_owner: Option<LockOwner>,
+        lock_owner: Option<LockOwner>,
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        self.send_empty(req, "release", FsOp::Release { fh: fh.0 }, reply);
+        // `lock_owner` is given when the file was flock()ed: its locks go
+        // with the open file.
+        let op = FsOp::Release {
+            fh: fh.0,
+            flock_owner: lock_owner.map(|o| o.0),
+        };
+        self.send_empty(req, "release", op, reply);
     }
 
     fn fsync(
@@ -754,13 +765,51 @@ impl Filesystem for RoamFs {
                 ),
                 None => {
                     tracing::warn!("a create got a file of no known type (mode {:o})", a.mode);
-                    caller.call(cred.clone(), FsOp::Release { fh }, |_| {});
+                    caller.call(
+                        cred.clone(),
+                        FsOp::Release {
+                            fh,
+                            flock_owner: None,
+                        },
+                        |_| {},
+                    );
                     caller.forget(cred, a.node);
                     reply.error(Errno::EIO);
                 }
             },
             other => reply.error(errno("create", &other)),
         });
+    }
+
+    /// The home's files are files and directories: no ioctl applies
+    /// (isatty's TCGETS is the usual one), and none is forwarded.
+    fn ioctl(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _flags: IoctlFlags,
+        _cmd: u32,
+        _in_data: &[u8],
+        _out_size: u32,
+        reply: ReplyIoctl,
+    ) {
+        reply.error(Errno::ENOTTY);
+    }
+
+    /// ENOSYS: the kernel then treats the files as always ready, as it
+    /// does regular files.
+    fn poll(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _ph: PollNotifier,
+        _events: PollEvents,
+        _flags: PollFlags,
+        reply: ReplyPoll,
+    ) {
+        reply.error(Errno::ENOSYS);
     }
 
     fn getlk(

@@ -371,7 +371,14 @@ fn server_create_write_read_truncate_fsync() {
     };
     assert_eq!(h.size, 2);
     ex.ok(&root(), FsOp::Flush { fh, owner: 1 }).unwrap();
-    ex.ok(&root(), FsOp::Release { fh }).unwrap();
+    ex.ok(
+        &root(),
+        FsOp::Release {
+            fh,
+            flock_owner: None,
+        },
+    )
+    .unwrap();
     assert_eq!(ex.read(&root(), fh, 0, 1), Err(libc::EBADF));
     assert_eq!(ex.srv.counts().1, 0);
     // O_EXCL on an existing name; O_TRUNC on open.
@@ -381,7 +388,14 @@ fn server_create_write_read_truncate_fsync() {
         libc::EEXIST
     );
     let (fh, _) = ex.open(&root(), a.node, O_WRONLY | O_TRUNC).unwrap();
-    ex.ok(&root(), FsOp::Release { fh }).unwrap();
+    ex.ok(
+        &root(),
+        FsOp::Release {
+            fh,
+            flock_owner: None,
+        },
+    )
+    .unwrap();
     assert_eq!(std::fs::metadata(ex.path("new")).unwrap().len(), 0);
 }
 
@@ -1043,7 +1057,16 @@ fn server_unknown_ids_are_errors() {
     assert_eq!(ex.open(&r, 999, O_RDONLY), Err(libc::ESTALE));
     assert_eq!(ex.read(&r, 999, 0, 10), Err(libc::EBADF));
     assert_eq!(ex.write(&r, 999, 0, b"x"), Err(libc::EBADF));
-    assert_eq!(ex.ok(&r, FsOp::Release { fh: 999 }), Err(libc::EBADF));
+    assert_eq!(
+        ex.ok(
+            &r,
+            FsOp::Release {
+                fh: 999,
+                flock_owner: None
+            }
+        ),
+        Err(libc::EBADF)
+    );
     assert_eq!(ex.ok(&r, FsOp::ReleaseDir { fh: 999 }), Err(libc::EBADF));
     assert_eq!(
         ex.ok(&r, FsOp::Flush { fh: 999, owner: 1 }),
@@ -1100,7 +1123,14 @@ fn server_handle_limit() {
     );
     // The failed create leaves no node behind.
     assert_eq!(ex.srv.counts(), (2, 2));
-    ex.ok(&root(), FsOp::Release { fh: a }).unwrap();
+    ex.ok(
+        &root(),
+        FsOp::Release {
+            fh: a,
+            flock_owner: None,
+        },
+    )
+    .unwrap();
     assert!(ex.open(&root(), f.node, O_RDONLY).is_ok());
 }
 
@@ -1120,7 +1150,14 @@ fn server_keep_cache() {
     let (_, keep) = ex.open(&root(), f.node, O_RDONLY).unwrap();
     assert!(keep);
     for fh in [a, b] {
-        ex.ok(&root(), FsOp::Release { fh }).unwrap();
+        ex.ok(
+            &root(),
+            FsOp::Release {
+                fh,
+                flock_owner: None,
+            },
+        )
+        .unwrap();
     }
 }
 
@@ -1146,7 +1183,14 @@ fn server_closes_and_reopens_node_descriptors() {
         assert_eq!(ex.getattr(&nobody, a.node).unwrap().node, a.node);
         let (fh, _) = ex.open(&nobody, a.node, O_RDONLY).unwrap();
         assert_eq!(ex.read(&nobody, fh, 0, 10).unwrap(), name.as_bytes());
-        ex.ok(&nobody, FsOp::Release { fh }).unwrap();
+        ex.ok(
+            &nobody,
+            FsOp::Release {
+                fh,
+                flock_owner: None,
+            },
+        )
+        .unwrap();
         assert_eq!(ex.lookup(&root(), d.node, name).unwrap().node, a.node);
     }
     assert_eq!(
@@ -1370,7 +1414,14 @@ fn server_flock() {
         Err(libc::EWOULDBLOCK)
     );
     // Releasing the handle releases its flock.
-    ex.ok(&root(), FsOp::Release { fh: fh2 }).unwrap();
+    ex.ok(
+        &root(),
+        FsOp::Release {
+            fh: fh2,
+            flock_owner: None,
+        },
+    )
+    .unwrap();
     ex.ok(&root(), flock(fh1, libc::LOCK_EX | libc::LOCK_NB))
         .unwrap();
     assert_eq!(ex.ok(&root(), flock(fh1, 0x40)), Err(libc::EINVAL));
@@ -1568,7 +1619,14 @@ fn server_many_threads_many_users() {
                     assert_eq!(a.uid, 20000 + t);
                     ex.write(&me, fh, 0, name.as_bytes()).unwrap();
                     assert_eq!(ex.read(&me, fh, 0, 100).unwrap(), name.as_bytes());
-                    ex.ok(&me, FsOp::Release { fh }).unwrap();
+                    ex.ok(
+                        &me,
+                        FsOp::Release {
+                            fh,
+                            flock_owner: None,
+                        },
+                    )
+                    .unwrap();
                     // Another user's private file stays closed.
                     if i > 0 {
                         let other = format!("t{}-{}", (t + 1) % 8, i - 1);
@@ -1789,7 +1847,10 @@ fn server_fuzz_never_panics() {
                 fh,
                 owner: rng.below(3),
             },
-            21 => FsOp::Release { fh },
+            21 => FsOp::Release {
+                fh,
+                flock_owner: None,
+            },
             22 => FsOp::Fsync {
                 fh,
                 datasync: rng.below(2) == 0,
@@ -1877,7 +1938,7 @@ fn server_fuzz_never_panics() {
             _ => None,
         };
         let gone_fh = match &op {
-            FsOp::Release { fh } | FsOp::ReleaseDir { fh } => Some(*fh),
+            FsOp::Release { fh, .. } | FsOp::ReleaseDir { fh } => Some(*fh),
             _ => None,
         };
         let reply = ex.call(&cred, op);

@@ -289,3 +289,58 @@ fn a_restarted_home_serves_the_nodes_files_again() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+#[test]
+fn locks_exclude_each_other_across_nodes() {
+    let c = Cluster::home_files(2);
+    let d = HomeDir::new("locks");
+    std::fs::write(d.0.join("f"), "").unwrap();
+    for (how, tool) in [
+        ("flock", "flock -x f sleep 30"),
+        // A POSIX record lock, held by python's fcntl.lockf.
+        (
+            "lockf",
+            "python3 -c 'import fcntl,time; f=open(\"f\",\"r+\"); fcntl.lockf(f, fcntl.LOCK_EX); print(\"held\", flush=True); time.sleep(30)'",
+        ),
+    ] {
+        let mut holder = c
+            .roam()
+            .current_dir(&d.0)
+            .args(["run", "--node", "n1", "sh", "-c", tool])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        // n2 cannot take it while n1 holds it; nor can the home for a
+        // POSIX lock (flocks from nodes are held as POSIX locks at the
+        // home, see remote-files.md).
+        let probe = "flock -n f true; echo $?; python3 -c 'import fcntl; f=open(\"f\",\"r+\")\ntry:\n fcntl.lockf(f, fcntl.LOCK_EX|fcntl.LOCK_NB); print(0)\nexcept OSError: print(1)'";
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let got = sh_on(&c, "n2", &d.0, probe);
+            if got == "1\n1\n" {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{how} on n1 does not exclude n2: {got:?}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = holder.kill();
+        let _ = holder.wait();
+        // Once n1's holder is gone, n2 gets it.
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let got = sh_on(&c, "n2", &d.0, probe);
+            if got == "0\n0\n" {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{how} outlives its holder: {got:?}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
