@@ -313,6 +313,8 @@ pub enum FsReply {
     Opened {
         fh: Fh,
         keep_cache: bool,
+        /// The file's file system is watched (see `Attr::watched`).
+        watched: bool,
     },
     Created {
         attr: Attr,

@@ -53,6 +53,7 @@
 mod calls;
 mod convert;
 mod fs;
+mod opens;
 
 use std::ffi::OsStr;
 use std::io;
@@ -67,6 +68,7 @@ use roam_proto::types::Cred;
 
 use calls::{Caller, Timer};
 use fs::{RoamFs, Ttls};
+use opens::Opens;
 
 /// How the client reaches the server.
 pub trait Transport: Send + Sync + 'static {
@@ -149,7 +151,14 @@ pub fn mount(
         negative: opts.negative_ttl,
         watched: opts.watched_ttl,
     };
-    let fs = RoamFs::new(caller, timer, opts.groups_of.clone(), ttls);
+    let opens = Arc::new(Opens::default());
+    let fs = RoamFs::new(
+        caller.clone(),
+        timer,
+        opts.groups_of.clone(),
+        ttls,
+        opens.clone(),
+    );
     let mut config = Config::default();
     config.mount_options = vec![
         MountOption::FSName("roam".into()),
@@ -181,7 +190,7 @@ pub fn mount(
     };
     if let Err(e) = std::thread::Builder::new()
         .name("roam-rfs-notice".into())
-        .spawn(move || pass_notices(&notifier, rx))
+        .spawn(move || pass_notices(&notifier, rx, &opens, &caller))
     {
         m.notices = None;
         return Err(e);
@@ -280,12 +289,16 @@ fn finished(session: &BackgroundSession, limit: Duration) -> bool {
     true
 }
 
-/// Tells the kernel about the notices sent to `rx` until the mount goes.
-fn pass_notices(notifier: &Notifier, rx: mpsc::Receiver<FsNotice>) {
+/// Tells the kernel about the notices sent to `rx` until the mount goes
+/// (and retires the kept opens of files that changed).
+fn pass_notices(notifier: &Notifier, rx: mpsc::Receiver<FsNotice>, opens: &Opens, caller: &Caller) {
     for n in rx {
         let r = match &n {
             // Offset 0, length 0: the attributes and all cached pages.
-            FsNotice::Inode { node } => notifier.inval_inode(INodeNo(*node), 0, 0),
+            FsNotice::Inode { node } => {
+                caller.close_kept(opens.retire(*node));
+                notifier.inval_inode(INodeNo(*node), 0, 0)
+            }
             FsNotice::Entry { parent, name } => {
                 notifier.inval_entry(INodeNo(*parent), OsStr::from_bytes(name))
             }

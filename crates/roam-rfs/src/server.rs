@@ -1368,12 +1368,17 @@ impl Server {
         let fd = self.reopen(&n, native | libc::O_NOCTTY)?;
         let st = sys::fstat(fd.as_fd())?;
         let keep_cache = self.saw(node, Version::of(&st));
+        let watched = self.attr(node, &st).watched;
         let fh = self.add_handle(Handle {
             node,
             fd,
             dir: None,
         })?;
-        Ok(FsReply::Opened { fh, keep_cache })
+        Ok(FsReply::Opened {
+            fh,
+            keep_cache,
+            watched,
+        })
     }
 
     /// Records the version of a node's file seen at an open; whether it is
@@ -1447,13 +1452,18 @@ impl Server {
         // change since its last opendir and the home watches it (a change
         // also sends a notice, which drops the listing).
         let st = sys::fstat(fd.as_fd())?;
-        let keep_cache = self.saw(node, Version::of(&st)) && self.attr(node, &st).watched;
+        let watched = self.attr(node, &st).watched;
+        let keep_cache = self.saw(node, Version::of(&st)) && watched;
         let fh = self.add_handle(Handle {
             node,
             fd,
             dir: Some(Mutex::default()),
         })?;
-        Ok(FsReply::Opened { fh, keep_cache })
+        Ok(FsReply::Opened {
+            fh,
+            keep_cache,
+            watched,
+        })
     }
 
     /// Entries from `offset` on (0: the start; otherwise the `next` of an

@@ -485,6 +485,30 @@ fn home_changes_are_pushed_by_the_watch() {
     assert_eq!(fs::read(f.m("f2")).unwrap(), b"three!");
     // Far below the 30 s the kernel may otherwise cache them.
     assert!(first < limit, "{first:?}");
+
+    // Read-only opens are kept for reuse (no round trip), but a change of
+    // who may open the file retires them: nobody reads the file, then may
+    // not once the home makes it 0600.
+    let nobody_cat = |rel: &str| {
+        run(Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "cat"])
+            .arg(f.m(rel)))
+    };
+    home_sh("printf open > pub && chmod 644 pub", &f.export);
+    for _ in 0..3 {
+        let (ok, out, err) = nobody_cat("pub");
+        assert!(ok && out == "open", "{err}");
+    }
+    home_sh("chmod 600 pub", &f.export);
+    assert!(
+        eventually(limit, || !nobody_cat("pub").0),
+        "a kept open let nobody read a file made 0600 on the home"
+    );
+    let (_, _, err) = nobody_cat("pub");
+    assert!(err.contains("Permission denied"), "{err}");
+    // And a change of content through a kept open is seen at once.
+    home_sh("printf changed > pub && chmod 644 pub", &f.export);
+    assert!(eventually(limit, || nobody_cat("pub").1 == "changed"));
 }
 
 #[test]

@@ -188,6 +188,23 @@ impl Caller {
 
     /// Tells the home to forget one lookup of `node` (an entry the kernel
     /// never received).
+    /// Closes handles at the home (kept read-only opens that went out of
+    /// use); nobody waits for the answers.
+    pub(crate) fn close_kept(&self, fhs: Vec<u64>) {
+        for fh in fhs {
+            let cred = Cred {
+                uid: 0,
+                gid: 0,
+                groups: Vec::new(),
+            };
+            let op = FsOp::Release {
+                fh,
+                flock_owner: None,
+            };
+            self.call(cred, op, |_| {});
+        }
+    }
+
     pub(crate) fn forget(&self, cred: Cred, node: u64) {
         self.transport.call(
             cred,
@@ -377,6 +394,7 @@ mod tests {
         open(FsReply::Opened {
             fh: 9,
             keep_cache: false,
+            watched: false,
         });
         lookup(FsReply::Entry(roam_proto::fs::Attr {
             node: 7,

@@ -22,6 +22,7 @@ use serde_bytes::ByteBuf;
 
 use super::calls::{lock, Caller, Timer};
 use super::convert::{dirent_type, errno, file_attr, time_set, valid_name};
+use super::opens::Opens;
 use super::GroupsOf;
 
 /// The cache lifetimes the kernel is given.
@@ -65,10 +66,18 @@ pub(crate) struct RoamFs {
     /// Inodes a POSIX lock was asked for from this node: only their
     /// flushes go to the home.
     locked: Mutex<HashSet<u64>>,
+    /// Read-only opens kept for reuse.
+    opens: Arc<Opens>,
 }
 
 impl RoamFs {
-    pub(crate) fn new(caller: Caller, timer: Arc<Timer>, groups_of: GroupsOf, ttls: Ttls) -> Self {
+    pub(crate) fn new(
+        caller: Caller,
+        timer: Arc<Timer>,
+        groups_of: GroupsOf,
+        ttls: Ttls,
+        opens: Arc<Opens>,
+    ) -> Self {
         RoamFs {
             caller,
             timer,
@@ -76,6 +85,7 @@ impl RoamFs {
             ttls,
             dirs: Arc::default(),
             locked: Mutex::default(),
+            opens,
         }
     }
 
@@ -314,6 +324,7 @@ impl Filesystem for RoamFs {
     fn forget(&self, req: &Request, ino: INodeNo, nlookup: u64) {
         // Forgotten: no open file of it is left, nor any lock.
         lock(&self.locked).remove(&ino.0);
+        self.caller.close_kept(self.opens.retire(ino.0));
         let op = FsOp::Forget {
             nodes: vec![(ino.0, nlookup)],
         };
@@ -346,6 +357,10 @@ impl Filesystem for RoamFs {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
+        if mode.is_some() || uid.is_some() || gid.is_some() {
+            // Who may open it changes: kept opens are not given out again.
+            self.caller.close_kept(self.opens.retire(ino.0));
+        }
         let op = FsOp::SetAttr {
             node: ino.0,
             fh: fh.map(|f| f.0),
@@ -473,12 +488,32 @@ impl Filesystem for RoamFs {
     }
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        // A plain read-only open may reuse a kept handle (see opens.rs).
+        let plain = flags.0 & libc::O_ACCMODE == libc::O_RDONLY
+            && flags.0 & (libc::O_TRUNC | libc::O_CREAT | libc::O_DIRECT) == 0;
+        let (uid, gid) = (req.uid(), req.gid());
+        if plain {
+            if let Some(fh) = self.opens.reuse(ino.0, uid, gid) {
+                // Watched: a change would have retired it and dropped the
+                // pages, so the cached pages are current.
+                reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE);
+                return;
+            }
+        }
         let op = FsOp::Open {
             node: ino.0,
             flags: flags.0,
         };
+        let opens = self.opens.clone();
         self.send(req, op, move |r| match r {
-            FsReply::Opened { fh, keep_cache } => {
+            FsReply::Opened {
+                fh,
+                keep_cache,
+                watched,
+            } => {
+                if plain && watched {
+                    opens.keep(ino.0, uid, gid, fh);
+                }
                 // Never FOPEN_DIRECT_IO: files go through the page cache, so
                 // mmap works and unchanged pages (programs, libraries) stay.
                 let flags = if keep_cache {
@@ -581,6 +616,20 @@ impl Filesystem for RoamFs {
     ) {
         // `lock_owner` is given when the file was flock()ed: its locks go
         // with the open file.
+        if !self.opens.release(fh.0) {
+            // A kept handle stays open at the home; only its flocks go.
+            match lock_owner {
+                Some(owner) => {
+                    let op = FsOp::Flush {
+                        fh: fh.0,
+                        owner: owner.0,
+                    };
+                    self.send_empty(req, "release", op, reply);
+                }
+                None => reply.ok(),
+            }
+            return;
+        }
         let op = FsOp::Release {
             fh: fh.0,
             flock_owner: lock_owner.map(|o| o.0),
@@ -604,7 +653,7 @@ impl Filesystem for RoamFs {
         self.send(req, FsOp::OpenDir { node: ino.0 }, move |r| match r {
             // The kernel caches the listing for as long as the directory
             // does not change (the home says so and sends notices).
-            FsReply::Opened { fh, keep_cache } => reply.opened(
+            FsReply::Opened { fh, keep_cache, .. } => reply.opened(
                 FileHandle(fh),
                 if keep_cache {
                     FopenFlags::FOPEN_CACHE_DIR | FopenFlags::FOPEN_KEEP_CACHE
@@ -692,6 +741,8 @@ impl Filesystem for RoamFs {
         _position: u32,
         reply: ReplyEmpty,
     ) {
+        // An ACL may change who may open it.
+        self.caller.close_kept(self.opens.retire(ino.0));
         let op = FsOp::SetXattr {
             node: ino.0,
             name: bytes(name),
@@ -716,6 +767,8 @@ impl Filesystem for RoamFs {
     }
 
     fn removexattr(&self, req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        // An ACL may change who may open it.
+        self.caller.close_kept(self.opens.retire(ino.0));
         let op = FsOp::RemoveXattr {
             node: ino.0,
             name: bytes(name),

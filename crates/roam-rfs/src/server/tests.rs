@@ -81,7 +81,7 @@ impl Export {
 
     fn open(&self, cred: &Cred, node: NodeId, flags: i32) -> Result<(Fh, bool), i32> {
         match self.call(cred, FsOp::Open { node, flags }) {
-            FsReply::Opened { fh, keep_cache } => Ok((fh, keep_cache)),
+            FsReply::Opened { fh, keep_cache, .. } => Ok((fh, keep_cache)),
             FsReply::Err(e) => Err(e),
             other => panic!("open: {other:?}"),
         }
