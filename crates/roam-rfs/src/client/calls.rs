@@ -171,6 +171,8 @@ impl Caller {
         let timer = self.timer.clone();
         let late = self.clone();
         let late_cred = cred.clone();
+        // Each call's round trip, for diagnosis (RUST_LOG=roam_rfs::calls=trace).
+        let started = Instant::now();
         self.transport.call(
             cred,
             op,
@@ -178,6 +180,11 @@ impl Caller {
                 if let Some(key) = key {
                     timer.remove(key);
                 }
+                tracing::trace!(
+                    op = what,
+                    us = started.elapsed().as_micros() as u64,
+                    "answered"
+                );
                 match slot.take() {
                     Some(done) => done(reply),
                     None => late.undo(late_cred, undo, reply),
@@ -186,8 +193,6 @@ impl Caller {
         );
     }
 
-    /// Tells the home to forget one lookup of `node` (an entry the kernel
-    /// never received).
     /// Closes handles at the home (kept read-only opens that went out of
     /// use); nobody waits for the answers.
     pub(crate) fn close_kept(&self, fhs: Vec<u64>) {
@@ -205,6 +210,8 @@ impl Caller {
         }
     }
 
+    /// Tells the home to forget one lookup of `node` (an entry the kernel
+    /// never received).
     pub(crate) fn forget(&self, cred: Cred, node: u64) {
         self.transport.call(
             cred,
