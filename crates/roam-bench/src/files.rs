@@ -274,10 +274,8 @@ impl Env<'_> {
 
     /// Drops n1's cached pages of every file python3 loads (through n1's
     /// own mount of the home's files, so that the files are not mapped by
-    /// the process that drops them), then every cached name and inode
-    /// (`drop_caches` 2): the node's kernel then knows nothing of the
-    /// home's files.
-    fn evict_python(&mut self, list: &Path) -> anyhow::Result<()> {
+    /// the process that drops them).
+    fn evict_python_node(&mut self, list: &Path) -> anyhow::Result<()> {
         let mut cmd = self.tb.command_in(NODE, &self.helper)?;
         cmd.args([fsop::ARG, "evict"])
             .arg(list)
@@ -285,34 +283,63 @@ impl Env<'_> {
         if run_capture(&mut cmd, OP_LIMIT, self.log)?.is_none() {
             bail!("dropping n1's cache of python3's files took more than {OP_LIMIT:?}");
         }
-        drop_names()
+        Ok(())
     }
 
-    /// One cold and one warm start-up of python3 as `w` (`Here`: warm).
-    fn python(&mut self, w: Where, list: &Path) -> anyhow::Result<Vec<Option<Duration>>> {
+    /// Drops the home's cached pages of every file python3 loads.
+    fn evict_python_home(&mut self, list: &Path) -> anyhow::Result<()> {
+        let mut cmd = Command::new(&self.helper);
+        cmd.args([fsop::ARG, "evict"]).arg(list).arg("");
+        if run_capture(&mut cmd, OP_LIMIT, self.log)?.is_none() {
+            bail!("dropping the home's cache of python3's files took more than {OP_LIMIT:?}");
+        }
+        Ok(())
+    }
+
+    /// Start-ups of python3 as `w`: cold (nothing of it cached anywhere:
+    /// its files' pages dropped on the home and the node, every name and
+    /// inode dropped), then warm (the run right after); for roam and sshfs
+    /// then also cold on the node only (the home's cache warm).
+    fn python(&mut self, w: Where, list: &Path) -> anyhow::Result<Vec<(Start, Option<Duration>)>> {
         let args = ["-c".to_string(), "pass".to_string()];
-        match w {
-            Where::Here => {}
-            Where::Roam => self.evict_python(list)?,
-            Where::Sshfs => {
-                self.mount
+        let limit = Duration::from_secs(60);
+        // The node side's cache of python3's files.
+        let drop_node = |env: &mut Self| -> anyhow::Result<()> {
+            match w {
+                Where::Here => Ok(()),
+                Where::Roam => env.evict_python_node(list),
+                Where::Sshfs => env
+                    .mount
                     .as_mut()
                     .expect("sshfs is measured only when mounted")
-                    .remount()?;
-                drop_names()?;
+                    .remount(),
             }
-        }
+        };
         let mut cmd = self.command(w, PYTHON, &args, true)?;
-        let limit = Duration::from_secs(60);
-        if w == Where::Here {
-            // Warm: after a run that looks up again what another variant's
-            // cold run had the kernel forget.
-            time_run(&mut cmd, limit, self.log)?;
-            return Ok(vec![time_run(&mut cmd, limit, self.log)?]);
+        let mut out = Vec::new();
+        drop_node(self)?;
+        self.evict_python_home(list)?;
+        drop_names()?;
+        out.push((Start::Cold, time_run(&mut cmd, limit, self.log)?));
+        out.push((Start::Warm, time_run(&mut cmd, limit, self.log)?));
+        if w != Where::Here {
+            drop_node(self)?;
+            drop_names()?;
+            out.push((Start::NodeCold, time_run(&mut cmd, limit, self.log)?));
         }
-        let cold = time_run(&mut cmd, limit, self.log)?;
-        Ok(vec![cold, time_run(&mut cmd, limit, self.log)?])
+        Ok(out)
     }
+}
+
+/// How much of a start-up's files was cached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Start {
+    /// Nothing, anywhere.
+    Cold,
+    /// Nothing on the node; everything on the home.
+    NodeCold,
+    /// Everything (the run right after another).
+    Warm,
 }
 
 /// Drops every cached name and inode of the machine (not the page cache),
@@ -404,9 +431,11 @@ pub fn measure(
     let mut notes = vec![format!(
         "files: testbed {} (1 node, files = \"home\"); operations run as a process on {NODE} \
          (roam run; sshfs: in {NODE}'s namespaces) or here, by a copy of roam-bench that times \
-         itself; cold = the node side's cached pages of the file dropped before the clock starts \
-         (for python3: of its {py_files} files, then 1.1 s for roam's 1 s attribute cache; \
-         sshfs: remounted); the home's page cache stays warm",
+         itself; cold (reads) = the node side's cached pages of the file dropped before the clock \
+         starts, the home's stay warm; python3 (its {py_files} files): cold = their pages dropped on \
+         the home and on the node (sshfs: remounted) and every cached name and inode dropped \
+         (drop_caches 2), cold on n1 only = the same with the home's pages warm, warm = the run \
+         right after",
         tb.id()
     )];
     match (&sshd, sshfs_missing) {
@@ -440,7 +469,7 @@ pub fn measure(
     };
 
     let mut samples: BTreeMap<(&'static str, Where), Vec<Option<Duration>>> = BTreeMap::new();
-    let mut py: BTreeMap<(Where, bool), Vec<Option<Duration>>> = BTreeMap::new();
+    let mut py: BTreeMap<(Where, Start), Vec<Option<Duration>>> = BTreeMap::new();
     let mut turn = 0;
     let started = std::time::Instant::now();
     for round in 0..s.reps {
@@ -473,8 +502,8 @@ pub fn measure(
             for j in 0..wheres.len() {
                 check_interrupted()?;
                 let w = wheres[(turn + j) % wheres.len()];
-                for (i, t) in env.python(w, &py_list)?.into_iter().enumerate() {
-                    py.entry((w, i == 0)).or_default().push(t);
+                for (start, t) in env.python(w, &py_list)? {
+                    py.entry((w, start)).or_default().push(t);
                 }
             }
             turn += 1;
@@ -536,24 +565,27 @@ pub fn measure(
     ];
     let mut py_rows = Vec::new();
     for w in &wheres {
-        for cold in [true, false] {
-            if *w == Where::Here && !cold {
-                continue;
-            }
-            let label = match (w, cold) {
-                (Where::Here, _) => "python3 -c pass, here".to_string(),
-                (Where::Roam, true) => "roam run on n1 python3 -c pass, cold".to_string(),
-                (Where::Roam, false) => "roam run on n1 python3 -c pass, warm".to_string(),
-                (Where::Sshfs, true) => "chroot to sshfs on n1, python3, cold".to_string(),
-                (Where::Sshfs, false) => "chroot to sshfs on n1, python3, warm".to_string(),
+        for start in [Start::Warm, Start::Cold, Start::NodeCold] {
+            let label = match (w, start) {
+                (Where::Here, Start::NodeCold) => continue,
+                (Where::Here, Start::Warm) => "python3 -c pass, here, warm",
+                (Where::Here, Start::Cold) => "python3 -c pass, here, cold",
+                (Where::Roam, Start::Warm) => "roam run on n1 python3 -c pass, warm",
+                (Where::Roam, Start::Cold) => "roam run on n1 python3 -c pass, cold",
+                (Where::Roam, Start::NodeCold) => "roam run on n1 python3, cold on n1 only",
+                (Where::Sshfs, Start::Warm) => "chroot to sshfs on n1, python3, warm",
+                (Where::Sshfs, Start::Cold) => "chroot to sshfs on n1, python3, cold",
+                (Where::Sshfs, Start::NodeCold) => {
+                    "chroot to sshfs on n1, python3, cold on n1 only"
+                }
             };
-            let t = py.get(&(*w, cold)).map_or(&[][..], Vec::as_slice);
-            py_rows.push(Row::time(label, t));
+            let t = py.get(&(*w, start)).map_or(&[][..], Vec::as_slice);
+            py_rows.push(Row::time(label.to_string(), t));
         }
     }
     sections.push(Section::with_ratios(
         "files: start-up of a dynamic program, python3 -c pass (spawn to reaped), from the home's tree",
-        "time/here's",
+        "time/here warm",
         0,
         py_rows,
     ));
@@ -571,11 +603,16 @@ pub fn measure(
         Some(sshfs) => Check::at_least(what, read[1].median / sshfs.median, "x", 3.0),
         None => Check::not_measured(what, ">= 3 x".into(), sshfs_missing.unwrap_or("")),
     });
+    // Rows: here warm, here cold, roam warm, roam cold, roam cold on n1.
     let start = &sections[6].rows;
-    for (i, when) in [(1, "cold"), (2, "warm")] {
+    for (what, roam, here) in [
+        ("warm / here warm", 2, 0),
+        ("cold / here cold", 3, 1),
+        ("cold on n1 only / here warm", 4, 0),
+    ] {
         checks.push(Check::below(
-            &format!("files: python3 start-up through roam, {when} / here"),
-            start[i].median / start[0].median,
+            &format!("files: python3 start-up through roam, {what}"),
+            start[roam].median / start[here].median,
             "x",
             3.0,
         ));
