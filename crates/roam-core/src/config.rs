@@ -19,7 +19,7 @@
 //! home = "10.77.1.1:7170"            # where the home daemon listens
 //! home_name = "home"                 # the name in the home's certificate
 //! orphan_grace_ms = 60000            # keep processes this long while the home is away
-//! files = "node"                     # "home": remote processes see the home's files
+//! files = "home"                     # "node": remote processes see the node's own files
 //! files_mount = "/run/roam/files"    # where the node mounts them
 //! identity = "home"                  # remote processes see their home pid, parent, host name
 //! # arch = "aarch64"                 # declare another architecture: an emulated node
@@ -151,11 +151,11 @@ pub enum IdentityMode {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum Files {
-    /// The node's own tree (the default while the remote file system is
-    /// being hardened).
-    #[default]
+    /// The node's own tree (for nodes without FUSE, or whose programs need
+    /// nothing of the home's).
     Node,
     /// The home's exported tree, through the remote file system.
+    #[default]
     Home,
 }
 
