@@ -344,3 +344,47 @@ fn locks_exclude_each_other_across_nodes() {
         }
     }
 }
+
+#[test]
+fn a_foreign_dynamic_program_loads_its_libraries_from_the_home() {
+    // An aarch64 program whose loader and C library exist only in a
+    // directory of the home's /tmp (which no node has): on an emulated
+    // aarch64 node it starts only if qemu, inside the remote process's
+    // view of the home's tree, finds them there.
+    let target = roam_testbed::foreign::available("aarch64").unwrap_or_else(|e| panic!("{e}"));
+    let d = HomeDir::new("hetero");
+    let lib = d.0.join("lib");
+    std::fs::create_dir_all(&lib).unwrap();
+    for f in ["ld-linux-aarch64.so.1", "libc.so.6"] {
+        std::fs::copy(Path::new(target.sysroot).join("lib").join(f), lib.join(f)).unwrap();
+    }
+    let prog = d.0.join("echoargs");
+    let src = roam_testbed::foreign::programs_dir().join("echoargs.c");
+    let out = std::process::Command::new(target.gcc)
+        .arg("-O2")
+        .arg("-o")
+        .arg(&prog)
+        .arg(&src)
+        .arg(format!(
+            "-Wl,--dynamic-linker={}/ld-linux-aarch64.so.1,-rpath,{}",
+            lib.display(),
+            lib.display()
+        ))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    let mut opts = TestbedOpts::new(1, bin_dir().join("roamd"));
+    opts.home_files = true;
+    opts.arch = vec![roam_elf::Arch::Aarch64];
+    let tb = Testbed::up(opts).expect("testbed up");
+    tb.wait_nodes_up(1, Duration::from_secs(20))
+        .expect("nodes up");
+    let c = Cluster { tb };
+    let r = run_in(&c, &d.0, &["./echoargs", "héllo wörld"]);
+    assert!(r.status.success(), "{}", text(&r.stderr));
+    let out = text(&r.stdout);
+    assert!(out.contains("argv[1]=héllo wörld\n"), "{out}");
+    assert!(out.contains("arch-bits=64 endian=little"), "{out}");
+    assert!(out.contains(&format!("cwd={}\n", d.0.display())), "{out}");
+}
