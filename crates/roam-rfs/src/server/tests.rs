@@ -65,6 +65,15 @@ impl Export {
         }
     }
 
+    /// Closes a handle (as root), which must succeed.
+    fn release(&self, fh: Fh) {
+        let op = FsOp::Release {
+            fh,
+            flock_owner: None,
+        };
+        assert_eq!(self.call(&root(), op), FsReply::Ok);
+    }
+
     /// Looks a relative path up component by component, as root.
     fn walk(&self, rel: &str) -> Attr {
         let mut node = ROOT;
@@ -371,14 +380,7 @@ fn server_create_write_read_truncate_fsync() {
     };
     assert_eq!(h.size, 2);
     ex.ok(&root(), FsOp::Flush { fh, owner: 1 }).unwrap();
-    ex.ok(
-        &root(),
-        FsOp::Release {
-            fh,
-            flock_owner: None,
-        },
-    )
-    .unwrap();
+    ex.release(fh);
     assert_eq!(ex.read(&root(), fh, 0, 1), Err(libc::EBADF));
     assert_eq!(ex.srv.counts().1, 0);
     // O_EXCL on an existing name; O_TRUNC on open.
@@ -388,14 +390,7 @@ fn server_create_write_read_truncate_fsync() {
         libc::EEXIST
     );
     let (fh, _) = ex.open(&root(), a.node, O_WRONLY | O_TRUNC).unwrap();
-    ex.ok(
-        &root(),
-        FsOp::Release {
-            fh,
-            flock_owner: None,
-        },
-    )
-    .unwrap();
+    ex.release(fh);
     assert_eq!(std::fs::metadata(ex.path("new")).unwrap().len(), 0);
 }
 
@@ -1123,14 +1118,7 @@ fn server_handle_limit() {
     );
     // The failed create leaves no node behind.
     assert_eq!(ex.srv.counts(), (2, 2));
-    ex.ok(
-        &root(),
-        FsOp::Release {
-            fh: a,
-            flock_owner: None,
-        },
-    )
-    .unwrap();
+    ex.release(a);
     assert!(ex.open(&root(), f.node, O_RDONLY).is_ok());
 }
 
@@ -1150,14 +1138,7 @@ fn server_keep_cache() {
     let (_, keep) = ex.open(&root(), f.node, O_RDONLY).unwrap();
     assert!(keep);
     for fh in [a, b] {
-        ex.ok(
-            &root(),
-            FsOp::Release {
-                fh,
-                flock_owner: None,
-            },
-        )
-        .unwrap();
+        ex.release(fh);
     }
 }
 
@@ -1414,14 +1395,7 @@ fn server_flock() {
         Err(libc::EWOULDBLOCK)
     );
     // Releasing the handle releases its flock.
-    ex.ok(
-        &root(),
-        FsOp::Release {
-            fh: fh2,
-            flock_owner: None,
-        },
-    )
-    .unwrap();
+    ex.release(fh2);
     ex.ok(&root(), flock(fh1, libc::LOCK_EX | libc::LOCK_NB))
         .unwrap();
     assert_eq!(ex.ok(&root(), flock(fh1, 0x40)), Err(libc::EINVAL));

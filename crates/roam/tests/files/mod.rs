@@ -315,33 +315,25 @@ fn locks_exclude_each_other_across_nodes() {
         // POSIX lock (flocks from nodes are held as POSIX locks at the
         // home, see remote-files.md).
         let probe = "flock -n f true; echo $?; python3 -c 'import fcntl; f=open(\"f\",\"r+\")\ntry:\n fcntl.lockf(f, fcntl.LOCK_EX|fcntl.LOCK_NB); print(0)\nexcept OSError: print(1)'";
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        loop {
-            let got = sh_on(&c, "n2", &d.0, probe);
-            if got == "1\n1\n" {
-                break;
+        let probe_until = |want: &str, what: &str| {
+            let deadline = std::time::Instant::now() + Duration::from_secs(20);
+            loop {
+                let got = sh_on(&c, "n2", &d.0, probe);
+                if got == want {
+                    return;
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "{how} {what}: {got:?}"
+                );
+                std::thread::sleep(Duration::from_millis(100));
             }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "{how} on n1 does not exclude n2: {got:?}"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        };
+        probe_until("1\n1\n", "on n1 does not exclude n2");
         let _ = holder.kill();
         let _ = holder.wait();
         // Once n1's holder is gone, n2 gets it.
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        loop {
-            let got = sh_on(&c, "n2", &d.0, probe);
-            if got == "0\n0\n" {
-                break;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "{how} outlives its holder: {got:?}"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        probe_until("0\n0\n", "outlives its holder");
     }
 }
 
