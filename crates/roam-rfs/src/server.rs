@@ -548,6 +548,55 @@ impl Server {
         (lock(&self.nodes).by_id.len(), lock(&self.handles).map.len())
     }
 
+    /// Performs `op` at once on the calling thread if it cannot wait for a
+    /// disk, or gives it back (to be performed with [`Server::handle`] on a
+    /// thread that may block). At once: closes, forgets, flushes,
+    /// attributes of known nodes, lookups the kernel answers from its
+    /// caches (`RESOLVE_CACHED`) and reads of cached pages
+    /// (`RWF_NOWAIT`). The home answers those without handing them to
+    /// another thread.
+    pub fn try_now(&self, cred: &Cred, op: FsOp) -> Result<FsReply, FsOp> {
+        match op {
+            FsOp::Forget { .. }
+            | FsOp::Flush { .. }
+            | FsOp::Release { .. }
+            | FsOp::ReleaseDir { .. }
+            | FsOp::GetAttr { .. } => Ok(self.handle(cred, op)),
+            FsOp::Lookup { parent, ref name } => {
+                let r = fsid::as_user(cred.uid, cred.gid, &cred.groups, || {
+                    self.lookup_with(cred, parent, name, true)
+                });
+                match r {
+                    Ok(Err(libc::EAGAIN)) | Err(_) => Err(op),
+                    Ok(r) => Ok(r.unwrap_or_else(FsReply::Err)),
+                }
+            }
+            FsOp::Read { fh, offset, size } if size <= MAX_IO => {
+                self.read_cached(fh, offset, size).ok_or(op)
+            }
+            op => Err(op),
+        }
+    }
+
+    /// A read answered from the page cache alone, if it can be.
+    fn read_cached(&self, fh: Fh, offset: u64, size: u32) -> Option<FsReply> {
+        let h = match self.file_handle(fh) {
+            Ok(h) => h,
+            Err(e) => return Some(FsReply::Err(e)),
+        };
+        let mut buf = vec![0u8; size as usize];
+        let n = sys::pread_nowait(h.fd.as_fd(), &mut buf, offset).ok()?;
+        if n < buf.len() {
+            // The end of the file, or pages not in the cache.
+            let st = sys::fstat(h.fd.as_fd()).ok()?;
+            if offset.saturating_add(n as u64) < st.st_size.max(0) as u64 {
+                return None;
+            }
+            buf.truncate(n);
+        }
+        Some(FsReply::Data(ByteBuf::from(buf)))
+    }
+
     /// Performs `op` as `cred` on the calling thread.
     pub fn handle(&self, cred: &Cred, op: FsOp) -> FsReply {
         // These only drop the server's own state: no file is touched, and
@@ -870,11 +919,23 @@ impl Server {
         // Finding an inode by handle takes CAP_DAC_READ_SEARCH; it gives
         // the user nothing (an O_PATH descriptor of a node it already
         // names, whose uses are checked as the user).
-        let fd = fsid::with_capability(CAP_DAC_READ_SEARCH, || {
-            sys::open_by_handle(mount.as_fd(), &handle, libc::O_PATH)
-        })
-        .map_err(|e| e.raw_os_error().unwrap_or(libc::EIO))?
-        .map_err(|e| if e == libc::ENOENT { libc::ESTALE } else { e })?;
+        // A file deleted a moment ago may answer ENOMEM while the kernel
+        // evicts its inode (seen on ext4): asked again it answers ESTALE.
+        let mut tries = 0;
+        let fd = loop {
+            let r = fsid::with_capability(CAP_DAC_READ_SEARCH, || {
+                sys::open_by_handle(mount.as_fd(), &handle, libc::O_PATH)
+            })
+            .map_err(|e| e.raw_os_error().unwrap_or(libc::EIO))?;
+            match r {
+                Err(libc::ENOMEM) if tries < 3 => {
+                    tries += 1;
+                    std::thread::yield_now();
+                }
+                Err(libc::ENOENT | libc::ENOMEM) => return Err(libc::ESTALE),
+                r => break r?,
+            }
+        };
         let st = sys::fstat(fd.as_fd())?;
         let mut nodes = lock(&self.nodes);
         let n = nodes.by_id.get_mut(&id).ok_or(libc::ESTALE)?;
@@ -1130,7 +1191,23 @@ impl Server {
     /// Looks `name` up in `dir` (not following a symbolic link) and
     /// remembers it.
     fn entry_at(&self, dir: &NodeRef, name: &CStr) -> SysResult<(NodeId, libc::stat)> {
-        let fd = sys::openat(dir.fd(), name, libc::O_PATH | libc::O_NOFOLLOW, 0)?;
+        self.entry_with(dir, name, false)
+    }
+
+    /// As [`Server::entry_at`]; `cached`: only from the kernel's caches
+    /// (EAGAIN if it would read the disk).
+    fn entry_with(
+        &self,
+        dir: &NodeRef,
+        name: &CStr,
+        cached: bool,
+    ) -> SysResult<(NodeId, libc::stat)> {
+        let flags = libc::O_PATH | libc::O_NOFOLLOW;
+        let fd = if cached {
+            sys::openat_cached(dir.fd(), name, flags)?
+        } else {
+            sys::openat(dir.fd(), name, flags, 0)?
+        };
         let st = sys::fstat(fd.as_fd())?;
         let id = self.remember(fd, &st, Some(&dir.fd))?;
         Ok((id, st))
@@ -1149,8 +1226,21 @@ impl Server {
     }
 
     fn lookup(&self, who: &Cred, parent: NodeId, name: &[u8]) -> SysResult<FsReply> {
+        self.lookup_with(who, parent, name, false)
+    }
+
+    fn lookup_with(
+        &self,
+        who: &Cred,
+        parent: NodeId,
+        name: &[u8],
+        cached: bool,
+    ) -> SysResult<FsReply> {
         let (dir, name) = self.dir_and_name(who, parent, name)?;
-        match self.new_entry(&dir, &name) {
+        let found = self
+            .entry_with(&dir, &name, cached)
+            .map(|(id, st)| FsReply::Entry(self.attr(id, &st)));
+        match found {
             // A name that does not exist: node 0, which the node may cache
             // as long as the directory is watched.
             Err(libc::ENOENT) => {

@@ -299,6 +299,68 @@ pub fn pread_full(fd: BorrowedFd<'_>, buf: &mut [u8], offset: u64) -> SysResult<
     Ok(done)
 }
 
+/// openat2(2) with `RESOLVE_CACHED`: opens `name` in `dir` only if the
+/// kernel can do it from its caches alone; EAGAIN if it would have to ask
+/// the file system (read a directory from disk). For single names.
+pub fn openat_cached(dir: BorrowedFd<'_>, name: &CStr, flags: libc::c_int) -> SysResult<OwnedFd> {
+    // SAFETY: an all-zero open_how is a valid value (flags, mode, resolve).
+    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
+    how.flags = (flags | libc::O_CLOEXEC) as u64;
+    how.resolve = libc::RESOLVE_CACHED;
+    loop {
+        // SAFETY: `name` is NUL-terminated and `how` a valid open_how; both
+        // outlive the call, whose size argument is `how`'s.
+        let fd = unsafe {
+            libc::syscall(
+                libc::SYS_openat2,
+                dir.as_raw_fd(),
+                name.as_ptr(),
+                &raw const how,
+                std::mem::size_of::<libc::open_how>(),
+            )
+        };
+        if fd >= 0 {
+            // SAFETY: openat2 returned a new descriptor that nothing else
+            // owns.
+            return Ok(unsafe { OwnedFd::from_raw_fd(fd as libc::c_int) });
+        }
+        let e = errno();
+        if e != libc::EINTR {
+            return Err(e);
+        }
+    }
+}
+
+/// pread(2) with `RWF_NOWAIT`: reads what is in the page cache at once.
+/// EAGAIN if the read would wait for the disk; a read shorter than `buf`
+/// may mean either the end of the file or pages not cached.
+pub fn pread_nowait(fd: BorrowedFd<'_>, buf: &mut [u8], offset: u64) -> SysResult<usize> {
+    let iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    loop {
+        // SAFETY: one iovec over `buf`'s writable bytes, both live for the
+        // call.
+        let n = unsafe {
+            libc::preadv2(
+                fd.as_raw_fd(),
+                &raw const iov,
+                1,
+                off(offset)?,
+                libc::RWF_NOWAIT,
+            )
+        };
+        if n >= 0 {
+            return Ok(n as usize);
+        }
+        let e = errno();
+        if e != libc::EINTR {
+            return Err(e);
+        }
+    }
+}
+
 /// pwrite(2) of all of `data` (on an O_APPEND descriptor Linux appends,
 /// whatever the offset). A failure after some bytes were written answers
 /// the count written.

@@ -1915,7 +1915,15 @@ fn server_fuzz_never_panics() {
             FsOp::Release { fh, .. } | FsOp::ReleaseDir { fh } => Some(*fh),
             _ => None,
         };
-        let reply = ex.call(&cred, op);
+        // Every other call tries the home's at-once path first.
+        let reply = if round % 2 == 0 {
+            match ex.srv.try_now(&cred, op) {
+                Ok(r) => r,
+                Err(op) => ex.call(&cred, op),
+            }
+        } else {
+            ex.call(&cred, op)
+        };
         known.retain(|&n| Some(n) != gone_node || n == ROOT);
         handles.retain(|&h| Some(h) != gone_fh);
         match &reply {
@@ -1945,4 +1953,79 @@ fn server_fuzz_never_panics() {
     // The tables are bounded and the server still works.
     assert!(ex.srv.counts().1 <= 64);
     assert!(ex.getattr(&root(), ROOT).is_ok());
+}
+
+#[test]
+fn cached_calls_are_answered_at_once_and_others_given_back() {
+    let ex = Export::new();
+    std::fs::write(ex.path("f"), b"0123456789").unwrap();
+    // The name was just made: the kernel has it cached.
+    let FsReply::Entry(a) = ex
+        .srv
+        .try_now(
+            &root(),
+            FsOp::Lookup {
+                parent: ROOT,
+                name: bytes("f"),
+            },
+        )
+        .expect("a cached lookup is answered at once")
+    else {
+        panic!("lookup")
+    };
+    assert_eq!(a.size, 10);
+    // A missing name too (a negative entry), as node 0.
+    let r = ex.srv.try_now(
+        &user(1000),
+        FsOp::Lookup {
+            parent: ROOT,
+            name: bytes("f"),
+        },
+    );
+    assert!(matches!(r, Ok(FsReply::Entry(_))), "{r:?}");
+    // An open may block (a FIFO, a truncation): given back.
+    let open = FsOp::Open {
+        node: a.node,
+        flags: O_RDONLY,
+    };
+    let Err(open) = ex.srv.try_now(&root(), open) else {
+        panic!("an open was performed at once")
+    };
+    let FsReply::Opened { fh, .. } = ex.call(&root(), open) else {
+        panic!("open")
+    };
+    // Cached pages are read at once, to the end of the file.
+    let r = ex.srv.try_now(
+        &root(),
+        FsOp::Read {
+            fh,
+            offset: 4,
+            size: 100,
+        },
+    );
+    assert_eq!(r, Ok(FsReply::Data(ByteBuf::from(b"456789".to_vec()))));
+    // A read of more than MAX_IO is not done at once (handle refuses it).
+    let big = FsOp::Read {
+        fh,
+        offset: 0,
+        size: MAX_IO + 1,
+    };
+    assert!(ex.srv.try_now(&root(), big).is_err());
+    // A write is never done at once.
+    let w = FsOp::Write {
+        fh,
+        offset: 0,
+        data: ByteBuf::from(b"x".to_vec()),
+    };
+    assert!(ex.srv.try_now(&root(), w).is_err());
+    assert_eq!(
+        ex.srv.try_now(
+            &root(),
+            FsOp::Release {
+                fh,
+                flock_owner: None
+            }
+        ),
+        Ok(FsReply::Ok)
+    );
 }
