@@ -21,8 +21,11 @@ pub type Fh = u64;
 
 /// The root's node id.
 pub const ROOT: NodeId = 1;
-/// The largest read or write in one request (and so in one frame).
-pub const MAX_IO: u32 = 256 * 1024;
+/// The largest read or write in one request (and so in one frame: half of
+/// `MAX_FRAME`, which leaves room for the rest of the request, a caller's
+/// groups included).
+pub const MAX_IO: u32 = 512 * 1024;
+const _: () = assert!(MAX_IO as usize * 2 <= crate::MAX_FRAME);
 /// The most directory entries in one `ReadDir` reply.
 pub const MAX_DIR_ENTRIES: u32 = 1024;
 /// The longest name (one path component), as Linux's NAME_MAX.
