@@ -207,6 +207,16 @@ async fn mutual_tls_link() {
     });
 
     let tls = connect(&node, addr, "home", HANDSHAKE).await.unwrap();
+    // TLS 1.3 with AES-128-GCM, the suite both ends prefer for bulk data.
+    let conn = tls.get_ref().1;
+    assert_eq!(
+        conn.protocol_version(),
+        Some(rustls::ProtocolVersion::TLSv1_3)
+    );
+    assert_eq!(
+        conn.negotiated_cipher_suite().map(|c| c.suite()),
+        Some(rustls::CipherSuite::TLS13_AES_128_GCM_SHA256)
+    );
     let (r, w) = tokio::io::split(tls);
     let mut r = FrameReader::new(r);
     let mut w = FrameWriter::new(w);
