@@ -1021,6 +1021,49 @@ fn dropping_the_mount_detaches_it_and_open_files_keep_working() {
 }
 
 #[test]
+fn files_that_vanish_or_shrink_during_a_read() {
+    let f = Fixture::watched("vanish");
+    let data = pattern(4 << 20, 7);
+    fs::write(f.h("gone"), &data).unwrap();
+    fs::write(f.h("shrinks"), &data).unwrap();
+    // Removed on the home while open on the node: the open file reads on,
+    // whole, as a local one would; the name is gone.
+    let mut a = File::open(f.m("gone")).unwrap();
+    let mut head = vec![0u8; 1 << 20];
+    a.read_exact(&mut head).unwrap();
+    home_sh("rm gone", &f.export);
+    let mut rest = Vec::new();
+    a.read_to_end(&mut rest).unwrap();
+    head.extend_from_slice(&rest);
+    assert!(head == data, "an unlinked open file did not read whole");
+    assert!(eventually(Duration::from_secs(10), || !f
+        .m("gone")
+        .exists()));
+    // Truncated on the home in the middle of a read: the reader gets the
+    // data that is left, then the end of the file; no error, no hang.
+    let mut b = File::open(f.m("shrinks")).unwrap();
+    let mut first = vec![0u8; 1 << 20];
+    b.read_exact(&mut first).unwrap();
+    home_sh("truncate -s 1500000 shrinks", &f.export);
+    let mut rest = Vec::new();
+    let t = Instant::now();
+    b.read_to_end(&mut rest).unwrap();
+    assert!(t.elapsed() < Duration::from_secs(10));
+    assert!(
+        (1 << 20) + rest.len() <= data.len(),
+        "read past what the file ever held"
+    );
+    assert_eq!(&first[..], &data[..1 << 20]);
+    // What the node reads now matches the home.
+    assert!(eventually(Duration::from_secs(10), || fs::read(
+        f.m("shrinks")
+    )
+    .unwrap()
+    .len()
+        == 1_500_000));
+}
+
+#[test]
 fn an_unanswered_call_fails_with_eio_after_the_timeout() {
     let short = MountOptions {
         request_timeout: Duration::from_secs(1),

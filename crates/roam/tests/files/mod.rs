@@ -151,20 +151,50 @@ fn a_node_daemon_that_dies_leaves_no_wedged_mount() {
     let d = HomeDir::new("restart");
     std::fs::write(d.0.join("f"), "before\n").unwrap();
     assert_eq!(text(&run_in(&c, &d.0, &["cat", "f"]).stdout), "before\n");
-    // A remote process using the files when the node daemon is killed.
+    // A remote process using the files when the node daemon is killed: it
+    // appends a line, and says so on stdout once the append returned.
     let mut child = c
         .roam()
         .current_dir(&d.0)
-        .args(["run", "sh", "-c", "while :; do cat f > /dev/null; done"])
+        .args([
+            "run",
+            "sh",
+            "-c",
+            "i=0; while :; do cat f > /dev/null; i=$((i+1)); echo line $i >> log || exit 1; echo $i; done",
+        ])
         .stdin(Stdio::null())
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    let out = child.stdout.take().unwrap();
+    let acked = std::thread::spawn(move || {
+        use std::io::BufRead;
+        std::io::BufReader::new(out)
+            .lines()
+            .map_while(Result::ok)
+            .filter_map(|l| l.parse::<u64>().ok())
+            .last()
+            .unwrap_or(0)
+    });
     std::thread::sleep(Duration::from_millis(500));
     c.tb.kill_daemon("n1").unwrap();
     let status = super::wait_timeout(&mut child, Duration::from_secs(30));
     assert_eq!(status.code(), Some(255));
+    // Every append the process saw done is in the home's file, whole and
+    // in order: nothing acknowledged was lost with the node.
+    let acked = acked.join().unwrap();
+    assert!(acked > 0, "the writer never got going");
+    let log = std::fs::read_to_string(d.0.join("log")).unwrap();
+    let lines: Vec<&str> = log.lines().collect();
+    assert!(
+        lines.len() as u64 >= acked,
+        "{} lines, {acked} acknowledged",
+        lines.len()
+    );
+    for (i, l) in lines.iter().enumerate() {
+        assert_eq!(*l, format!("line {}", i + 1));
+    }
     // The restarted daemon mounts the home's files again over the dead
     // mount, and new processes use them.
     c.tb.start_daemon("n1").unwrap();
