@@ -553,15 +553,18 @@ impl Server {
     /// thread that may block). At once: closes, forgets, flushes,
     /// attributes of known nodes, lookups the kernel answers from its
     /// caches (`RESOLVE_CACHED`) and reads of cached pages
-    /// (`RWF_NOWAIT`). The home answers those without handing them to
-    /// another thread.
+    /// (`RWF_NOWAIT`); attributes and reads only on watched file systems
+    /// (local ones: a network file system may ask its server). The home
+    /// answers those without handing them to another thread.
     pub fn try_now(&self, cred: &Cred, op: FsOp) -> Result<FsReply, FsOp> {
         match op {
             FsOp::Forget { .. }
             | FsOp::Flush { .. }
             | FsOp::Release { .. }
-            | FsOp::ReleaseDir { .. }
-            | FsOp::GetAttr { .. } => Ok(self.handle(cred, op)),
+            | FsOp::ReleaseDir { .. } => Ok(self.handle(cred, op)),
+            // fstat of a file on a network file system may ask its server:
+            // at once only on the watched (local) ones.
+            FsOp::GetAttr { node, fh } if self.on_watched(node, fh) => Ok(self.handle(cred, op)),
             FsOp::Lookup { parent, ref name } => {
                 let r = fsid::as_user(cred.uid, cred.gid, &cred.groups, || {
                     self.lookup_with(cred, parent, name, true)
@@ -571,11 +574,27 @@ impl Server {
                     Ok(r) => Ok(r.unwrap_or_else(FsReply::Err)),
                 }
             }
-            FsOp::Read { fh, offset, size } if size <= MAX_IO => {
+            // A network file system may ask its server even with RWF_NOWAIT.
+            FsOp::Read { fh, offset, size } if size <= MAX_IO && self.on_watched(0, Some(fh)) => {
                 self.read_cached(fh, offset, size).ok_or(op)
             }
             op => Err(op),
         }
+    }
+
+    /// Whether a node (or the handle's node) is on a watched file system.
+    fn on_watched(&self, node: NodeId, fh: Option<Fh>) -> bool {
+        let node = match fh {
+            Some(fh) => match lock(&self.handles).map.get(&fh) {
+                Some(h) => h.node,
+                None => return false,
+            },
+            None => node,
+        };
+        let Some((dev, _)) = lock(&self.nodes).by_id.get(&node).map(|n| n.key) else {
+            return false;
+        };
+        self.watched.read().is_ok_and(|w| w.contains(&dev))
     }
 
     /// A read answered from the page cache alone, if it can be.

@@ -20,7 +20,17 @@ impl Export {
         Export::with(|_| {})
     }
 
+    /// An export whose file system counts as watched (as the home's
+    /// fanotify watch would make it).
+    fn watched() -> Export {
+        Export::make(|_| {}, true)
+    }
+
     fn with(adjust: impl FnOnce(&mut Limits)) -> Export {
+        Export::make(adjust, false)
+    }
+
+    fn make(adjust: impl FnOnce(&mut Limits), watched: bool) -> Export {
         // SAFETY: geteuid cannot fail and touches no memory.
         let euid = unsafe { libc::geteuid() };
         assert_eq!(
@@ -35,7 +45,12 @@ impl Export {
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
         let mut limits = Limits::default();
         adjust(&mut limits);
-        let srv = Server::with_limits(ServerConfig::new(&dir), limits).unwrap();
+        let cfg = ServerConfig::new(&dir);
+        if watched {
+            let dev = std::fs::metadata(&dir).unwrap().dev();
+            cfg.watched.write().unwrap().insert(dev);
+        }
+        let srv = Server::with_limits(cfg, limits).unwrap();
         Export { dir, srv }
     }
 
@@ -1957,7 +1972,7 @@ fn server_fuzz_never_panics() {
 
 #[test]
 fn cached_calls_are_answered_at_once_and_others_given_back() {
-    let ex = Export::new();
+    let ex = Export::watched();
     std::fs::write(ex.path("f"), b"0123456789").unwrap();
     // The name was just made: the kernel has it cached.
     let FsReply::Entry(a) = ex
@@ -2004,6 +2019,15 @@ fn cached_calls_are_answered_at_once_and_others_given_back() {
         },
     );
     assert_eq!(r, Ok(FsReply::Data(ByteBuf::from(b"456789".to_vec()))));
+    // Attributes too (a watched, local file system).
+    let r = ex.srv.try_now(
+        &root(),
+        FsOp::GetAttr {
+            node: a.node,
+            fh: None,
+        },
+    );
+    assert!(matches!(r, Ok(FsReply::Attr(_))), "{r:?}");
     // A read of more than MAX_IO is not done at once (handle refuses it).
     let big = FsOp::Read {
         fh,
@@ -2028,4 +2052,22 @@ fn cached_calls_are_answered_at_once_and_others_given_back() {
         ),
         Ok(FsReply::Ok)
     );
+
+    // Not watched (a network file system, say): reads and attributes go
+    // to a thread that may block; lookups from the caches still do not.
+    let ex = Export::new();
+    std::fs::write(ex.path("g"), b"abc").unwrap();
+    let g = ex.lookup(&root(), ROOT, "g").unwrap();
+    let get = FsOp::GetAttr {
+        node: g.node,
+        fh: None,
+    };
+    assert!(ex.srv.try_now(&root(), get).is_err());
+    let (fh, _) = ex.open(&root(), g.node, O_RDONLY).unwrap();
+    let read = FsOp::Read {
+        fh,
+        offset: 0,
+        size: 3,
+    };
+    assert!(ex.srv.try_now(&root(), read).is_err());
 }
