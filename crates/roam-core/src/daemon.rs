@@ -39,6 +39,11 @@ pub enum DaemonError {
 
 /// Runs the daemon until it fails or [`request_stop`] is called.
 pub async fn run(cfg: Config) -> Result<(), DaemonError> {
+    // Files and streams move in blocks of hundreds of KiB: reuse their
+    // memory (see roam_sys::mem).
+    if !roam_sys::mem::keep_large_blocks() {
+        tracing::debug!("the allocator did not take the large-block settings");
+    }
     let identity =
         Identity::load(&cfg.tls.ca, &cfg.tls.cert, &cfg.tls.key).map_err(DaemonError::Identity)?;
     if identity.name() != cfg.name {
