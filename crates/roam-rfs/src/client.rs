@@ -312,55 +312,15 @@ fn pass_notices(notifier: &Notifier, rx: mpsc::Receiver<FsNotice>, opens: &Opens
 /// The device (`major:minor`) of the roam mount on `path`, the topmost if
 /// several, from /proc/self/mountinfo.
 fn mount_dev(path: &Path) -> Option<(u32, u32)> {
-    let info = std::fs::read("/proc/self/mountinfo").ok()?;
-    find_mount_dev(&info, path.as_os_str().as_bytes())
+    find_mount_dev(&roam_sys::procfs::mounts().ok()?, path)
 }
 
-fn find_mount_dev(mountinfo: &[u8], path: &[u8]) -> Option<(u32, u32)> {
-    let mut found = None;
-    for line in mountinfo.split(|&b| b == b'\n') {
-        let fields: Vec<&[u8]> = line.split(|&b| b == b' ').collect();
-        let Some(sep) = fields.iter().position(|f| *f == b"-") else {
-            continue;
-        };
-        let (Some(dev), Some(point), Some(fstype), Some(source)) = (
-            fields.get(2),
-            fields.get(4),
-            fields.get(sep + 1),
-            fields.get(sep + 2),
-        ) else {
-            continue;
-        };
-        if unescape(point) != path || !fstype.starts_with(b"fuse") || *source != b"roam" {
-            continue;
-        }
-        let dev = std::str::from_utf8(dev).ok()?;
-        let (major, minor) = dev.split_once(':')?;
-        found = Some((major.parse().ok()?, minor.parse().ok()?));
-    }
-    found
-}
-
-/// Undoes mountinfo's octal escapes (`\040` for a space...).
-fn unescape(s: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(s.len());
-    let mut i = 0;
-    while i < s.len() {
-        if s[i] == b'\\'
-            && i + 3 < s.len()
-            && s[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
-        {
-            let v = s[i + 1..i + 4]
-                .iter()
-                .fold(0u32, |v, c| v * 8 + u32::from(c - b'0'));
-            out.push(v as u8);
-            i += 4;
-        } else {
-            out.push(s[i]);
-            i += 1;
-        }
-    }
-    out
+fn find_mount_dev(mounts: &[roam_sys::procfs::MountEntry], path: &Path) -> Option<(u32, u32)> {
+    mounts
+        .iter()
+        .rev()
+        .find(|m| m.point == path && m.fstype.starts_with(b"fuse") && m.source == b"roam")
+        .map(|m| m.dev)
 }
 
 #[cfg(test)]
@@ -369,21 +329,16 @@ mod tests {
 
     #[test]
     fn mountinfo_gives_the_topmost_roam_mount() {
-        let info = b"22 1 0:21 / /proc rw - proc proc rw\n\
+        let info = roam_sys::procfs::parse_mountinfo(
+            b"22 1 0:21 / /proc rw - proc proc rw\n\
             90 22 0:55 / /var/tmp/a\\040b rw,nosuid,nodev - fuse roam rw,user_id=0\n\
             91 90 0:56 / /var/tmp/a\\040b rw,nosuid,nodev - fuse roam rw,user_id=0\n\
-            92 22 0:57 / /var/tmp/c rw - fuse other rw\n";
-        assert_eq!(find_mount_dev(info, b"/var/tmp/a b"), Some((0, 56)));
-        assert_eq!(find_mount_dev(info, b"/var/tmp/c"), None);
-        assert_eq!(find_mount_dev(info, b"/proc"), None);
-        assert_eq!(find_mount_dev(b"garbage\n- - -\n", b"/x"), None);
-    }
-
-    #[test]
-    fn unescape_handles_short_and_bad_escapes() {
-        assert_eq!(unescape(b"a\\134b"), b"a\\b");
-        assert_eq!(unescape(b"a\\13"), b"a\\13");
-        assert_eq!(unescape(b"\\"), b"\\");
-        assert_eq!(unescape(b"\\999"), b"\\999");
+            92 22 0:57 / /var/tmp/c rw - fuse other rw\n",
+        );
+        let at = |p: &str| find_mount_dev(&info, Path::new(p));
+        assert_eq!(at("/var/tmp/a b"), Some((0, 56)));
+        assert_eq!(at("/var/tmp/c"), None);
+        assert_eq!(at("/proc"), None);
+        assert_eq!(at("/x"), None);
     }
 }

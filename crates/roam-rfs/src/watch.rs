@@ -11,7 +11,6 @@
 use std::collections::{HashMap, HashSet};
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -98,40 +97,10 @@ fn watch_one(watcher: &Watcher, path: &Path) -> io::Result<(Fsid, u64, Fs)> {
 /// /proc/self/mountinfo.
 fn mounts_under(export: &Path) -> Vec<PathBuf> {
     let mut out = vec![export.to_path_buf()];
-    let Ok(info) = std::fs::read("/proc/self/mountinfo") else {
-        return out;
-    };
-    for line in info.split(|&b| b == b'\n') {
-        let Some(field) = line.split(|&b| b == b' ').nth(4) else {
-            continue;
-        };
-        let p = PathBuf::from(std::ffi::OsStr::from_bytes(&unescape(field)));
-        if p.starts_with(export) && p != export {
-            out.push(p);
+    for m in roam_sys::procfs::mounts().unwrap_or_default() {
+        if m.point.starts_with(export) && m.point != export {
+            out.push(m.point);
         }
-    }
-    out
-}
-
-/// Undoes mountinfo's octal escapes (`\040` for a space and so on).
-fn unescape(field: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(field.len());
-    let mut i = 0;
-    while i < field.len() {
-        if let (b'\\', Some(oct)) = (field[i], field.get(i + 1..i + 4)) {
-            if oct.iter().all(|c| (b'0'..=b'7').contains(c)) {
-                let v = oct
-                    .iter()
-                    .fold(0u32, |acc, c| acc * 8 + u32::from(c - b'0'));
-                if let Ok(b) = u8::try_from(v) {
-                    out.push(b);
-                    i += 4;
-                    continue;
-                }
-            }
-        }
-        out.push(field[i]);
-        i += 1;
     }
     out
 }
@@ -219,15 +188,6 @@ fn changes(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn mountinfo_escapes_are_undone() {
-        assert_eq!(unescape(br"/a\040b"), b"/a b");
-        assert_eq!(unescape(br"/tab\011x\134y"), b"/tab\tx\\y");
-        assert_eq!(unescape(br"/end\04"), br"/end\04");
-        assert_eq!(unescape(br"\999"), br"\999");
-        assert_eq!(unescape(b""), b"");
-    }
 
     #[test]
     fn the_export_comes_first_and_mounts_below_it_follow() {

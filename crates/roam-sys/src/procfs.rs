@@ -247,6 +247,82 @@ pub fn pid_alive(pid: u32) -> bool {
     io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
 }
 
+/// One line of /proc/self/mountinfo.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MountEntry {
+    /// The file system's device, `major:minor`.
+    pub dev: (u32, u32),
+    /// Where it is mounted (escapes undone).
+    pub point: std::path::PathBuf,
+    /// The file system type (`ext4`, `fuse`, `fuse.sshfs`...).
+    pub fstype: Vec<u8>,
+    /// The mount source (`/dev/vda`, `roam`...).
+    pub source: Vec<u8>,
+}
+
+/// This process's mounts, in mount order (a later one may hide an earlier
+/// one on the same point).
+pub fn mounts() -> io::Result<Vec<MountEntry>> {
+    Ok(parse_mountinfo(&std::fs::read("/proc/self/mountinfo")?))
+}
+
+/// Parses mountinfo(5) text; malformed lines are skipped.
+pub fn parse_mountinfo(info: &[u8]) -> Vec<MountEntry> {
+    use std::os::unix::ffi::OsStrExt;
+    let mut out = Vec::new();
+    for line in info.split(|&b| b == b'\n') {
+        let fields: Vec<&[u8]> = line.split(|&b| b == b' ').collect();
+        let Some(sep) = fields.iter().position(|f| *f == b"-") else {
+            continue;
+        };
+        let (Some(dev), Some(point), Some(fstype), Some(source)) = (
+            fields.get(2),
+            fields.get(4),
+            fields.get(sep + 1),
+            fields.get(sep + 2),
+        ) else {
+            continue;
+        };
+        let Some((major, minor)) = std::str::from_utf8(dev)
+            .ok()
+            .and_then(|d| d.split_once(':'))
+            .and_then(|(a, b)| Some((a.parse().ok()?, b.parse().ok()?)))
+        else {
+            continue;
+        };
+        out.push(MountEntry {
+            dev: (major, minor),
+            point: std::ffi::OsStr::from_bytes(&unescape(point)).into(),
+            fstype: fstype.to_vec(),
+            source: source.to_vec(),
+        });
+    }
+    out
+}
+
+/// Undoes mountinfo's octal escapes (`\040` for a space and so on).
+fn unescape(field: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(field.len());
+    let mut i = 0;
+    while i < field.len() {
+        if let (b'\\', Some(oct)) = (field[i], field.get(i + 1..i + 4)) {
+            if oct.iter().all(|c| (b'0'..=b'7').contains(c)) {
+                let v = oct
+                    .iter()
+                    .fold(0u32, |acc, c| acc * 8 + u32::from(c - b'0'));
+                if let Ok(b) = u8::try_from(v) {
+                    out.push(b);
+                    i += 4;
+                    continue;
+                }
+            }
+        }
+        out.push(field[i]);
+        i += 1;
+    }
+    out
+}
+
 fn invalid(msg: impl Into<String>) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, msg.into())
 }
@@ -414,5 +490,28 @@ mod tests {
         let pid = child.id();
         child.wait().unwrap();
         assert!(!pid_alive(pid));
+    }
+
+    #[test]
+    fn mountinfo_lines_and_escapes() {
+        let info = b"22 1 0:21 / /proc rw - proc proc rw\n\
+            90 22 0:55 / /var/tmp/a\\040b rw,nosuid - fuse roam rw,user_id=0\n\
+            garbage\n- - -\n\
+            93 22 x:y / /bad rw - ext4 /dev/x rw\n";
+        let m = super::parse_mountinfo(info);
+        assert_eq!(m.len(), 2, "{m:?}");
+        assert_eq!(m[0].point, std::path::Path::new("/proc"));
+        assert_eq!(m[1].dev, (0, 55));
+        assert_eq!(m[1].point, std::path::Path::new("/var/tmp/a b"));
+        assert_eq!(m[1].fstype, b"fuse");
+        assert_eq!(m[1].source, b"roam");
+        assert_eq!(super::unescape(br"/tab\011x\134y"), b"/tab\tx\\y");
+        assert_eq!(super::unescape(br"/end\04"), br"/end\04");
+        assert_eq!(super::unescape(br"\999"), br"\999");
+        assert_eq!(super::unescape(br"a\040"), b"a ");
+        assert!(super::mounts()
+            .unwrap()
+            .iter()
+            .any(|m| m.point == std::path::Path::new("/")));
     }
 }
