@@ -26,6 +26,8 @@ pub mod fsid;
 pub mod mem;
 pub mod ns;
 pub mod procfs;
+#[cfg(target_arch = "x86_64")]
+pub mod ptrace;
 pub mod pty;
 pub mod seccomp;
 pub mod signal;
