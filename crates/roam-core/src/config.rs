@@ -73,6 +73,20 @@ pub enum Role {
     Both,
 }
 
+impl Config {
+    /// Whose files a node's remote processes see: `[node] files`, or by
+    /// default the home's, but the node's own for a `both` daemon (the
+    /// home's tree *is* its tree: going through the remote file system
+    /// would only add a round trip to itself).
+    pub fn node_files(&self) -> Files {
+        match self.node.as_ref().and_then(|n| n.files) {
+            Some(f) => f,
+            None if self.role == Role::Both => Files::Node,
+            None => Files::Home,
+        }
+    }
+}
+
 impl Role {
     pub fn is_home(self) -> bool {
         matches!(self, Role::Home | Role::Both)
@@ -122,9 +136,11 @@ pub struct NodeConfig {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub runners: BTreeMap<String, RunnerConfig>,
     /// Whose files remote processes see: the home's (through the remote
-    /// file system, mounted at `files_mount`) or the node's own.
-    #[serde(default)]
-    pub files: Files,
+    /// file system, mounted at `files_mount`) or the node's own. Unset:
+    /// the home's, except in a `both` daemon, whose node half runs on the
+    /// home and sees its files as they are (see [`Config::node_files`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub files: Option<Files>,
     /// Where the node mounts the home's files.
     #[serde(default = "default_files_mount")]
     pub files_mount: PathBuf,
@@ -407,6 +423,34 @@ key = "/c/n1.key"
 home = "10.0.0.1:7170"
 home_name = "home"
 "#;
+
+    #[test]
+    fn nodes_see_the_homes_files_unless_told_or_on_the_home() {
+        let c = Config::parse(Path::new("x"), NODE).unwrap();
+        assert_eq!(c.node_files(), Files::Home);
+        let own = NODE.replace("[node]\n", "[node]\nfiles = \"node\"\n");
+        assert_eq!(
+            Config::parse(Path::new("x"), &own).unwrap().node_files(),
+            Files::Node
+        );
+        // A `both` daemon's node half is on the home: its own files.
+        let both = format!(
+            "{}\n[node]\nhome = \"127.0.0.1:7170\"\nhome_name = \"home\"\n",
+            HOME.replace("role = \"home\"", "role = \"both\"")
+        );
+        let c = Config::parse(Path::new("x"), &both).unwrap();
+        assert_eq!(c.node_files(), Files::Node);
+        let told = both.replace("[node]\n", "[node]\nfiles = \"home\"\n");
+        assert_eq!(
+            Config::parse(Path::new("x"), &told).unwrap().node_files(),
+            Files::Home
+        );
+        assert!(Config::parse(
+            Path::new("x"),
+            &NODE.replace("[node]\n", "[node]\nfiles = \"x\"\n")
+        )
+        .is_err());
+    }
 
     #[test]
     fn parses_runners_and_emulated_nodes() {

@@ -138,7 +138,7 @@ pub async fn run(cfg: &Config, identity: Identity) -> std::io::Result<()> {
     // Before the reaper starts: probing runs each runner once.
     let runners = Runners::probe(&node_cfg);
     let fs = Arc::new(LinkTransport::default());
-    let files = match node_cfg.files {
+    let files = match cfg.node_files() {
         Files::Node => None,
         Files::Home => Some(Mutex::new(Some(mount_home_files(
             &node_cfg.files_mount,

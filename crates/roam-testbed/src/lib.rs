@@ -431,11 +431,11 @@ impl State {
                     home_name: HOME.to_string(),
                     orphan_grace_ms: opts.orphan_grace_ms,
                     arch: emulated.map(|a| a.to_string()),
-                    files: if opts.home_files {
+                    files: Some(if opts.home_files {
                         Files::Home
                     } else {
                         Files::Node
-                    },
+                    }),
                     files_mount: PathBuf::from("/run/roam/files"),
                     identity: opts.identity,
                     runners: runners
