@@ -1,0 +1,461 @@
+//! The checkpoint image: a versioned file of checksummed sections.
+//!
+//! ```text
+//! header   magic "ROAMCKPT" (8 bytes) | version u32 | flags u32 (0)
+//! section  kind u32 | length u64 | CRC-32 of kind, length and payload u32 | payload
+//! ...
+//! end      kind END | length 8 | CRC-32 | number of sections before it (u64)
+//! ```
+//!
+//! Integers are little-endian. An image is valid only whole: the end
+//! section must be there and count the sections, so a file cut short (a
+//! full disk, a crash while writing) is refused, and [`write_atomically`]
+//! writes to a temporary name and renames only a complete, synced file.
+//! Memory pages are stored by [`encode_pages`]: runs of present pages, zero
+//! pages left out.
+
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+
+use thiserror::Error;
+
+/// The first bytes of every image.
+pub const MAGIC: [u8; 8] = *b"ROAMCKPT";
+/// The format version this code writes and the newest it reads.
+pub const VERSION: u32 = 1;
+/// The section that ends an image.
+pub const END: u32 = u32::MAX;
+/// The largest section read (1 TiB): a length beyond it is corruption.
+pub const MAX_SECTION: u64 = 1 << 40;
+/// Memory is stored in pages of this size (x86-64, aarch64 with 4 KiB).
+pub const PAGE: usize = 4096;
+
+/// Why an image cannot be read.
+#[derive(Debug, Error)]
+pub enum ImageError {
+    #[error("not a roam checkpoint image (bad magic)")]
+    NotAnImage,
+    #[error(
+        "image format version {found}, newer than this roam reads ({VERSION}): use a newer roam"
+    )]
+    TooNew { found: u32 },
+    #[error("image flags {0:#x} are unknown to this roam")]
+    UnknownFlags(u32),
+    #[error("image truncated at byte {at} (inside {what}): it was not written completely")]
+    Truncated { at: u64, what: &'static str },
+    #[error("image corrupt: section {index} (kind {kind}) at byte {at} fails its checksum")]
+    Checksum { index: u64, kind: u32, at: u64 },
+    #[error("image corrupt: section {index} at byte {at} claims {len} bytes")]
+    TooLarge { index: u64, at: u64, len: u64 },
+    #[error("image corrupt: it ends with {found} sections counted, {counted} read")]
+    Count { found: u64, counted: u64 },
+    #[error("image corrupt: bytes after its end section")]
+    Trailing,
+    #[error("image corrupt: {0}")]
+    Pages(String),
+    #[error("cannot read or write the image: {0}")]
+    Io(#[from] io::Error),
+}
+
+/// One section: its kind (the engine's numbering) and payload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Section {
+    pub kind: u32,
+    pub payload: Vec<u8>,
+}
+
+/// CRC-32 (IEEE 802.3, as zlib), table-driven.
+pub fn crc32(data: &[u8]) -> u32 {
+    !crc32_update(!0, data)
+}
+
+/// A section's checksum: its kind and length as written, then its payload.
+fn section_crc(kind: u32, len: u64, payload: &[u8]) -> u32 {
+    let c = crc32_update(!0, &kind.to_le_bytes());
+    let c = crc32_update(c, &len.to_le_bytes());
+    !crc32_update(c, payload)
+}
+
+/// Feeds `data` to a running CRC-32 (pre- and post-inverted by callers).
+fn crc32_update(mut c: u32, data: &[u8]) -> u32 {
+    const fn table() -> [u32; 256] {
+        let mut t = [0u32; 256];
+        let mut i = 0;
+        while i < 256 {
+            let mut c = i as u32;
+            let mut k = 0;
+            while k < 8 {
+                c = if c & 1 != 0 {
+                    0xEDB8_8320 ^ (c >> 1)
+                } else {
+                    c >> 1
+                };
+                k += 1;
+            }
+            t[i] = c;
+            i += 1;
+        }
+        t
+    }
+    static TABLE: [u32; 256] = table();
+    for &b in data {
+        c = TABLE[((c ^ u32::from(b)) & 0xff) as usize] ^ (c >> 8);
+    }
+    c
+}
+
+/// Writes an image: the header at once, then sections, then the end.
+pub struct Writer<W: Write> {
+    w: W,
+    sections: u64,
+}
+
+impl<W: Write> Writer<W> {
+    pub fn new(mut w: W) -> io::Result<Writer<W>> {
+        w.write_all(&MAGIC)?;
+        w.write_all(&VERSION.to_le_bytes())?;
+        w.write_all(&0u32.to_le_bytes())?;
+        Ok(Writer { w, sections: 0 })
+    }
+
+    /// Appends a section.
+    pub fn section(&mut self, kind: u32, payload: &[u8]) -> io::Result<()> {
+        assert_ne!(kind, END, "END is written by finish");
+        self.raw(kind, payload)?;
+        self.sections += 1;
+        Ok(())
+    }
+
+    fn raw(&mut self, kind: u32, payload: &[u8]) -> io::Result<()> {
+        self.w.write_all(&kind.to_le_bytes())?;
+        self.w.write_all(&(payload.len() as u64).to_le_bytes())?;
+        let crc = section_crc(kind, payload.len() as u64, payload);
+        self.w.write_all(&crc.to_le_bytes())?;
+        self.w.write_all(payload)
+    }
+
+    /// Writes the end section; the image is complete.
+    pub fn finish(mut self) -> io::Result<W> {
+        let n = self.sections.to_le_bytes();
+        self.raw(END, &n)?;
+        self.w.flush()?;
+        Ok(self.w)
+    }
+}
+
+/// Writes an image at `path` through `fill`, under a temporary name that
+/// is synced and renamed only once the image is complete: a failure (a
+/// full disk) leaves no file at `path` that looks like an image.
+pub fn write_atomically(
+    path: &Path,
+    fill: impl FnOnce(&mut Writer<io::BufWriter<std::fs::File>>) -> io::Result<()>,
+) -> io::Result<()> {
+    let mut tmp = PathBuf::from(path);
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".partial");
+    tmp.set_file_name(name);
+    let result = (|| {
+        let f = std::fs::File::create(&tmp)?;
+        let mut w = Writer::new(io::BufWriter::new(f))?;
+        fill(&mut w)?;
+        let f = w.finish()?.into_inner().map_err(|e| e.into_error())?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Reads exactly `buf.len()` bytes, or says where the image was cut.
+fn fill(r: &mut impl Read, buf: &mut [u8], at: u64, what: &'static str) -> Result<(), ImageError> {
+    let mut done = 0;
+    while done < buf.len() {
+        match r.read(&mut buf[done..]) {
+            Ok(0) => {
+                return Err(ImageError::Truncated {
+                    at: at + done as u64,
+                    what,
+                })
+            }
+            Ok(n) => done += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+/// Reads and checks a whole image: magic, version, every checksum, the
+/// end section's count, nothing after it.
+pub fn read(mut r: impl Read) -> Result<Vec<Section>, ImageError> {
+    let mut head = [0u8; 16];
+    fill(&mut r, &mut head, 0, "the header")?;
+    if head[..8] != MAGIC {
+        return Err(ImageError::NotAnImage);
+    }
+    let version = u32::from_le_bytes(head[8..12].try_into().expect("4 bytes"));
+    if version > VERSION {
+        return Err(ImageError::TooNew { found: version });
+    }
+    if version == 0 {
+        return Err(ImageError::NotAnImage);
+    }
+    let flags = u32::from_le_bytes(head[12..16].try_into().expect("4 bytes"));
+    if flags != 0 {
+        return Err(ImageError::UnknownFlags(flags));
+    }
+    let mut at = 16u64;
+    let mut out = Vec::new();
+    loop {
+        let index = out.len() as u64;
+        let mut h = [0u8; 16];
+        fill(&mut r, &mut h, at, "a section header")?;
+        let kind = u32::from_le_bytes(h[0..4].try_into().expect("4 bytes"));
+        let len = u64::from_le_bytes(h[4..12].try_into().expect("8 bytes"));
+        let crc = u32::from_le_bytes(h[12..16].try_into().expect("4 bytes"));
+        if len > MAX_SECTION || (kind == END && len != 8) {
+            return Err(ImageError::TooLarge { index, at, len });
+        }
+        let start = at;
+        at += 16;
+        // Grown as it is read: a bogus length cannot make us allocate it.
+        let mut payload = Vec::new();
+        let got = (&mut r).take(len).read_to_end(&mut payload)?;
+        if (got as u64) < len {
+            return Err(ImageError::Truncated {
+                at: at + got as u64,
+                what: "a section",
+            });
+        }
+        at += len;
+        if section_crc(kind, len, &payload) != crc {
+            return Err(ImageError::Checksum {
+                index,
+                kind,
+                at: start,
+            });
+        }
+        if kind == END {
+            let found = u64::from_le_bytes(payload[..].try_into().expect("8 bytes"));
+            if found != index {
+                return Err(ImageError::Count {
+                    found,
+                    counted: index,
+                });
+            }
+            let mut extra = [0u8; 1];
+            if r.read(&mut extra)? != 0 {
+                return Err(ImageError::Trailing);
+            }
+            return Ok(out);
+        }
+        out.push(Section { kind, payload });
+    }
+}
+
+/// Encodes memory pages for a section: `pages` gives (address, one page)
+/// in increasing address order; zero pages are left out and contiguous
+/// pages stored as one run (`address u64 | pages u32 | bytes`).
+pub fn encode_pages<'a>(pages: impl IntoIterator<Item = (u64, &'a [u8])>) -> Vec<u8> {
+    let mut out = Vec::new();
+    // (offset of the run's page count in `out`, next address, pages).
+    let mut run: Option<(usize, u64, u32)> = None;
+    for (addr, page) in pages {
+        assert_eq!(page.len(), PAGE, "whole pages");
+        if page.iter().all(|&b| b == 0) {
+            continue;
+        }
+        match &mut run {
+            Some((_, next, n)) if *next == addr => {
+                *next += PAGE as u64;
+                *n += 1;
+            }
+            _ => {
+                if let Some((at, _, n)) = run.take() {
+                    out[at..at + 4].copy_from_slice(&n.to_le_bytes());
+                }
+                out.extend_from_slice(&addr.to_le_bytes());
+                let at = out.len();
+                out.extend_from_slice(&0u32.to_le_bytes());
+                run = Some((at, addr + PAGE as u64, 1));
+            }
+        }
+        out.extend_from_slice(page);
+    }
+    if let Some((at, _, n)) = run {
+        out[at..at + 4].copy_from_slice(&n.to_le_bytes());
+    }
+    out
+}
+
+/// One run of stored pages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PageRun<'a> {
+    pub addr: u64,
+    pub data: &'a [u8],
+}
+
+/// Decodes what [`encode_pages`] made: runs in increasing, page-aligned,
+/// non-overlapping order, or an error.
+pub fn decode_pages(mut b: &[u8]) -> Result<Vec<PageRun<'_>>, ImageError> {
+    let bad = |m: &str| ImageError::Pages(m.to_string());
+    let mut out = Vec::new();
+    let mut min = 0u64;
+    while !b.is_empty() {
+        if b.len() < 12 {
+            return Err(bad("a page run header is cut"));
+        }
+        let addr = u64::from_le_bytes(b[..8].try_into().expect("8 bytes"));
+        let n = u32::from_le_bytes(b[8..12].try_into().expect("4 bytes"));
+        let len = n as usize * PAGE;
+        if n == 0 || addr % PAGE as u64 != 0 || addr < min {
+            return Err(bad("page runs out of order, empty or unaligned"));
+        }
+        if b.len() - 12 < len {
+            return Err(bad("a page run is cut"));
+        }
+        min = addr
+            .checked_add(len as u64)
+            .ok_or_else(|| bad("a page run past the end of memory"))?;
+        out.push(PageRun {
+            addr,
+            data: &b[12..12 + len],
+        });
+        b = &b[12 + len..];
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn image(sections: &[(u32, &[u8])]) -> Vec<u8> {
+        let mut w = Writer::new(Vec::new()).unwrap();
+        for (k, p) in sections {
+            w.section(*k, p).unwrap();
+        }
+        w.finish().unwrap()
+    }
+
+    #[test]
+    fn crc32_is_zlibs() {
+        assert_eq!(crc32(b""), 0);
+        assert_eq!(crc32(b"123456789"), 0xCBF4_3926);
+    }
+
+    #[test]
+    fn sections_round_trip() {
+        let big = vec![7u8; 100_000];
+        let img = image(&[(1, b"meta"), (2, b""), (3, &big)]);
+        let s = read(&img[..]).unwrap();
+        assert_eq!(s.len(), 3);
+        assert_eq!(
+            s[0],
+            Section {
+                kind: 1,
+                payload: b"meta".to_vec()
+            }
+        );
+        assert_eq!(s[1].payload, b"");
+        assert_eq!(s[2].payload, big);
+        assert!(read(&image(&[])[..]).unwrap().is_empty());
+    }
+
+    #[test]
+    fn every_cut_and_every_flipped_byte_is_refused() {
+        let img = image(&[(1, b"meta data"), (4, &[1, 2, 3, 4, 5])]);
+        for cut in 0..img.len() {
+            let e = read(&img[..cut]).unwrap_err();
+            assert!(
+                matches!(e, ImageError::Truncated { .. } | ImageError::NotAnImage),
+                "cut at {cut}: {e}"
+            );
+        }
+        for i in 0..img.len() {
+            for bit in [0x01u8, 0x80] {
+                let mut bad = img.clone();
+                bad[i] ^= bit;
+                assert!(
+                    read(&bad[..]).is_err(),
+                    "byte {i} bit {bit:#x} went unnoticed"
+                );
+            }
+        }
+        let mut longer = img.clone();
+        longer.push(0);
+        assert!(matches!(read(&longer[..]), Err(ImageError::Trailing)));
+    }
+
+    #[test]
+    fn a_newer_version_and_huge_lengths_are_clear_errors() {
+        let mut img = image(&[(1, b"x")]);
+        img[8..12].copy_from_slice(&2u32.to_le_bytes());
+        let e = read(&img[..]).unwrap_err();
+        assert!(matches!(e, ImageError::TooNew { found: 2 }), "{e}");
+        assert!(e.to_string().contains("newer roam"), "{e}");
+        let mut img = image(&[(1, b"x")]);
+        img[20..28].copy_from_slice(&u64::MAX.to_le_bytes());
+        assert!(matches!(read(&img[..]), Err(ImageError::TooLarge { .. })));
+        assert!(matches!(
+            read(&b"ELF\x7fjunkjunkjunk"[..]),
+            Err(ImageError::NotAnImage)
+        ));
+    }
+
+    #[test]
+    fn pages_leave_zeros_out_and_merge_runs() {
+        let a = vec![1u8; PAGE];
+        let z = vec![0u8; PAGE];
+        let b = vec![2u8; PAGE];
+        let pages = [
+            (0x1000u64, &a[..]),
+            (0x2000, &b[..]),
+            (0x3000, &z[..]),
+            (0x4000, &a[..]),
+            (0x9000, &b[..]),
+        ];
+        let enc = encode_pages(pages);
+        let runs = decode_pages(&enc).unwrap();
+        assert_eq!(runs.len(), 3);
+        assert_eq!((runs[0].addr, runs[0].data.len()), (0x1000, 2 * PAGE));
+        assert_eq!(&runs[0].data[PAGE..], &b[..]);
+        assert_eq!((runs[1].addr, runs[1].data.len()), (0x4000, PAGE));
+        assert_eq!(runs[2].addr, 0x9000);
+        assert_eq!(enc.len(), 3 * 12 + 4 * PAGE, "zero page stored");
+        assert!(decode_pages(&encode_pages([(0x1000, &z[..])]))
+            .unwrap()
+            .is_empty());
+        for cut in 1..enc.len() {
+            let _ = decode_pages(&enc[..cut]);
+        }
+        assert!(decode_pages(&enc[..13]).is_err());
+        let mut out_of_order = encode_pages([(0x5000u64, &a[..])]);
+        out_of_order.extend(encode_pages([(0x1000u64, &a[..])]));
+        assert!(decode_pages(&out_of_order).is_err());
+    }
+
+    #[test]
+    fn an_atomic_write_that_fails_leaves_nothing() {
+        let dir = std::env::temp_dir().join(format!("roam-img-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("img");
+        let r = write_atomically(&path, |w| {
+            w.section(1, b"half")?;
+            Err(io::Error::other("disk full"))
+        });
+        assert!(r.is_err());
+        assert!(!path.exists());
+        assert_eq!(
+            std::fs::read_dir(&dir).unwrap().count(),
+            0,
+            "temporary left"
+        );
+        write_atomically(&path, |w| w.section(1, b"whole")).unwrap();
+        let s = read(std::fs::File::open(&path).unwrap()).unwrap();
+        assert_eq!(s[0].payload, b"whole");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
