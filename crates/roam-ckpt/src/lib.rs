@@ -2,4 +2,6 @@
 //! ([`image`]); the capture layer's system calls are in `roam_sys::ptrace`.
 //! See docs/design/checkpoint.md.
 
+#[cfg(target_arch = "x86_64")]
+pub mod capture;
 pub mod image;

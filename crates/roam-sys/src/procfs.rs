@@ -323,6 +323,96 @@ fn unescape(field: &[u8]) -> Vec<u8> {
     out
 }
 
+/// One mapping of /proc/PID/maps.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Vma {
+    pub start: u64,
+    pub end: u64,
+    pub read: bool,
+    pub write: bool,
+    pub exec: bool,
+    /// MAP_SHARED (`s`), else private (`p`).
+    pub shared: bool,
+    pub offset: u64,
+    /// `major:minor` of the file's device, 0:0 for anonymous memory.
+    pub dev: (u32, u32),
+    pub inode: u64,
+    /// The file, or `[heap]`, `[stack]`, `[vdso]`...; empty for anonymous
+    /// memory. A deleted file ends in ` (deleted)`.
+    pub path: Vec<u8>,
+}
+
+/// The mappings of process `pid`, in address order.
+pub fn maps(pid: i32) -> io::Result<Vec<Vma>> {
+    let text = std::fs::read(format!("/proc/{pid}/maps"))?;
+    text.split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(|l| parse_vma(l).ok_or_else(|| invalid(format!("cannot parse /proc/{pid}/maps"))))
+        .collect()
+}
+
+fn parse_vma(line: &[u8]) -> Option<Vma> {
+    // start-end perms offset dev inode [path]; the path may hold spaces.
+    let mut rest = line;
+    let mut next = || {
+        let cut = rest.iter().position(|&b| b == b' ').unwrap_or(rest.len());
+        let (f, r) = rest.split_at(cut);
+        rest = r.strip_prefix(b" ").unwrap_or(r);
+        std::str::from_utf8(f).ok()
+    };
+    let (range, perms, offset, dev, inode) = (next()?, next()?, next()?, next()?, next()?);
+    let (start, end) = range.split_once('-')?;
+    let (major, minor) = dev.split_once(':')?;
+    let p = perms.as_bytes();
+    if p.len() != 4 {
+        return None;
+    }
+    let path = rest
+        .iter()
+        .position(|&b| b != b' ')
+        .map_or(&[][..], |i| &rest[i..]);
+    Some(Vma {
+        start: u64::from_str_radix(start, 16).ok()?,
+        end: u64::from_str_radix(end, 16).ok()?,
+        read: p[0] == b'r',
+        write: p[1] == b'w',
+        exec: p[2] == b'x',
+        shared: p[3] == b's',
+        offset: u64::from_str_radix(offset, 16).ok()?,
+        dev: (
+            u32::from_str_radix(major, 16).ok()?,
+            u32::from_str_radix(minor, 16).ok()?,
+        ),
+        inode: inode.parse().ok()?,
+        path: path.to_vec(),
+    })
+}
+
+/// A /proc/PID/pagemap entry: the page is in memory.
+pub const PAGE_PRESENT: u64 = 1 << 63;
+/// A /proc/PID/pagemap entry: the page is in swap.
+pub const PAGE_SWAPPED: u64 = 1 << 62;
+
+/// The /proc/PID/pagemap entries of `pages` pages from `start` (page
+/// aligned): [`PAGE_PRESENT`], [`PAGE_SWAPPED`] and the other bits.
+pub fn pagemap(pid: i32, start: u64, pages: usize) -> io::Result<Vec<u64>> {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::File::open(format!("/proc/{pid}/pagemap"))?;
+    let mut buf = vec![0u8; pages * 8];
+    let mut done = 0;
+    while done < buf.len() {
+        let n = f.read_at(&mut buf[done..], start / 4096 * 8 + done as u64)?;
+        if n == 0 {
+            break;
+        }
+        done += n;
+    }
+    Ok(buf[..done]
+        .chunks_exact(8)
+        .map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes")))
+        .collect())
+}
+
 fn invalid(msg: impl Into<String>) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, msg.into())
 }
@@ -513,5 +603,33 @@ mod tests {
             .unwrap()
             .iter()
             .any(|m| m.point == std::path::Path::new("/")));
+    }
+
+    #[test]
+    fn maps_lines_and_our_own() {
+        let v = super::parse_vma(
+            b"7f00a000-7f00c000 rw-p 00001000 08:01 1234    /usr/lib/a b.so (deleted)",
+        )
+        .unwrap();
+        assert_eq!(
+            (v.start, v.end, v.offset, v.inode),
+            (0x7f00a000, 0x7f00c000, 0x1000, 1234)
+        );
+        assert!(v.read && v.write && !v.exec && !v.shared);
+        assert_eq!(v.dev, (8, 1));
+        assert_eq!(v.path, b"/usr/lib/a b.so (deleted)");
+        let anon = super::parse_vma(b"7f00a000-7f00c000 rw-s 00000000 00:00 0 ").unwrap();
+        assert!(anon.shared && anon.path.is_empty());
+        assert!(super::parse_vma(b"garbage").is_none());
+        assert!(super::parse_vma(b"1-2 rwxpq 0 0:0 0").is_none());
+        let me = std::process::id() as i32;
+        let m = super::maps(me).unwrap();
+        assert!(m.iter().any(|v| v.path == b"[stack]"));
+        // This test's own stack is present in memory.
+        let x = 5u64;
+        let addr = std::ptr::addr_of!(x) as u64 & !4095;
+        let pm = super::pagemap(me, addr, 1).unwrap();
+        assert_eq!(pm.len(), 1);
+        assert_ne!(pm[0] & super::PAGE_PRESENT, 0);
     }
 }

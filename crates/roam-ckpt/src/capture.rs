@@ -1,0 +1,441 @@
+//! Capturing a running process into an image (x86-64): every thread
+//! stopped from outside with ptrace, its registers, FP state and rseq
+//! registration read, its mappings listed, and the memory that cannot be
+//! had again from a file read and stored (zero pages left out).
+//!
+//! Everything here runs on the calling thread, which is the tracer: the
+//! caller gives each capture a thread of its own (see `roam_sys::ptrace`).
+//! Restoring comes next (docs/design/checkpoint.md).
+
+use std::collections::BTreeSet;
+use std::io;
+use std::os::unix::fs::FileExt;
+
+use roam_sys::procfs::{self, Vma, PAGE_PRESENT, PAGE_SWAPPED};
+use roam_sys::ptrace::{self, Stop};
+use serde::{Deserialize, Serialize};
+use serde_bytes::ByteBuf;
+use thiserror::Error;
+
+use crate::image::{encode_pages, Section, PAGE};
+
+/// Section kinds of an image.
+pub mod kind {
+    pub const META: u32 = 1;
+    pub const THREAD: u32 = 2;
+    pub const MAPS: u32 = 3;
+    pub const PAGES: u32 = 4;
+}
+
+/// /proc/PID/pagemap: the page is a file page or shared memory (bit 61);
+/// clear for a private mapping's page once written (copied on write).
+const PAGE_FILE: u64 = 1 << 61;
+
+/// Why a capture failed. The process is left running as it was (detached)
+/// in every case but a failure to detach.
+#[derive(Debug, Error)]
+pub enum CaptureError {
+    #[error("no process {pid}")]
+    NoProcess { pid: i32 },
+    #[error(
+        "process {pid} holds {what}, which checkpoints do not support yet; it was not touched"
+    )]
+    Unsupported { pid: i32, what: String },
+    #[error("process {pid} went away during the checkpoint")]
+    Gone { pid: i32 },
+    #[error("cannot {what} of process {pid}: {source}")]
+    Sys {
+        pid: i32,
+        what: &'static str,
+        source: io::Error,
+    },
+}
+
+/// The image's metadata.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Meta {
+    pub pid: i32,
+    /// "x86_64".
+    pub arch: String,
+    pub exe: ByteBuf,
+    pub threads: u32,
+}
+
+/// One thread's registers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ThreadState {
+    pub tid: i32,
+    /// `user_regs_struct`, 27 words in the kernel's order.
+    pub regs: Vec<u64>,
+    /// The XSAVE area.
+    pub xstate: ByteBuf,
+    pub rseq: (u64, u32, u32, u32),
+}
+
+/// One mapping, and whether its pages are in the image.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MapRecord {
+    pub start: u64,
+    pub end: u64,
+    /// r, w, x as bits 0, 1, 2.
+    pub prot: u8,
+    pub shared: bool,
+    pub offset: u64,
+    pub inode: u64,
+    pub path: ByteBuf,
+    /// Its written (or anonymous) pages are in the PAGES section.
+    pub stored: bool,
+}
+
+/// A captured process: the image's sections, ready to write.
+#[derive(Debug)]
+pub struct Captured {
+    pub sections: Vec<Section>,
+    /// Bytes of memory stored.
+    pub stored_bytes: u64,
+}
+
+/// Captures process `pid`; with `leave_running` it runs on afterwards,
+/// otherwise it is killed once captured.
+pub fn capture(pid: i32, leave_running: bool) -> Result<Captured, CaptureError> {
+    let sys = |what| move |source| CaptureError::Sys { pid, what, source };
+    if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+        return Err(CaptureError::NoProcess { pid });
+    }
+    // What cannot be captured is refused before the process is touched.
+    refuse_unsupported(pid)?;
+    let tids = stop_all(pid)?;
+    let result = (|| {
+        let mut sections = Vec::new();
+        let exe = std::fs::read_link(format!("/proc/{pid}/exe"))
+            .map(|p| p.into_os_string().into_encoded_bytes())
+            .unwrap_or_default();
+        let meta = Meta {
+            pid,
+            arch: "x86_64".into(),
+            exe: ByteBuf::from(exe),
+            threads: tids.len() as u32,
+        };
+        sections.push(section(kind::META, &meta));
+        for &tid in &tids {
+            let r = ptrace::regs(tid).map_err(sys("read the registers"))?;
+            let xstate = ptrace::xstate(tid).map_err(sys("read the FP state"))?;
+            let rseq = ptrace::rseq(tid).map_err(sys("read the rseq registration"))?;
+            let t = ThreadState {
+                tid,
+                regs: regs_words(&r),
+                xstate: ByteBuf::from(xstate),
+                rseq: (rseq.address, rseq.len, rseq.flags, rseq.signature),
+            };
+            sections.push(section(kind::THREAD, &t));
+        }
+        let vmas = procfs::maps(pid).map_err(sys("list the mappings"))?;
+        let mem =
+            std::fs::File::open(format!("/proc/{pid}/mem")).map_err(sys("open the memory"))?;
+        let mut records = Vec::new();
+        let mut pages: Vec<(u64, Vec<u8>)> = Vec::new();
+        for v in &vmas {
+            let stored = stores_pages(v);
+            if stored {
+                read_pages(pid, &mem, v, &mut pages).map_err(sys("read the memory"))?;
+            }
+            records.push(MapRecord {
+                start: v.start,
+                end: v.end,
+                prot: u8::from(v.read) | u8::from(v.write) << 1 | u8::from(v.exec) << 2,
+                shared: v.shared,
+                offset: v.offset,
+                inode: v.inode,
+                path: ByteBuf::from(v.path.clone()),
+                stored,
+            });
+        }
+        sections.push(section(kind::MAPS, &records));
+        let encoded = encode_pages(pages.iter().map(|(a, p)| (*a, &p[..])));
+        let stored_bytes = pages.len() as u64 * PAGE as u64;
+        sections.push(Section {
+            kind: kind::PAGES,
+            payload: encoded,
+        });
+        Ok(Captured {
+            sections,
+            stored_bytes,
+        })
+    })();
+    let ended = if leave_running || result.is_err() {
+        tids.iter()
+            .map(|&t| ptrace::detach(t))
+            .find_map(Result::err)
+            .map(sys("let it run again"))
+    } else {
+        // SAFETY: kill takes a pid and a signal; no memory.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+        None
+    };
+    match (result, ended) {
+        (Err(e), _) | (Ok(_), Some(e)) => Err(e),
+        (Ok(c), None) => Ok(c),
+    }
+}
+
+fn section<T: Serialize>(kind: u32, value: &T) -> Section {
+    Section {
+        kind,
+        payload: postcard::to_allocvec(value).expect("plain data always serialises"),
+    }
+}
+
+/// The registers as the kernel's 27 words.
+fn regs_words(r: &libc::user_regs_struct) -> Vec<u64> {
+    vec![
+        r.r15, r.r14, r.r13, r.r12, r.rbp, r.rbx, r.r11, r.r10, r.r9, r.r8, r.rax, r.rcx, r.rdx,
+        r.rsi, r.rdi, r.orig_rax, r.rip, r.cs, r.eflags, r.rsp, r.ss, r.fs_base, r.gs_base, r.ds,
+        r.es, r.fs, r.gs,
+    ]
+}
+
+/// Descriptors and mappings the engine cannot capture yet.
+fn refuse_unsupported(pid: i32) -> Result<(), CaptureError> {
+    let unsupported = |what: String| CaptureError::Unsupported { pid, what };
+    let fds =
+        std::fs::read_dir(format!("/proc/{pid}/fd")).map_err(|_| CaptureError::Gone { pid })?;
+    for e in fds.flatten() {
+        let Ok(target) = std::fs::read_link(e.path()) else {
+            continue;
+        };
+        let t = target.to_string_lossy();
+        let fd = e.file_name().to_string_lossy().into_owned();
+        if t.starts_with("socket:") {
+            return Err(unsupported(format!("a socket (descriptor {fd})")));
+        }
+        if t == "anon_inode:[io_uring]" {
+            return Err(unsupported(format!("an io_uring (descriptor {fd})")));
+        }
+    }
+    let vmas = procfs::maps(pid).map_err(|_| CaptureError::Gone { pid })?;
+    for v in vmas {
+        let p = String::from_utf8_lossy(&v.path);
+        let device =
+            p.starts_with("/dev/") && !p.starts_with("/dev/shm/") && !p.starts_with("/dev/zero");
+        if device {
+            return Err(unsupported(format!("a mapping of the device {p}")));
+        }
+    }
+    Ok(())
+}
+
+/// Seizes and stops every thread, again until no new one appears.
+fn stop_all(pid: i32) -> Result<Vec<i32>, CaptureError> {
+    let mut stopped = BTreeSet::new();
+    let release = |stopped: &BTreeSet<i32>| {
+        for &t in stopped {
+            let _ = ptrace::detach(t);
+        }
+    };
+    loop {
+        let tids = ptrace::threads(pid).map_err(|_| CaptureError::Gone { pid })?;
+        let new: Vec<i32> = tids.into_iter().filter(|t| !stopped.contains(t)).collect();
+        if new.is_empty() {
+            return Ok(stopped.into_iter().collect());
+        }
+        for tid in new {
+            let ok = ptrace::seize(tid).and_then(|()| ptrace::interrupt(tid));
+            let stop = ok.and_then(|()| ptrace::wait_stop(tid));
+            match stop {
+                Ok(Stop::Stopped { .. }) => {
+                    stopped.insert(tid);
+                }
+                // A thread that ended meanwhile is no loss, unless it is
+                // the whole process.
+                Ok(_) | Err(_) if tid != pid => {}
+                _ => {
+                    release(&stopped);
+                    return Err(CaptureError::Gone { pid });
+                }
+            }
+        }
+    }
+}
+
+/// Whether a mapping's pages go into the image: anonymous memory (private
+/// or shared) and the written pages of private file mappings; not the
+/// kernel's own (vdso, vvar, vsyscall), whose contents the destination has.
+fn stores_pages(v: &Vma) -> bool {
+    !matches!(
+        &v.path[..],
+        b"[vdso]" | b"[vvar]" | b"[vvar_vclock]" | b"[vsyscall]"
+    ) && (!v.shared || v.inode == 0 || v.path.starts_with(b"/dev/zero"))
+}
+
+/// Appends the pages of `v` worth storing: present or swapped, and, for a
+/// private file mapping, only those written (no longer the file's).
+fn read_pages(
+    pid: i32,
+    mem: &std::fs::File,
+    v: &Vma,
+    out: &mut Vec<(u64, Vec<u8>)>,
+) -> io::Result<()> {
+    let n = ((v.end - v.start) / PAGE as u64) as usize;
+    let map = procfs::pagemap(pid, v.start, n)?;
+    let file_backed = v.inode != 0 && !v.shared;
+    for (i, &e) in map.iter().enumerate() {
+        let in_memory = e & (PAGE_PRESENT | PAGE_SWAPPED) != 0;
+        if !in_memory || (file_backed && e & PAGE_FILE != 0) {
+            continue;
+        }
+        let addr = v.start + (i * PAGE) as u64;
+        let mut page = vec![0u8; PAGE];
+        // /proc/PID/mem reads as the tracer, protections aside.
+        mem.read_exact_at(&mut page, addr)?;
+        out.push((addr, page));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::image::{decode_pages, read, Writer};
+
+    /// A child (forked: same layout) that keeps none of the test's
+    /// descriptors (other tests' sockets among them), fills `len` bytes of
+    /// a fresh anonymous mapping with a pattern, makes a socket pair if
+    /// `socket`, writes the mapping's address to a pipe and spins until
+    /// killed.
+    fn child_with_pattern(len: usize, socket: bool) -> (i32, u64) {
+        let mut fds = [0; 2];
+        // SAFETY: pipe fills two descriptors.
+        assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+        // SAFETY: the child only maps memory, writes and spins; it never
+        // returns into the harness and is killed by the parent.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0);
+        if pid == 0 {
+            let w = fds[1] as u32;
+            // SAFETY: closes descriptor ranges of this (child) process only.
+            unsafe {
+                libc::syscall(libc::SYS_close_range, 0u32, w - 1, 0u32);
+                libc::syscall(libc::SYS_close_range, w + 1, u32::MAX, 0u32);
+            }
+            if socket {
+                let mut s = [0; 2];
+                // SAFETY: socketpair fills two descriptors.
+                unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_STREAM, 0, s.as_mut_ptr()) };
+            }
+            // SAFETY: a fresh anonymous mapping of `len` bytes.
+            let p = unsafe {
+                libc::mmap(
+                    std::ptr::null_mut(),
+                    len,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                    -1,
+                    0,
+                )
+            } as *mut u8;
+            for i in 0..len {
+                // SAFETY: inside the mapping; every 3rd page left zero.
+                unsafe {
+                    *p.add(i) = if (i / PAGE) % 3 == 2 {
+                        0
+                    } else {
+                        (i % 251) as u8 | 1
+                    }
+                };
+            }
+            let a = (p as u64).to_le_bytes();
+            // SAFETY: writes 8 bytes from a live array to the pipe.
+            unsafe { libc::write(w as i32, a.as_ptr().cast(), 8) };
+            loop {
+                std::hint::spin_loop();
+            }
+        }
+        let mut a = [0u8; 8];
+        // SAFETY: reads 8 bytes into a live array.
+        assert_eq!(unsafe { libc::read(fds[0], a.as_mut_ptr().cast(), 8) }, 8);
+        // SAFETY: closing our two descriptors.
+        unsafe {
+            libc::close(fds[0]);
+            libc::close(fds[1]);
+        }
+        (pid, u64::from_le_bytes(a))
+    }
+
+    fn reap(pid: i32) {
+        // SAFETY: kill and reap our own child.
+        unsafe {
+            libc::kill(pid, libc::SIGKILL);
+            libc::waitpid(pid, std::ptr::null_mut(), libc::__WALL);
+        }
+    }
+
+    #[test]
+    fn a_running_process_is_captured_and_runs_on() {
+        let len = 3 << 20;
+        let (pid, addr) = child_with_pattern(len, false);
+        let result = std::panic::catch_unwind(|| {
+            let c = capture(pid, true).unwrap();
+            // Written to an image and read back.
+            let mut w = Writer::new(Vec::new()).unwrap();
+            for s in &c.sections {
+                w.section(s.kind, &s.payload).unwrap();
+            }
+            let img = w.finish().unwrap();
+            let sections = read(&img[..]).unwrap();
+            let meta: Meta = postcard::from_bytes(&sections[0].payload).unwrap();
+            assert_eq!((meta.pid, meta.threads), (pid, 1));
+            let t: ThreadState = postcard::from_bytes(&sections[1].payload).unwrap();
+            assert_eq!(t.tid, pid);
+            assert_eq!(t.regs.len(), 27);
+            assert!(t.xstate.len() >= 576);
+            let maps: Vec<MapRecord> = postcard::from_bytes(&sections[2].payload).unwrap();
+            let m = maps
+                .iter()
+                .find(|m| m.start <= addr && addr < m.end)
+                .expect("the pattern's mapping");
+            assert!(m.stored && m.prot == 0b011 && !m.shared);
+            assert!(maps.iter().any(|m| &m.path[..] == b"[vdso]" && !m.stored));
+            // The pattern's pages are there, the zero ones are not.
+            let runs = decode_pages(&sections[3].payload).unwrap();
+            let mut found = 0;
+            for r in &runs {
+                for (i, page) in r.data.chunks(PAGE).enumerate() {
+                    let a = r.addr + (i * PAGE) as u64;
+                    if a < addr || a >= addr + len as u64 {
+                        continue;
+                    }
+                    let off = (a - addr) as usize;
+                    assert_ne!((off / PAGE) % 3, 2, "a zero page was stored");
+                    for (j, &b) in page.iter().enumerate() {
+                        assert_eq!(b, ((off + j) % 251) as u8 | 1);
+                    }
+                    found += 1;
+                }
+            }
+            assert_eq!(found, len / PAGE * 2 / 3, "pattern pages stored");
+            assert!(c.stored_bytes >= (len / 3 * 2) as u64);
+            // Left running: it can be captured again.
+            assert!(capture(pid, true).is_ok());
+        });
+        reap(pid);
+        if let Err(e) = result {
+            std::panic::resume_unwind(e);
+        }
+    }
+
+    #[test]
+    fn unsupported_and_missing_processes_are_refused_untouched() {
+        assert!(matches!(
+            capture(i32::MAX - 1, true),
+            Err(CaptureError::NoProcess { .. })
+        ));
+        // A process holding a socket is refused before it is touched.
+        let (holder, _) = child_with_pattern(PAGE, true);
+        let e = capture(holder, true).unwrap_err();
+        assert!(e.to_string().contains("socket"), "{e}");
+        // Untouched: not traced, so another tracer can seize it.
+        let seized = ptrace::seize(holder);
+        reap(holder);
+        seized.unwrap();
+    }
+}
