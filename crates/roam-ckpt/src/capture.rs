@@ -25,6 +25,8 @@ pub mod kind {
     pub const THREAD: u32 = 2;
     pub const MAPS: u32 = 3;
     pub const PAGES: u32 = 4;
+    pub const FILES: u32 = 5;
+    pub const CONTEXT: u32 = 6;
 }
 
 /// /proc/PID/pagemap: the page is a file page or shared memory (bit 61);
@@ -85,6 +87,36 @@ pub struct MapRecord {
     pub path: ByteBuf,
     /// Its written (or anonymous) pages are in the PAGES section.
     pub stored: bool,
+}
+
+/// One open descriptor.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FdRecord {
+    pub fd: i32,
+    /// What `/proc/PID/fd/N` names: a path (` (deleted)` appended for a
+    /// deleted file), `pipe:[INODE]`, `anon_inode:[...]`...
+    pub target: ByteBuf,
+    /// The file offset (`fdinfo` pos).
+    pub pos: u64,
+    /// The open flags (`fdinfo` flags: access mode, O_APPEND, O_CLOEXEC...).
+    pub flags: u32,
+}
+
+/// The process's context: where it is, what it may, which signals.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Context {
+    pub cwd: ByteBuf,
+    pub root: ByteBuf,
+    pub umask: u32,
+    /// (soft, hard) per resource, in the kernel's order.
+    pub rlimits: Vec<(u64, u64)>,
+    /// Signals ignored and caught (the handlers themselves come with the
+    /// injected calls of the restore), and pending for the process.
+    pub sig_ignored: u64,
+    pub sig_caught: u64,
+    pub sig_pending: u64,
+    /// Per thread (the THREAD sections' order): blocked and pending.
+    pub thread_signals: Vec<(u64, u64)>,
 }
 
 /// A captured process: the image's sections, ready to write.
@@ -151,6 +183,14 @@ pub fn capture(pid: i32, leave_running: bool) -> Result<Captured, CaptureError> 
             });
         }
         sections.push(section(kind::MAPS, &records));
+        sections.push(section(
+            kind::FILES,
+            &files(pid).map_err(sys("list the descriptors"))?,
+        ));
+        sections.push(section(
+            kind::CONTEXT,
+            &context(pid, &tids).map_err(sys("read the context"))?,
+        ));
         let encoded = encode_pages(pages.iter().map(|(a, p)| (*a, &p[..])));
         let stored_bytes = pages.len() as u64 * PAGE as u64;
         sections.push(Section {
@@ -192,6 +232,76 @@ fn regs_words(r: &libc::user_regs_struct) -> Vec<u64> {
         r.rsi, r.rdi, r.orig_rax, r.rip, r.cs, r.eflags, r.rsp, r.ss, r.fs_base, r.gs_base, r.ds,
         r.es, r.fs, r.gs,
     ]
+}
+
+/// The open descriptors, from /proc/PID/fd and fdinfo.
+fn files(pid: i32) -> io::Result<Vec<FdRecord>> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(format!("/proc/{pid}/fd"))?.flatten() {
+        let Some(fd) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
+            continue;
+        };
+        // A descriptor closed meanwhile (another thread) is simply gone.
+        let (Ok(target), Ok(info)) = (
+            std::fs::read_link(e.path()),
+            std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}")),
+        ) else {
+            continue;
+        };
+        let field = |name: &str| {
+            info.lines()
+                .find_map(|l| l.strip_prefix(name))
+                .map(str::trim)
+                .unwrap_or("0")
+                .to_owned()
+        };
+        out.push(FdRecord {
+            fd,
+            target: ByteBuf::from(target.into_os_string().into_encoded_bytes()),
+            pos: field("pos:").parse().unwrap_or(0),
+            flags: u32::from_str_radix(&field("flags:"), 8).unwrap_or(0),
+        });
+    }
+    out.sort_by_key(|f| f.fd);
+    Ok(out)
+}
+
+/// A hexadecimal signal set of /proc/PID/status (`SigBlk:` and so on).
+fn sigset(status: &str, name: &str) -> u64 {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(name))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .unwrap_or(0)
+}
+
+/// The process's context (see [`Context`]).
+fn context(pid: i32, tids: &[i32]) -> io::Result<Context> {
+    let link = |what: &str| -> io::Result<ByteBuf> {
+        let p = std::fs::read_link(format!("/proc/{pid}/{what}"))?;
+        Ok(ByteBuf::from(p.into_os_string().into_encoded_bytes()))
+    };
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let umask = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Umask:"))
+        .and_then(|v| u32::from_str_radix(v.trim(), 8).ok())
+        .unwrap_or(0o022);
+    let mut thread_signals = Vec::new();
+    for tid in tids {
+        let st = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/status"))?;
+        thread_signals.push((sigset(&st, "SigBlk:"), sigset(&st, "SigPnd:")));
+    }
+    Ok(Context {
+        cwd: link("cwd")?,
+        root: link("root")?,
+        umask,
+        rlimits: ptrace::rlimits(pid)?,
+        sig_ignored: sigset(&status, "SigIgn:"),
+        sig_caught: sigset(&status, "SigCgt:"),
+        sig_pending: sigset(&status, "ShdPnd:"),
+        thread_signals,
+    })
 }
 
 /// Descriptors and mappings the engine cannot capture yet.
@@ -317,6 +427,25 @@ mod tests {
                 libc::syscall(libc::SYS_close_range, 0u32, w - 1, 0u32);
                 libc::syscall(libc::SYS_close_range, w + 1, u32::MAX, 0u32);
             }
+            // A file at an offset, appending, duplicated to 10; a pipe;
+            // a working directory, a umask and a blocked signal to find.
+            // SAFETY: plain calls on this (child) process's own state.
+            unsafe {
+                let f = libc::open(
+                    c"/proc/self/status".as_ptr(),
+                    libc::O_RDONLY | libc::O_CLOEXEC,
+                );
+                libc::lseek(f, 7, libc::SEEK_SET);
+                libc::dup2(f, 10);
+                let mut p = [0; 2];
+                libc::pipe(p.as_mut_ptr());
+                libc::chdir(c"/usr".as_ptr());
+                libc::umask(0o027);
+                let mut set: libc::sigset_t = std::mem::zeroed();
+                libc::sigemptyset(&mut set);
+                libc::sigaddset(&mut set, libc::SIGUSR2);
+                libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+            }
             if socket {
                 let mut s = [0; 2];
                 // SAFETY: socketpair fills two descriptors.
@@ -382,21 +511,52 @@ mod tests {
             }
             let img = w.finish().unwrap();
             let sections = read(&img[..]).unwrap();
-            let meta: Meta = postcard::from_bytes(&sections[0].payload).unwrap();
+            let of = |k: u32| -> &[u8] {
+                &sections
+                    .iter()
+                    .find(|s| s.kind == k)
+                    .expect("section")
+                    .payload
+            };
+            let meta: Meta = postcard::from_bytes(of(kind::META)).unwrap();
             assert_eq!((meta.pid, meta.threads), (pid, 1));
-            let t: ThreadState = postcard::from_bytes(&sections[1].payload).unwrap();
+            let t: ThreadState = postcard::from_bytes(of(kind::THREAD)).unwrap();
             assert_eq!(t.tid, pid);
             assert_eq!(t.regs.len(), 27);
             assert!(t.xstate.len() >= 576);
-            let maps: Vec<MapRecord> = postcard::from_bytes(&sections[2].payload).unwrap();
+            let maps: Vec<MapRecord> = postcard::from_bytes(of(kind::MAPS)).unwrap();
             let m = maps
                 .iter()
                 .find(|m| m.start <= addr && addr < m.end)
                 .expect("the pattern's mapping");
             assert!(m.stored && m.prot == 0b011 && !m.shared);
             assert!(maps.iter().any(|m| &m.path[..] == b"[vdso]" && !m.stored));
+            let files: Vec<FdRecord> = postcard::from_bytes(of(kind::FILES)).unwrap();
+            let f10 = files.iter().find(|f| f.fd == 10).expect("fd 10");
+            assert!(f10.target.ends_with(b"/status"), "{f10:?}");
+            assert_eq!(f10.pos, 7);
+            let cloexec = files
+                .iter()
+                .find(|f| f.target == f10.target && f.fd != 10)
+                .expect("the original descriptor");
+            assert_ne!(cloexec.flags & libc::O_CLOEXEC as u32, 0);
+            assert_eq!(f10.flags & libc::O_CLOEXEC as u32, 0, "dup2 clears it");
+            assert_eq!(
+                files
+                    .iter()
+                    .filter(|f| f.target.starts_with(b"pipe:"))
+                    .count(),
+                3
+            );
+            let ctx: Context = postcard::from_bytes(of(kind::CONTEXT)).unwrap();
+            assert_eq!(&ctx.cwd[..], b"/usr");
+            assert_eq!(&ctx.root[..], b"/");
+            assert_eq!(ctx.umask, 0o027);
+            assert_eq!(ctx.rlimits.len(), libc::RLIMIT_RTTIME as usize + 1);
+            assert_eq!(ctx.thread_signals.len(), 1);
+            assert_ne!(ctx.thread_signals[0].0 & (1 << (libc::SIGUSR2 - 1)), 0);
             // The pattern's pages are there, the zero ones are not.
-            let runs = decode_pages(&sections[3].payload).unwrap();
+            let runs = decode_pages(of(kind::PAGES)).unwrap();
             let mut found = 0;
             for r in &runs {
                 for (i, page) in r.data.chunks(PAGE).enumerate() {

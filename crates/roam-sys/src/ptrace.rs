@@ -179,6 +179,26 @@ pub fn read_memory(pid: i32, addr: u64, buf: &mut [u8]) -> io::Result<usize> {
     Ok(n as usize)
 }
 
+/// The resource limits (soft, hard) of process `pid`, RLIMIT_CPU to
+/// RLIMIT_RTTIME in the kernel's order (`prlimit`).
+pub fn rlimits(pid: i32) -> io::Result<Vec<(u64, u64)>> {
+    (0..=libc::RLIMIT_RTTIME)
+        .map(|r| {
+            let mut old = libc::rlimit64 {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            // SAFETY: prlimit64 reads no new limit (null) and writes `old`.
+            let rc = unsafe { libc::prlimit64(pid, r as _, std::ptr::null(), &mut old) };
+            if rc < 0 {
+                Err(io::Error::last_os_error())
+            } else {
+                Ok((old.rlim_cur, old.rlim_max))
+            }
+        })
+        .collect()
+}
+
 /// The threads of `pid` (`/proc/PID/task`), sorted.
 pub fn threads(pid: i32) -> io::Result<Vec<i32>> {
     let mut tids: Vec<i32> = std::fs::read_dir(format!("/proc/{pid}/task"))?
@@ -250,6 +270,9 @@ mod tests {
             assert_eq!(&buf, &MAGIC);
             // Unmapped memory is an error, not garbage.
             assert!(read_memory(pid, 8, &mut buf).is_err());
+            let mine = rlimits(std::process::id() as i32).unwrap();
+            assert_eq!(rlimits(pid).unwrap(), mine, "a fork keeps the limits");
+            assert_eq!(mine.len(), libc::RLIMIT_RTTIME as usize + 1);
             detach(pid).unwrap();
             // Running again: stopping it once more works.
             seize(pid).unwrap();
