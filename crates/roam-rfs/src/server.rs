@@ -594,7 +594,7 @@ impl Server {
         let Some((dev, _)) = lock(&self.nodes).by_id.get(&node).map(|n| n.key) else {
             return false;
         };
-        self.watched.read().is_ok_and(|w| w.contains(&dev))
+        self.is_watched(dev)
     }
 
     /// A read answered from the page cache alone, if it can be.
@@ -1232,10 +1232,14 @@ impl Server {
         Ok((id, st))
     }
 
+    /// Whether the home watches the file system of device `dev`.
+    fn is_watched(&self, dev: u64) -> bool {
+        self.watched.read().is_ok_and(|w| w.contains(&dev))
+    }
+
     /// A node's attributes, `watched` if the home watches its file system.
     fn attr(&self, node: NodeId, st: &libc::stat) -> Attr {
-        let watched = self.watched.read().is_ok_and(|w| w.contains(&st.st_dev));
-        attr(node, st, watched)
+        attr(node, st, self.is_watched(st.st_dev))
     }
 
     /// The Entry reply for a name just made in `dir`.
@@ -1265,7 +1269,7 @@ impl Server {
             Err(libc::ENOENT) => {
                 let st = sys::fstat(dir.fd())?;
                 Ok(FsReply::Entry(Attr {
-                    watched: self.attr(0, &st).watched,
+                    watched: self.is_watched(st.st_dev),
                     ..Attr::default()
                 }))
             }
@@ -1477,7 +1481,7 @@ impl Server {
         let fd = self.reopen(&n, native | libc::O_NOCTTY)?;
         let st = sys::fstat(fd.as_fd())?;
         let keep_cache = self.saw(node, Version::of(&st));
-        let watched = self.attr(node, &st).watched;
+        let watched = self.is_watched(st.st_dev);
         let fh = self.add_handle(Handle {
             node,
             fd,
@@ -1561,7 +1565,7 @@ impl Server {
         // change since its last opendir and the home watches it (a change
         // also sends a notice, which drops the listing).
         let st = sys::fstat(fd.as_fd())?;
-        let watched = self.attr(node, &st).watched;
+        let watched = self.is_watched(st.st_dev);
         let keep_cache = self.saw(node, Version::of(&st)) && watched;
         let fh = self.add_handle(Handle {
             node,

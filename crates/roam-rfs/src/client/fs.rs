@@ -89,6 +89,12 @@ impl RoamFs {
         }
     }
 
+    /// Retires the kept opens of a file (see opens.rs), closing the idle
+    /// ones at the home.
+    fn retire_kept(&self, ino: u64) {
+        self.caller.close_kept(self.opens.retire(ino));
+    }
+
     fn cred(&self, req: &Request) -> Cred {
         let (uid, gid) = (req.uid(), req.gid());
         Cred {
@@ -324,7 +330,7 @@ impl Filesystem for RoamFs {
     fn forget(&self, req: &Request, ino: INodeNo, nlookup: u64) {
         // Forgotten: no open file of it is left, nor any lock.
         lock(&self.locked).remove(&ino.0);
-        self.caller.close_kept(self.opens.retire(ino.0));
+        self.retire_kept(ino.0);
         let op = FsOp::Forget {
             nodes: vec![(ino.0, nlookup)],
         };
@@ -359,7 +365,7 @@ impl Filesystem for RoamFs {
     ) {
         if mode.is_some() || uid.is_some() || gid.is_some() {
             // Who may open it changes: kept opens are not given out again.
-            self.caller.close_kept(self.opens.retire(ino.0));
+            self.retire_kept(ino.0);
         }
         let op = FsOp::SetAttr {
             node: ino.0,
@@ -742,7 +748,7 @@ impl Filesystem for RoamFs {
         reply: ReplyEmpty,
     ) {
         // An ACL may change who may open it.
-        self.caller.close_kept(self.opens.retire(ino.0));
+        self.retire_kept(ino.0);
         let op = FsOp::SetXattr {
             node: ino.0,
             name: bytes(name),
@@ -768,7 +774,7 @@ impl Filesystem for RoamFs {
 
     fn removexattr(&self, req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         // An ACL may change who may open it.
-        self.caller.close_kept(self.opens.retire(ino.0));
+        self.retire_kept(ino.0);
         let op = FsOp::RemoveXattr {
             node: ino.0,
             name: bytes(name),
