@@ -191,8 +191,12 @@ pub fn capture(pid: i32, leave_running: bool) -> Result<Captured, CaptureError> 
             kind::CONTEXT,
             &context(pid, &tids).map_err(sys("read the context"))?,
         ));
-        let encoded = encode_pages(pages.iter().map(|(a, p)| (*a, &p[..])));
-        let stored_bytes = pages.len() as u64 * PAGE as u64;
+        let encoded = encode_pages(pages.iter().flat_map(|(a, run)| {
+            run.chunks(PAGE)
+                .enumerate()
+                .map(move |(i, p)| (a + (i * PAGE) as u64, p))
+        }));
+        let stored_bytes = pages.iter().map(|(_, run)| run.len() as u64).sum();
         sections.push(Section {
             kind: kind::PAGES,
             payload: encoded,
@@ -377,7 +381,8 @@ fn stores_pages(v: &Vma) -> bool {
     ) && (!v.shared || v.inode == 0 || v.path.starts_with(b"/dev/zero"))
 }
 
-/// Appends the pages of `v` worth storing: present or swapped, and, for a
+/// Appends the pages of `v` worth storing, as runs of contiguous pages
+/// (address, bytes), each read in one call: present or swapped, and, for a
 /// private file mapping, only those written (no longer the file's).
 fn read_pages(
     pid: i32,
@@ -388,16 +393,23 @@ fn read_pages(
     let n = ((v.end - v.start) / PAGE as u64) as usize;
     let map = procfs::pagemap(pid, v.start, n)?;
     let file_backed = v.inode != 0 && !v.shared;
-    for (i, &e) in map.iter().enumerate() {
-        let in_memory = e & (PAGE_PRESENT | PAGE_SWAPPED) != 0;
-        if !in_memory || (file_backed && e & PAGE_FILE != 0) {
+    let wanted =
+        |e: u64| e & (PAGE_PRESENT | PAGE_SWAPPED) != 0 && !(file_backed && e & PAGE_FILE != 0);
+    let mut i = 0;
+    while i < map.len() {
+        if !wanted(map[i]) {
+            i += 1;
             continue;
         }
-        let addr = v.start + (i * PAGE) as u64;
-        let mut page = vec![0u8; PAGE];
+        let first = i;
+        while i < map.len() && wanted(map[i]) {
+            i += 1;
+        }
+        let addr = v.start + (first * PAGE) as u64;
+        let mut run = vec![0u8; (i - first) * PAGE];
         // /proc/PID/mem reads as the tracer, protections aside.
-        mem.read_exact_at(&mut page, addr)?;
-        out.push((addr, page));
+        mem.read_exact_at(&mut run, addr)?;
+        out.push((addr, run));
     }
     Ok(())
 }
