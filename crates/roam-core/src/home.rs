@@ -898,6 +898,10 @@ fn serve_fs(
         );
         return;
     };
+    // From now on the home's changes matter to a node.
+    if let Some(w) = home.watch.get() {
+        w.set_listening(true);
+    }
     // Calls that cannot wait for a disk are answered here, without handing
     // them to a blocking thread and back (about 20 µs of a round trip).
     let op = match server.try_now(&cred, op) {
@@ -1011,6 +1015,8 @@ fn start_watch(home: &Arc<Home>) {
                 n,
                 home.export.display()
             );
+            // No node has asked for the home's files yet (see serve_fs).
+            w.set_listening(false);
             let _ = home.watch.set(w);
         }
         Err(e) => tracing::warn!(

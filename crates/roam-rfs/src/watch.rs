@@ -28,6 +28,8 @@ const KEY_CACHE: usize = 4096;
 /// A running watch; stops when dropped.
 pub struct Watch {
     stop: Arc<AtomicBool>,
+    /// Whether anyone wants changes now (see [`Watch::set_listening`]).
+    listening: Arc<AtomicBool>,
     waker: fanotify::Waker,
     thread: Option<JoinHandle<()>>,
 }
@@ -61,17 +63,28 @@ impl Watch {
         }
         let stop = Arc::new(AtomicBool::new(false));
         let waker = watcher.waker();
+        let listening = Arc::new(AtomicBool::new(true));
         let thread = {
-            let stop = stop.clone();
+            let (stop, listening) = (stop.clone(), listening.clone());
             std::thread::Builder::new()
                 .name("roam-rfs-watch".into())
-                .spawn(move || run(watcher, filesystems, &stop, changed))?
+                .spawn(move || run(watcher, filesystems, &stop, &listening, changed))?
         };
         Ok(Watch {
             stop,
+            listening,
             waker,
             thread: Some(thread),
         })
+    }
+}
+
+impl Watch {
+    /// Whether changes are wanted (true at start). While nobody listens
+    /// (no node has files from the home), events are read and dropped
+    /// without the work of naming what changed.
+    pub fn set_listening(&self, on: bool) {
+        self.listening.store(on, Ordering::SeqCst);
     }
 }
 
@@ -109,6 +122,7 @@ fn run(
     mut watcher: Watcher,
     filesystems: HashMap<Fsid, Fs>,
     stop: &AtomicBool,
+    listening: &AtomicBool,
     changed: impl Fn(Vec<Change>),
 ) {
     let me = std::process::id() as i32;
@@ -121,6 +135,9 @@ fn run(
                 return;
             }
         };
+        if !listening.load(Ordering::SeqCst) {
+            continue;
+        }
         let mut out = Vec::new();
         let mut seen = HashSet::new();
         for e in events.iter().filter(|e| e.pid != me) {
