@@ -921,6 +921,9 @@ impl Testbed {
     ) -> Result<Vec<NodeInfo>, TestbedError> {
         let start = Instant::now();
         loop {
+            // Checked first: a node daemon just stopped may still be listed
+            // up by the home, which has not yet seen its link close.
+            self.check_can_get_ready(count)?;
             let last = match self.nodes() {
                 Ok(nodes) => {
                     let up = nodes.iter().filter(|n| n.state == NodeState::Up).count();
@@ -935,7 +938,6 @@ impl Testbed {
                 }
                 Err(e) => error_chain(&e),
             };
-            self.check_can_get_ready(count)?;
             let waited = start.elapsed();
             if waited >= timeout {
                 let log = self.state.log_path(HOME);
