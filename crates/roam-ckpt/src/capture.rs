@@ -9,10 +9,13 @@
 
 use std::collections::BTreeSet;
 use std::io;
+use std::io::Read;
+use std::os::fd::AsFd;
 use std::os::unix::fs::FileExt;
 
 use roam_sys::procfs::{self, Vma, PAGE_PRESENT, PAGE_SWAPPED};
 use roam_sys::ptrace::{self, Stop};
+use roam_sys::remote::{Remote, Site};
 use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
 use thiserror::Error;
@@ -27,7 +30,11 @@ pub mod kind {
     pub const PAGES: u32 = 4;
     pub const FILES: u32 = 5;
     pub const CONTEXT: u32 = 6;
+    pub const PROCESS: u32 = 7;
 }
+
+/// Deleted files still open are stored whole, up to this size.
+pub const MAX_DELETED_FILE: u64 = 64 << 20;
 
 /// /proc/PID/pagemap: the page is a file page or shared memory (bit 61);
 /// clear for a private mapping's page once written (copied on write).
@@ -72,6 +79,54 @@ pub struct ThreadState {
     /// The XSAVE area.
     pub xstate: ByteBuf,
     pub rseq: (u64, u32, u32, u32),
+    /// sigaltstack: (ss_sp, ss_flags, ss_size).
+    pub altstack: (u64, i32, u64),
+    /// set_tid_address's address (pthread_join waits on it).
+    pub tid_address: u64,
+    /// Signals pending for this thread, each its 128-byte siginfo.
+    pub pending: Vec<ByteBuf>,
+}
+
+/// One signal's disposition, as the kernel keeps it (`struct
+/// kernel_sigaction`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SigAction {
+    pub signal: u32,
+    pub handler: u64,
+    pub flags: u64,
+    pub restorer: u64,
+    pub mask: u64,
+}
+
+/// The memory layout fields of the process (`prctl(PR_SET_MM_MAP)`'s).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MmFields {
+    pub start_code: u64,
+    pub end_code: u64,
+    pub start_data: u64,
+    pub end_data: u64,
+    pub start_brk: u64,
+    pub brk: u64,
+    pub start_stack: u64,
+    pub arg_start: u64,
+    pub arg_end: u64,
+    pub env_start: u64,
+    pub env_end: u64,
+}
+
+/// What the process holds as a whole: its layout, signal dispositions,
+/// interval timers, process-wide pending signals.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Process {
+    pub mm: MmFields,
+    /// /proc/PID/auxv.
+    pub auxv: ByteBuf,
+    /// Dispositions other than the default.
+    pub sigactions: Vec<SigAction>,
+    /// ITIMER_REAL, _VIRTUAL, _PROF: interval (s, us), value (s, us).
+    pub itimers: Vec<[i64; 4]>,
+    /// Signals pending for the whole process, each its siginfo.
+    pub pending: Vec<ByteBuf>,
 }
 
 /// One mapping, and whether its pages are in the image.
@@ -100,6 +155,28 @@ pub struct FdRecord {
     pub pos: u64,
     /// The open flags (`fdinfo` flags: access mode, O_APPEND, O_CLOEXEC...).
     pub flags: u32,
+    pub kind: FdKind,
+}
+
+/// How a descriptor is rebuilt.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FdKind {
+    /// Opened again by its path.
+    Path,
+    /// Descriptor 0, 1 or 2 on a pipe, socket or terminal: the restorer's
+    /// stream takes its place.
+    Stdio,
+    /// The same open file as this lower descriptor (dup'ed).
+    Dup(i32),
+    /// A deleted file still open: its contents.
+    Deleted(ByteBuf),
+    /// One end of a pipe whose both ends the process holds; the bytes in
+    /// it, stored with the first end seen.
+    Pipe {
+        inode: u64,
+        write: bool,
+        buffered: ByteBuf,
+    },
 }
 
 /// The process's context: where it is, what it may, which signals.
@@ -117,6 +194,10 @@ pub struct Context {
     pub sig_pending: u64,
     /// Per thread (the THREAD sections' order): blocked and pending.
     pub thread_signals: Vec<(u64, u64)>,
+    /// Real, effective, saved and file-system uid; the same for gid.
+    pub uids: [u32; 4],
+    pub gids: [u32; 4],
+    pub groups: Vec<u32>,
 }
 
 /// A captured process: the image's sections, ready to write.
@@ -137,6 +218,7 @@ pub fn capture(pid: i32, leave_running: bool) -> Result<Captured, CaptureError> 
     // What cannot be captured is refused before the process is touched.
     refuse_unsupported(pid)?;
     let tids = stop_all(pid)?;
+    let mut remotes = Vec::new();
     let result = (|| {
         let mut sections = Vec::new();
         let exe = std::fs::read_link(format!("/proc/{pid}/exe"))
@@ -149,18 +231,40 @@ pub fn capture(pid: i32, leave_running: bool) -> Result<Captured, CaptureError> 
             threads: tids.len() as u32,
         };
         sections.push(section(kind::META, &meta));
+        // Registers first, then the calls injected to read what /proc
+        // does not show (dispositions, alternate stacks, timers, brk).
+        let site =
+            Site::Syscall(syscall_in_vdso(pid).map_err(sys("find a system-call instruction"))?);
         for &tid in &tids {
-            let r = ptrace::regs(tid).map_err(sys("read the registers"))?;
+            ptrace::set_options(tid, libc::PTRACE_O_TRACESYSGOOD)
+                .map_err(sys("set the tracing options"))?;
+            remotes.push(Remote::new(tid, site).map_err(sys("read the registers"))?);
+        }
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .map_err(sys("read the status"))?;
+        let (threads, process) = injected(pid, &mut remotes, &status)
+            .map_err(sys("read the state by injected calls"))?;
+        for (r, (altstack, tid_address)) in remotes.iter().zip(threads) {
+            let tid = r.tid();
             let xstate = ptrace::xstate(tid).map_err(sys("read the FP state"))?;
             let rseq = ptrace::rseq(tid).map_err(sys("read the rseq registration"))?;
+            let pending = ptrace::pending_siginfo(tid, false)
+                .map_err(sys("read the pending signals"))?
+                .into_iter()
+                .map(|i| ByteBuf::from(i.to_vec()))
+                .collect();
             let t = ThreadState {
                 tid,
-                regs: regs_words(&r),
+                regs: regs_words(r.saved()),
                 xstate: ByteBuf::from(xstate),
                 rseq: (rseq.address, rseq.len, rseq.flags, rseq.signature),
+                altstack,
+                tid_address,
+                pending,
             };
             sections.push(section(kind::THREAD, &t));
         }
+        sections.push(section(kind::PROCESS, &process));
         let vmas = procfs::maps(pid).map_err(sys("list the mappings"))?;
         let mem =
             std::fs::File::open(format!("/proc/{pid}/mem")).map_err(sys("open the memory"))?;
@@ -189,7 +293,7 @@ pub fn capture(pid: i32, leave_running: bool) -> Result<Captured, CaptureError> 
         ));
         sections.push(section(
             kind::CONTEXT,
-            &context(pid, &tids).map_err(sys("read the context"))?,
+            &context(pid, &tids, &status).map_err(sys("read the context"))?,
         ));
         let encoded = encode_pages(pages.iter().flat_map(|(a, run)| {
             run.chunks(PAGE)
@@ -206,11 +310,19 @@ pub fn capture(pid: i32, leave_running: bool) -> Result<Captured, CaptureError> 
             stored_bytes,
         })
     })();
+    let mut ended = None;
+    for r in remotes {
+        if let Err(e) = r.finish() {
+            ended.get_or_insert(e);
+        }
+    }
+    let ended = ended.map(sys("give the registers back"));
     let ended = if leave_running || result.is_err() {
         tids.iter()
             .map(|&t| ptrace::detach(t))
             .find_map(Result::err)
             .map(sys("let it run again"))
+            .or(ended)
     } else {
         // SAFETY: kill takes a pid and a signal; no memory.
         unsafe { libc::kill(pid, libc::SIGKILL) };
@@ -220,6 +332,126 @@ pub fn capture(pid: i32, leave_running: bool) -> Result<Captured, CaptureError> 
         (Err(e), _) | (Ok(_), Some(e)) => Err(e),
         (Ok(c), None) => Ok(c),
     }
+}
+
+/// The address of a `syscall` instruction (bytes 0f 05) in the vDSO of
+/// `pid`, for injected calls that write nothing into the process.
+fn syscall_in_vdso(pid: i32) -> io::Result<u64> {
+    let vdso = procfs::maps(pid)?
+        .into_iter()
+        .find(|v| v.path == b"[vdso]")
+        .ok_or_else(|| io::Error::other("the process has no vDSO"))?;
+    let mut code = vec![0u8; (vdso.end - vdso.start) as usize];
+    let n = ptrace::read_memory(pid, vdso.start, &mut code)?;
+    code[..n]
+        .windows(2)
+        .position(|w| w == [0x0f, 0x05])
+        .map(|i| vdso.start + i as u64)
+        .ok_or_else(|| io::Error::other("no system-call instruction in the vDSO"))
+}
+
+/// Per thread (alternate stack, clear-tid address) and the process's
+/// state that only the process itself can tell, by calls injected into
+/// its threads (a scratch page mapped for the answers, then unmapped).
+#[allow(clippy::type_complexity)]
+fn injected(
+    pid: i32,
+    remotes: &mut [Remote],
+    status: &str,
+) -> io::Result<(Vec<((u64, i32, u64), u64)>, Process)> {
+    let scratch = remotes[0].call(
+        libc::SYS_mmap,
+        &[
+            0,
+            PAGE as u64,
+            (libc::PROT_READ | libc::PROT_WRITE) as u64,
+            (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64,
+            u64::MAX,
+            0,
+        ],
+    )?;
+    let read = |len: usize| -> io::Result<Vec<u8>> {
+        let mut b = vec![0u8; len];
+        ptrace::read_memory(pid, scratch, &mut b)?;
+        Ok(b)
+    };
+    let word = |b: &[u8], i: usize| u64::from_le_bytes(b[i * 8..i * 8 + 8].try_into().unwrap());
+    let result = (|| {
+        let handled = sigset(status, "SigIgn:") | sigset(status, "SigCgt:");
+        let mut sigactions = Vec::new();
+        for signal in 1..=64u32 {
+            if handled & (1 << (signal - 1)) == 0 {
+                continue;
+            }
+            remotes[0].call(libc::SYS_rt_sigaction, &[signal as u64, 0, scratch, 8])?;
+            let b = read(32)?;
+            sigactions.push(SigAction {
+                signal,
+                handler: word(&b, 0),
+                flags: word(&b, 1),
+                restorer: word(&b, 2),
+                mask: word(&b, 3),
+            });
+        }
+        let brk = remotes[0].call(libc::SYS_brk, &[0])?;
+        let mut itimers = Vec::new();
+        for which in 0..3u64 {
+            remotes[0].call(libc::SYS_getitimer, &[which, scratch])?;
+            let b = read(32)?;
+            itimers.push([0, 1, 2, 3].map(|i| word(&b, i) as i64));
+        }
+        let mut threads = Vec::new();
+        for r in remotes.iter_mut() {
+            r.call(libc::SYS_sigaltstack, &[0, scratch])?;
+            let b = read(24)?;
+            let alt = (word(&b, 0), word(&b, 1) as i32, word(&b, 2));
+            r.call(libc::SYS_prctl, &[libc::PR_GET_TID_ADDRESS as u64, scratch])?;
+            threads.push((alt, word(&read(8)?, 0)));
+        }
+        Ok::<_, io::Error>((threads, sigactions, itimers, brk))
+    })();
+    remotes[0].call(libc::SYS_munmap, &[scratch, PAGE as u64])?;
+    let (threads, sigactions, itimers, brk) = result?;
+    let mut mm = mm_fields(pid)?;
+    mm.brk = brk;
+    let pending = ptrace::pending_siginfo(pid, true)?
+        .into_iter()
+        .map(|i| ByteBuf::from(i.to_vec()))
+        .collect();
+    let process = Process {
+        mm,
+        auxv: ByteBuf::from(std::fs::read(format!("/proc/{pid}/auxv"))?),
+        sigactions,
+        itimers,
+        pending,
+    };
+    Ok((threads, process))
+}
+
+/// The layout fields of /proc/PID/stat (brk comes from an injected call).
+fn mm_fields(pid: i32) -> io::Result<MmFields> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command (which may hold spaces and parentheses).
+    let rest = &stat[stat.rfind(')').map_or(0, |i| i + 2)..];
+    let f: Vec<u64> = rest
+        .split_whitespace()
+        .map(|v| v.parse().unwrap_or(0))
+        .collect();
+    // Field N of stat(5) is f[N - 3].
+    let at = |n: usize| f.get(n - 3).copied().unwrap_or(0);
+    Ok(MmFields {
+        start_code: at(26),
+        end_code: at(27),
+        start_stack: at(28),
+        start_data: at(45),
+        end_data: at(46),
+        start_brk: at(47),
+        brk: 0,
+        arg_start: at(48),
+        arg_end: at(49),
+        env_start: at(50),
+        env_end: at(51),
+    })
 }
 
 fn section<T: Serialize>(kind: u32, value: &T) -> Section {
@@ -238,9 +470,10 @@ fn regs_words(r: &libc::user_regs_struct) -> Vec<u64> {
     ]
 }
 
-/// The open descriptors, from /proc/PID/fd and fdinfo.
+/// The open descriptors, from /proc/PID/fd and fdinfo, and how each is
+/// rebuilt (dup'ed ones found with kcmp).
 fn files(pid: i32) -> io::Result<Vec<FdRecord>> {
-    let mut out = Vec::new();
+    let mut out: Vec<FdRecord> = Vec::new();
     for e in std::fs::read_dir(format!("/proc/{pid}/fd"))?.flatten() {
         let Some(fd) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
             continue;
@@ -264,10 +497,73 @@ fn files(pid: i32) -> io::Result<Vec<FdRecord>> {
             target: ByteBuf::from(target.into_os_string().into_encoded_bytes()),
             pos: field("pos:").parse().unwrap_or(0),
             flags: u32::from_str_radix(&field("flags:"), 8).unwrap_or(0),
+            kind: FdKind::Path,
         });
     }
     out.sort_by_key(|f| f.fd);
+    let mut pipes_seen = BTreeSet::new();
+    // Pipes whose both ends the process holds are its own, even on stdio.
+    let inner = |inode: u64| {
+        out.iter()
+            .filter(|f| pipe_inode(&f.target) == Some(inode))
+            .count()
+            >= 2
+    };
+    let inner: Vec<bool> = out
+        .iter()
+        .map(|f| pipe_inode(&f.target).is_some_and(inner))
+        .collect();
+    for i in 0..out.len() {
+        let dup = (0..i).find(|&j| {
+            out[j].target == out[i].target
+                && ptrace::same_open_file(pid, out[j].fd, out[i].fd).unwrap_or(false)
+        });
+        let f = &out[i];
+        out[i].kind = if let Some(j) = dup {
+            FdKind::Dup(out[j].fd)
+        } else if f.fd <= 2 && is_stream(&f.target) && !inner[i] {
+            FdKind::Stdio
+        } else if let Some(inode) = pipe_inode(&f.target) {
+            let buffered = if pipes_seen.insert(inode) {
+                ptrace::peek_pipe(ptrace::take_fd(pid, f.fd)?.as_fd())?
+            } else {
+                Vec::new()
+            };
+            FdKind::Pipe {
+                inode,
+                write: f.flags & libc::O_ACCMODE as u32 == libc::O_WRONLY as u32,
+                buffered: ByteBuf::from(buffered),
+            }
+        } else if f.target.ends_with(DELETED) {
+            let mut data = Vec::new();
+            std::fs::File::open(format!("/proc/{pid}/fd/{}", f.fd))?
+                .take(MAX_DELETED_FILE)
+                .read_to_end(&mut data)?;
+            FdKind::Deleted(ByteBuf::from(data))
+        } else {
+            FdKind::Path
+        };
+    }
     Ok(out)
+}
+
+const DELETED: &[u8] = b" (deleted)";
+
+/// A pipe, socket or terminal: what a process's stdio is connected to.
+fn is_stream(target: &[u8]) -> bool {
+    target.starts_with(b"pipe:")
+        || target.starts_with(b"socket:")
+        || target.starts_with(b"/dev/pts/")
+        || target.starts_with(b"/dev/tty")
+        || target.starts_with(b"/dev/console")
+}
+
+/// The inode of `pipe:[N]`.
+fn pipe_inode(target: &[u8]) -> Option<u64> {
+    std::str::from_utf8(target.strip_prefix(b"pipe:[")?.strip_suffix(b"]")?)
+        .ok()?
+        .parse()
+        .ok()
 }
 
 /// A hexadecimal signal set of /proc/PID/status (`SigBlk:` and so on).
@@ -280,12 +576,24 @@ fn sigset(status: &str, name: &str) -> u64 {
 }
 
 /// The process's context (see [`Context`]).
-fn context(pid: i32, tids: &[i32]) -> io::Result<Context> {
+fn context(pid: i32, tids: &[i32], status: &str) -> io::Result<Context> {
     let link = |what: &str| -> io::Result<ByteBuf> {
         let p = std::fs::read_link(format!("/proc/{pid}/{what}"))?;
         Ok(ByteBuf::from(p.into_os_string().into_encoded_bytes()))
     };
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let ids = |name: &str| -> Vec<u32> {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(|v| {
+                v.split_whitespace()
+                    .filter_map(|x| x.parse().ok())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let four =
+        |v: Vec<u32>| -> [u32; 4] { std::array::from_fn(|i| v.get(i).copied().unwrap_or(0)) };
     let umask = status
         .lines()
         .find_map(|l| l.strip_prefix("Umask:"))
@@ -301,30 +609,62 @@ fn context(pid: i32, tids: &[i32]) -> io::Result<Context> {
         root: link("root")?,
         umask,
         rlimits: ptrace::rlimits(pid)?,
-        sig_ignored: sigset(&status, "SigIgn:"),
-        sig_caught: sigset(&status, "SigCgt:"),
-        sig_pending: sigset(&status, "ShdPnd:"),
+        sig_ignored: sigset(status, "SigIgn:"),
+        sig_caught: sigset(status, "SigCgt:"),
+        sig_pending: sigset(status, "ShdPnd:"),
         thread_signals,
+        uids: four(ids("Uid:")),
+        gids: four(ids("Gid:")),
+        groups: ids("Groups:"),
     })
 }
 
-/// Descriptors and mappings the engine cannot capture yet.
+/// Descriptors, mappings and timers the engine cannot capture yet.
 fn refuse_unsupported(pid: i32) -> Result<(), CaptureError> {
     let unsupported = |what: String| CaptureError::Unsupported { pid, what };
     let fds =
         std::fs::read_dir(format!("/proc/{pid}/fd")).map_err(|_| CaptureError::Gone { pid })?;
+    let mut pipes: Vec<(u64, String)> = Vec::new();
     for e in fds.flatten() {
         let Ok(target) = std::fs::read_link(e.path()) else {
             continue;
         };
         let t = target.to_string_lossy();
         let fd = e.file_name().to_string_lossy().into_owned();
+        let stdio = fd.parse::<i32>().is_ok_and(|n| n <= 2);
+        if stdio && is_stream(t.as_bytes()) && !t.starts_with("pipe:") {
+            continue;
+        }
         if t.starts_with("socket:") {
             return Err(unsupported(format!("a socket (descriptor {fd})")));
         }
-        if t == "anon_inode:[io_uring]" {
-            return Err(unsupported(format!("an io_uring (descriptor {fd})")));
+        if let Some(kind) = t.strip_prefix("anon_inode:") {
+            return Err(unsupported(format!("{kind} (descriptor {fd})")));
         }
+        if let Some(inode) = pipe_inode(t.as_bytes()) {
+            pipes.push((inode, fd));
+            continue;
+        }
+        if t.ends_with(" (deleted)") {
+            let len = std::fs::metadata(e.path()).map_or(0, |m| m.len());
+            if len > MAX_DELETED_FILE {
+                return Err(unsupported(format!(
+                    "a deleted file of {len} bytes (descriptor {fd}; at most {MAX_DELETED_FILE})"
+                )));
+            }
+        }
+    }
+    for (inode, fd) in &pipes {
+        let stdio = fd.parse::<i32>().is_ok_and(|n| n <= 2);
+        if !stdio && pipes.iter().filter(|(i, _)| i == inode).count() < 2 {
+            return Err(unsupported(format!(
+                "a pipe to another process (descriptor {fd})"
+            )));
+        }
+    }
+    let timers = std::fs::read_to_string(format!("/proc/{pid}/timers")).unwrap_or_default();
+    if !timers.trim().is_empty() {
+        return Err(unsupported("POSIX timers (timer_create)".into()));
     }
     let vmas = procfs::maps(pid).map_err(|_| CaptureError::Gone { pid })?;
     for v in vmas {
@@ -333,6 +673,11 @@ fn refuse_unsupported(pid: i32) -> Result<(), CaptureError> {
             p.starts_with("/dev/") && !p.starts_with("/dev/shm/") && !p.starts_with("/dev/zero");
         if device {
             return Err(unsupported(format!("a mapping of the device {p}")));
+        }
+        if !v.shared && v.inode != 0 && p.ends_with(" (deleted)") {
+            return Err(unsupported(format!(
+                "a private mapping of the deleted file {p}"
+            )));
         }
     }
     Ok(())
@@ -378,7 +723,18 @@ fn stores_pages(v: &Vma) -> bool {
     !matches!(
         &v.path[..],
         b"[vdso]" | b"[vvar]" | b"[vvar_vclock]" | b"[vsyscall]"
-    ) && (!v.shared || v.inode == 0 || v.path.starts_with(b"/dev/zero"))
+    ) && (!v.shared || v.inode == 0 || anonymous_shared(v))
+}
+
+/// Shared memory with no file of its own to come back from: MAP_SHARED
+/// anonymous memory (`/dev/zero (deleted)`), memfd, SysV shm, deleted
+/// files.
+pub fn anonymous_shared(v: &Vma) -> bool {
+    v.shared
+        && (v.path.starts_with(b"/dev/zero")
+            || v.path.starts_with(b"/memfd:")
+            || v.path.starts_with(b"/SYSV")
+            || v.path.ends_with(DELETED))
 }
 
 /// Appends the pages of `v` worth storing, as runs of contiguous pages
@@ -451,6 +807,7 @@ mod tests {
                 libc::dup2(f, 10);
                 let mut p = [0; 2];
                 libc::pipe(p.as_mut_ptr());
+                libc::write(p[1], c"abc".as_ptr().cast(), 3);
                 libc::chdir(c"/usr".as_ptr());
                 libc::umask(0o027);
                 let mut set: libc::sigset_t = std::mem::zeroed();
@@ -485,8 +842,12 @@ mod tests {
                 };
             }
             let a = (p as u64).to_le_bytes();
-            // SAFETY: writes 8 bytes from a live array to the pipe.
-            unsafe { libc::write(w as i32, a.as_ptr().cast(), 8) };
+            // SAFETY: writes 8 bytes from a live array to the pipe, which
+            // is then closed (a pipe to another process is refused).
+            unsafe {
+                libc::write(w as i32, a.as_ptr().cast(), 8);
+                libc::close(w as i32);
+            }
             loop {
                 std::hint::spin_loop();
             }
@@ -553,13 +914,26 @@ mod tests {
                 .expect("the original descriptor");
             assert_ne!(cloexec.flags & libc::O_CLOEXEC as u32, 0);
             assert_eq!(f10.flags & libc::O_CLOEXEC as u32, 0, "dup2 clears it");
-            assert_eq!(
-                files
-                    .iter()
-                    .filter(|f| f.target.starts_with(b"pipe:"))
-                    .count(),
-                3
+            assert_eq!(f10.kind, FdKind::Dup(cloexec.fd));
+            let pipes: Vec<&FdKind> = files
+                .iter()
+                .filter(|f| f.target.starts_with(b"pipe:"))
+                .map(|f| &f.kind)
+                .collect();
+            assert!(
+                matches!(
+                    &pipes[..],
+                    [FdKind::Pipe { write: false, buffered: b, .. }, FdKind::Pipe { write: true, .. }]
+                        if &b[..] == b"abc"
+                ),
+                "{pipes:?}"
             );
+            let process: Process = postcard::from_bytes(of(kind::PROCESS)).unwrap();
+            assert!(process.mm.brk >= process.mm.start_brk, "{:?}", process.mm);
+            assert!(process.mm.arg_start != 0 && process.mm.start_stack != 0);
+            assert!(process.auxv.len() >= 16 * 10);
+            assert_eq!(process.itimers.len(), 3);
+            assert_ne!(t.tid_address, 0, "glibc's clear-tid word");
             let ctx: Context = postcard::from_bytes(of(kind::CONTEXT)).unwrap();
             assert_eq!(&ctx.cwd[..], b"/usr");
             assert_eq!(&ctx.root[..], b"/");

@@ -16,6 +16,8 @@
 //! - [`pty`]: pseudo-terminals, terminal modes, raw mode;
 //! - [`title`]: a process's name as `ps` and `top` show it;
 //! - [`ns`]: network and mount namespaces (the testbed), binfmt_misc;
+//! - [`ptrace`], [`remote`]: stopping a process from outside, reading
+//!   its state, and system calls injected into it (checkpoint/restore);
 //! - [`mem`]: giving the allocator's free memory back to the system.
 
 pub mod aio;
@@ -29,6 +31,8 @@ pub mod procfs;
 #[cfg(target_arch = "x86_64")]
 pub mod ptrace;
 pub mod pty;
+#[cfg(target_arch = "x86_64")]
+pub mod remote;
 pub mod seccomp;
 pub mod signal;
 pub mod spawn;

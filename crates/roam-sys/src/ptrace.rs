@@ -117,6 +117,118 @@ pub fn regs(tid: i32) -> io::Result<libc::user_regs_struct> {
     Ok(regs)
 }
 
+/// PTRACE_SETREGSET with an iovec over `buf`.
+fn setregset(tid: i32, note: libc::c_int, buf: &[u8]) -> io::Result<()> {
+    let mut iov = libc::iovec {
+        iov_base: buf.as_ptr() as *mut libc::c_void,
+        iov_len: buf.len(),
+    };
+    // SAFETY: the iovec describes `buf`'s bytes, which the kernel only
+    // reads.
+    check(unsafe { libc::ptrace(libc::PTRACE_SETREGSET, tid, note as usize, &raw mut iov) })
+        .map(drop)
+}
+
+/// Sets the general-purpose registers of a stopped thread.
+pub fn set_regs(tid: i32, regs: &libc::user_regs_struct) -> io::Result<()> {
+    // SAFETY: the slice covers exactly `regs`, which outlives it.
+    let bytes = unsafe {
+        std::slice::from_raw_parts(
+            (regs as *const libc::user_regs_struct).cast::<u8>(),
+            std::mem::size_of::<libc::user_regs_struct>(),
+        )
+    };
+    setregset(tid, libc::NT_PRSTATUS, bytes)
+}
+
+/// Sets the XSAVE area of a stopped thread (as [`xstate`] read it).
+pub fn set_xstate(tid: i32, xstate: &[u8]) -> io::Result<()> {
+    setregset(tid, NT_X86_XSTATE, xstate)
+}
+
+/// PTRACE_SETOPTIONS (`PTRACE_O_*`).
+pub fn set_options(tid: i32, options: i32) -> io::Result<()> {
+    // SAFETY: PTRACE_SETOPTIONS takes a tid and flags; no pointers.
+    check(unsafe { libc::ptrace(libc::PTRACE_SETOPTIONS, tid, 0usize, options as usize) }).map(drop)
+}
+
+/// PTRACE_CONT, delivering `signal` (0: none).
+pub fn cont(tid: i32, signal: i32) -> io::Result<()> {
+    // SAFETY: PTRACE_CONT takes a tid and a signal number; no pointers.
+    check(unsafe { libc::ptrace(libc::PTRACE_CONT, tid, 0usize, signal as usize) }).map(drop)
+}
+
+/// PTRACE_SYSCALL: runs to the next system-call entry or exit.
+pub fn syscall_step(tid: i32) -> io::Result<()> {
+    // SAFETY: PTRACE_SYSCALL takes a tid and a signal (0: none).
+    check(unsafe { libc::ptrace(libc::PTRACE_SYSCALL, tid, 0usize, 0usize) }).map(drop)
+}
+
+/// PTRACE_GETEVENTMSG: the new thread's tid at a PTRACE_EVENT_CLONE stop.
+pub fn event_msg(tid: i32) -> io::Result<u64> {
+    let mut msg: libc::c_ulong = 0;
+    // SAFETY: the kernel writes one unsigned long to `msg`.
+    check(unsafe { libc::ptrace(libc::PTRACE_GETEVENTMSG, tid, 0usize, &raw mut msg) })?;
+    Ok(msg)
+}
+
+/// PTRACE_TRACEME, in a child about to stop itself for its parent.
+pub fn traceme() -> io::Result<()> {
+    // SAFETY: PTRACE_TRACEME takes no arguments.
+    check(unsafe { libc::ptrace(libc::PTRACE_TRACEME, 0, 0usize, 0usize) }).map(drop)
+}
+
+/// Pending signals of a stopped thread with their siginfo (PTRACE_PEEKSIGINFO),
+/// the thread's own queue or, with `shared`, the process's.
+pub fn pending_siginfo(tid: i32, shared: bool) -> io::Result<Vec<[u8; 128]>> {
+    #[repr(C)]
+    struct PeekArgs {
+        off: u64,
+        flags: u32,
+        nr: i32,
+    }
+    const PTRACE_PEEKSIGINFO: libc::c_uint = 0x4209;
+    const PTRACE_PEEKSIGINFO_SHARED: u32 = 1;
+    let mut out = Vec::new();
+    loop {
+        let args = PeekArgs {
+            off: out.len() as u64,
+            flags: if shared { PTRACE_PEEKSIGINFO_SHARED } else { 0 },
+            nr: 32,
+        };
+        let mut buf = [[0u8; 128]; 32];
+        // SAFETY: `args` is read by the kernel; `buf` has room for `nr`
+        // siginfos of 128 bytes each.
+        let n = check(unsafe {
+            libc::ptrace(PTRACE_PEEKSIGINFO, tid, &raw const args, buf.as_mut_ptr())
+        })? as usize;
+        out.extend_from_slice(&buf[..n.min(32)]);
+        if n < 32 {
+            return Ok(out);
+        }
+    }
+}
+
+/// process_vm_writev(2): writes `buf` at `addr` of process `pid` (the
+/// memory must be writable there). Returns the bytes written.
+pub fn write_memory(pid: i32, addr: u64, buf: &[u8]) -> io::Result<usize> {
+    let local = libc::iovec {
+        iov_base: buf.as_ptr() as *mut libc::c_void,
+        iov_len: buf.len(),
+    };
+    let remote = libc::iovec {
+        iov_base: addr as *mut libc::c_void,
+        iov_len: buf.len(),
+    };
+    // SAFETY: `local` covers `buf`'s bytes, only read; `remote` names
+    // memory of the other process, which the kernel checks.
+    let n = unsafe { libc::process_vm_writev(pid, &raw const local, 1, &raw const remote, 1, 0) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(n as usize)
+}
+
 /// The XSAVE area of a stopped thread (`NT_X86_XSTATE`): x87, SSE, AVX and
 /// the rest, with its XSTATE_BV header at offset 512.
 pub fn xstate(tid: i32) -> io::Result<Vec<u8>> {
@@ -177,6 +289,70 @@ pub fn read_memory(pid: i32, addr: u64, buf: &mut [u8]) -> io::Result<usize> {
         return Err(io::Error::last_os_error());
     }
     Ok(n as usize)
+}
+
+/// Whether descriptors `a` and `b` of process `pid` are one open file
+/// (dup'ed: sharing offset and flags), by kcmp(KCMP_FILE).
+pub fn same_open_file(pid: i32, a: i32, b: i32) -> io::Result<bool> {
+    const KCMP_FILE: libc::c_long = 0;
+    // SAFETY: kcmp takes pids, a type and two descriptor numbers; no
+    // pointers.
+    let rc = check(unsafe { libc::syscall(libc::SYS_kcmp, pid, pid, KCMP_FILE, a, b) })?;
+    Ok(rc == 0)
+}
+
+/// Takes a copy of descriptor `fd` of process `pid` (pidfd_getfd): the
+/// same open file, now also ours.
+pub fn take_fd(pid: i32, fd: i32) -> io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: pidfd_open takes a pid and flags and returns a descriptor.
+    let pidfd = check(unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) })? as i32;
+    // SAFETY: `pidfd` is ours; pidfd_getfd returns a new descriptor.
+    let got = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd, fd, 0) };
+    let e = io::Error::last_os_error();
+    // SAFETY: closing the pidfd we opened.
+    unsafe { libc::close(pidfd) };
+    if got < 0 {
+        return Err(e);
+    }
+    // SAFETY: `got` is a fresh descriptor that nothing else owns.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(got as i32) })
+}
+
+/// The bytes waiting in pipe `fd` (a read end, or any end: the buffer is
+/// the pipe's), copied without consuming them (tee).
+pub fn peek_pipe(fd: std::os::fd::BorrowedFd<'_>) -> io::Result<Vec<u8>> {
+    use std::os::fd::AsRawFd;
+    let (r, w) = crate::spawn::pipe()?;
+    let mut avail: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one int.
+    check(unsafe { libc::ioctl(fd.as_raw_fd(), libc::FIONREAD, &raw mut avail) }.into())?;
+    if avail <= 0 {
+        return Ok(Vec::new());
+    }
+    // SAFETY: F_SETPIPE_SZ on our own pipe; the kernel rounds it up.
+    check(unsafe { libc::fcntl(w.as_raw_fd(), libc::F_SETPIPE_SZ, avail) }.into())?;
+    // SAFETY: tee duplicates up to `avail` bytes between two pipes.
+    let n = check(unsafe {
+        libc::tee(
+            fd.as_raw_fd(),
+            w.as_raw_fd(),
+            avail as usize,
+            libc::SPLICE_F_NONBLOCK,
+        )
+    } as libc::c_long)? as usize;
+    drop(w);
+    let mut out = vec![0u8; n];
+    let mut done = 0;
+    while done < n {
+        // SAFETY: reads into the unfilled part of `out`.
+        let k = unsafe { libc::read(r.as_raw_fd(), out[done..].as_mut_ptr().cast(), n - done) };
+        if k <= 0 {
+            return Err(io::Error::last_os_error());
+        }
+        done += k as usize;
+    }
+    Ok(out)
 }
 
 /// The resource limits (soft, hard) of process `pid`, RLIMIT_CPU to

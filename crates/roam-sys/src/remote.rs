@@ -1,0 +1,371 @@
+//! System calls issued by a stopped tracee on its tracer's behalf: the
+//! injection of checkpoint/restore (DESIGN.md's traps: restartable calls,
+//! the stub's own mappings).
+//!
+//! A [`Remote`] borrows a thread stopped under ptrace (by the calling
+//! thread, which is its tracer), points it at a `syscall` instruction with
+//! the call's number and arguments in its registers, lets it run that one
+//! instruction and takes the result. Two ways to stop it again:
+//! - [`Site::Trap`]: the instruction is followed by `int3` (a page of the
+//!   tracer's making, as in a restore's stub): one stop per call, a
+//!   SIGTRAP that is never delivered;
+//! - [`Site::Syscall`]: any `0f 05` in the tracee (its vDSO has some): the
+//!   call's entry and exit stops (PTRACE_SYSCALL; the tracee must have
+//!   PTRACE_O_TRACESYSGOOD), nothing written into the tracee.
+//!
+//! x86-64 only (the system-call convention).
+
+use std::io;
+use std::os::fd::RawFd;
+
+use crate::ptrace::{self, Stop};
+
+/// -ERESTARTSYS ... -ERESTART_RESTARTBLOCK: a call interrupted by a stop,
+/// which the kernel restarts when the thread resumes.
+const ERESTARTSYS: i64 = 512;
+const ERESTARTNOINTR: i64 = 513;
+const ERESTARTNOHAND: i64 = 514;
+const ERESTART_RESTARTBLOCK: i64 = 516;
+
+/// Where the tracee runs the injected `syscall`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Site {
+    /// `syscall; int3` at this address.
+    Trap(u64),
+    /// A `0f 05` at this address, stepped with PTRACE_SYSCALL.
+    Syscall(u64),
+}
+
+/// How a thread interrupted in a system call carries on (see
+/// [`interrupted`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Interrupted {
+    /// Not in a restartable call.
+    No,
+    /// Restarted by issuing the same call again.
+    Again,
+    /// Restarted through the kernel's restart block
+    /// (-ERESTART_RESTARTBLOCK: nanosleep, clock_nanosleep, poll...).
+    RestartBlock,
+}
+
+/// Whether the registers of a stopped thread show a system call that the
+/// kernel would restart on resuming.
+pub fn interrupted(r: &libc::user_regs_struct) -> Interrupted {
+    if (r.orig_rax as i64) < 0 {
+        return Interrupted::No;
+    }
+    match -(r.rax as i64) {
+        ERESTARTSYS | ERESTARTNOINTR | ERESTARTNOHAND => Interrupted::Again,
+        ERESTART_RESTARTBLOCK => Interrupted::RestartBlock,
+        _ => Interrupted::No,
+    }
+}
+
+/// The registers with the restart the kernel would make already made:
+/// the call issued again (or `restart_syscall` for a restart block) from
+/// its `syscall` instruction, and no call left pending (`orig_rax` = -1),
+/// so the registers can be set at any stop.
+pub fn restarted(r: &libc::user_regs_struct) -> libc::user_regs_struct {
+    let mut out = *r;
+    match interrupted(r) {
+        Interrupted::No => {}
+        Interrupted::Again => {
+            out.rax = r.orig_rax;
+            out.rip -= 2;
+        }
+        Interrupted::RestartBlock => {
+            out.rax = libc::SYS_restart_syscall as u64;
+            out.rip -= 2;
+        }
+    }
+    out.orig_rax = u64::MAX;
+    out
+}
+
+/// A stopped thread that runs system calls for its tracer.
+pub struct Remote {
+    tid: i32,
+    saved: libc::user_regs_struct,
+    site: Site,
+    /// A call ran: the thread's registers are no longer its own.
+    moved: bool,
+    /// Stopped at a system-call exit (Site::Syscall) rather than in a
+    /// signal stop.
+    at_exit: bool,
+}
+
+impl Remote {
+    /// Takes `tid` (stopped, traced by the calling thread), keeping its
+    /// registers to give back in [`Remote::finish`].
+    pub fn new(tid: i32, site: Site) -> io::Result<Remote> {
+        Ok(Remote {
+            tid,
+            saved: ptrace::regs(tid)?,
+            site,
+            moved: false,
+            at_exit: false,
+        })
+    }
+
+    pub fn tid(&self) -> i32 {
+        self.tid
+    }
+
+    /// The thread's registers as they were when taken.
+    pub fn saved(&self) -> &libc::user_regs_struct {
+        &self.saved
+    }
+
+    /// Runs later calls at another site.
+    pub fn set_site(&mut self, site: Site) {
+        self.site = site;
+    }
+
+    /// Runs system call `nr` with up to six arguments; the result, or the
+    /// call's errno as an error.
+    pub fn call(&mut self, nr: libc::c_long, args: &[u64]) -> io::Result<u64> {
+        let rax = self.issue(nr, args)?;
+        let v = rax as i64;
+        if (-4095..0).contains(&v) {
+            return Err(io::Error::from_raw_os_error(-v as i32));
+        }
+        Ok(rax)
+    }
+
+    /// Issues the call and returns the raw `rax`.
+    fn issue(&mut self, nr: libc::c_long, args: &[u64]) -> io::Result<u64> {
+        assert!(args.len() <= 6, "six arguments at most");
+        let mut a = [0u64; 6];
+        a[..args.len()].copy_from_slice(args);
+        let mut r = self.saved;
+        r.rax = nr as u64;
+        r.orig_rax = u64::MAX;
+        (r.rdi, r.rsi, r.rdx, r.r10, r.r8, r.r9) = (a[0], a[1], a[2], a[3], a[4], a[5]);
+        self.moved = true;
+        match self.site {
+            Site::Trap(at) => {
+                r.rip = at;
+                ptrace::set_regs(self.tid, &r)?;
+                ptrace::cont(self.tid, 0)?;
+                self.wait_for(|signal| signal == libc::SIGTRAP)?;
+                self.at_exit = false;
+            }
+            Site::Syscall(at) => {
+                r.rip = at;
+                ptrace::set_regs(self.tid, &r)?;
+                for _ in 0..2 {
+                    ptrace::syscall_step(self.tid)?;
+                    self.wait_for(|signal| signal == libc::SIGTRAP | 0x80)?;
+                }
+                self.at_exit = true;
+            }
+        }
+        Ok(ptrace::regs(self.tid)?.rax)
+    }
+
+    /// Waits for the stop `want` accepts; other signals are dropped (the
+    /// thread is not running its own code meanwhile).
+    fn wait_for(&self, want: impl Fn(i32) -> bool) -> io::Result<()> {
+        loop {
+            match ptrace::wait_stop(self.tid)? {
+                Stop::Stopped { signal, event: 0 } if want(signal) => return Ok(()),
+                Stop::Stopped { .. } => {
+                    if matches!(self.site, Site::Syscall(_)) {
+                        ptrace::syscall_step(self.tid)?;
+                    } else {
+                        ptrace::cont(self.tid, 0)?;
+                    }
+                }
+                Stop::Exited(code) => {
+                    return Err(io::Error::other(format!(
+                        "thread {} exited ({code}) during an injected call",
+                        self.tid
+                    )))
+                }
+                Stop::Killed(sig) => {
+                    return Err(io::Error::other(format!(
+                        "thread {} was killed by signal {sig} during an injected call",
+                        self.tid
+                    )))
+                }
+            }
+        }
+    }
+
+    /// Issues a last call (typically the munmap of the page holding the
+    /// site) and, stopped at its exit, gives the thread `regs`: it resumes
+    /// there, the site no longer needed.
+    pub fn last_call(
+        &mut self,
+        nr: libc::c_long,
+        args: &[u64],
+        regs: &libc::user_regs_struct,
+    ) -> io::Result<u64> {
+        let at = match self.site {
+            Site::Trap(at) | Site::Syscall(at) => at,
+        };
+        self.site = Site::Syscall(at);
+        let rax = self.call(nr, args);
+        ptrace::set_regs(self.tid, regs)?;
+        self.moved = false;
+        rax
+    }
+
+    /// Gives the thread its own registers back, ready to resume or detach;
+    /// a call it was interrupted in is restarted as the kernel would.
+    pub fn finish(self) -> io::Result<()> {
+        if !self.moved {
+            return Ok(());
+        }
+        if self.at_exit {
+            // No restart happens after a system-call exit: made here.
+            ptrace::set_regs(self.tid, &restarted(&self.saved))
+        } else {
+            // A signal stop: the kernel restarts the call on resuming.
+            ptrace::set_regs(self.tid, &self.saved)
+        }
+    }
+}
+
+/// Starts a stub for a restore: a child process with `stdio` as its
+/// descriptors 0, 1 and 2 and no other, traced by the calling thread
+/// (PTRACE_O_EXITKILL: it dies with its tracer) and stopped. With `pid`,
+/// the child gets that pid if it is free (clone3 with set_tid: needs
+/// CAP_SYS_ADMIN), otherwise any. With `new_session`, it leads a new
+/// session. Returns the stub's pid, stopped in a signal stop right after
+/// a `syscall` instruction (its `rip - 2`).
+pub fn spawn_stub(stdio: [RawFd; 3], pid: Option<i32>, new_session: bool) -> io::Result<i32> {
+    // The child dup2s onto 0..=2: sources moved out of the way first.
+    let mut moved = [0; 3];
+    for (m, &fd) in moved.iter_mut().zip(&stdio) {
+        // SAFETY: F_DUPFD_CLOEXEC duplicates a descriptor the caller owns.
+        *m = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 10) };
+        if *m < 0 {
+            let e = io::Error::last_os_error();
+            close_all(&moved);
+            return Err(e);
+        }
+    }
+    // struct clone_args up to set_tid_size (CLONE_ARGS_SIZE_VER1): flags,
+    // pidfd, child_tid, parent_tid, exit_signal, stack, stack_size, tls,
+    // set_tid, set_tid_size.
+    let wanted = [pid.unwrap_or(0) as libc::pid_t];
+    let mut args = [0u64; 10];
+    args[4] = libc::SIGCHLD as u64;
+    let mut child = -1;
+    if pid.is_some() {
+        args[8] = wanted.as_ptr() as u64;
+        args[9] = 1;
+        // SAFETY: clone3 without CLONE_VM is a fork; it reads `args` (and
+        // the one-entry `wanted` it points to). The child runs only
+        // `stub_child`, which makes raw system calls and never returns.
+        child = unsafe {
+            libc::syscall(
+                libc::SYS_clone3,
+                args.as_mut_ptr(),
+                std::mem::size_of_val(&args),
+            )
+        } as libc::pid_t;
+    }
+    if child < 0 {
+        args[8] = 0;
+        args[9] = 0;
+        // SAFETY: as above, without a pid asked for.
+        child = unsafe {
+            libc::syscall(
+                libc::SYS_clone3,
+                args.as_mut_ptr(),
+                std::mem::size_of_val(&args),
+            )
+        } as libc::pid_t;
+    }
+    if child == 0 {
+        // SAFETY: in the new child, which only makes raw calls and never
+        // returns.
+        unsafe { stub_child(moved, new_session) }
+    }
+    let e = io::Error::last_os_error();
+    close_all(&moved);
+    if child < 0 {
+        return Err(e);
+    }
+    match ptrace::wait_stop(child)? {
+        Stop::Stopped {
+            signal: libc::SIGSTOP,
+            ..
+        } => {}
+        other => {
+            return Err(io::Error::other(format!(
+                "the restore stub {child} did not stop as expected: {other:?}"
+            )))
+        }
+    }
+    let opts = libc::PTRACE_O_EXITKILL | libc::PTRACE_O_TRACECLONE | libc::PTRACE_O_TRACESYSGOOD;
+    ptrace::set_options(child, opts)?;
+    Ok(child)
+}
+
+fn close_all(fds: &[RawFd]) {
+    for &fd in fds.iter().filter(|&&fd| fd >= 0) {
+        // SAFETY: closes a descriptor this module duplicated.
+        unsafe { libc::close(fd) };
+    }
+}
+
+/// The stub's side: stdio in place, nothing else open, traced, stopped.
+///
+/// # Safety
+/// Only in the child of a fork of a multi-threaded process: raw system
+/// calls only (async-signal-safe), never returns.
+unsafe fn stub_child(stdio: [RawFd; 3], new_session: bool) -> ! {
+    // SAFETY: system calls on this (child) process's own descriptors and
+    // state.
+    unsafe {
+        for (i, &fd) in stdio.iter().enumerate() {
+            libc::dup2(fd, i as RawFd);
+        }
+        libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
+        if new_session {
+            libc::setsid();
+        }
+        if libc::ptrace(libc::PTRACE_TRACEME, 0, 0usize, 0usize) == 0 {
+            libc::syscall(
+                libc::SYS_kill,
+                libc::syscall(libc::SYS_getpid),
+                libc::SIGSTOP,
+            );
+        }
+        libc::_exit(127)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn regs_with(rax: i64, orig: i64) -> libc::user_regs_struct {
+        // SAFETY: plain integers; all-zero is valid.
+        let mut r: libc::user_regs_struct = unsafe { std::mem::zeroed() };
+        r.rax = rax as u64;
+        r.orig_rax = orig as u64;
+        r.rip = 0x1000;
+        r
+    }
+
+    #[test]
+    fn interrupted_calls_are_restarted_as_the_kernel_would() {
+        let r = restarted(&regs_with(-512, 0));
+        assert_eq!((r.rax, r.rip, r.orig_rax), (0, 0xffe, u64::MAX));
+        let r = restarted(&regs_with(-514, 7));
+        assert_eq!((r.rax, r.rip), (7, 0xffe));
+        let r = restarted(&regs_with(-516, 35));
+        assert_eq!((r.rax, r.rip), (libc::SYS_restart_syscall as u64, 0xffe));
+        // A finished call, or no call at all, is left alone.
+        let r = restarted(&regs_with(-4, 0));
+        assert_eq!((r.rax as i64, r.rip), (-4, 0x1000));
+        let r = restarted(&regs_with(-512, -1));
+        assert_eq!((r.rax as i64, r.rip), (-512, 0x1000));
+        assert_eq!(interrupted(&regs_with(-515, 1)), Interrupted::No);
+    }
+}
