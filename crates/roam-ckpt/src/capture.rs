@@ -85,6 +85,10 @@ pub struct ThreadState {
     pub tid_address: u64,
     /// Signals pending for this thread, each its 128-byte siginfo.
     pub pending: Vec<ByteBuf>,
+    /// The robust futex list (head, length).
+    pub robust_list: (u64, u64),
+    /// The thread's name (`comm`).
+    pub comm: ByteBuf,
 }
 
 /// One signal's disposition, as the kernel keeps it (`struct
@@ -261,6 +265,13 @@ pub fn capture(pid: i32, leave_running: bool) -> Result<Captured, CaptureError> 
                 altstack,
                 tid_address,
                 pending,
+                robust_list: ptrace::robust_list(tid).map_err(sys("read the robust list"))?,
+                comm: ByteBuf::from(
+                    std::fs::read(format!("/proc/{pid}/task/{tid}/comm"))
+                        .map_err(sys("read a thread's name"))?
+                        .trim_ascii_end()
+                        .to_vec(),
+                ),
             };
             sections.push(section(kind::THREAD, &t));
         }

@@ -5,3 +5,5 @@
 #[cfg(target_arch = "x86_64")]
 pub mod capture;
 pub mod image;
+#[cfg(target_arch = "x86_64")]
+pub mod restore;

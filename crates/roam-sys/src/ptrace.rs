@@ -355,6 +355,29 @@ pub fn peek_pipe(fd: std::os::fd::BorrowedFd<'_>) -> io::Result<Vec<u8>> {
     Ok(out)
 }
 
+/// The robust futex list of thread `tid` (get_robust_list): its head's
+/// address and length.
+pub fn robust_list(tid: i32) -> io::Result<(u64, u64)> {
+    let mut head: u64 = 0;
+    let mut len: libc::size_t = 0;
+    // SAFETY: the kernel writes one pointer to `head` and one size to
+    // `len`.
+    check(unsafe { libc::syscall(libc::SYS_get_robust_list, tid, &raw mut head, &raw mut len) })?;
+    Ok((head, len as u64))
+}
+
+/// XCR0: the XSAVE features this CPU and kernel enable (which an XSAVE
+/// area's XSTATE_BV must stay within to be restored here).
+pub fn xcr0() -> u64 {
+    let (lo, hi): (u32, u32);
+    // SAFETY: xgetbv(0) reads XCR0; every x86-64 CPU Linux runs on with
+    // XSAVE (the FP state's format here) has it; no memory is touched.
+    unsafe {
+        std::arch::asm!("xgetbv", in("ecx") 0u32, out("eax") lo, out("edx") hi, options(nomem, nostack));
+    }
+    u64::from(hi) << 32 | u64::from(lo)
+}
+
 /// The resource limits (soft, hard) of process `pid`, RLIMIT_CPU to
 /// RLIMIT_RTTIME in the kernel's order (`prlimit`).
 pub fn rlimits(pid: i32) -> io::Result<Vec<(u64, u64)>> {

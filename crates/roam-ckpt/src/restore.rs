@@ -1,0 +1,1204 @@
+//! Rebuilding a captured process (x86-64): a stub is forked and stopped
+//! under ptrace, and system calls injected into it replace its memory,
+//! descriptors, signal state and threads with the image's, after which
+//! every thread is given its registers back and let go.
+//!
+//! The order matters (DESIGN.md's traps):
+//! 1. the stub's rseq area is unregistered (its memory is about to go);
+//! 2. a page with `syscall; int3`, in a hole of both layouts, becomes the
+//!    injection site, with a scratch page beside it;
+//! 3. the stub's own mappings are unmapped, its vDSO block moved where
+//!    the program had it (relative offsets kept);
+//! 4. the program's mappings are made and filled, then given their
+//!    protections; the mm fields (brk, arg/env areas, auxv, exe) set;
+//! 5. descriptors, working directory, root, umask, limits, dispositions;
+//! 6. threads cloned (same tids when free), each with its clear-tid
+//!    address, robust list, rseq, alternate stack, credentials, mask;
+//! 7. pending signals queued, interval timers armed;
+//! 8. every thread gets its registers and FP state, the main one after
+//!    the last call, which unmaps the injection page.
+//!
+//! Everything runs on the calling thread, the stub's tracer.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::os::fd::RawFd;
+use std::os::unix::fs::OpenOptionsExt;
+
+use roam_sys::procfs::{self, Vma};
+use roam_sys::ptrace::{self, Stop};
+use roam_sys::remote::{self, Interrupted, Remote, Site};
+use serde::de::DeserializeOwned;
+use thiserror::Error;
+
+use crate::capture::{
+    kind, Context, FdKind, FdRecord, MapRecord, Meta, Process, ThreadState, MAX_DELETED_FILE,
+};
+use crate::image::{decode_pages, ImageError, Section, PAGE};
+
+/// The kernel's special mappings: never unmapped, moved with the vDSO.
+const SPECIAL: [&[u8]; 3] = [b"[vvar]", b"[vvar_vclock]", b"[vdso]"];
+
+/// Why a restore failed. The stub is killed in every case: no half-built
+/// process is left.
+#[derive(Debug, Error)]
+pub enum RestoreError {
+    #[error(transparent)]
+    Image(#[from] ImageError),
+    #[error("the image has no {0} section")]
+    Missing(&'static str),
+    #[error("the image's {what} section is malformed: {source}")]
+    Malformed {
+        what: &'static str,
+        source: postcard::Error,
+    },
+    #[error("the image is of an {found} process; this machine is x86_64")]
+    Arch { found: String },
+    #[error(
+        "the image's FP state uses CPU features (XSAVE bits {missing:#x}) that this CPU lacks"
+    )]
+    CpuFeatures { missing: u64 },
+    #[error("the vDSO here differs from the image's ({0}); the process cannot be rebuilt here")]
+    Vdso(String),
+    #[error("cannot {what}: {source}")]
+    Sys { what: String, source: io::Error },
+}
+
+fn sys(what: impl Into<String>) -> impl FnOnce(io::Error) -> RestoreError {
+    let what = what.into();
+    move |source| RestoreError::Sys { what, source }
+}
+
+/// A decoded image.
+#[derive(Debug)]
+pub struct Image {
+    pub meta: Meta,
+    pub threads: Vec<ThreadState>,
+    pub process: Process,
+    pub maps: Vec<MapRecord>,
+    pub files: Vec<FdRecord>,
+    pub context: Context,
+    /// The PAGES section (runs, decoded as they are written).
+    pub pages: Vec<u8>,
+}
+
+impl Image {
+    /// Decodes the sections of an image ([`crate::image::read`]'s).
+    pub fn from_sections(sections: Vec<Section>) -> Result<Image, RestoreError> {
+        fn one<T: DeserializeOwned>(
+            sections: &[Section],
+            k: u32,
+            what: &'static str,
+        ) -> Result<T, RestoreError> {
+            let s = sections
+                .iter()
+                .find(|s| s.kind == k)
+                .ok_or(RestoreError::Missing(what))?;
+            postcard::from_bytes(&s.payload)
+                .map_err(|source| RestoreError::Malformed { what, source })
+        }
+        let threads = sections
+            .iter()
+            .filter(|s| s.kind == kind::THREAD)
+            .map(|s| {
+                postcard::from_bytes(&s.payload).map_err(|source| RestoreError::Malformed {
+                    what: "thread",
+                    source,
+                })
+            })
+            .collect::<Result<Vec<ThreadState>, _>>()?;
+        if threads.is_empty() {
+            return Err(RestoreError::Missing("thread"));
+        }
+        let pages = sections
+            .iter()
+            .find(|s| s.kind == kind::PAGES)
+            .ok_or(RestoreError::Missing("pages"))?
+            .payload
+            .clone();
+        // Checked now: a bad run is found before any stub exists.
+        decode_pages(&pages)?;
+        Ok(Image {
+            meta: one(&sections, kind::META, "meta")?,
+            threads,
+            process: one(&sections, kind::PROCESS, "process")?,
+            maps: one(&sections, kind::MAPS, "maps")?,
+            files: one(&sections, kind::FILES, "files")?,
+            context: one(&sections, kind::CONTEXT, "context")?,
+            pages,
+        })
+    }
+
+    /// Reads and decodes the image file at `path`.
+    pub fn load(path: &std::path::Path) -> Result<Image, RestoreError> {
+        let f =
+            std::fs::File::open(path).map_err(sys(format!("open the image {}", path.display())))?;
+        Image::from_sections(crate::image::read(io::BufReader::new(f))?)
+    }
+
+    /// Whether this machine can run the image: architecture, FP features.
+    pub fn check_machine(&self) -> Result<(), RestoreError> {
+        if self.meta.arch != "x86_64" {
+            return Err(RestoreError::Arch {
+                found: self.meta.arch.clone(),
+            });
+        }
+        let xcr0 = ptrace::xcr0();
+        for t in &self.threads {
+            let bv = t
+                .xstate
+                .get(512..520)
+                .map_or(0, |b| u64::from_le_bytes(b.try_into().expect("8 bytes")));
+            if bv & !xcr0 != 0 {
+                return Err(RestoreError::CpuFeatures {
+                    missing: bv & !xcr0,
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// How to restore.
+#[derive(Debug, Clone)]
+pub struct RestoreOpts {
+    /// The restored process's descriptors 0, 1 and 2 where the image's
+    /// were streams (pipes, terminals, sockets).
+    pub stdio: [RawFd; 3],
+    /// Give the process (and its threads) their old ids if free.
+    pub same_pid: bool,
+    /// The process leads a new session.
+    pub new_session: bool,
+    /// Take the image's credentials (uids, gids, groups); the caller must
+    /// be root. Without, the process runs as the caller.
+    pub creds: bool,
+}
+
+/// A restored process, running, a child of the caller (who reaps it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Restored {
+    pub pid: i32,
+    pub tids: Vec<i32>,
+}
+
+/// Rebuilds the image's process and lets it run.
+pub fn restore(img: &Image, opts: &RestoreOpts) -> Result<Restored, RestoreError> {
+    img.check_machine()?;
+    let want = opts.same_pid.then_some(img.meta.pid);
+    let stub = remote::spawn_stub(opts.stdio, want, opts.new_session)
+        .map_err(sys("start the restore stub"))?;
+    let mut b = Builder {
+        img,
+        pid: stub,
+        main: None,
+        others: Vec::new(),
+        scratch: 0,
+        site: 0,
+    };
+    match b.build(opts) {
+        Ok(tids) => Ok(Restored { pid: stub, tids }),
+        Err(e) => {
+            // SAFETY: kill and reap our own child, the stub.
+            unsafe {
+                libc::kill(stub, libc::SIGKILL);
+                libc::waitpid(stub, std::ptr::null_mut(), libc::__WALL);
+            }
+            Err(e)
+        }
+    }
+}
+
+struct Builder<'a> {
+    img: &'a Image,
+    pid: i32,
+    main: Option<Remote>,
+    others: Vec<Remote>,
+    /// The scratch page (arguments the calls read or write).
+    scratch: u64,
+    /// The injection page.
+    site: u64,
+}
+
+impl Builder<'_> {
+    fn main(&mut self) -> &mut Remote {
+        self.main.as_mut().expect("the stub's main thread")
+    }
+
+    fn call(&mut self, what: &str, nr: libc::c_long, args: &[u64]) -> Result<u64, RestoreError> {
+        self.main()
+            .call(nr, args)
+            .map_err(sys(format!("{what} (in the stub)")))
+    }
+
+    /// Writes `data` into the scratch page at `off`; its address.
+    fn put(&self, off: u64, data: &[u8]) -> Result<u64, RestoreError> {
+        assert!(off as usize + data.len() <= PAGE, "scratch overflow");
+        let at = self.scratch + off;
+        ptrace::write_memory(self.pid, at, data).map_err(sys("write the stub's scratch page"))?;
+        Ok(at)
+    }
+
+    /// A NUL-terminated path in the scratch page.
+    fn put_path(&self, path: &[u8]) -> Result<u64, RestoreError> {
+        if path.len() >= PAGE - 1 {
+            return Err(RestoreError::Sys {
+                what: "pass a path to the stub".into(),
+                source: io::Error::from_raw_os_error(libc::ENAMETOOLONG),
+            });
+        }
+        let mut p = path.to_vec();
+        p.push(0);
+        self.put(0, &p)
+    }
+
+    fn build(&mut self, opts: &RestoreOpts) -> Result<Vec<i32>, RestoreError> {
+        let pid = self.pid;
+        let r = ptrace::regs(pid).map_err(sys("read the stub's registers"))?;
+        let mut code = [0u8; 2];
+        ptrace::read_memory(pid, r.rip - 2, &mut code).map_err(sys("read the stub's code"))?;
+        if code != [0x0f, 0x05] {
+            return Err(RestoreError::Sys {
+                what: "find the stub's system-call instruction".into(),
+                source: io::Error::other(format!("{code:02x?} before rip")),
+            });
+        }
+        self.main = Some(Remote::new(pid, Site::Syscall(r.rip - 2)).map_err(sys("take the stub"))?);
+        // 1. The stub's rseq area goes with its memory: unregistered.
+        let rs = ptrace::rseq(pid).map_err(sys("read the stub's rseq"))?;
+        if rs.address != 0 {
+            self.call(
+                "unregister the stub's rseq",
+                libc::SYS_rseq,
+                &[rs.address, u64::from(rs.len), 1, u64::from(rs.signature)],
+            )?;
+        }
+        // 2. The injection site and scratch page, in a hole of both layouts.
+        let stub_maps = procfs::maps(pid).map_err(sys("list the stub's mappings"))?;
+        let mut taken: Vec<(u64, u64)> = self.img.maps.iter().map(|m| (m.start, m.end)).collect();
+        taken.extend(stub_maps.iter().map(|v| (v.start, v.end)));
+        let site = hole(&taken, 2 * PAGE as u64).ok_or_else(|| RestoreError::Sys {
+            what: "find room for the injection page".into(),
+            source: io::Error::from_raw_os_error(libc::ENOMEM),
+        })?;
+        self.call(
+            "map the injection page",
+            libc::SYS_mmap,
+            &[
+                site,
+                2 * PAGE as u64,
+                (libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC) as u64,
+                (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE) as u64,
+                u64::MAX,
+                0,
+            ],
+        )?;
+        ptrace::write_memory(pid, site, &[0x0f, 0x05, 0xcc])
+            .map_err(sys("write the injection code"))?;
+        self.site = site;
+        self.scratch = site + PAGE as u64;
+        self.main().set_site(Site::Trap(site));
+        // Nothing reaches the stub while it is rebuilt.
+        self.put(0, &u64::MAX.to_le_bytes())?;
+        let all = self.scratch;
+        self.call(
+            "block signals",
+            libc::SYS_rt_sigprocmask,
+            &[libc::SIG_SETMASK as u64, all, 0, 8],
+        )?;
+        // 3. The stub's own memory goes, its vDSO block moves.
+        for v in &stub_maps {
+            if SPECIAL.contains(&&v.path[..]) || v.path == b"[vsyscall]" {
+                continue;
+            }
+            self.call(
+                "unmap the stub's memory",
+                libc::SYS_munmap,
+                &[v.start, v.end - v.start],
+            )?;
+        }
+        self.move_vdso(&stub_maps, site)?;
+        // 4. The program's memory.
+        self.map_all()?;
+        self.fill_pages()?;
+        self.protect_all()?;
+        self.set_mm()?;
+        // 5. Descriptors, context, dispositions.
+        self.files()?;
+        self.context()?;
+        self.sigactions()?;
+        // 6. Threads, then each thread's own state.
+        let mut tids = vec![pid];
+        for t in &self.img.threads[1..] {
+            let tid = self.clone_thread(if opts.same_pid { t.tid } else { 0 })?;
+            tids.push(tid);
+        }
+        for i in 0..self.img.threads.len() {
+            self.thread_state(i, opts)?;
+        }
+        // 7. Pending signals and timers, last before the registers.
+        self.pending(&tids)?;
+        self.timers()?;
+        // 8. Registers: other threads at their stop, the main one at the
+        // exit of the call that unmaps the injection page.
+        for (i, t) in self.img.threads.iter().enumerate().skip(1) {
+            let r = &self.others[i - 1];
+            ptrace::set_xstate(r.tid(), &t.xstate).map_err(sys("set a thread's FP state"))?;
+            ptrace::set_regs(r.tid(), &resume_regs(&t.regs))
+                .map_err(sys("set a thread's registers"))?;
+        }
+        let t0 = &self.img.threads[0];
+        ptrace::set_xstate(pid, &t0.xstate).map_err(sys("set the FP state"))?;
+        let regs = resume_regs(&t0.regs);
+        let site = self.site;
+        self.main()
+            .last_call(libc::SYS_munmap, &[site, 2 * PAGE as u64], &regs)
+            .map_err(sys("unmap the injection page"))?;
+        for &tid in &tids {
+            ptrace::detach(tid).map_err(sys("let the process run"))?;
+        }
+        Ok(tids)
+    }
+
+    /// Moves the stub's vvar/vdso block where the program had its own,
+    /// through a spot free in both layouts (the two may overlap).
+    fn move_vdso(&mut self, stub_maps: &[Vma], site: u64) -> Result<(), RestoreError> {
+        let mine: Vec<&Vma> = stub_maps
+            .iter()
+            .filter(|v| SPECIAL.contains(&&v.path[..]))
+            .collect();
+        let theirs: Vec<&MapRecord> = self
+            .img
+            .maps
+            .iter()
+            .filter(|m| SPECIAL.contains(&&m.path[..]))
+            .collect();
+        let a: Vec<(&[u8], u64)> = mine
+            .iter()
+            .map(|v| (&v.path[..], v.end - v.start))
+            .collect();
+        let b: Vec<(&[u8], u64)> = theirs
+            .iter()
+            .map(|m| (&m.path[..], m.end - m.start))
+            .collect();
+        if a != b {
+            let names = |v: &[(&[u8], u64)]| {
+                v.iter()
+                    .map(|(n, l)| format!("{} {l}", String::from_utf8_lossy(n)))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            return Err(RestoreError::Vdso(format!(
+                "here: {}; image: {}",
+                names(&a),
+                names(&b)
+            )));
+        }
+        if mine.is_empty() {
+            return Ok(());
+        }
+        let (lo, hi) = (mine[0].start, mine[mine.len() - 1].end);
+        let (tlo, thi) = (theirs[0].start, theirs[theirs.len() - 1].end);
+        if mine.iter().zip(&theirs).all(|(v, m)| v.start == m.start) {
+            return Ok(());
+        }
+        let mut taken: Vec<(u64, u64)> = self.img.maps.iter().map(|m| (m.start, m.end)).collect();
+        taken.push((lo, hi));
+        taken.push((site, site + 2 * PAGE as u64));
+        let tmp = hole(&taken, hi - lo).ok_or_else(|| RestoreError::Vdso("no room".into()))?;
+        for (from, to) in [(lo, tmp), (tmp, tlo)] {
+            for v in &mine {
+                let old = v.start - lo + from;
+                let new = v.start - lo + to;
+                let len = v.end - v.start;
+                self.call(
+                    "move the vDSO",
+                    libc::SYS_mremap,
+                    &[
+                        old,
+                        len,
+                        len,
+                        (libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED) as u64,
+                        new,
+                    ],
+                )?;
+            }
+        }
+        debug_assert_eq!(thi - tlo, hi - lo);
+        Ok(())
+    }
+
+    /// Makes every mapping of the image (writable while being filled).
+    fn map_all(&mut self) -> Result<(), RestoreError> {
+        // Shared memory without a file: one memfd per object, mapped at
+        // each of its views.
+        let mut shm: BTreeMap<u64, u64> = BTreeMap::new();
+        let maps = &self.img.maps;
+        for m in maps {
+            if SPECIAL.contains(&&m.path[..]) || m.path == b"[vsyscall]" {
+                continue;
+            }
+            let len = m.end - m.start;
+            let prot = prot_of(m) | if m.stored { libc::PROT_WRITE } else { 0 };
+            let anon_shared = m.shared && (m.inode == 0 || is_anonymous_shared(&m.path));
+            let file = !anon_shared && m.path.starts_with(b"/");
+            let (flags, fd) = if anon_shared {
+                let fd = match shm.get(&m.inode) {
+                    Some(&fd) => fd,
+                    None => {
+                        let size = maps
+                            .iter()
+                            .filter(|o| o.shared && o.inode == m.inode && o.path == m.path)
+                            .map(|o| o.offset + (o.end - o.start))
+                            .max()
+                            .unwrap_or(len);
+                        let name = self.put_path(b"roam-shm")?;
+                        let fd =
+                            self.call("make shared memory", libc::SYS_memfd_create, &[name, 0])?;
+                        self.call("size shared memory", libc::SYS_ftruncate, &[fd, size])?;
+                        shm.insert(m.inode, fd);
+                        fd
+                    }
+                };
+                (libc::MAP_SHARED, fd)
+            } else if file {
+                let write = m.shared && m.prot & 2 != 0;
+                let mode = if write { libc::O_RDWR } else { libc::O_RDONLY };
+                let path = self.put_path(&m.path)?;
+                let fd = self.call(
+                    &format!("open {}", String::from_utf8_lossy(&m.path)),
+                    libc::SYS_openat,
+                    &[
+                        libc::AT_FDCWD as u64,
+                        path,
+                        (mode | libc::O_CLOEXEC) as u64,
+                        0,
+                    ],
+                )?;
+                let flags = if m.shared {
+                    libc::MAP_SHARED
+                } else {
+                    libc::MAP_PRIVATE
+                };
+                (flags, fd)
+            } else {
+                let grows = if m.path == b"[stack]" {
+                    libc::MAP_GROWSDOWN
+                } else {
+                    0
+                };
+                (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | grows, u64::MAX)
+            };
+            let offset = if fd == u64::MAX { 0 } else { m.offset };
+            let got = self.call(
+                &format!("map {:#x}-{:#x}", m.start, m.end),
+                libc::SYS_mmap,
+                &[
+                    m.start,
+                    len,
+                    prot as u64,
+                    (flags | libc::MAP_FIXED) as u64,
+                    fd,
+                    offset,
+                ],
+            );
+            if file {
+                self.call("close a mapped file", libc::SYS_close, &[fd])?;
+            }
+            got?;
+        }
+        for fd in shm.into_values() {
+            self.call("close shared memory", libc::SYS_close, &[fd])?;
+        }
+        Ok(())
+    }
+
+    /// Writes the stored pages (from the tracer, process_vm_writev).
+    fn fill_pages(&mut self) -> Result<(), RestoreError> {
+        for run in decode_pages(&self.img.pages)? {
+            let n = ptrace::write_memory(self.pid, run.addr, run.data)
+                .map_err(sys(format!("write the pages at {:#x}", run.addr)))?;
+            if n != run.data.len() {
+                return Err(RestoreError::Sys {
+                    what: format!("write the pages at {:#x}", run.addr),
+                    source: io::Error::other(format!("{n} of {} bytes", run.data.len())),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Gives mappings made writable for filling their own protection.
+    fn protect_all(&mut self) -> Result<(), RestoreError> {
+        let maps = self.img.maps.clone();
+        for m in maps.iter().filter(|m| m.stored && m.prot & 2 == 0) {
+            if SPECIAL.contains(&&m.path[..]) || m.path == b"[vsyscall]" {
+                continue;
+            }
+            self.call(
+                "protect a mapping",
+                libc::SYS_mprotect,
+                &[m.start, m.end - m.start, prot_of(m) as u64],
+            )?;
+        }
+        Ok(())
+    }
+
+    /// brk, code/data/stack/arg/env areas, auxv and exe
+    /// (prctl(PR_SET_MM_MAP)).
+    fn set_mm(&mut self) -> Result<(), RestoreError> {
+        let mm = self.img.process.mm;
+        let auxv = &self.img.process.auxv;
+        if auxv.len() > 2048 {
+            return Err(RestoreError::Sys {
+                what: "set the auxiliary vector".into(),
+                source: io::Error::other(format!("{} bytes", auxv.len())),
+            });
+        }
+        let auxv_at = self.put(1024, auxv)?;
+        // The kernel refuses to replace the exe by the same file while it
+        // is mapped (EBUSY): kept when the stub's is already the one.
+        let same_exe = std::fs::read_link(format!("/proc/{}/exe", self.pid))
+            .is_ok_and(|p| p.as_os_str().as_encoded_bytes() == &self.img.meta.exe[..]);
+        let exe_fd = if same_exe {
+            u64::from(u32::MAX)
+        } else {
+            let exe = self.put_path(&self.img.meta.exe)?;
+            self.call(
+                "open the executable",
+                libc::SYS_openat,
+                &[
+                    libc::AT_FDCWD as u64,
+                    exe,
+                    (libc::O_RDONLY | libc::O_CLOEXEC) as u64,
+                    0,
+                ],
+            )?
+        };
+        let mut map = Vec::with_capacity(104);
+        for v in [
+            mm.start_code,
+            mm.end_code,
+            mm.start_data,
+            mm.end_data,
+            mm.start_brk,
+            mm.brk.max(mm.start_brk),
+            mm.start_stack,
+            mm.arg_start,
+            mm.arg_end,
+            mm.env_start,
+            mm.env_end,
+            auxv_at,
+        ] {
+            map.extend_from_slice(&v.to_le_bytes());
+        }
+        map.extend_from_slice(&(auxv.len() as u32).to_le_bytes());
+        map.extend_from_slice(&(exe_fd as u32).to_le_bytes());
+        let at = self.put(3072, &map)?;
+        const PR_SET_MM_MAP: u64 = 14;
+        let r = self.call(
+            "set the memory layout fields",
+            libc::SYS_prctl,
+            &[
+                libc::PR_SET_MM as u64,
+                PR_SET_MM_MAP,
+                at,
+                map.len() as u64,
+                0,
+            ],
+        );
+        if !same_exe {
+            self.call("close the executable", libc::SYS_close, &[exe_fd])?;
+        }
+        r.map(drop)
+    }
+
+    /// The descriptors, each at its number: reopened, dup'ed, rebuilt.
+    fn files(&mut self) -> Result<(), RestoreError> {
+        let files = self.img.files.clone();
+        // New descriptors are moved above every target number until placed.
+        let high = files.iter().map(|f| f.fd).max().unwrap_or(2) as u64 + 1;
+        let mut pipes: BTreeMap<u64, (u64, u64)> = BTreeMap::new();
+        let mut temps = Vec::new();
+        for f in &files {
+            let cloexec = f.flags & libc::O_CLOEXEC as u32 != 0;
+            let what = format!("rebuild descriptor {}", f.fd);
+            let src = match &f.kind {
+                FdKind::Stdio => {
+                    if f.fd > 2 {
+                        return Err(RestoreError::Sys {
+                            what,
+                            source: io::Error::other("a stream beyond stdio"),
+                        });
+                    }
+                    continue;
+                }
+                FdKind::Dup(of) => *of as u64,
+                FdKind::Path => {
+                    let path = self.put_path(&f.target)?;
+                    let keep = libc::O_ACCMODE
+                        | libc::O_APPEND
+                        | libc::O_NONBLOCK
+                        | libc::O_DIRECTORY
+                        | libc::O_DSYNC
+                        | libc::O_SYNC
+                        | libc::O_DIRECT
+                        | libc::O_NOATIME
+                        | libc::O_PATH
+                        | libc::O_LARGEFILE;
+                    let fd = self.call(
+                        &format!("{what}: open {}", String::from_utf8_lossy(&f.target)),
+                        libc::SYS_openat,
+                        &[
+                            libc::AT_FDCWD as u64,
+                            path,
+                            (f.flags as i32 & keep) as u64,
+                            0,
+                        ],
+                    )?;
+                    let t = self.temp(fd, high)?;
+                    if f.pos != 0 && f.flags as i32 & libc::O_PATH == 0 {
+                        self.call(&what, libc::SYS_lseek, &[t, f.pos, libc::SEEK_SET as u64])?;
+                    }
+                    temps.push(t);
+                    t
+                }
+                FdKind::Deleted(data) => {
+                    if data.len() as u64 > MAX_DELETED_FILE {
+                        return Err(RestoreError::Sys {
+                            what,
+                            source: io::Error::from_raw_os_error(libc::EFBIG),
+                        });
+                    }
+                    let name = f.target.rsplit(|&b| b == b'/').next().unwrap_or(b"deleted");
+                    let name = &name[..name.len().min(200)];
+                    let at = self.put_path(name)?;
+                    let fd = self.call(&what, libc::SYS_memfd_create, &[at, 0])?;
+                    let t = self.temp(fd, high)?;
+                    let path = format!("/proc/{}/fd/{t}", self.pid);
+                    std::fs::write(&path, data).map_err(sys(format!("{what}: fill it")))?;
+                    self.call(&what, libc::SYS_lseek, &[t, f.pos, libc::SEEK_SET as u64])?;
+                    temps.push(t);
+                    t
+                }
+                FdKind::Pipe {
+                    inode,
+                    write,
+                    buffered,
+                } => {
+                    let (r, w) = match pipes.get(inode) {
+                        Some(&p) => p,
+                        None => {
+                            let at = self.scratch;
+                            self.call(&what, libc::SYS_pipe2, &[at, libc::O_CLOEXEC as u64])?;
+                            let mut b = [0u8; 8];
+                            ptrace::read_memory(self.pid, at, &mut b)
+                                .map_err(sys("read the pipe's descriptors"))?;
+                            let r = u32::from_le_bytes(b[..4].try_into().unwrap()) as u64;
+                            let w = u32::from_le_bytes(b[4..].try_into().unwrap()) as u64;
+                            let (r, w) = (self.temp(r, high)?, self.temp(w, high)?);
+                            if !buffered.is_empty() {
+                                let size = buffered.len().max(PAGE) as u64;
+                                // Room for what was in it, so writing it
+                                // back never blocks.
+                                let _ = self.call(
+                                    &what,
+                                    libc::SYS_fcntl,
+                                    &[w, libc::F_SETPIPE_SZ as u64, size],
+                                );
+                                let path = format!("/proc/{}/fd/{w}", self.pid);
+                                let mut p = std::fs::OpenOptions::new()
+                                    .write(true)
+                                    .custom_flags(libc::O_NONBLOCK)
+                                    .open(&path)
+                                    .map_err(sys(format!("{what}: open the pipe")))?;
+                                io::Write::write_all(&mut p, buffered)
+                                    .map_err(sys(format!("{what}: refill the pipe")))?;
+                            }
+                            temps.extend([r, w]);
+                            pipes.insert(*inode, (r, w));
+                            (r, w)
+                        }
+                    };
+                    if *write {
+                        w
+                    } else {
+                        r
+                    }
+                }
+            };
+            let flags = if cloexec { libc::O_CLOEXEC as u64 } else { 0 };
+            self.call(&what, libc::SYS_dup3, &[src, f.fd as u64, flags])?;
+        }
+        for t in temps {
+            self.call("close a temporary descriptor", libc::SYS_close, &[t])?;
+        }
+        Ok(())
+    }
+
+    /// Moves a new descriptor above every target number.
+    fn temp(&mut self, fd: u64, high: u64) -> Result<u64, RestoreError> {
+        if fd >= high {
+            return Ok(fd);
+        }
+        let t = self.call(
+            "move a descriptor",
+            libc::SYS_fcntl,
+            &[fd, libc::F_DUPFD_CLOEXEC as u64, high],
+        )?;
+        self.call("move a descriptor", libc::SYS_close, &[fd])?;
+        Ok(t)
+    }
+
+    /// Working directory, root, umask, resource limits.
+    fn context(&mut self) -> Result<(), RestoreError> {
+        let c = self.img.context.clone();
+        if &c.root[..] != b"/" {
+            let at = self.put_path(&c.root)?;
+            self.call("change the root", libc::SYS_chroot, &[at])?;
+        }
+        let at = self.put_path(&c.cwd)?;
+        self.call(
+            &format!("enter {}", String::from_utf8_lossy(&c.cwd)),
+            libc::SYS_chdir,
+            &[at],
+        )?;
+        self.call("set the umask", libc::SYS_umask, &[u64::from(c.umask)])?;
+        for (res, (soft, hard)) in c.rlimits.iter().enumerate() {
+            let mut b = soft.to_le_bytes().to_vec();
+            b.extend_from_slice(&hard.to_le_bytes());
+            let at = self.put(0, &b)?;
+            self.call(
+                "set a resource limit",
+                libc::SYS_prlimit64,
+                &[0, res as u64, at, 0],
+            )?;
+        }
+        Ok(())
+    }
+
+    /// The signal dispositions (process-wide).
+    fn sigactions(&mut self) -> Result<(), RestoreError> {
+        for a in self.img.process.sigactions.clone() {
+            let mut b = Vec::with_capacity(32);
+            for v in [a.handler, a.flags, a.restorer, a.mask] {
+                b.extend_from_slice(&v.to_le_bytes());
+            }
+            let at = self.put(0, &b)?;
+            self.call(
+                &format!("set the action of signal {}", a.signal),
+                libc::SYS_rt_sigaction,
+                &[u64::from(a.signal), at, 0, 8],
+            )?;
+        }
+        Ok(())
+    }
+
+    /// A new thread of the stub (tid `want` if free), stopped and taken.
+    fn clone_thread(&mut self, want: i32) -> Result<i32, RestoreError> {
+        let flags = libc::CLONE_VM
+            | libc::CLONE_FS
+            | libc::CLONE_FILES
+            | libc::CLONE_SIGHAND
+            | libc::CLONE_THREAD
+            | libc::CLONE_SYSVSEM;
+        // struct clone_args: flags, pidfd, child_tid, parent_tid,
+        // exit_signal, stack, stack_size, tls, set_tid, set_tid_size.
+        let tid_at = self.scratch + 512;
+        self.put(512, &want.to_le_bytes())?;
+        let mut args = [0u64; 10];
+        args[0] = flags as u64;
+        if want != 0 {
+            args[8] = tid_at;
+            args[9] = 1;
+        }
+        let bytes: Vec<u8> = args.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let at = self.put(0, &bytes)?;
+        let mut tid = self.main().call(libc::SYS_clone3, &[at, 80]);
+        if tid.is_err() && want != 0 {
+            let bytes: Vec<u8> = args[..8].iter().flat_map(|v| v.to_le_bytes()).collect();
+            let at = self.put(0, &bytes)?;
+            tid = self.main().call(libc::SYS_clone3, &[at, 64]);
+        }
+        let tid = tid.map_err(sys("create a thread"))? as i32;
+        match ptrace::wait_stop(tid).map_err(sys("wait for a new thread"))? {
+            Stop::Stopped { .. } => {}
+            other => {
+                return Err(RestoreError::Sys {
+                    what: "take a new thread".into(),
+                    source: io::Error::other(format!("{other:?}")),
+                })
+            }
+        }
+        self.others
+            .push(Remote::new(tid, Site::Trap(self.site)).map_err(sys("take a new thread"))?);
+        Ok(tid)
+    }
+
+    /// Thread `i`'s own state: clear-tid address, robust list, rseq,
+    /// alternate stack, name, credentials, signal mask.
+    fn thread_state(&mut self, i: usize, opts: &RestoreOpts) -> Result<(), RestoreError> {
+        let t = self.img.threads[i].clone();
+        let c = self.img.context.clone();
+        let scratch = self.scratch;
+        let pid = self.pid;
+        let r = if i == 0 {
+            self.main.as_mut().expect("main")
+        } else {
+            &mut self.others[i - 1]
+        };
+        let put = |off: u64, data: &[u8]| -> Result<u64, RestoreError> {
+            ptrace::write_memory(pid, scratch + off, data)
+                .map_err(sys("write the stub's scratch page"))?;
+            Ok(scratch + off)
+        };
+        let what = |w: &str| format!("{w} of thread {}", t.tid);
+        r.call(libc::SYS_set_tid_address, &[t.tid_address])
+            .map_err(sys(what("set the clear-tid address")))?;
+        if t.robust_list.0 != 0 {
+            r.call(
+                libc::SYS_set_robust_list,
+                &[t.robust_list.0, t.robust_list.1],
+            )
+            .map_err(sys(what("set the robust list")))?;
+        }
+        let (addr, len, _, sig) = t.rseq;
+        if addr != 0 {
+            r.call(libc::SYS_rseq, &[addr, u64::from(len), 0, u64::from(sig)])
+                .map_err(sys(what("register rseq")))?;
+        }
+        let (sp, flags, size) = t.altstack;
+        let mut b = sp.to_le_bytes().to_vec();
+        b.extend_from_slice(&(flags as i64).to_le_bytes());
+        b.extend_from_slice(&size.to_le_bytes());
+        let at = put(0, &b)?;
+        r.call(libc::SYS_sigaltstack, &[at, 0])
+            .map_err(sys(what("set the alternate signal stack")))?;
+        let mut name = t.comm.to_vec();
+        name.truncate(15);
+        name.push(0);
+        let at = put(0, &name)?;
+        r.call(libc::SYS_prctl, &[libc::PR_SET_NAME as u64, at])
+            .map_err(sys(what("set the name")))?;
+        if opts.creds {
+            let groups: Vec<u8> = c.groups.iter().flat_map(|g| g.to_le_bytes()).collect();
+            let at = put(0, &groups)?;
+            r.call(libc::SYS_setgroups, &[c.groups.len() as u64, at])
+                .map_err(sys(what("set the groups")))?;
+            let [gr, ge, gs, gf] = c.gids.map(u64::from);
+            r.call(libc::SYS_setresgid, &[gr, ge, gs])
+                .map_err(sys(what("set the gids")))?;
+            r.call(libc::SYS_setfsgid, &[gf])
+                .map_err(sys(what("set the fsgid")))?;
+            let [ur, ue, us, uf] = c.uids.map(u64::from);
+            r.call(libc::SYS_setresuid, &[ur, ue, us])
+                .map_err(sys(what("set the uids")))?;
+            r.call(libc::SYS_setfsuid, &[uf])
+                .map_err(sys(what("set the fsuid")))?;
+        }
+        let mask = c.thread_signals.get(i).map_or(0, |s| s.0);
+        let at = put(0, &mask.to_le_bytes())?;
+        r.call(
+            libc::SYS_rt_sigprocmask,
+            &[libc::SIG_SETMASK as u64, at, 0, 8],
+        )
+        .map_err(sys(what("set the signal mask")))?;
+        Ok(())
+    }
+
+    /// Queues the signals that were pending, with their siginfo.
+    fn pending(&mut self, tids: &[i32]) -> Result<(), RestoreError> {
+        let pid = self.pid;
+        for info in self.img.process.pending.clone() {
+            let sig = siginfo_signal(&info);
+            let at = self.put(0, &info)?;
+            self.call(
+                &format!("queue signal {sig}"),
+                libc::SYS_rt_sigqueueinfo,
+                &[pid as u64, sig, at],
+            )?;
+        }
+        for (t, &tid) in self.img.threads.clone().iter().zip(tids) {
+            for info in &t.pending {
+                let sig = siginfo_signal(info);
+                let at = self.put(0, info)?;
+                self.call(
+                    &format!("queue signal {sig} for a thread"),
+                    libc::SYS_rt_tgsigqueueinfo,
+                    &[pid as u64, tid as u64, sig, at],
+                )?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Arms the interval timers that were running.
+    fn timers(&mut self) -> Result<(), RestoreError> {
+        for (which, t) in self.img.process.itimers.clone().iter().enumerate() {
+            if t.iter().all(|&v| v == 0) {
+                continue;
+            }
+            let b: Vec<u8> = t.iter().flat_map(|v| v.to_le_bytes()).collect();
+            let at = self.put(0, &b)?;
+            self.call(
+                "arm an interval timer",
+                libc::SYS_setitimer,
+                &[which as u64, at, 0],
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// The signal number of a 128-byte siginfo.
+fn siginfo_signal(info: &[u8]) -> u64 {
+    u64::from(u32::from_le_bytes(info[..4].try_into().expect("4 bytes")))
+}
+
+fn prot_of(m: &MapRecord) -> i32 {
+    let mut p = 0;
+    if m.prot & 1 != 0 {
+        p |= libc::PROT_READ;
+    }
+    if m.prot & 2 != 0 {
+        p |= libc::PROT_WRITE;
+    }
+    if m.prot & 4 != 0 {
+        p |= libc::PROT_EXEC;
+    }
+    p
+}
+
+fn is_anonymous_shared(path: &[u8]) -> bool {
+    path.starts_with(b"/dev/zero")
+        || path.starts_with(b"/memfd:")
+        || path.starts_with(b"/SYSV")
+        || path.ends_with(b" (deleted)")
+}
+
+/// The highest free range of `len` bytes (a guard page either side)
+/// below the top of the user address space, `taken` avoided.
+fn hole(taken: &[(u64, u64)], len: u64) -> Option<u64> {
+    const TOP: u64 = 0x7fff_ffff_0000;
+    const BOTTOM: u64 = 0x1_0000;
+    let mut spans: Vec<(u64, u64)> = taken
+        .iter()
+        .map(|&(s, e)| (s.saturating_sub(PAGE as u64), e + PAGE as u64))
+        .filter(|&(s, _)| s < TOP)
+        .collect();
+    spans.sort_unstable();
+    let mut free_end = TOP;
+    for &(s, e) in spans.iter().rev() {
+        if e < free_end && free_end - e >= len {
+            return Some((free_end - len) & !(PAGE as u64 - 1));
+        }
+        free_end = free_end.min(s);
+    }
+    (free_end >= BOTTOM + len).then(|| (free_end - len) & !(PAGE as u64 - 1))
+}
+
+/// The registers a thread resumes with: a call the checkpoint interrupted
+/// is issued again; a sleep goes on for the time it had left (the kernel
+/// wrote it to the caller's `rem`), since a new process has no restart
+/// block to resume from.
+pub fn resume_regs(words: &[u64]) -> libc::user_regs_struct {
+    let r = regs_from_words(words);
+    if remote::interrupted(&r) != Interrupted::RestartBlock {
+        return remote::restarted(&r);
+    }
+    let mut out = r;
+    out.rax = r.orig_rax;
+    out.rip -= 2;
+    out.orig_rax = u64::MAX;
+    const TIMER_ABSTIME: u64 = 1;
+    match r.orig_rax as libc::c_long {
+        libc::SYS_nanosleep if r.rsi != 0 => out.rdi = r.rsi,
+        libc::SYS_clock_nanosleep if r.rsi & TIMER_ABSTIME == 0 && r.r10 != 0 => out.rdx = r.r10,
+        // poll, futex waits...: issued again with their first timeout.
+        _ => {}
+    }
+    out
+}
+
+/// `user_regs_struct` from the image's 27 words (capture's order).
+fn regs_from_words(w: &[u64]) -> libc::user_regs_struct {
+    let g = |i: usize| w.get(i).copied().unwrap_or(0);
+    // SAFETY: plain integers; all-zero is valid.
+    let mut r: libc::user_regs_struct = unsafe { std::mem::zeroed() };
+    (r.r15, r.r14, r.r13, r.r12, r.rbp, r.rbx, r.r11, r.r10, r.r9) =
+        (g(0), g(1), g(2), g(3), g(4), g(5), g(6), g(7), g(8));
+    (
+        r.r8, r.rax, r.rcx, r.rdx, r.rsi, r.rdi, r.orig_rax, r.rip, r.cs,
+    ) = (g(9), g(10), g(11), g(12), g(13), g(14), g(15), g(16), g(17));
+    (
+        r.eflags, r.rsp, r.ss, r.fs_base, r.gs_base, r.ds, r.es, r.fs, r.gs,
+    ) = (
+        g(18),
+        g(19),
+        g(20),
+        g(21),
+        g(22),
+        g(23),
+        g(24),
+        g(25),
+        g(26),
+    );
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::capture::capture;
+
+    fn pipe() -> (RawFd, RawFd) {
+        let mut p = [0; 2];
+        // SAFETY: pipe2 fills two descriptors.
+        assert_eq!(unsafe { libc::pipe2(p.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+        (p[0], p[1])
+    }
+
+    fn read_byte(fd: RawFd) -> u8 {
+        let mut b = [0u8; 1];
+        // SAFETY: reads one byte into a live array.
+        let n = unsafe { libc::read(fd, b.as_mut_ptr().cast(), 1) };
+        assert_eq!(n, 1, "{}", io::Error::last_os_error());
+        b[0]
+    }
+
+    fn write_byte(fd: RawFd, b: u8) {
+        // SAFETY: writes one byte from a live array.
+        assert_eq!(unsafe { libc::write(fd, [b].as_ptr().cast(), 1) }, 1);
+    }
+
+    /// A forked child with `len` bytes of pattern, a file at an offset and
+    /// a pipe holding bytes; it says `R` on stdout, waits for a byte on
+    /// stdin (the checkpoint happens there), checks everything and says
+    /// `P` (or a letter naming what failed) before exiting 0.
+    fn child(len: usize, stdin: RawFd, stdout: RawFd) -> i32 {
+        // SAFETY: the child makes raw calls only, and exits.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0);
+        if pid != 0 {
+            return pid;
+        }
+        // SAFETY: all on this (child) process's own state; never returns.
+        unsafe {
+            libc::dup2(stdin, 0);
+            libc::dup2(stdout, 1);
+            libc::syscall(libc::SYS_close_range, 2u32, u32::MAX, 0u32);
+            let f = libc::open(c"/proc/self/cmdline".as_ptr(), libc::O_RDONLY);
+            libc::lseek(f, 3, libc::SEEK_SET);
+            let mut p = [0; 2];
+            libc::pipe(p.as_mut_ptr());
+            libc::write(p[1], c"xyz".as_ptr().cast(), 3);
+            let m = libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            ) as *mut u8;
+            for i in 0..len {
+                *m.add(i) = (i % 253) as u8;
+            }
+            libc::write(1, c"R".as_ptr().cast(), 1);
+            let mut b = [0u8; 4];
+            while libc::read(0, b.as_mut_ptr().cast(), 1) != 1 {}
+            let mut verdict = b'P';
+            for i in 0..len {
+                if *m.add(i) != (i % 253) as u8 {
+                    verdict = b'M';
+                    break;
+                }
+            }
+            if libc::lseek(f, 0, libc::SEEK_CUR) != 3 {
+                verdict = b'O';
+            }
+            if libc::read(p[0], b.as_mut_ptr().cast(), 4) != 3 || &b[..3] != b"xyz" {
+                verdict = b'I';
+            }
+            libc::write(1, [verdict].as_ptr().cast(), 1);
+            libc::_exit(0)
+        }
+    }
+
+    fn exit_code(pid: i32) -> i32 {
+        let mut st = 0;
+        // SAFETY: reaps our own child into a live int.
+        assert_eq!(unsafe { libc::waitpid(pid, &mut st, 0) }, pid);
+        if libc::WIFEXITED(st) {
+            libc::WEXITSTATUS(st)
+        } else {
+            -libc::WTERMSIG(st)
+        }
+    }
+
+    #[test]
+    fn a_captured_process_is_rebuilt_and_carries_on() {
+        // Needs root (PR_SET_MM_MAP), as CI runs.
+        let (in_r, in_w) = pipe();
+        let (out_r, out_w) = pipe();
+        let pid = child(8 << 20, in_r, out_w);
+        assert_eq!(read_byte(out_r), b'R');
+        let c = capture(pid, false).unwrap();
+        assert_eq!(exit_code(pid), -libc::SIGKILL);
+        let img = Image::from_sections(c.sections).unwrap();
+        let opts = RestoreOpts {
+            stdio: [in_r, out_w, 2],
+            same_pid: true,
+            new_session: false,
+            creds: false,
+        };
+        let r = restore(&img, &opts).unwrap();
+        assert_eq!(r.pid, pid, "the pid was free again");
+        write_byte(in_w, b'g');
+        let verdict = read_byte(out_r);
+        assert_eq!(exit_code(r.pid), 0);
+        assert_eq!(verdict, b'P');
+        // SAFETY: closing our descriptors.
+        unsafe {
+            for fd in [in_r, in_w, out_r, out_w] {
+                libc::close(fd);
+            }
+        }
+    }
+
+    #[test]
+    fn holes_avoid_every_taken_range() {
+        let taken = [
+            (0x7fff_0000_0000, 0x7fff_ffff_0000),
+            (0x1000_0000, 0x2000_0000),
+        ];
+        let h = hole(&taken, 0x2000).unwrap();
+        assert!(h + 0x2000 <= 0x7fff_0000_0000 - PAGE as u64);
+        assert!(h > 0x2000_0000);
+        assert_eq!(h % PAGE as u64, 0);
+        assert_eq!(hole(&[(0, 0x7fff_ffff_0000)], 0x1000), None);
+    }
+
+    #[test]
+    fn sleeps_resume_with_the_time_they_had_left() {
+        let mut w = vec![0u64; 27];
+        w[10] = (-516i64) as u64; // rax: -ERESTART_RESTARTBLOCK
+        w[15] = libc::SYS_clock_nanosleep as u64;
+        w[16] = 0x4000; // rip
+        w[13] = 0; // rsi: flags, relative
+        w[12] = 0x100; // rdx: request
+        w[7] = 0x200; // r10: remaining
+        let r = resume_regs(&w);
+        assert_eq!(
+            (r.rax, r.rip, r.rdx),
+            (libc::SYS_clock_nanosleep as u64, 0x3ffe, 0x200)
+        );
+        assert_eq!(r.orig_rax, u64::MAX);
+        // An absolute sleep is issued again as it was.
+        w[13] = 1;
+        assert_eq!(resume_regs(&w).rdx, 0x100);
+        // A read interrupted is simply issued again.
+        w[10] = (-512i64) as u64;
+        w[15] = 0;
+        let r = resume_regs(&w);
+        assert_eq!((r.rax, r.rip), (0, 0x3ffe));
+    }
+}
