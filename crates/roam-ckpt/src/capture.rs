@@ -52,7 +52,7 @@ pub enum CaptureError {
     Unsupported { pid: i32, what: String },
     #[error("process {pid} went away during the checkpoint")]
     Gone { pid: i32 },
-    #[error("cannot {what} of process {pid}: {source}")]
+    #[error("cannot {what} of process {pid}")]
     Sys {
         pid: i32,
         what: &'static str,

@@ -53,7 +53,7 @@ pub enum ImageError {
     Trailing,
     #[error("image corrupt: {0}")]
     Pages(String),
-    #[error("cannot read or write the image: {0}")]
+    #[error("cannot read or write the image")]
     Io(#[from] io::Error),
 }
 

@@ -6,4 +6,6 @@
 pub mod capture;
 pub mod image;
 #[cfg(target_arch = "x86_64")]
+pub mod local;
+#[cfg(target_arch = "x86_64")]
 pub mod restore;

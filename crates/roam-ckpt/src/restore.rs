@@ -47,7 +47,7 @@ pub enum RestoreError {
     Image(#[from] ImageError),
     #[error("the image has no {0} section")]
     Missing(&'static str),
-    #[error("the image's {what} section is malformed: {source}")]
+    #[error("the image's {what} section is malformed")]
     Malformed {
         what: &'static str,
         source: postcard::Error,
@@ -60,7 +60,7 @@ pub enum RestoreError {
     CpuFeatures { missing: u64 },
     #[error("the vDSO here differs from the image's ({0}); the process cannot be rebuilt here")]
     Vdso(String),
-    #[error("cannot {what}: {source}")]
+    #[error("cannot {what}")]
     Sys { what: String, source: io::Error },
 }
 

@@ -126,6 +126,11 @@ pub fn current_cred() -> (u32, u32, Vec<u32>) {
     (uid, gid, groups)
 }
 
+/// Whether the caller's effective uid is root.
+pub fn is_root() -> bool {
+    current_cred().0 == 0
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -33,6 +33,10 @@ enum Cmd {
     Nodes(cmd::nodes::Args),
     /// Show or set the placement mode (parallel | balance).
     Mode(cmd::mode::Args),
+    /// Capture a running process into an image directory.
+    Checkpoint(cmd::checkpoint::Args),
+    /// Rebuild a checkpointed process; this process becomes its proxy.
+    Restore(cmd::restore::Args),
     /// Create cluster credentials (init, issue).
     #[command(disable_help_flag = true)]
     Cluster(AdminArgs),
@@ -94,6 +98,8 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Kill(a) => cmd::kill::run(a),
         Cmd::Nodes(a) => cmd::nodes::run(a),
         Cmd::Mode(a) => cmd::mode::run(a),
+        Cmd::Checkpoint(a) => cmd::checkpoint::run(a),
+        Cmd::Restore(a) => cmd::restore::run(a),
         Cmd::Cluster(a) => exec_admin("cluster", a.args),
         Cmd::Testbed(a) => exec_admin("testbed", a.args),
         Cmd::Binfmt(a) => exec_admin("binfmt", a.args),
