@@ -578,7 +578,7 @@ fn pipe_inode(target: &[u8]) -> Option<u64> {
 }
 
 /// A hexadecimal signal set of /proc/PID/status (`SigBlk:` and so on).
-fn sigset(status: &str, name: &str) -> u64 {
+pub(crate) fn sigset(status: &str, name: &str) -> u64 {
     status
         .lines()
         .find_map(|l| l.strip_prefix(name))

@@ -432,12 +432,17 @@ impl Builder<'_> {
         // Shared memory without a file: one memfd per object, mapped at
         // each of its views.
         let mut shm: BTreeMap<u64, u64> = BTreeMap::new();
+        let mut sysv: BTreeMap<u64, (u64, bool)> = BTreeMap::new();
         let maps = &self.img.maps;
         for m in maps {
             if SPECIAL.contains(&&m.path[..]) || m.path == b"[vsyscall]" {
                 continue;
             }
             let len = m.end - m.start;
+            if m.shared && m.path.starts_with(b"/SYSV") {
+                self.attach_sysv(m, &mut sysv)?;
+                continue;
+            }
             let prot = prot_of(m) | if m.stored { libc::PROT_WRITE } else { 0 };
             let anon_shared = m.shared && (m.inode == 0 || is_anonymous_shared(&m.path));
             let file = !anon_shared && m.path.starts_with(b"/");
@@ -509,6 +514,64 @@ impl Builder<'_> {
         for fd in shm.into_values() {
             self.call("close shared memory", libc::SYS_close, &[fd])?;
         }
+        for (id, deleted) in sysv.into_values() {
+            if deleted {
+                self.call(
+                    "remove a SysV segment",
+                    libc::SYS_shmctl,
+                    &[id, libc::IPC_RMID as u64, 0],
+                )?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A SysV shared memory view: the segment made again (its key kept
+    /// unless it had been removed, in which case it is removed again once
+    /// attached) and attached where it was.
+    fn attach_sysv(
+        &mut self,
+        m: &MapRecord,
+        sysv: &mut BTreeMap<u64, (u64, bool)>,
+    ) -> Result<(), RestoreError> {
+        if m.offset != 0 {
+            return Err(RestoreError::Sys {
+                what: format!("attach the SysV segment at {:#x}", m.start),
+                source: io::Error::other("a partly unmapped segment"),
+            });
+        }
+        let id = match sysv.get(&m.inode) {
+            Some(&(id, _)) => id,
+            None => {
+                let deleted = m.path.ends_with(b" (deleted)");
+                let key = std::str::from_utf8(&m.path[5..m.path.len().min(13)])
+                    .ok()
+                    .and_then(|k| u32::from_str_radix(k, 16).ok())
+                    .unwrap_or(0);
+                let size = self
+                    .img
+                    .maps
+                    .iter()
+                    .filter(|o| o.inode == m.inode && o.path == m.path)
+                    .map(|o| o.end - o.start)
+                    .max()
+                    .unwrap_or(m.end - m.start);
+                let key = if deleted { 0 } else { u64::from(key) };
+                let id = self.call(
+                    "make a SysV segment",
+                    libc::SYS_shmget,
+                    &[key, size, (libc::IPC_CREAT | 0o600) as u64],
+                )?;
+                sysv.insert(m.inode, (id, deleted));
+                id
+            }
+        };
+        let exec = if m.prot & 4 != 0 { libc::SHM_EXEC } else { 0 };
+        self.call(
+            "attach a SysV segment",
+            libc::SYS_shmat,
+            &[id, m.start, exec as u64],
+        )?;
         Ok(())
     }
 
@@ -728,6 +791,15 @@ impl Builder<'_> {
             };
             let flags = if cloexec { libc::O_CLOEXEC as u64 } else { 0 };
             self.call(&what, libc::SYS_dup3, &[src, f.fd as u64, flags])?;
+            // Status flags a pipe or memfd was made without.
+            let status = f.flags as i32 & (libc::O_NONBLOCK | libc::O_APPEND | libc::O_ASYNC);
+            if matches!(f.kind, FdKind::Pipe { .. } | FdKind::Deleted(_)) && status != 0 {
+                self.call(
+                    &what,
+                    libc::SYS_fcntl,
+                    &[f.fd as u64, libc::F_SETFL as u64, status as u64],
+                )?;
+            }
         }
         for t in temps {
             self.call("close a temporary descriptor", libc::SYS_close, &[t])?;
@@ -778,7 +850,26 @@ impl Builder<'_> {
 
     /// The signal dispositions (process-wide).
     fn sigactions(&mut self) -> Result<(), RestoreError> {
-        for a in self.img.process.sigactions.clone() {
+        // What the stub inherited from its maker goes back to the default
+        // unless the image says otherwise.
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid))
+            .map_err(sys("read the stub's status"))?;
+        let inherited =
+            crate::capture::sigset(&status, "SigIgn:") | crate::capture::sigset(&status, "SigCgt:");
+        let mut actions = self.img.process.sigactions.clone();
+        for signal in 1..=64u32 {
+            let own = actions.iter().any(|a| a.signal == signal);
+            if inherited & (1 << (signal - 1)) != 0 && !own {
+                actions.push(crate::capture::SigAction {
+                    signal,
+                    handler: 0,
+                    flags: 0,
+                    restorer: 0,
+                    mask: 0,
+                });
+            }
+        }
+        for a in actions {
             let mut b = Vec::with_capacity(32);
             for v in [a.handler, a.flags, a.restorer, a.mask] {
                 b.extend_from_slice(&v.to_le_bytes());
@@ -937,13 +1028,37 @@ impl Builder<'_> {
             if t.iter().all(|&v| v == 0) {
                 continue;
             }
-            let b: Vec<u8> = t.iter().flat_map(|v| v.to_le_bytes()).collect();
-            let at = self.put(0, &b)?;
+            let arm = |b: &mut Self, t: [i64; 4]| -> Result<u64, RestoreError> {
+                let bytes: Vec<u8> = t.iter().flat_map(|v| v.to_le_bytes()).collect();
+                let at = b.put(0, &bytes)?;
+                b.call(
+                    "arm an interval timer",
+                    libc::SYS_setitimer,
+                    &[which as u64, at, at],
+                )?;
+                Ok(at)
+            };
+            arm(self, *t)?;
+            if which == 0 {
+                continue;
+            }
+            // The CPU-time timers get a tick added when set: read back,
+            // and set again with the tick taken off.
+            let at = self.scratch;
             self.call(
-                "arm an interval timer",
-                libc::SYS_setitimer,
-                &[which as u64, at, 0],
+                "read an interval timer",
+                libc::SYS_getitimer,
+                &[which as u64, at],
             )?;
+            let mut b = [0u8; 32];
+            ptrace::read_memory(self.pid, at, &mut b).map_err(sys("read an interval timer"))?;
+            let got = |i: usize| i64::from_le_bytes(b[i * 8..i * 8 + 8].try_into().unwrap());
+            let us = |s: i64, u: i64| s * 1_000_000 + u;
+            let extra = us(got(2), got(3)) - us(t[2], t[3]);
+            let want = us(t[2], t[3]) - extra;
+            if extra > 0 && want > 0 {
+                arm(self, [t[0], t[1], want / 1_000_000, want % 1_000_000])?;
+            }
         }
         Ok(())
     }
