@@ -9,6 +9,8 @@ command -v ping >/dev/null || need+=(iputils-ping)
 command -v setpriv >/dev/null || need+=(util-linux)
 command -v pgrep >/dev/null || need+=(procps)
 command -v python3 >/dev/null || need+=(python3)
+# The checkpoint tests build their C programs (static too: libc.a).
+command -v cc >/dev/null || need+=(build-essential)
 # Foreign-architecture nodes and test programs: qemu-user and Debian's
 # cross compilers with their C libraries.
 command -v qemu-aarch64-static >/dev/null || need+=(qemu-user-static)

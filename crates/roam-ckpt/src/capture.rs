@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
 use thiserror::Error;
 
-use crate::image::{encode_pages, Section, PAGE};
+use crate::image::{encode_pages_into, Section, PAGE};
 
 /// Section kinds of an image.
 pub mod kind {
@@ -306,12 +306,16 @@ pub fn capture(pid: i32, leave_running: bool) -> Result<Captured, CaptureError> 
             kind::CONTEXT,
             &context(pid, &tids, &status).map_err(sys("read the context"))?,
         ));
-        let encoded = encode_pages(pages.iter().flat_map(|(a, run)| {
-            run.chunks(PAGE)
-                .enumerate()
-                .map(move |(i, p)| (a + (i * PAGE) as u64, p))
-        }));
-        let stored_bytes = pages.iter().map(|(_, run)| run.len() as u64).sum();
+        let stored_bytes: u64 = pages.iter().map(|(_, run)| run.len() as u64).sum();
+        let mut encoded = Vec::with_capacity(stored_bytes as usize + 12 * pages.len());
+        encode_pages_into(
+            &mut encoded,
+            pages.iter().flat_map(|(a, run)| {
+                run.chunks(PAGE)
+                    .enumerate()
+                    .map(move |(i, p)| (a + (i * PAGE) as u64, p))
+            }),
+        );
         sections.push(Section {
             kind: kind::PAGES,
             payload: encoded,
@@ -864,12 +868,15 @@ mod tests {
             }
         }
         let mut a = [0u8; 8];
-        // SAFETY: reads 8 bytes into a live array.
-        assert_eq!(unsafe { libc::read(fds[0], a.as_mut_ptr().cast(), 8) }, 8);
-        // SAFETY: closing our two descriptors.
+        // SAFETY: closing our write end, then reading 8 bytes into a live
+        // array, then until the end of the pipe: the child has closed its
+        // write end too (a pipe to another process would be refused).
         unsafe {
-            libc::close(fds[0]);
             libc::close(fds[1]);
+            assert_eq!(libc::read(fds[0], a.as_mut_ptr().cast(), 8), 8);
+            let mut more = [0u8; 8];
+            while libc::read(fds[0], more.as_mut_ptr().cast(), 8) > 0 {}
+            libc::close(fds[0]);
         }
         (pid, u64::from_le_bytes(a))
     }

@@ -110,12 +110,12 @@ impl Image {
         if threads.is_empty() {
             return Err(RestoreError::Missing("thread"));
         }
-        let pages = sections
+        let mut sections = sections;
+        let at = sections
             .iter()
-            .find(|s| s.kind == kind::PAGES)
-            .ok_or(RestoreError::Missing("pages"))?
-            .payload
-            .clone();
+            .position(|s| s.kind == kind::PAGES)
+            .ok_or(RestoreError::Missing("pages"))?;
+        let pages = std::mem::take(&mut sections[at].payload);
         // Checked now: a bad run is found before any stub exists.
         decode_pages(&pages)?;
         Ok(Image {

@@ -6,7 +6,7 @@
  * "FAIL: <what differs>\n" (exit 1).  Works without a checkpoint too:
  * `echo go | ./heap`.
  *
- * State: one calloc'd block of N MiB (argv[1], default 100; mmap'd by
+ * State: one calloc'd block of N MiB (argv[1], default 100, 0 for none; mmap'd by
  * malloc) whose 4 KiB pages are filled with a pattern derived from the
  * word index, except every 7th page, which is never touched (so it stays
  * an unpopulated zero page); 2000 small blocks of varied sizes in the brk
@@ -146,7 +146,7 @@ int main(int argc, char **argv)
     if (argc > 1) {
         char *end;
         unsigned long v = strtoul(argv[1], &end, 10);
-        if (*end != '\0' || v == 0) {
+        if (*end != '\0') {
             fprintf(stderr, "usage: heap [MiB]\n");
             return 2;
         }

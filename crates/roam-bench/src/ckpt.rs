@@ -1,0 +1,291 @@
+//! roam-bench-ckpt: checkpoint and restore times of roam's engine, side
+//! by side in one run with the floor the machine allows (reading the same
+//! memory with process_vm_readv) and with CRIU when it runs here.
+//!
+//! Programs: tests/programs/ckpt/heap.c (a heap of N MiB written with a
+//! pattern, blocked in read(0)) at 0 MiB (the minimal program: its libc
+//! and a few pages), 100 MiB and 1 GiB. Images go to /dev/shm (tmpfs), as
+//! in CRIU's published figures. Needs root and `cc`.
+//! `cargo build --release && sudo target/release/roam-bench-ckpt`.
+
+use std::io::{BufRead, BufReader};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use clap::Parser;
+
+#[derive(Parser, Debug)]
+#[command(about = "Checkpoint/restore times of roam against the memory-copy floor and CRIU")]
+struct Args {
+    /// Repetitions per size (medians reported) [default: 15; 3 with --quick].
+    #[arg(long)]
+    reps: Option<usize>,
+    /// Leave the 1 GiB heap out, and fewer repetitions.
+    #[arg(long)]
+    quick: bool,
+}
+
+/// Targets of issue 6.
+const MINIMAL_TARGET_MS: f64 = 5.0;
+const HEAP100_TARGET_MS: f64 = 100.0;
+
+fn main() -> ExitCode {
+    match run(Args::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("roam-bench-ckpt: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn build_heap() -> anyhow::Result<PathBuf> {
+    let out = std::env::temp_dir().join("roam-bench-ckpt-heap");
+    let st = Command::new("cc")
+        .args(["-O2", "-pthread", "-o"])
+        .arg(&out)
+        .arg(repo_root().join("tests/programs/ckpt/heap.c"))
+        .status()
+        .context("run cc")?;
+    if !st.success() {
+        bail!("cc failed on heap.c");
+    }
+    Ok(out)
+}
+
+/// The heap program with `mib` MiB, ready (blocked in read).
+fn start(bin: &Path, mib: u64) -> anyhow::Result<Child> {
+    use std::os::unix::process::CommandExt;
+    let mut c = Command::new(bin);
+    c.arg(mib.to_string())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    // SAFETY: close_range in the child before exec: only its descriptors.
+    unsafe {
+        c.pre_exec(|| {
+            libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
+            Ok(())
+        });
+    }
+    let mut child = c.spawn()?;
+    let mut out = BufReader::new(child.stdout.take().expect("piped"));
+    let mut line = String::new();
+    out.read_line(&mut line)?;
+    if line.trim() != "READY" {
+        bail!("heap {mib}: said {line:?}");
+    }
+    // Keep the pipe's read end alive with the child.
+    std::mem::forget(out);
+    Ok(child)
+}
+
+fn reap(mut c: Child) {
+    let _ = c.kill();
+    let _ = c.wait();
+}
+
+/// process_vm_readv of every anonymous and written mapping: the floor.
+fn floor_read(pid: i32) -> anyhow::Result<(Duration, u64)> {
+    let maps = roam_sys::procfs::maps(pid)?;
+    let t = Instant::now();
+    let mut total = 0u64;
+    let mut buf = Vec::new();
+    for v in maps.iter().filter(|v| v.write && !v.shared) {
+        let len = (v.end - v.start) as usize;
+        buf.resize(len, 0);
+        total += roam_sys::ptrace::read_memory(pid, v.start, &mut buf).unwrap_or(0) as u64;
+    }
+    Ok((t.elapsed(), total))
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+struct Sample {
+    dump: f64,
+    frozen: f64,
+    restore: f64,
+    floor: f64,
+    stored: u64,
+}
+
+/// One checkpoint (killing it) and restore of a fresh heap program.
+fn roam_once(bin: &Path, mib: u64, dir: &Path) -> anyhow::Result<Sample> {
+    let child = start(bin, mib)?;
+    let pid = child.id() as i32;
+    let (floor, _) = floor_read(pid)?;
+    let _ = std::fs::remove_dir_all(dir);
+    let r = roam_ckpt::local::checkpoint(pid, dir, false, |_, _| {})?;
+    reap(child);
+    let null = std::fs::File::open("/dev/null")?;
+    let fd = null.as_raw_fd();
+    let t = Instant::now();
+    let img = roam_ckpt::restore::Image::load(&dir.join(roam_ckpt::local::IMAGE_FILE))?;
+    let opts = roam_ckpt::restore::RestoreOpts {
+        stdio: [fd, fd, fd],
+        same_pid: false,
+        new_session: false,
+        creds: false,
+    };
+    let restored = roam_ckpt::restore::restore(&img, &opts)?;
+    let restore = t.elapsed();
+    roam_sys::signal::kill(restored.pid, libc::SIGKILL)?;
+    roam_sys::spawn::wait_pid(restored.pid as u32, false)?;
+    Ok(Sample {
+        dump: r.total.as_secs_f64() * 1e3,
+        frozen: r.frozen.as_secs_f64() * 1e3,
+        restore: restore.as_secs_f64() * 1e3,
+        floor: floor.as_secs_f64() * 1e3,
+        stored: r.stored,
+    })
+}
+
+/// The frozen time of a `--leave-running` checkpoint of a running heap.
+fn leave_running_frozen(bin: &Path, mib: u64, dir: &Path) -> anyhow::Result<f64> {
+    let child = start(bin, mib)?;
+    let _ = std::fs::remove_dir_all(dir);
+    let r = roam_ckpt::local::checkpoint(child.id() as i32, dir, true, |_, _| {})?;
+    reap(child);
+    Ok(r.frozen.as_secs_f64() * 1e3)
+}
+
+/// CRIU dump + restore of the same program, if CRIU runs here.
+fn criu(bin: &Path, mib: u64, dir: &Path) -> Result<(f64, f64), String> {
+    let check = Command::new("criu")
+        .arg("check")
+        .output()
+        .map_err(|e| format!("criu: {e}"))?;
+    if !check.status.success() {
+        let err = String::from_utf8_lossy(&check.stderr);
+        let last = err
+            .lines()
+            .find(|l| l.contains("Error"))
+            .unwrap_or("failed");
+        return Err(format!("`criu check` fails here: {last}"));
+    }
+    let child = start(bin, mib).map_err(|e| e.to_string())?;
+    let _ = std::fs::remove_dir_all(dir);
+    std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+    let t = Instant::now();
+    let d = Command::new("criu")
+        .args(["dump", "--shell-job", "-t", &child.id().to_string(), "-D"])
+        .arg(dir)
+        .output()
+        .map_err(|e| e.to_string())?;
+    let dump = t.elapsed().as_secs_f64() * 1e3;
+    reap(child);
+    if !d.status.success() {
+        return Err(format!("criu dump: {}", String::from_utf8_lossy(&d.stderr)));
+    }
+    let t = Instant::now();
+    let r = Command::new("criu")
+        .args(["restore", "--shell-job", "-d", "-D"])
+        .arg(dir)
+        .output()
+        .map_err(|e| e.to_string())?;
+    let restore = t.elapsed().as_secs_f64() * 1e3;
+    if !r.status.success() {
+        return Err(format!(
+            "criu restore: {}",
+            String::from_utf8_lossy(&r.stderr)
+        ));
+    }
+    Ok((dump, restore))
+}
+
+fn run(args: Args) -> anyhow::Result<()> {
+    if !roam_sys::cred::is_root() {
+        bail!("needs root (ptrace of any process, PR_SET_MM_MAP)");
+    }
+    let bin = build_heap()?;
+    let reps = args.reps.unwrap_or(if args.quick { 3 } else { 15 });
+    let dir = PathBuf::from("/dev/shm/roam-bench-ckpt");
+    let mut sizes = vec![(0u64, reps), (100, reps.clamp(3, 7))];
+    if !args.quick {
+        sizes.push((1024, 3));
+    }
+    println!("roam checkpoint/restore, images on tmpfs; medians; floor = process_vm_readv of the same memory");
+    println!(
+        "{:>8} {:>5} {:>10} {:>10} {:>10} {:>10} {:>10} {:>12} {:>14}",
+        "heap",
+        "runs",
+        "stored",
+        "dump ms",
+        "frozen ms",
+        "restore ms",
+        "floor ms",
+        "total/floor",
+        "frozen (live)"
+    );
+    let mut checks = Vec::new();
+    for (mib, n) in sizes {
+        let mut s = Vec::new();
+        for _ in 0..n {
+            s.push(roam_once(&bin, mib, &dir)?);
+        }
+        let mut live = Vec::new();
+        for _ in 0..n.min(3) {
+            live.push(leave_running_frozen(&bin, mib, &dir)?);
+        }
+        let col = |f: fn(&Sample) -> f64| median(&mut s.iter().map(f).collect::<Vec<_>>());
+        let (dump, frozen, restore, floor) = (
+            col(|x| x.dump),
+            col(|x| x.frozen),
+            col(|x| x.restore),
+            col(|x| x.floor),
+        );
+        let stored = s[0].stored;
+        println!(
+            "{:>6}Mi {:>5} {:>8.1}Mi {:>10.2} {:>10.2} {:>10.2} {:>10.2} {:>11.1}x {:>12.2}ms",
+            mib,
+            n,
+            stored as f64 / 1048576.0,
+            dump,
+            frozen,
+            restore,
+            floor,
+            (dump + restore) / floor.max(1e-3),
+            median(&mut live)
+        );
+        let total = dump + restore;
+        match mib {
+            0 => checks.push((
+                "minimal program checkpoint+restore",
+                total,
+                MINIMAL_TARGET_MS,
+            )),
+            100 => checks.push((
+                "100 MiB checkpoint+restore (tmpfs)",
+                total,
+                HEAP100_TARGET_MS,
+            )),
+            _ => {}
+        }
+        match criu(&bin, mib, &dir.with_extension("criu")) {
+            Ok((d, r)) => println!(
+                "{:>8} CRIU dump {d:.1} ms + restore {r:.1} ms: roam is {:.2}x faster",
+                "",
+                (d + r) / total
+            ),
+            Err(why) if mib == 0 => println!("  CRIU not measured: {why}"),
+            Err(_) => {}
+        }
+    }
+    println!("CRIU 4.1's published figures on this kind of machine (issue 6): minimal 36 + 31 ms; 100 MB 86 + 85 ms");
+    for (what, got, limit) in checks {
+        let verdict = if got < limit { "PASS" } else { "MISS" };
+        println!("{verdict}: {what}: {got:.2} ms (target < {limit} ms)");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
