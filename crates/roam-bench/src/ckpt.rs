@@ -2,9 +2,9 @@
 //! by side in one run with the floor the machine allows (reading the same
 //! memory with process_vm_readv) and with CRIU when it runs here.
 //!
-//! Programs: tests/programs/ckpt/heap.c (a heap of N MiB written with a
-//! pattern, blocked in read(0)) at 0 MiB (the minimal program: its libc
-//! and a few pages), 100 MiB and 1 GiB. Images go to /dev/shm (tmpfs), as
+//! Programs: tests/programs/ckpt/pipe_read.c, the minimal program (libc,
+//! a pipe, a blocking read), and tests/programs/ckpt/heap.c (a heap of N
+//! MiB written with a pattern, blocked in read(0)) at 100 MiB and 1 GiB. Images go to /dev/shm (tmpfs), as
 //! in CRIU's published figures. Needs root and `cc`.
 //! `cargo build --release && sudo target/release/roam-bench-ckpt`.
 
@@ -46,25 +46,26 @@ fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-fn build_heap() -> anyhow::Result<PathBuf> {
-    let out = std::env::temp_dir().join("roam-bench-ckpt-heap");
+fn build(name: &str) -> anyhow::Result<PathBuf> {
+    let out = std::env::temp_dir().join(format!("roam-bench-ckpt-{name}"));
     let st = Command::new("cc")
         .args(["-O2", "-pthread", "-o"])
         .arg(&out)
-        .arg(repo_root().join("tests/programs/ckpt/heap.c"))
+        .arg(repo_root().join(format!("tests/programs/ckpt/{name}.c")))
         .status()
         .context("run cc")?;
     if !st.success() {
-        bail!("cc failed on heap.c");
+        bail!("cc failed on {name}.c");
     }
     Ok(out)
 }
 
-/// The heap program with `mib` MiB, ready (blocked in read).
-fn start(bin: &Path, mib: u64) -> anyhow::Result<Child> {
+/// The program (the heap one with `mib` MiB, the minimal one without an
+/// argument), ready (blocked in read).
+fn start(bin: &Path, mib: Option<u64>) -> anyhow::Result<Child> {
     use std::os::unix::process::CommandExt;
     let mut c = Command::new(bin);
-    c.arg(mib.to_string())
+    c.args(mib.map(|m| m.to_string()))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::null());
@@ -80,7 +81,7 @@ fn start(bin: &Path, mib: u64) -> anyhow::Result<Child> {
     let mut line = String::new();
     out.read_line(&mut line)?;
     if line.trim() != "READY" {
-        bail!("heap {mib}: said {line:?}");
+        bail!("{}: said {line:?}", bin.display());
     }
     // Keep the pipe's read end alive with the child.
     std::mem::forget(out);
@@ -120,7 +121,7 @@ struct Sample {
 }
 
 /// One checkpoint (killing it) and restore of a fresh heap program.
-fn roam_once(bin: &Path, mib: u64, dir: &Path) -> anyhow::Result<Sample> {
+fn roam_once(bin: &Path, mib: Option<u64>, dir: &Path) -> anyhow::Result<Sample> {
     let child = start(bin, mib)?;
     let pid = child.id() as i32;
     let (floor, _) = floor_read(pid)?;
@@ -151,7 +152,7 @@ fn roam_once(bin: &Path, mib: u64, dir: &Path) -> anyhow::Result<Sample> {
 }
 
 /// The frozen time of a `--leave-running` checkpoint of a running heap.
-fn leave_running_frozen(bin: &Path, mib: u64, dir: &Path) -> anyhow::Result<f64> {
+fn leave_running_frozen(bin: &Path, mib: Option<u64>, dir: &Path) -> anyhow::Result<f64> {
     let child = start(bin, mib)?;
     let _ = std::fs::remove_dir_all(dir);
     let r = roam_ckpt::local::checkpoint(child.id() as i32, dir, true, |_, _| {})?;
@@ -160,7 +161,7 @@ fn leave_running_frozen(bin: &Path, mib: u64, dir: &Path) -> anyhow::Result<f64>
 }
 
 /// CRIU dump + restore of the same program, if CRIU runs here.
-fn criu(bin: &Path, mib: u64, dir: &Path) -> Result<(f64, f64), String> {
+fn criu(bin: &Path, mib: Option<u64>, dir: &Path) -> Result<(f64, f64), String> {
     let check = Command::new("criu")
         .arg("check")
         .output()
@@ -207,13 +208,22 @@ fn run(args: Args) -> anyhow::Result<()> {
     if !roam_sys::cred::is_root() {
         bail!("needs root (ptrace of any process, PR_SET_MM_MAP)");
     }
-    let bin = build_heap()?;
+    let heap = build("heap")?;
+    // The minimal program: a pipe and a blocking read, nothing else.
+    let minimal = build("pipe_read")?;
     let reps = args.reps.unwrap_or(if args.quick { 3 } else { 15 });
     let dir = PathBuf::from("/dev/shm/roam-bench-ckpt");
     let mut sizes = vec![(0u64, reps), (100, reps.clamp(3, 7))];
     if !args.quick {
         sizes.push((1024, 3));
     }
+    let program = |mib: u64| {
+        if mib == 0 {
+            (&minimal, None)
+        } else {
+            (&heap, Some(mib))
+        }
+    };
     println!("roam checkpoint/restore, images on tmpfs; medians; floor = process_vm_readv of the same memory");
     println!(
         "{:>8} {:>5} {:>10} {:>10} {:>10} {:>10} {:>10} {:>12} {:>14}",
@@ -230,12 +240,13 @@ fn run(args: Args) -> anyhow::Result<()> {
     let mut checks = Vec::new();
     for (mib, n) in sizes {
         let mut s = Vec::new();
+        let (bin, arg) = program(mib);
         for _ in 0..n {
-            s.push(roam_once(&bin, mib, &dir)?);
+            s.push(roam_once(bin, arg, &dir)?);
         }
         let mut live = Vec::new();
         for _ in 0..n.min(3) {
-            live.push(leave_running_frozen(&bin, mib, &dir)?);
+            live.push(leave_running_frozen(bin, arg, &dir)?);
         }
         let col = |f: fn(&Sample) -> f64| median(&mut s.iter().map(f).collect::<Vec<_>>());
         let (dump, frozen, restore, floor) = (
@@ -246,8 +257,12 @@ fn run(args: Args) -> anyhow::Result<()> {
         );
         let stored = s[0].stored;
         println!(
-            "{:>6}Mi {:>5} {:>8.1}Mi {:>10.2} {:>10.2} {:>10.2} {:>10.2} {:>11.1}x {:>12.2}ms",
-            mib,
+            "{:>8} {:>5} {:>8.1}Mi {:>10.2} {:>10.2} {:>10.2} {:>10.2} {:>11.1}x {:>12.2}ms",
+            if mib == 0 {
+                "minimal".to_string()
+            } else {
+                format!("{mib}Mi")
+            },
             n,
             stored as f64 / 1048576.0,
             dump,
@@ -271,7 +286,7 @@ fn run(args: Args) -> anyhow::Result<()> {
             )),
             _ => {}
         }
-        match criu(&bin, mib, &dir.with_extension("criu")) {
+        match criu(bin, arg, &dir.with_extension("criu")) {
             Ok((d, r)) => println!(
                 "{:>8} CRIU dump {d:.1} ms + restore {r:.1} ms: roam is {:.2}x faster",
                 "",

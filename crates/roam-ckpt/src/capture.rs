@@ -279,12 +279,14 @@ pub fn capture(pid: i32, leave_running: bool) -> Result<Captured, CaptureError> 
         let vmas = procfs::maps(pid).map_err(sys("list the mappings"))?;
         let mem =
             std::fs::File::open(format!("/proc/{pid}/mem")).map_err(sys("open the memory"))?;
+        let pagemap = std::fs::File::open(format!("/proc/{pid}/pagemap"))
+            .map_err(sys("open the page map"))?;
         let mut records = Vec::new();
         let mut pages: Vec<(u64, Vec<u8>)> = Vec::new();
         for v in &vmas {
             let stored = stores_pages(v);
             if stored {
-                read_pages(pid, &mem, v, &mut pages).map_err(sys("read the memory"))?;
+                read_pages(&pagemap, &mem, v, &mut pages).map_err(sys("read the memory"))?;
             }
             records.push(MapRecord {
                 start: v.start,
@@ -756,13 +758,13 @@ pub fn anonymous_shared(v: &Vma) -> bool {
 /// (address, bytes), each read in one call: present or swapped, and, for a
 /// private file mapping, only those written (no longer the file's).
 fn read_pages(
-    pid: i32,
+    pagemap: &std::fs::File,
     mem: &std::fs::File,
     v: &Vma,
     out: &mut Vec<(u64, Vec<u8>)>,
 ) -> io::Result<()> {
     let n = ((v.end - v.start) / PAGE as u64) as usize;
-    let map = procfs::pagemap(pid, v.start, n)?;
+    let map = procfs::pagemap_of(pagemap, v.start, n)?;
     let file_backed = v.inode != 0 && !v.shared;
     let wanted =
         |e: u64| e & (PAGE_PRESENT | PAGE_SWAPPED) != 0 && !(file_backed && e & PAGE_FILE != 0);

@@ -36,6 +36,9 @@ use crate::capture::{
 };
 use crate::image::{decode_pages, ImageError, Section, PAGE};
 
+/// The end of the user address space (x86-64, 4-level paging).
+const USER_TOP: u64 = 0x7fff_ffff_f000;
+
 /// The kernel's special mappings: never unmapped, moved with the vDSO.
 const SPECIAL: [&[u8]; 3] = [b"[vvar]", b"[vvar_vclock]", b"[vdso]"];
 
@@ -306,15 +309,28 @@ impl Builder<'_> {
             &[libc::SIG_SETMASK as u64, all, 0, 8],
         )?;
         // 3. The stub's own memory goes, its vDSO block moves.
-        for v in &stub_maps {
-            if SPECIAL.contains(&&v.path[..]) || v.path == b"[vsyscall]" {
-                continue;
+        // In as few calls as there are gaps between what stays (munmap
+        // takes holes in its range in its stride).
+        let mut keep: Vec<(u64, u64)> = stub_maps
+            .iter()
+            .filter(|v| SPECIAL.contains(&&v.path[..]))
+            .map(|v| (v.start, v.end))
+            .collect();
+        keep.push((site, site + 2 * PAGE as u64));
+        keep.sort_unstable();
+        let mut from = 0u64;
+        for (start, end) in keep.into_iter().chain([(USER_TOP, USER_TOP)]) {
+            let used = stub_maps
+                .iter()
+                .any(|v| v.start < start && v.end > from && v.path != b"[vsyscall]");
+            if start > from && used {
+                self.call(
+                    "unmap the stub's memory",
+                    libc::SYS_munmap,
+                    &[from, start - from],
+                )?;
             }
-            self.call(
-                "unmap the stub's memory",
-                libc::SYS_munmap,
-                &[v.start, v.end - v.start],
-            )?;
+            from = from.max(end);
         }
         self.move_vdso(&stub_maps, site)?;
         // 4. The program's memory.
@@ -404,8 +420,15 @@ impl Builder<'_> {
         let mut taken: Vec<(u64, u64)> = self.img.maps.iter().map(|m| (m.start, m.end)).collect();
         taken.push((lo, hi));
         taken.push((site, site + 2 * PAGE as u64));
-        let tmp = hole(&taken, hi - lo).ok_or_else(|| RestoreError::Vdso("no room".into()))?;
-        for (from, to) in [(lo, tmp), (tmp, tlo)] {
+        // Straight there unless the two places overlap; else through a
+        // spot free in both.
+        let steps = if thi <= lo || tlo >= hi {
+            vec![(lo, tlo)]
+        } else {
+            let tmp = hole(&taken, hi - lo).ok_or_else(|| RestoreError::Vdso("no room".into()))?;
+            vec![(lo, tmp), (tmp, tlo)]
+        };
+        for (from, to) in steps {
             for v in &mine {
                 let old = v.start - lo + from;
                 let new = v.start - lo + to;
@@ -433,6 +456,9 @@ impl Builder<'_> {
         // each of its views.
         let mut shm: BTreeMap<u64, u64> = BTreeMap::new();
         let mut sysv: BTreeMap<u64, (u64, bool)> = BTreeMap::new();
+        // Files open for mapping, by path and mode (a library has several
+        // mappings).
+        let mut opened: BTreeMap<(Vec<u8>, bool), u64> = BTreeMap::new();
         let maps = &self.img.maps;
         for m in maps {
             if SPECIAL.contains(&&m.path[..]) || m.path == b"[vsyscall]" {
@@ -467,18 +493,25 @@ impl Builder<'_> {
                 (libc::MAP_SHARED, fd)
             } else if file {
                 let write = m.shared && m.prot & 2 != 0;
-                let mode = if write { libc::O_RDWR } else { libc::O_RDONLY };
-                let path = self.put_path(&m.path)?;
-                let fd = self.call(
-                    &format!("open {}", String::from_utf8_lossy(&m.path)),
-                    libc::SYS_openat,
-                    &[
-                        libc::AT_FDCWD as u64,
-                        path,
-                        (mode | libc::O_CLOEXEC) as u64,
-                        0,
-                    ],
-                )?;
+                let fd = match opened.get(&(m.path.to_vec(), write)) {
+                    Some(&fd) => fd,
+                    None => {
+                        let mode = if write { libc::O_RDWR } else { libc::O_RDONLY };
+                        let path = self.put_path(&m.path)?;
+                        let fd = self.call(
+                            &format!("open {}", String::from_utf8_lossy(&m.path)),
+                            libc::SYS_openat,
+                            &[
+                                libc::AT_FDCWD as u64,
+                                path,
+                                (mode | libc::O_CLOEXEC) as u64,
+                                0,
+                            ],
+                        )?;
+                        opened.insert((m.path.to_vec(), write), fd);
+                        fd
+                    }
+                };
                 let flags = if m.shared {
                     libc::MAP_SHARED
                 } else {
@@ -506,10 +539,10 @@ impl Builder<'_> {
                     offset,
                 ],
             );
-            if file {
-                self.call("close a mapped file", libc::SYS_close, &[fd])?;
-            }
             got?;
+        }
+        for fd in opened.into_values() {
+            self.call("close a mapped file", libc::SYS_close, &[fd])?;
         }
         for fd in shm.into_values() {
             self.call("close shared memory", libc::SYS_close, &[fd])?;
@@ -835,15 +868,13 @@ impl Builder<'_> {
             &[at],
         )?;
         self.call("set the umask", libc::SYS_umask, &[u64::from(c.umask)])?;
-        for (res, (soft, hard)) in c.rlimits.iter().enumerate() {
-            let mut b = soft.to_le_bytes().to_vec();
-            b.extend_from_slice(&hard.to_le_bytes());
-            let at = self.put(0, &b)?;
-            self.call(
-                "set a resource limit",
-                libc::SYS_prlimit64,
-                &[0, res as u64, at, 0],
-            )?;
+        // Set from here (prlimit on another process): no injected call.
+        let now = ptrace::rlimits(self.pid).map_err(sys("read the stub's limits"))?;
+        for (res, &limit) in c.rlimits.iter().enumerate() {
+            if now.get(res) != Some(&limit) {
+                ptrace::set_rlimit(self.pid, res as u32, limit)
+                    .map_err(sys(format!("set resource limit {res}")))?;
+            }
         }
         Ok(())
     }
@@ -970,7 +1001,7 @@ impl Builder<'_> {
         let at = put(0, &name)?;
         r.call(libc::SYS_prctl, &[libc::PR_SET_NAME as u64, at])
             .map_err(sys(what("set the name")))?;
-        if opts.creds {
+        if opts.creds && !creds_already(&c) {
             let groups: Vec<u8> = c.groups.iter().flat_map(|g| g.to_le_bytes()).collect();
             let at = put(0, &groups)?;
             r.call(libc::SYS_setgroups, &[c.groups.len() as u64, at])
@@ -1062,6 +1093,24 @@ impl Builder<'_> {
         }
         Ok(())
     }
+}
+
+/// Whether the stub (which has its maker's credentials) already has the
+/// image's.
+fn creds_already(c: &Context) -> bool {
+    let status = std::fs::read_to_string("/proc/thread-self/status").unwrap_or_default();
+    let ids = |name: &str| -> Vec<u32> {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(|v| {
+                v.split_whitespace()
+                    .filter_map(|x| x.parse().ok())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    ids("Uid:") == c.uids && ids("Gid:") == c.gids && ids("Groups:") == c.groups
 }
 
 /// The signal number of a 128-byte siginfo.

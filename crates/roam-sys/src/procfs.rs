@@ -396,8 +396,14 @@ pub const PAGE_SWAPPED: u64 = 1 << 62;
 /// The /proc/PID/pagemap entries of `pages` pages from `start` (page
 /// aligned): [`PAGE_PRESENT`], [`PAGE_SWAPPED`] and the other bits.
 pub fn pagemap(pid: i32, start: u64, pages: usize) -> io::Result<Vec<u64>> {
-    use std::os::unix::fs::FileExt;
     let f = std::fs::File::open(format!("/proc/{pid}/pagemap"))?;
+    pagemap_of(&f, start, pages)
+}
+
+/// [`pagemap`] through an open /proc/PID/pagemap (one open for many
+/// ranges).
+pub fn pagemap_of(f: &std::fs::File, start: u64, pages: usize) -> io::Result<Vec<u64>> {
+    use std::os::unix::fs::FileExt;
     let mut buf = vec![0u8; pages * 8];
     let mut done = 0;
     while done < buf.len() {

@@ -398,6 +398,21 @@ pub fn rlimits(pid: i32) -> io::Result<Vec<(u64, u64)>> {
         .collect()
 }
 
+/// Sets resource limit `resource` of process `pid` (prlimit; needs the
+/// right to, CAP_SYS_RESOURCE to raise a hard limit).
+pub fn set_rlimit(pid: i32, resource: u32, (soft, hard): (u64, u64)) -> io::Result<()> {
+    let new = libc::rlimit64 {
+        rlim_cur: soft,
+        rlim_max: hard,
+    };
+    // SAFETY: prlimit64 reads `new` and writes no old limit (null).
+    let rc = unsafe { libc::prlimit64(pid, resource as _, &new, std::ptr::null_mut()) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// The threads of `pid` (`/proc/PID/task`), sorted.
 pub fn threads(pid: i32) -> io::Result<Vec<i32>> {
     let mut tids: Vec<i32> = std::fs::read_dir(format!("/proc/{pid}/task"))?
