@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
 use thiserror::Error;
 
-use crate::image::{encode_pages_into, Section, PAGE};
+use crate::image::{Section, PAGE};
 
 /// Section kinds of an image.
 pub mod kind {
@@ -282,11 +282,13 @@ pub fn capture(pid: i32, leave_running: bool) -> Result<Captured, CaptureError> 
         let pagemap = std::fs::File::open(format!("/proc/{pid}/pagemap"))
             .map_err(sys("open the page map"))?;
         let mut records = Vec::new();
-        let mut pages: Vec<(u64, Vec<u8>)> = Vec::new();
+        // The runs of pages to store, found first, so that the section is
+        // sized once and the pages read straight into it.
+        let mut runs: Vec<(u64, usize)> = Vec::new();
         for v in &vmas {
             let stored = stores_pages(v);
             if stored {
-                read_pages(&pagemap, &mem, v, &mut pages).map_err(sys("read the memory"))?;
+                page_runs(&pagemap, v, &mut runs).map_err(sys("read the page map"))?;
             }
             records.push(MapRecord {
                 start: v.start,
@@ -308,16 +310,7 @@ pub fn capture(pid: i32, leave_running: bool) -> Result<Captured, CaptureError> 
             kind::CONTEXT,
             &context(pid, &tids, &status).map_err(sys("read the context"))?,
         ));
-        let stored_bytes: u64 = pages.iter().map(|(_, run)| run.len() as u64).sum();
-        let mut encoded = Vec::with_capacity(stored_bytes as usize + 12 * pages.len());
-        encode_pages_into(
-            &mut encoded,
-            pages.iter().flat_map(|(a, run)| {
-                run.chunks(PAGE)
-                    .enumerate()
-                    .map(move |(i, p)| (a + (i * PAGE) as u64, p))
-            }),
-        );
+        let (encoded, stored_bytes) = read_runs(&mem, &runs).map_err(sys("read the memory"))?;
         sections.push(Section {
             kind: kind::PAGES,
             payload: encoded,
@@ -754,15 +747,10 @@ pub fn anonymous_shared(v: &Vma) -> bool {
             || v.path.ends_with(DELETED))
 }
 
-/// Appends the pages of `v` worth storing, as runs of contiguous pages
-/// (address, bytes), each read in one call: present or swapped, and, for a
-/// private file mapping, only those written (no longer the file's).
-fn read_pages(
-    pagemap: &std::fs::File,
-    mem: &std::fs::File,
-    v: &Vma,
-    out: &mut Vec<(u64, Vec<u8>)>,
-) -> io::Result<()> {
+/// Appends the runs (address, pages) of `v`'s pages worth storing:
+/// present or swapped, and, for a private file mapping, only those written
+/// (no longer the file's).
+fn page_runs(pagemap: &std::fs::File, v: &Vma, out: &mut Vec<(u64, usize)>) -> io::Result<()> {
     let n = ((v.end - v.start) / PAGE as u64) as usize;
     let map = procfs::pagemap_of(pagemap, v.start, n)?;
     let file_backed = v.inode != 0 && !v.shared;
@@ -778,13 +766,69 @@ fn read_pages(
         while i < map.len() && wanted(map[i]) {
             i += 1;
         }
-        let addr = v.start + (first * PAGE) as u64;
-        let mut run = vec![0u8; (i - first) * PAGE];
-        // /proc/PID/mem reads as the tracer, protections aside.
-        mem.read_exact_at(&mut run, addr)?;
-        out.push((addr, run));
+        out.push((v.start + (first * PAGE) as u64, i - first));
     }
     Ok(())
+}
+
+/// The PAGES section: each run read in one call (`/proc/PID/mem` reads
+/// as the tracer, protections aside) straight into its place, then zero
+/// pages taken out in place; and the bytes stored.
+fn read_runs(mem: &std::fs::File, runs: &[(u64, usize)]) -> io::Result<(Vec<u8>, u64)> {
+    let total: usize = runs.iter().map(|&(_, n)| 12 + n * PAGE).sum();
+    let mut out = Vec::with_capacity(total);
+    for &(addr, n) in runs {
+        let head = out.len();
+        out.extend_from_slice(&addr.to_le_bytes());
+        out.extend_from_slice(&(n as u32).to_le_bytes());
+        let data = out.len();
+        out.resize(data + n * PAGE, 0);
+        mem.read_exact_at(&mut out[data..], addr)?;
+        drop_zero_pages(&mut out, head);
+    }
+    let stored = crate::image::decode_pages(&out)
+        .map_err(|e| io::Error::other(e.to_string()))?
+        .iter()
+        .map(|r| r.data.len() as u64)
+        .sum();
+    Ok((out, stored))
+}
+
+fn is_zero(page: &[u8]) -> bool {
+    page.chunks_exact(8)
+        .all(|w| u64::from_ne_bytes(w.try_into().expect("8 bytes")) == 0)
+}
+
+/// Rewrites the run whose header is at `head` (the last in `out`) without
+/// its zero pages: split into runs around them, moved down in place. A
+/// new header (12 bytes) always follows a dropped page (4096), so writes
+/// never overtake reads.
+fn drop_zero_pages(out: &mut Vec<u8>, head: usize) {
+    let addr = u64::from_le_bytes(out[head..head + 8].try_into().expect("8 bytes"));
+    let n = (out.len() - head - 12) / PAGE;
+    let data = head + 12;
+    if !(0..n).any(|i| is_zero(&out[data + i * PAGE..data + (i + 1) * PAGE])) {
+        return;
+    }
+    let mut w = head;
+    let mut i = 0;
+    while i < n {
+        let page = |i: usize| data + i * PAGE;
+        if is_zero(&out[page(i)..page(i) + PAGE]) {
+            i += 1;
+            continue;
+        }
+        let first = i;
+        while i < n && !is_zero(&out[page(i)..page(i) + PAGE]) {
+            i += 1;
+        }
+        let a = addr + (first * PAGE) as u64;
+        out[w..w + 8].copy_from_slice(&a.to_le_bytes());
+        out[w + 8..w + 12].copy_from_slice(&((i - first) as u32).to_le_bytes());
+        out.copy_within(page(first)..page(i), w + 12);
+        w += 12 + (i - first) * PAGE;
+    }
+    out.truncate(w);
 }
 
 #[cfg(test)]
@@ -987,6 +1031,42 @@ mod tests {
         if let Err(e) = result {
             std::panic::resume_unwind(e);
         }
+    }
+
+    #[test]
+    fn zero_pages_are_taken_out_of_a_run_in_place() {
+        // Pages: data, zero, zero, data, data, zero, data.
+        let marks = [1u8, 0, 0, 2, 3, 0, 4];
+        let mut out = vec![9u8; 5]; // what came before stays
+        let head = out.len();
+        out.extend_from_slice(&0x10_000u64.to_le_bytes());
+        out.extend_from_slice(&(marks.len() as u32).to_le_bytes());
+        for m in marks {
+            out.extend(std::iter::repeat_n(m, PAGE));
+        }
+        drop_zero_pages(&mut out, head);
+        assert_eq!(&out[..5], &[9; 5]);
+        let runs = crate::image::decode_pages(&out[5..]).unwrap();
+        let got: Vec<(u64, Vec<u8>)> = runs
+            .iter()
+            .map(|r| (r.addr, r.data.chunks(PAGE).map(|p| p[0]).collect()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (0x10_000, vec![1]),
+                (0x13_000, vec![2, 3]),
+                (0x16_000, vec![4])
+            ]
+        );
+        // A run without zero pages is left as it is.
+        let mut out = Vec::new();
+        out.extend_from_slice(&0x20_000u64.to_le_bytes());
+        out.extend_from_slice(&1u32.to_le_bytes());
+        out.extend(std::iter::repeat_n(5u8, PAGE));
+        let before = out.clone();
+        drop_zero_pages(&mut out, 0);
+        assert_eq!(out, before);
     }
 
     #[test]

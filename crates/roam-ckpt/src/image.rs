@@ -165,7 +165,13 @@ fn fill(r: &mut impl Read, buf: &mut [u8], at: u64, what: &'static str) -> Resul
 
 /// Reads and checks a whole image: magic, version, every checksum, the
 /// end section's count, nothing after it.
-pub fn read(mut r: impl Read) -> Result<Vec<Section>, ImageError> {
+pub fn read(r: impl Read) -> Result<Vec<Section>, ImageError> {
+    read_sized(r, None)
+}
+
+/// [`read`], told the image's size (a file's): each payload is allocated
+/// once, at most what is left of the image, instead of grown as read.
+pub fn read_sized(mut r: impl Read, size: Option<u64>) -> Result<Vec<Section>, ImageError> {
     let mut head = [0u8; 16];
     fill(&mut r, &mut head, 0, "the header")?;
     if head[..8] != MAGIC {
@@ -196,8 +202,10 @@ pub fn read(mut r: impl Read) -> Result<Vec<Section>, ImageError> {
         }
         let start = at;
         at += 16;
-        // Grown as it is read: a bogus length cannot make us allocate it.
-        let mut payload = Vec::new();
+        // A bogus length cannot make us allocate it: at most what the
+        // image holds, else grown as it is read.
+        let room = size.map_or(0, |s| len.min(s.saturating_sub(at)));
+        let mut payload = Vec::with_capacity(room as usize);
         let got = (&mut r).take(len).read_to_end(&mut payload)?;
         if (got as u64) < len {
             return Err(ImageError::Truncated {

@@ -136,7 +136,8 @@ impl Image {
     pub fn load(path: &std::path::Path) -> Result<Image, RestoreError> {
         let f =
             std::fs::File::open(path).map_err(sys(format!("open the image {}", path.display())))?;
-        Image::from_sections(crate::image::read(io::BufReader::new(f))?)
+        let size = f.metadata().ok().map(|m| m.len());
+        Image::from_sections(crate::image::read_sized(io::BufReader::new(f), size)?)
     }
 
     /// Whether this machine can run the image: architecture, FP features.
