@@ -215,6 +215,46 @@ pub struct Captured {
 /// Captures process `pid`; with `leave_running` it runs on afterwards,
 /// otherwise it is killed once captured.
 pub fn capture(pid: i32, leave_running: bool) -> Result<Captured, CaptureError> {
+    let (c, held) = capture_held(pid)?;
+    held.release(!leave_running)?;
+    Ok(c)
+}
+
+/// A captured process, still stopped (every thread, its registers its
+/// own again), until [`Held::release`]: so that it is killed only once
+/// its image is safely written, and resumed if that fails.
+#[must_use = "a held process stays stopped until released"]
+pub struct Held {
+    pid: i32,
+    tids: Vec<i32>,
+}
+
+impl Held {
+    /// Kills the process, or lets it run on.
+    pub fn release(self, kill: bool) -> Result<(), CaptureError> {
+        if kill {
+            // SAFETY: kill takes a pid and a signal; no memory.
+            unsafe { libc::kill(self.pid, libc::SIGKILL) };
+            return Ok(());
+        }
+        let pid = self.pid;
+        self.tids
+            .iter()
+            .map(|&t| ptrace::detach(t))
+            .find_map(Result::err)
+            .map_or(Ok(()), |source| {
+                Err(CaptureError::Sys {
+                    pid,
+                    what: "let it run again",
+                    source,
+                })
+            })
+    }
+}
+
+/// Captures process `pid` and keeps it stopped (see [`Held`]). On error
+/// it runs on, untouched.
+pub fn capture_held(pid: i32) -> Result<(Captured, Held), CaptureError> {
     let sys = |what| move |source| CaptureError::Sys { pid, what, source };
     if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
         return Err(CaptureError::NoProcess { pid });
@@ -327,20 +367,13 @@ pub fn capture(pid: i32, leave_running: bool) -> Result<Captured, CaptureError> 
         }
     }
     let ended = ended.map(sys("give the registers back"));
-    let ended = if leave_running || result.is_err() {
-        tids.iter()
-            .map(|&t| ptrace::detach(t))
-            .find_map(Result::err)
-            .map(sys("let it run again"))
-            .or(ended)
-    } else {
-        // SAFETY: kill takes a pid and a signal; no memory.
-        unsafe { libc::kill(pid, libc::SIGKILL) };
-        None
-    };
+    let held = Held { pid, tids };
     match (result, ended) {
-        (Err(e), _) | (Ok(_), Some(e)) => Err(e),
-        (Ok(c), None) => Ok(c),
+        (Ok(c), None) => Ok((c, held)),
+        (Err(e), _) | (Ok(_), Some(e)) => {
+            let _ = held.release(false);
+            Err(e)
+        }
     }
 }
 

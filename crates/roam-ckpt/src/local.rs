@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use thiserror::Error;
 
-use crate::capture::{capture, CaptureError};
+use crate::capture::{capture_held, CaptureError};
 use crate::image::{write_atomically, ImageError};
 use crate::restore::{restore, Image, RestoreError, RestoreOpts, Restored};
 
@@ -39,14 +39,17 @@ pub struct Report {
     pub stored: u64,
     /// The image file's size.
     pub image: u64,
-    /// From the first stop to the process running again (or killed).
+    /// From the first stop to the process running again, or killed once
+    /// its image is written.
     pub frozen: Duration,
     /// The whole checkpoint, image written and synced.
     pub total: Duration,
 }
 
 /// Captures `pid` into `dir`/roam.img (written whole or not at all);
-/// `progress(done, total)` is called as a large image is written.
+/// `progress(done, total)` is called as a large image is written. Without
+/// `leave_running` the process is killed only once its image is written
+/// and synced: if writing fails (a full disk), it runs on.
 pub fn checkpoint(
     pid: i32,
     dir: &Path,
@@ -60,12 +63,20 @@ pub fn checkpoint(
         source,
     };
     std::fs::create_dir_all(dir).map_err(werr)?;
-    let c = capture(pid, leave_running)?;
+    let (c, held) = capture_held(pid)?;
+    // With `leave_running`, it runs on while the image is written; else it
+    // stays stopped until the image is safe, and runs on if it is not.
+    let held = if leave_running {
+        held.release(false)?;
+        None
+    } else {
+        Some(held)
+    };
     let frozen = t0.elapsed();
     let total_bytes: u64 = c.sections.iter().map(|s| s.payload.len() as u64).sum();
     let show = total_bytes > PROGRESS_ABOVE;
     let mut done = 0u64;
-    write_atomically(&path, |w| {
+    let written = write_atomically(&path, |w| {
         for s in &c.sections {
             w.section(s.kind, &s.payload)?;
             done += s.payload.len() as u64;
@@ -75,7 +86,12 @@ pub fn checkpoint(
         }
         Ok(())
     })
-    .map_err(werr)?;
+    .map_err(werr);
+    if let Some(held) = held {
+        held.release(written.is_ok())?;
+    }
+    written?;
+    let frozen = if leave_running { frozen } else { t0.elapsed() };
     let image = std::fs::metadata(&path).map_err(werr)?.len();
     Ok(Report {
         stored: c.stored_bytes,

@@ -302,3 +302,56 @@ fn bad_input_is_refused_clearly() {
     child.kill().unwrap();
     child.wait().unwrap();
 }
+
+/// Unmounts on drop, even when the test fails.
+struct Mounted(PathBuf);
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_full_disk_leaves_no_image_and_the_process_running() {
+    let work = tmp("full");
+    let small = work.join("small");
+    std::fs::create_dir_all(&small).unwrap();
+    let st = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=256k", "roam-test-full"])
+        .arg(&small)
+        .status()
+        .unwrap();
+    assert!(st.success(), "mount a small tmpfs");
+    let _mounted = Mounted(small.clone());
+    let bin = build("heap", false);
+    let mut child = clean(&bin)
+        .arg("8")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    wait_line(&mut out, "READY");
+    let image = small.join("image");
+    let res = Command::new(roam())
+        .args(["checkpoint", &child.id().to_string(), "-o"])
+        .arg(&image)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&res.stderr);
+    assert!(!res.status.success());
+    assert!(err.contains("cannot write the image"), "{err}");
+    // Nothing that looks like an image, not even a partial one.
+    let left: Vec<_> = std::fs::read_dir(&image)
+        .map(|d| d.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "{left:?}");
+    // The process was not lost: it runs on, its state intact.
+    assert!(child.try_wait().unwrap().is_none());
+    child.stdin.take().unwrap().write_all(b"go\n").unwrap();
+    let mut rest = String::new();
+    out.read_to_string(&mut rest).unwrap();
+    assert!(child.wait().unwrap().success(), "{rest}");
+    assert!(rest.contains("PASS"), "{rest}");
+}
