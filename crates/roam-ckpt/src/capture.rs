@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
 use thiserror::Error;
 
-use crate::image::{Section, PAGE};
+use crate::image::{is_zero, Section, PAGE};
 
 /// Section kinds of an image.
 pub mod kind {
@@ -610,6 +610,19 @@ fn pipe_inode(target: &[u8]) -> Option<u64> {
 }
 
 /// A hexadecimal signal set of /proc/PID/status (`SigBlk:` and so on).
+/// The numbers of a /proc/PID/status line (`Uid:`, `Gid:`, `Groups:`).
+pub(crate) fn status_ids(status: &str, name: &str) -> Vec<u32> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(name))
+        .map(|v| {
+            v.split_whitespace()
+                .filter_map(|x| x.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 pub(crate) fn sigset(status: &str, name: &str) -> u64 {
     status
         .lines()
@@ -624,17 +637,7 @@ fn context(pid: i32, tids: &[i32], status: &str) -> io::Result<Context> {
         let p = std::fs::read_link(format!("/proc/{pid}/{what}"))?;
         Ok(ByteBuf::from(p.into_os_string().into_encoded_bytes()))
     };
-    let ids = |name: &str| -> Vec<u32> {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .map(|v| {
-                v.split_whitespace()
-                    .filter_map(|x| x.parse().ok())
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
+    let ids = |name: &str| status_ids(status, name);
     let four =
         |v: Vec<u32>| -> [u32; 4] { std::array::from_fn(|i| v.get(i).copied().unwrap_or(0)) };
     let umask = status
@@ -766,18 +769,18 @@ fn stores_pages(v: &Vma) -> bool {
     !matches!(
         &v.path[..],
         b"[vdso]" | b"[vvar]" | b"[vvar_vclock]" | b"[vsyscall]"
-    ) && (!v.shared || v.inode == 0 || anonymous_shared(v))
+    ) && (!v.shared || v.inode == 0 || anonymous_shared(&v.path))
 }
 
 /// Shared memory with no file of its own to come back from: MAP_SHARED
 /// anonymous memory (`/dev/zero (deleted)`), memfd, SysV shm, deleted
 /// files.
-pub fn anonymous_shared(v: &Vma) -> bool {
-    v.shared
-        && (v.path.starts_with(b"/dev/zero")
-            || v.path.starts_with(b"/memfd:")
-            || v.path.starts_with(b"/SYSV")
-            || v.path.ends_with(DELETED))
+/// (`path`: the mapping's, of a shared mapping.)
+pub fn anonymous_shared(path: &[u8]) -> bool {
+    path.starts_with(b"/dev/zero")
+        || path.starts_with(b"/memfd:")
+        || path.starts_with(b"/SYSV")
+        || path.ends_with(DELETED)
 }
 
 /// Appends the runs (address, pages) of `v`'s pages worth storing:
@@ -825,11 +828,6 @@ fn read_runs(mem: &std::fs::File, runs: &[(u64, usize)]) -> io::Result<(Vec<u8>,
         .map(|r| r.data.len() as u64)
         .sum();
     Ok((out, stored))
-}
-
-fn is_zero(page: &[u8]) -> bool {
-    page.chunks_exact(8)
-        .all(|w| u64::from_ne_bytes(w.try_into().expect("8 bytes")) == 0)
 }
 
 /// Rewrites the run whose header is at `head` (the last in `out`) without

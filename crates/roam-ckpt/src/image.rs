@@ -244,22 +244,11 @@ pub fn read_sized(mut r: impl Read, size: Option<u64>) -> Result<Vec<Section>, I
 /// pages stored as one run (`address u64 | pages u32 | bytes`).
 pub fn encode_pages<'a>(pages: impl IntoIterator<Item = (u64, &'a [u8])>) -> Vec<u8> {
     let mut out = Vec::new();
-    encode_pages_into(&mut out, pages);
-    out
-}
-
-/// [`encode_pages`] appending to `out` (sized by the caller: no growth
-/// copies for large images).
-pub fn encode_pages_into<'a>(out: &mut Vec<u8>, pages: impl IntoIterator<Item = (u64, &'a [u8])>) {
     // (offset of the run's page count in `out`, next address, pages).
     let mut run: Option<(usize, u64, u32)> = None;
     for (addr, page) in pages {
         assert_eq!(page.len(), PAGE, "whole pages");
-        // Word by word: most pages are told apart by their first word.
-        if page
-            .chunks_exact(8)
-            .all(|w| u64::from_ne_bytes(w.try_into().expect("8 bytes")) == 0)
-        {
+        if is_zero(page) {
             continue;
         }
         match &mut run {
@@ -282,6 +271,14 @@ pub fn encode_pages_into<'a>(out: &mut Vec<u8>, pages: impl IntoIterator<Item = 
     if let Some((at, _, n)) = run {
         out[at..at + 4].copy_from_slice(&n.to_le_bytes());
     }
+    out
+}
+
+/// Whether a page is all zero (word by word: most pages are told apart by
+/// their first word).
+pub fn is_zero(page: &[u8]) -> bool {
+    page.chunks_exact(8)
+        .all(|w| u64::from_ne_bytes(w.try_into().expect("8 bytes")) == 0)
 }
 
 /// One run of stored pages.

@@ -471,7 +471,8 @@ impl Builder<'_> {
                 continue;
             }
             let prot = prot_of(m) | if m.stored { libc::PROT_WRITE } else { 0 };
-            let anon_shared = m.shared && (m.inode == 0 || is_anonymous_shared(&m.path));
+            let anon_shared =
+                m.shared && (m.inode == 0 || crate::capture::anonymous_shared(&m.path));
             let file = !anon_shared && m.path.starts_with(b"/");
             let (flags, fd) = if anon_shared {
                 let fd = match shm.get(&m.inode) {
@@ -1100,17 +1101,7 @@ impl Builder<'_> {
 /// image's.
 fn creds_already(c: &Context) -> bool {
     let status = std::fs::read_to_string("/proc/thread-self/status").unwrap_or_default();
-    let ids = |name: &str| -> Vec<u32> {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .map(|v| {
-                v.split_whitespace()
-                    .filter_map(|x| x.parse().ok())
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
+    let ids = |name: &str| crate::capture::status_ids(&status, name);
     ids("Uid:") == c.uids && ids("Gid:") == c.gids && ids("Groups:") == c.groups
 }
 
@@ -1131,13 +1122,6 @@ fn prot_of(m: &MapRecord) -> i32 {
         p |= libc::PROT_EXEC;
     }
     p
-}
-
-fn is_anonymous_shared(path: &[u8]) -> bool {
-    path.starts_with(b"/dev/zero")
-        || path.starts_with(b"/memfd:")
-        || path.starts_with(b"/SYSV")
-        || path.ends_with(b" (deleted)")
 }
 
 /// The highest free range of `len` bytes (a guard page either side)
