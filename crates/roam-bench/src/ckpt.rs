@@ -137,6 +137,10 @@ fn roam_once(bin: &Path, mib: Option<u64>, dir: &Path) -> anyhow::Result<Sample>
         same_pid: false,
         new_session: false,
         creds: false,
+        user: None,
+        supervise: None,
+        pdeathsig: None,
+        root: None,
     };
     let restored = roam_ckpt::restore::restore(&img, &opts)?;
     let restore = t.elapsed();

@@ -255,12 +255,19 @@ impl Held {
 /// Captures process `pid` and keeps it stopped (see [`Held`]). On error
 /// it runs on, untouched.
 pub fn capture_held(pid: i32) -> Result<(Captured, Held), CaptureError> {
+    capture_held_with(pid, 0)
+}
+
+/// [`capture_held`] of a process that has `own_filters` seccomp filters
+/// of its caller's (a node's supervision), which the caller installs
+/// again at restore; any other filter is refused.
+pub fn capture_held_with(pid: i32, own_filters: u32) -> Result<(Captured, Held), CaptureError> {
     let sys = |what| move |source| CaptureError::Sys { pid, what, source };
     if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
         return Err(CaptureError::NoProcess { pid });
     }
     // What cannot be captured is refused before the process is touched.
-    refuse_unsupported(pid)?;
+    refuse_unsupported(pid, own_filters)?;
     let tids = stop_all(pid)?;
     let mut remotes = Vec::new();
     let result = (|| {
@@ -609,7 +616,6 @@ fn pipe_inode(target: &[u8]) -> Option<u64> {
         .ok()
 }
 
-/// A hexadecimal signal set of /proc/PID/status (`SigBlk:` and so on).
 /// The numbers of a /proc/PID/status line (`Uid:`, `Gid:`, `Groups:`).
 pub(crate) fn status_ids(status: &str, name: &str) -> Vec<u32> {
     status
@@ -623,6 +629,7 @@ pub(crate) fn status_ids(status: &str, name: &str) -> Vec<u32> {
         .unwrap_or_default()
 }
 
+/// A hexadecimal signal set of /proc/PID/status (`SigBlk:` and so on).
 pub(crate) fn sigset(status: &str, name: &str) -> u64 {
     status
         .lines()
@@ -665,11 +672,31 @@ fn context(pid: i32, tids: &[i32], status: &str) -> io::Result<Context> {
     })
 }
 
+/// A failure to read /proc/`pid`: the process is gone, or we may not.
+fn gone_or(pid: i32, what: &'static str) -> impl FnOnce(io::Error) -> CaptureError {
+    move |source| {
+        if source.kind() == io::ErrorKind::NotFound {
+            CaptureError::Gone { pid }
+        } else {
+            CaptureError::Sys { pid, what, source }
+        }
+    }
+}
+
 /// Descriptors, mappings and timers the engine cannot capture yet.
-fn refuse_unsupported(pid: i32) -> Result<(), CaptureError> {
+fn refuse_unsupported(pid: i32, own_filters: u32) -> Result<(), CaptureError> {
     let unsupported = |what: String| CaptureError::Unsupported { pid, what };
-    let fds =
-        std::fs::read_dir(format!("/proc/{pid}/fd")).map_err(|_| CaptureError::Gone { pid })?;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .map_err(|_| CaptureError::Gone { pid })?;
+    let field = |name: &str| status_ids(&status, name).first().copied().unwrap_or(0);
+    match (field("Seccomp:"), field("Seccomp_filters:")) {
+        (0, _) => {}
+        (2, n) if n == own_filters => {}
+        (1, _) => return Err(unsupported("strict seccomp mode".into())),
+        (_, n) => return Err(unsupported(format!("{n} seccomp filter(s) of its own"))),
+    }
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map_err(gone_or(pid, "list the descriptors"))?;
     let mut pipes: Vec<(u64, String)> = Vec::new();
     for e in fds.flatten() {
         let Ok(target) = std::fs::read_link(e.path()) else {
@@ -712,7 +739,7 @@ fn refuse_unsupported(pid: i32) -> Result<(), CaptureError> {
     if !timers.trim().is_empty() {
         return Err(unsupported("POSIX timers (timer_create)".into()));
     }
-    let vmas = procfs::maps(pid).map_err(|_| CaptureError::Gone { pid })?;
+    let vmas = procfs::maps(pid).map_err(gone_or(pid, "list the mappings"))?;
     for v in vmas {
         let p = String::from_utf8_lossy(&v.path);
         let device =
@@ -753,6 +780,14 @@ fn stop_all(pid: i32) -> Result<Vec<i32>, CaptureError> {
                 // A thread that ended meanwhile is no loss, unless it is
                 // the whole process.
                 Ok(_) | Err(_) if tid != pid => {}
+                Err(source) if source.raw_os_error() != Some(libc::ESRCH) => {
+                    release(&stopped);
+                    return Err(CaptureError::Sys {
+                        pid,
+                        what: "stop it (ptrace)",
+                        source,
+                    });
+                }
                 _ => {
                     release(&stopped);
                     return Err(CaptureError::Gone { pid });

@@ -119,29 +119,72 @@ impl<W: Write> Writer<W> {
     }
 }
 
-/// Writes an image at `path` through `fill`, under a temporary name that
-/// is synced and renamed only once the image is complete: a failure (a
-/// full disk) leaves no file at `path` that looks like an image.
+/// A file written under a temporary name (`NAME.partial`) and renamed to
+/// its name only once complete and synced ([`AtomicFile::commit`]);
+/// dropped uncommitted, the temporary file goes: a failure (a full disk)
+/// leaves nothing at the name that looks like an image.
+pub struct AtomicFile {
+    path: PathBuf,
+    tmp: PathBuf,
+    w: Option<io::BufWriter<std::fs::File>>,
+}
+
+impl AtomicFile {
+    pub fn create(path: &Path) -> io::Result<AtomicFile> {
+        let mut tmp = PathBuf::from(path);
+        let mut name = path.file_name().unwrap_or_default().to_os_string();
+        name.push(".partial");
+        tmp.set_file_name(name);
+        let f = std::fs::File::create(&tmp)?;
+        Ok(AtomicFile {
+            path: path.to_path_buf(),
+            tmp,
+            w: Some(io::BufWriter::with_capacity(1 << 20, f)),
+        })
+    }
+
+    /// Syncs the file and gives it its name.
+    pub fn commit(mut self) -> io::Result<()> {
+        let w = self.w.take().expect("written until committed");
+        let result = w
+            .into_inner()
+            .map_err(|e| e.into_error())
+            .and_then(|f| f.sync_all())
+            .and_then(|()| std::fs::rename(&self.tmp, &self.path));
+        if result.is_err() {
+            let _ = std::fs::remove_file(&self.tmp);
+        }
+        result
+    }
+}
+
+impl Write for AtomicFile {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.w.as_mut().expect("written until committed").write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.w.as_mut().expect("written until committed").flush()
+    }
+}
+
+impl Drop for AtomicFile {
+    fn drop(&mut self) {
+        if self.w.is_some() {
+            let _ = std::fs::remove_file(&self.tmp);
+        }
+    }
+}
+
+/// Writes an image at `path` through `fill`, atomically (see
+/// [`AtomicFile`]).
 pub fn write_atomically(
     path: &Path,
-    fill: impl FnOnce(&mut Writer<io::BufWriter<std::fs::File>>) -> io::Result<()>,
+    fill: impl FnOnce(&mut Writer<AtomicFile>) -> io::Result<()>,
 ) -> io::Result<()> {
-    let mut tmp = PathBuf::from(path);
-    let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(".partial");
-    tmp.set_file_name(name);
-    let result = (|| {
-        let f = std::fs::File::create(&tmp)?;
-        let mut w = Writer::new(io::BufWriter::new(f))?;
-        fill(&mut w)?;
-        let f = w.finish()?.into_inner().map_err(|e| e.into_error())?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
+    let mut w = Writer::new(AtomicFile::create(path)?)?;
+    fill(&mut w)?;
+    w.finish()?.commit()
 }
 
 /// Reads exactly `buf.len()` bytes, or says where the image was cut.
@@ -172,8 +215,41 @@ pub fn read(r: impl Read) -> Result<Vec<Section>, ImageError> {
 /// [`read`], told the image's size (a file's): each payload is allocated
 /// once, at most what is left of the image, instead of grown as read.
 pub fn read_sized(mut r: impl Read, size: Option<u64>) -> Result<Vec<Section>, ImageError> {
+    read_header(&mut r)?;
+    let mut at = 16u64;
+    let mut out = Vec::new();
+    loop {
+        let index = out.len() as u64;
+        let s = read_section(&mut r, &mut at, index, size)?;
+        if s.kind == END {
+            let found = u64::from_le_bytes(s.payload[..].try_into().expect("8 bytes"));
+            if found != index {
+                return Err(ImageError::Count {
+                    found,
+                    counted: index,
+                });
+            }
+            let mut extra = [0u8; 1];
+            if r.read(&mut extra)? != 0 {
+                return Err(ImageError::Trailing);
+            }
+            return Ok(out);
+        }
+        out.push(s);
+    }
+}
+
+/// The header and the first section of an image (its metadata), checked,
+/// without reading the rest.
+pub fn read_first(mut r: impl Read) -> Result<Section, ImageError> {
+    read_header(&mut r)?;
+    read_section(&mut r, &mut 16, 0, None)
+}
+
+/// Magic, version, flags.
+fn read_header(r: &mut impl Read) -> Result<(), ImageError> {
     let mut head = [0u8; 16];
-    fill(&mut r, &mut head, 0, "the header")?;
+    fill(r, &mut head, 0, "the header")?;
     if head[..8] != MAGIC {
         return Err(ImageError::NotAnImage);
     }
@@ -188,55 +264,51 @@ pub fn read_sized(mut r: impl Read, size: Option<u64>) -> Result<Vec<Section>, I
     if flags != 0 {
         return Err(ImageError::UnknownFlags(flags));
     }
-    let mut at = 16u64;
-    let mut out = Vec::new();
-    loop {
-        let index = out.len() as u64;
-        let mut h = [0u8; 16];
-        fill(&mut r, &mut h, at, "a section header")?;
-        let kind = u32::from_le_bytes(h[0..4].try_into().expect("4 bytes"));
-        let len = u64::from_le_bytes(h[4..12].try_into().expect("8 bytes"));
-        let crc = u32::from_le_bytes(h[12..16].try_into().expect("4 bytes"));
-        if len > MAX_SECTION || (kind == END && len != 8) {
-            return Err(ImageError::TooLarge { index, at, len });
-        }
-        let start = at;
-        at += 16;
-        // A bogus length cannot make us allocate it: at most what the
-        // image holds, else grown as it is read.
-        let room = size.map_or(0, |s| len.min(s.saturating_sub(at)));
-        let mut payload = Vec::with_capacity(room as usize);
-        let got = (&mut r).take(len).read_to_end(&mut payload)?;
-        if (got as u64) < len {
-            return Err(ImageError::Truncated {
-                at: at + got as u64,
-                what: "a section",
-            });
-        }
-        at += len;
-        if section_crc(kind, len, &payload) != crc {
-            return Err(ImageError::Checksum {
-                index,
-                kind,
-                at: start,
-            });
-        }
-        if kind == END {
-            let found = u64::from_le_bytes(payload[..].try_into().expect("8 bytes"));
-            if found != index {
-                return Err(ImageError::Count {
-                    found,
-                    counted: index,
-                });
-            }
-            let mut extra = [0u8; 1];
-            if r.read(&mut extra)? != 0 {
-                return Err(ImageError::Trailing);
-            }
-            return Ok(out);
-        }
-        out.push(Section { kind, payload });
+    Ok(())
+}
+
+/// Section number `index`, at offset `at` (moved past it), its checksum
+/// checked.
+fn read_section(
+    r: &mut impl Read,
+    at: &mut u64,
+    index: u64,
+    size: Option<u64>,
+) -> Result<Section, ImageError> {
+    let mut h = [0u8; 16];
+    fill(r, &mut h, *at, "a section header")?;
+    let kind = u32::from_le_bytes(h[0..4].try_into().expect("4 bytes"));
+    let len = u64::from_le_bytes(h[4..12].try_into().expect("8 bytes"));
+    let crc = u32::from_le_bytes(h[12..16].try_into().expect("4 bytes"));
+    if len > MAX_SECTION || (kind == END && len != 8) {
+        return Err(ImageError::TooLarge {
+            index,
+            at: *at,
+            len,
+        });
     }
+    let start = *at;
+    *at += 16;
+    // A bogus length cannot make us allocate it: at most what the image
+    // holds, else grown as it is read.
+    let room = size.map_or(0, |s| len.min(s.saturating_sub(*at)));
+    let mut payload = Vec::with_capacity(room as usize);
+    let got = r.take(len).read_to_end(&mut payload)?;
+    if (got as u64) < len {
+        return Err(ImageError::Truncated {
+            at: *at + got as u64,
+            what: "a section",
+        });
+    }
+    *at += len;
+    if section_crc(kind, len, &payload) != crc {
+        return Err(ImageError::Checksum {
+            index,
+            kind,
+            at: start,
+        });
+    }
+    Ok(Section { kind, payload })
 }
 
 /// Encodes memory pages for a section: `pages` gives (address, one page)

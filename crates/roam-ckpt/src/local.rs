@@ -111,6 +111,10 @@ pub fn restore_here(dir: &Path) -> Result<Restored, LocalError> {
         same_pid: true,
         new_session: false,
         creds: true,
+        user: None,
+        supervise: None,
+        pdeathsig: None,
+        root: None,
     };
     Ok(restore(&img, &opts)?)
 }

@@ -22,7 +22,7 @@
 
 use std::collections::BTreeMap;
 use std::io;
-use std::os::fd::RawFd;
+use std::os::fd::{OwnedFd, RawFd};
 use std::os::unix::fs::OpenOptionsExt;
 
 use roam_sys::procfs::{self, Vma};
@@ -63,6 +63,15 @@ pub enum RestoreError {
     CpuFeatures { missing: u64 },
     #[error("the vDSO here differs from the image's ({0}); the process cannot be rebuilt here")]
     Vdso(String),
+    #[error(
+        "the image's process has uids {uids:?} and gids {gids:?}; only uid {uid} gid {gid} may be restored for this user"
+    )]
+    NotYours {
+        uids: [u32; 4],
+        gids: [u32; 4],
+        uid: u32,
+        gid: u32,
+    },
     #[error("cannot {what}")]
     Sys { what: String, source: io::Error },
 }
@@ -132,12 +141,48 @@ impl Image {
         })
     }
 
+    /// The metadata of the image file at `path` (its first section only)
+    /// and the file's length.
+    pub fn peek(path: &std::path::Path) -> Result<(Meta, u64), RestoreError> {
+        let f =
+            std::fs::File::open(path).map_err(sys(format!("open the image {}", path.display())))?;
+        let len = f
+            .metadata()
+            .map_err(sys(format!("read the size of {}", path.display())))?
+            .len();
+        let first = crate::image::read_first(io::BufReader::new(f))?;
+        if first.kind != kind::META {
+            return Err(RestoreError::Missing("metadata"));
+        }
+        let meta =
+            postcard::from_bytes(&first.payload).map_err(|source| RestoreError::Malformed {
+                what: "metadata",
+                source,
+            })?;
+        Ok((meta, len))
+    }
+
     /// Reads and decodes the image file at `path`.
     pub fn load(path: &std::path::Path) -> Result<Image, RestoreError> {
         let f =
             std::fs::File::open(path).map_err(sys(format!("open the image {}", path.display())))?;
         let size = f.metadata().ok().map(|m| m.len());
         Image::from_sections(crate::image::read_sized(io::BufReader::new(f), size)?)
+    }
+
+    /// Whether `user` may restore the image: every uid and gid of its
+    /// process is theirs.
+    pub fn check_user(&self, user: &User) -> Result<(), RestoreError> {
+        let c = &self.context;
+        if c.uids.iter().any(|&u| u != user.uid) || c.gids.iter().any(|&g| g != user.gid) {
+            return Err(RestoreError::NotYours {
+                uids: c.uids,
+                gids: c.gids,
+                uid: user.uid,
+                gid: user.gid,
+            });
+        }
+        Ok(())
     }
 
     /// Whether this machine can run the image: architecture, FP features.
@@ -176,20 +221,46 @@ pub struct RestoreOpts {
     /// Take the image's credentials (uids, gids, groups); the caller must
     /// be root. Without, the process runs as the caller.
     pub creds: bool,
+    /// Restore on behalf of this user: the image's uids and gids must all
+    /// be theirs, its files and mappings are opened with their rights
+    /// (fsuid, fsgid, groups, set before anything is opened), and the
+    /// process gets their groups. Implies `creds`.
+    pub user: Option<User>,
+    /// Put the process under a seccomp user-notification filter (installed
+    /// last, on every thread); its listener is in [`Restored::listener`].
+    pub supervise: Option<Vec<libc::sock_filter>>,
+    /// The signal the process gets when its parent thread exits.
+    pub pdeathsig: Option<i32>,
+    /// The `/` the process sees, if not the caller's (a mount namespace
+    /// of its own, as [`roam_sys::spawn::SpawnRequest::root`] gives).
+    pub root: Option<Vec<u8>>,
+}
+
+/// Who a restore is done for (see [`RestoreOpts::user`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    pub uid: u32,
+    pub gid: u32,
+    pub groups: Vec<u32>,
 }
 
 /// A restored process, running, a child of the caller (who reaps it).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub struct Restored {
     pub pid: i32,
     pub tids: Vec<i32>,
+    /// The listener of the filter [`RestoreOpts::supervise`] asked for.
+    pub listener: Option<OwnedFd>,
 }
 
 /// Rebuilds the image's process and lets it run.
 pub fn restore(img: &Image, opts: &RestoreOpts) -> Result<Restored, RestoreError> {
     img.check_machine()?;
+    if let Some(u) = &opts.user {
+        img.check_user(u)?;
+    }
     let want = opts.same_pid.then_some(img.meta.pid);
-    let stub = remote::spawn_stub(opts.stdio, want, opts.new_session)
+    let stub = remote::spawn_stub(opts.stdio, want, opts.new_session, opts.root.as_deref())
         .map_err(sys("start the restore stub"))?;
     let mut b = Builder {
         img,
@@ -198,9 +269,14 @@ pub fn restore(img: &Image, opts: &RestoreOpts) -> Result<Restored, RestoreError
         others: Vec::new(),
         scratch: 0,
         site: 0,
+        listener: None,
     };
     match b.build(opts) {
-        Ok(tids) => Ok(Restored { pid: stub, tids }),
+        Ok(tids) => Ok(Restored {
+            pid: stub,
+            tids,
+            listener: b.listener.take(),
+        }),
         Err(e) => {
             // SAFETY: kill and reap our own child, the stub.
             unsafe {
@@ -221,6 +297,8 @@ struct Builder<'a> {
     scratch: u64,
     /// The injection page.
     site: u64,
+    /// The supervision filter's listener, once installed.
+    listener: Option<OwnedFd>,
 }
 
 impl Builder<'_> {
@@ -334,6 +412,9 @@ impl Builder<'_> {
             from = from.max(end);
         }
         self.move_vdso(&stub_maps, site)?;
+        if let Some(u) = &opts.user {
+            self.open_as(u)?;
+        }
         // 4. The program's memory.
         self.map_all()?;
         self.fill_pages()?;
@@ -352,9 +433,28 @@ impl Builder<'_> {
         for i in 0..self.img.threads.len() {
             self.thread_state(i, opts)?;
         }
-        // 7. Pending signals and timers, last before the registers.
+        // 7. Pending signals and timers, then what the caller asked for,
+        // last before the registers.
         self.pending(&tids)?;
         self.timers()?;
+        if let Some(sig) = opts.pdeathsig {
+            // After the credentials: changing them clears it.
+            for i in 0..tids.len() {
+                let r = if i == 0 {
+                    self.main()
+                } else {
+                    &mut self.others[i - 1]
+                };
+                r.call(
+                    libc::SYS_prctl,
+                    &[libc::PR_SET_PDEATHSIG as u64, sig as u64],
+                )
+                .map_err(sys("set the parent-death signal (in the stub)"))?;
+            }
+        }
+        if let Some(filter) = &opts.supervise {
+            self.supervise(filter)?;
+        }
         // 8. Registers: other threads at their stop, the main one at the
         // exit of the call that unmaps the injection page.
         for (i, t) in self.img.threads.iter().enumerate().skip(1) {
@@ -374,6 +474,77 @@ impl Builder<'_> {
             ptrace::detach(tid).map_err(sys("let the process run"))?;
         }
         Ok(tids)
+    }
+
+    /// Takes `u`'s rights to open files (groups, fsgid, fsuid): what the
+    /// image names is opened as they could open it, not as root.
+    fn open_as(&mut self, u: &User) -> Result<(), RestoreError> {
+        let groups: Vec<u8> = u.groups.iter().flat_map(|g| g.to_le_bytes()).collect();
+        if groups.len() > PAGE {
+            return Err(RestoreError::Sys {
+                what: "set the groups (in the stub)".into(),
+                source: io::Error::from_raw_os_error(libc::EINVAL),
+            });
+        }
+        let at = self.put(0, &groups)?;
+        self.call(
+            "set the groups",
+            libc::SYS_setgroups,
+            &[u.groups.len() as u64, at],
+        )?;
+        self.call("set the fsgid", libc::SYS_setfsgid, &[u64::from(u.gid)])?;
+        self.call("set the fsuid", libc::SYS_setfsuid, &[u64::from(u.uid)])?;
+        Ok(())
+    }
+
+    /// Installs `filter` on every thread with a user-notification
+    /// listener, and takes the listener from the process.
+    fn supervise(&mut self, filter: &[libc::sock_filter]) -> Result<(), RestoreError> {
+        let code: Vec<u8> = filter
+            .iter()
+            .flat_map(|f| {
+                let mut b = f.code.to_le_bytes().to_vec();
+                b.extend_from_slice(&[f.jt, f.jf]);
+                b.extend_from_slice(&f.k.to_le_bytes());
+                b
+            })
+            .collect();
+        if code.len() + 16 > PAGE {
+            return Err(RestoreError::Sys {
+                what: "pass the seccomp filter to the stub".into(),
+                source: io::Error::from_raw_os_error(libc::E2BIG),
+            });
+        }
+        let prog_at = self.put(16, &code)?;
+        // struct sock_fprog: a u16 length, padding, the filter's address.
+        let mut fprog = (filter.len() as u64).to_le_bytes().to_vec();
+        fprog.extend_from_slice(&prog_at.to_le_bytes());
+        let fprog_at = self.put(0, &fprog)?;
+        self.call(
+            "set no_new_privs",
+            libc::SYS_prctl,
+            &[libc::PR_SET_NO_NEW_PRIVS as u64, 1, 0, 0, 0],
+        )?;
+        // TSYNC reaches every thread; with NEW_LISTENER it needs
+        // TSYNC_ESRCH (a failure to sync is then an error, not a tid).
+        const NEW_LISTENER: u64 = 1 << 3;
+        const TSYNC: u64 = 1;
+        const TSYNC_ESRCH: u64 = 1 << 4;
+        const SET_MODE_FILTER: u64 = 1;
+        let fd = self.call(
+            "install the seccomp filter",
+            libc::SYS_seccomp,
+            &[
+                SET_MODE_FILTER,
+                NEW_LISTENER | TSYNC | TSYNC_ESRCH,
+                fprog_at,
+            ],
+        )?;
+        let listener = ptrace::take_fd(self.pid, fd as i32)
+            .map_err(sys("take the seccomp listener from the stub"))?;
+        self.call("close the listener", libc::SYS_close, &[fd])?;
+        self.listener = Some(listener);
+        Ok(())
     }
 
     /// Moves the stub's vvar/vdso block where the program had its own,
@@ -1003,10 +1174,12 @@ impl Builder<'_> {
         let at = put(0, &name)?;
         r.call(libc::SYS_prctl, &[libc::PR_SET_NAME as u64, at])
             .map_err(sys(what("set the name")))?;
-        if opts.creds && !creds_already(&c) {
-            let groups: Vec<u8> = c.groups.iter().flat_map(|g| g.to_le_bytes()).collect();
+        if (opts.creds || opts.user.is_some()) && !creds_already(&c) {
+            let groups = opts.user.as_ref().map_or(&c.groups, |u| &u.groups);
+            let count = groups.len() as u64;
+            let groups: Vec<u8> = groups.iter().flat_map(|g| g.to_le_bytes()).collect();
             let at = put(0, &groups)?;
-            r.call(libc::SYS_setgroups, &[c.groups.len() as u64, at])
+            r.call(libc::SYS_setgroups, &[count, at])
                 .map_err(sys(what("set the groups")))?;
             let [gr, ge, gs, gf] = c.gids.map(u64::from);
             r.call(libc::SYS_setresgid, &[gr, ge, gs])
@@ -1298,6 +1471,10 @@ mod tests {
             same_pid: true,
             new_session: false,
             creds: false,
+            user: None,
+            supervise: None,
+            pdeathsig: None,
+            root: None,
         };
         let r = restore(&img, &opts).unwrap();
         assert_eq!(r.pid, pid, "the pid was free again");

@@ -30,6 +30,8 @@ use crate::config::Config;
 use crate::placement::{self, Candidate};
 use crate::wire::{writer_loop, FrameTx};
 
+mod ckpt;
+
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 const SPAWN_TIMEOUT: Duration = Duration::from_secs(15);
 const PS_TIMEOUT: Duration = Duration::from_secs(2);
@@ -98,6 +100,8 @@ struct State {
     /// keeps its open files and node ids) and goes when the node is
     /// declared down.
     files: HashMap<String, NodeFiles>,
+    /// Image transfers under way (checkpoints and restores), by request.
+    transfers: HashMap<u64, ckpt::Transfer>,
 }
 
 /// A node's file server and its epoch (see `LinkHelloReply::Welcome`).
@@ -497,6 +501,7 @@ fn handle_node_msg(home: &Arc<Home>, node: &str, tx: &FrameTx, msg: LinkMsg) {
         }
         LinkMsg::Pong { .. } => {}
         LinkMsg::Spawned { req, result } => {
+            ckpt::restored(&mut st, req);
             let found = st
                 .sessions
                 .iter()
@@ -548,6 +553,10 @@ fn handle_node_msg(home: &Arc<Home>, node: &str, tx: &FrameTx, msg: LinkMsg) {
         | LinkMsg::Stopped { session, .. }
         | LinkMsg::Continued { session } => relay_to_proxy(&st, node, session, msg),
         LinkMsg::Leave { reason } => declare_down(&mut st, node, &format!("it left: {reason}")),
+        LinkMsg::Image { .. }
+        | LinkMsg::ImageAck { .. }
+        | LinkMsg::ImageEnd { .. }
+        | LinkMsg::Checkpointed { .. } => ckpt::from_node(&mut st, node, msg),
         LinkMsg::Kill {
             req,
             session,
@@ -596,6 +605,7 @@ fn declare_down(st: &mut State, name: &str, reason: &str) {
     if let Some(f) = st.files.remove(name) {
         f.server.shutdown();
     }
+    ckpt::node_down(st, name, reason);
     let ids: Vec<SessionId> = st
         .sessions
         .iter()
@@ -754,6 +764,7 @@ async fn serve_local(
     let (tx, rx) = FrameTx::new();
     let writer_task = tokio::spawn(writer_loop(writer.into_inner(), rx));
     let mut bound: Option<Bound> = None;
+    let mut transfer: Option<ckpt::Current> = None;
     let result = loop {
         let frame = match reader.read_frame().await {
             Ok(Some(f)) => f,
@@ -770,6 +781,10 @@ async fn serve_local(
                 continue;
             }
         };
+        if let LocalMsg::Transfer(m) = msg {
+            ckpt::from_caller(&home, transfer, &tx, m);
+            continue;
+        }
         if let Some(b) = &bound {
             match msg {
                 LocalMsg::Stream(m) => forward_from_proxy(&home, b, &tx, m),
@@ -797,6 +812,28 @@ async fn serve_local(
                     tx.send("local", &LocalMsg::Error(e));
                 }
             },
+            LocalMsg::Checkpoint {
+                home_pid,
+                leave_running,
+            } if transfer.is_none() => {
+                match ckpt::start_checkpoint(&home, &cred, home_pid, leave_running, &tx) {
+                    Ok(c) => transfer = Some(c),
+                    Err(e) => {
+                        tx.send("local", &LocalMsg::Error(e));
+                    }
+                }
+            }
+            LocalMsg::Restore { spec, node } if transfer.is_none() => {
+                match ckpt::start_restore(&home, &cred, peer.pid, *spec, &node, &tx) {
+                    Ok((b, c)) => {
+                        bound = Some(b);
+                        transfer = Some(c);
+                    }
+                    Err(e) => {
+                        tx.send("local", &LocalMsg::Error(e));
+                    }
+                }
+            }
             LocalMsg::Reattach { session } => {
                 match reattach(&home, &cred, peer.pid, session, &tx) {
                     Ok(b) => bound = Some(b),
@@ -811,6 +848,7 @@ async fn serve_local(
             }
         }
     };
+    ckpt::caller_gone(&home, transfer);
     if let Some(b) = bound {
         proxy_gone(&home, &b, &tx);
     }

@@ -448,7 +448,11 @@ pub fn spawn(req: &SpawnRequest<'_>, sup: &Supervision) -> Result<u32, SpawnErro
 /// 390-byte uname answer.
 const SUPERVISOR_STACK: usize = 256 * 1024;
 
-fn start_supervisor(node_pid: u32, listener: OwnedFd, sup: &Supervision) -> io::Result<()> {
+pub(crate) fn start_supervisor(
+    node_pid: u32,
+    listener: OwnedFd,
+    sup: &Supervision,
+) -> io::Result<()> {
     let listener = Arc::new(Listener::new(listener));
     if let Err(e) = listener.set_sync_wakeup() {
         tracing::debug!("seccomp listener without synchronous wake-up: {e}");

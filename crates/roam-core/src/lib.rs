@@ -16,6 +16,7 @@
 //! - [`daemon`]: wiring the roles together.
 
 pub mod binfmt;
+pub mod ckpt_client;
 pub mod client;
 pub mod config;
 pub mod daemon;
@@ -29,3 +30,15 @@ pub mod proxy;
 pub mod runner;
 pub mod stream;
 mod wire;
+
+/// An error and its sources, one line: `what: why: deeper why`.
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}

@@ -32,6 +32,8 @@ use crate::runner::Runners;
 use crate::stream::{InStream, OutStream};
 use crate::wire::{writer_loop, FrameTx};
 
+mod ckpt;
+
 /// How long after a process exits its stdout/stderr may stay open (held by
 /// a child it left behind) before the node stops waiting for their end.
 const EXIT_LINGER: Duration = Duration::from_millis(250);
@@ -76,6 +78,13 @@ pub struct NodeShared {
     files: Option<Mutex<Option<HomeFiles>>>,
     /// Signals remote processes ask of the home (with `identity = "home"`).
     identity: Arc<crate::identity::Forwarder>,
+    /// The thread that checkpoints and restores processes (ptrace).
+    tracer: ckpt::Tracer,
+    /// Held while the tracer traces, so that the reaper's waitpid does not
+    /// take the stops it waits for.
+    trace_gate: Arc<tokio::sync::Mutex<()>>,
+    /// Image transfers under way, by request id: where their messages go.
+    transfers: Mutex<HashMap<u64, mpsc::UnboundedSender<LinkMsg>>>,
 }
 
 /// The home's files, mounted, and the transport the mount calls through.
@@ -122,6 +131,13 @@ impl NodeShared {
             .collect()
     }
 
+    /// Registers transfer `req`; its messages arrive on the receiver.
+    fn open_transfer(&self, req: u64) -> mpsc::UnboundedReceiver<LinkMsg> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.transfers.lock().unwrap().insert(req, tx);
+        rx
+    }
+
     fn to_session(&self, id: SessionId, cmd: SessionCmd) {
         if let Some(h) = self.sessions.lock().unwrap().get(&id) {
             let _ = h.tx.send(cmd);
@@ -148,6 +164,8 @@ pub async fn run(cfg: &Config, identity: Identity) -> std::io::Result<()> {
     };
     let pids: Arc<Mutex<HashMap<u32, mpsc::UnboundedSender<SessionCmd>>>> = Arc::default();
     let spawner = start_spawner(pids.clone());
+    let trace_gate = Arc::new(tokio::sync::Mutex::new(()));
+    let tracer = ckpt::Tracer::start(trace_gate.clone());
     let shared = Arc::new(NodeShared {
         name: cfg.name.clone(),
         cfg: node_cfg,
@@ -161,6 +179,9 @@ pub async fn run(cfg: &Config, identity: Identity) -> std::io::Result<()> {
         fs,
         files,
         identity: crate::identity::Forwarder::new(),
+        tracer,
+        trace_gate,
+        transfers: Mutex::default(),
     });
     // Identity forwarding: its requests go out on the link, when up.
     let weak = Arc::downgrade(&shared);
@@ -333,6 +354,7 @@ async fn reaper(shared: Arc<NodeShared>) {
         }
     };
     loop {
+        let gate = shared.trace_gate.lock().await;
         loop {
             match roam_sys::spawn::wait_any_nohang() {
                 Ok(Some(ev)) => {
@@ -354,6 +376,7 @@ async fn reaper(shared: Arc<NodeShared>) {
                 }
             }
         }
+        drop(gate);
         if sig.recv().await.is_none() {
             return;
         }
@@ -583,6 +606,44 @@ fn handle_link_msg(shared: &Arc<NodeShared>, tx: &FrameTx, msg: LinkMsg) {
         | LinkMsg::Resize { session, .. }
         | LinkMsg::Done { session } => shared.to_session(session, SessionCmd::Link(msg)),
         LinkMsg::Forget { session } => shared.to_session(session, SessionCmd::Forget),
+        LinkMsg::Checkpoint {
+            req,
+            session,
+            leave_running,
+        } => {
+            let rx = shared.open_transfer(req);
+            tokio::spawn(ckpt::checkpoint(
+                shared.clone(),
+                req,
+                session,
+                leave_running,
+                rx,
+            ));
+        }
+        LinkMsg::Restore {
+            req,
+            session,
+            home_pid,
+            cred,
+            spec,
+        } => {
+            let rx = shared.open_transfer(req);
+            let shared = shared.clone();
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let result = ckpt::restore(&shared, req, session, home_pid, cred, *spec, rx).await;
+                shared.transfers.lock().unwrap().remove(&req);
+                tx.send("link", &LinkMsg::Spawned { req, result });
+            });
+        }
+        LinkMsg::Image { req, .. }
+        | LinkMsg::ImageAck { req, .. }
+        | LinkMsg::ImageEnd { req, .. }
+        | LinkMsg::ImageSaved { req, .. } => {
+            if let Some(t) = shared.transfers.lock().unwrap().get(&req) {
+                let _ = t.send(msg);
+            }
+        }
         other => tracing::warn!("unexpected message from home: {other:?}"),
     }
 }
@@ -619,7 +680,12 @@ struct Ends {
     pty: Option<OwnedFd>,
 }
 
-fn prepare_stdio(spec: &SpawnSpec) -> std::io::Result<(Ends, [OwnedFd; 3], Option<usize>)> {
+/// The process's stdio (`tty`: which are on a terminal; `null`: which are
+/// /dev/null at home), and the ends the session keeps.
+fn prepare_stdio(
+    tty: Option<&roam_proto::types::TtySpec>,
+    null: [bool; 3],
+) -> std::io::Result<(Ends, [OwnedFd; 3], Option<usize>)> {
     let mut child: Vec<OwnedFd> = Vec::with_capacity(3);
     let mut ends = Ends {
         stdin: None,
@@ -627,7 +693,6 @@ fn prepare_stdio(spec: &SpawnSpec) -> std::io::Result<(Ends, [OwnedFd; 3], Optio
         stderr: None,
         pty: None,
     };
-    let tty = spec.tty.as_ref();
     let mut slave: Option<OwnedFd> = None;
     let mut ctty = None;
     if let Some(t) = tty {
@@ -650,7 +715,7 @@ fn prepare_stdio(spec: &SpawnSpec) -> std::io::Result<(Ends, [OwnedFd; 3], Optio
             ctty.get_or_insert(i);
             continue;
         }
-        if spec.null[i] {
+        if null[i] {
             // /dev/null at home: ours does the same, with nothing to carry.
             child.push(roam_sys::spawn::open_dev_null()?);
             continue;
@@ -718,7 +783,7 @@ async fn spawn_session(
             &spec.script.iter().map(|a| a.to_vec()).collect::<Vec<_>>(),
         )
         .map_err(|e| WireError::new(ErrorCode::ExecFailed, format!("node {} {e}", shared.name)))?;
-    let (mut ends, child_fds, ctty) = prepare_stdio(&spec).map_err(|e| {
+    let (mut ends, child_fds, ctty) = prepare_stdio(spec.tty.as_ref(), spec.null).map_err(|e| {
         WireError::new(
             ErrorCode::Internal,
             format!("cannot set up stdio on node {}: {e}", shared.name),
@@ -807,6 +872,20 @@ async fn spawn_session(
         uid: cred.uid,
         command,
     };
+    start_session(shared, report, &mut ends, spec.tty.as_ref(), tx, rx)?;
+    Ok(pid)
+}
+
+/// Registers the session of a started process and starts its task.
+fn start_session(
+    shared: &Arc<NodeShared>,
+    report: SessionReport,
+    ends: &mut Ends,
+    tty: Option<&roam_proto::types::TtySpec>,
+    tx: mpsc::UnboundedSender<SessionCmd>,
+    rx: mpsc::UnboundedReceiver<SessionCmd>,
+) -> Result<(), WireError> {
+    let (session, pid) = (report.session, report.node_pid);
     shared.sessions.lock().unwrap().insert(
         session,
         SessionHandle {
@@ -815,11 +894,10 @@ async fn spawn_session(
             started: Instant::now(),
         },
     );
-    let tty = spec.tty.clone();
-    let task = SessionTask::new(shared.clone(), session, pid, &mut ends, tty.as_ref())
+    let task = SessionTask::new(shared.clone(), session, pid, ends, tty)
         .map_err(|e| WireError::new(ErrorCode::Internal, format!("session set-up: {e}")))?;
     tokio::spawn(task.run(rx));
-    Ok(pid)
+    Ok(())
 }
 
 /// One remote process's supervision on the node.

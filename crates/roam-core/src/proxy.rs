@@ -28,8 +28,12 @@ use serde_bytes::ByteBuf;
 use tokio::sync::mpsc;
 
 use crate::client::{Client, ClientError, PendingClient};
+use crate::error_chain;
 use crate::locate::Located;
 use crate::stream::{InStream, OutStream};
+
+mod restore;
+pub use restore::{run_restore_proxy, RestoreOptions};
 
 /// Exit status of a proxy whose process was lost with its node, or that
 /// could not reach roamd.
@@ -331,17 +335,6 @@ fn forward_signals(fd: std::os::fd::OwnedFd, tx: mpsc::UnboundedSender<i32>) {
             }
         }
     });
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }
 
 /// Events from the helper threads.

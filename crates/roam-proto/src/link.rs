@@ -15,8 +15,8 @@ use serde::{Deserialize, Serialize};
 use crate::fs::{FsNotice, FsOp, FsReply};
 
 use crate::types::{
-    ArchInfo, Chan, Cred, ExitStatus, KillRefusal, NodeLoad, ProcInfo, SessionId, SessionReport,
-    SpawnSpec, WireError, WireSignal,
+    ArchInfo, Chan, Cred, ExitStatus, ImageSummary, KillRefusal, NodeLoad, ProcInfo, RestoreSpec,
+    SessionId, SessionReport, SpawnSpec, WireError, WireSignal,
 };
 
 /// The node's hello.
@@ -206,4 +206,59 @@ pub enum LinkMsg {
         req: u64,
         result: Result<(), KillRefusal>,
     },
+
+    /// Home → node: capture the session's process into an image, sent
+    /// back as transfer `req` (`Image`... `ImageEnd`). Unless
+    /// `leave_running`, the process stays stopped until `ImageSaved`, and
+    /// is killed if the image was saved. Ends with `Checkpointed`. See
+    /// docs/design/checkpoint.md.
+    Checkpoint {
+        req: u64,
+        session: SessionId,
+        leave_running: bool,
+    },
+    /// Home → node: the caller stored the image of `Checkpoint` `req`
+    /// safely (`ok`), or could not (the process then runs on).
+    ImageSaved {
+        req: u64,
+        ok: bool,
+    },
+    /// Node → home: `Checkpoint` `req` is over.
+    Checkpointed {
+        req: u64,
+        result: Result<(), WireError>,
+    },
+    /// Home → node: rebuild a process from the image that follows as
+    /// transfer `req`, as the process of a new session (answered with
+    /// `Spawned`, as a spawn is).
+    Restore {
+        req: u64,
+        session: SessionId,
+        home_pid: u32,
+        cred: Cred,
+        spec: Box<RestoreSpec>,
+    },
+    /// Part of the image of transfer `req`, at `offset` (at most
+    /// [`crate::MAX_DATA_CHUNK`] bytes).
+    Image {
+        req: u64,
+        offset: u64,
+        #[serde(with = "serde_bytes")]
+        data: Vec<u8>,
+    },
+    /// The receiver of transfer `req` holds its image up to `offset`; the
+    /// sender keeps at most [`IMAGE_WINDOW`] bytes unacknowledged.
+    ImageAck {
+        req: u64,
+        offset: u64,
+    },
+    /// The sender of transfer `req` is done: the image is complete, or it
+    /// failed.
+    ImageEnd {
+        req: u64,
+        result: Result<ImageSummary, WireError>,
+    },
 }
+
+/// Bytes of an image a sender may have in flight, unacknowledged.
+pub const IMAGE_WINDOW: u64 = 8 << 20;

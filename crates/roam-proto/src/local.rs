@@ -13,7 +13,9 @@
 use serde::{Deserialize, Serialize};
 
 use crate::link::LinkMsg;
-use crate::types::{Mode, NodeInfo, ProcInfo, SessionId, SpawnSpec, WireError, WireSignal};
+use crate::types::{
+    Mode, NodeInfo, ProcInfo, RestoreSpec, SessionId, SpawnSpec, WireError, WireSignal,
+};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LocalHello {
@@ -62,6 +64,25 @@ pub enum LocalMsg {
     Reattach {
         session: SessionId,
     },
+    /// Checkpoint the remote process with this home pid: its image comes
+    /// back as `Transfer(Image...)`, `Transfer(ImageEnd)`; the caller
+    /// answers `Transfer(ImageAck)`s and then `Transfer(ImageSaved)`; the
+    /// end is `Transfer(Checkpointed)`. See docs/design/checkpoint.md.
+    Checkpoint {
+        home_pid: u32,
+        leave_running: bool,
+    },
+    /// Restore an image on `node`; the caller's pid becomes the home pid.
+    /// The caller then sends the image (`Transfer(Image...)`,
+    /// `Transfer(ImageEnd)`), gets `Transfer(ImageAck)`s, and `Spawned`
+    /// as after a `Spawn`, then the session's stream.
+    Restore {
+        spec: Box<RestoreSpec>,
+        node: String,
+    },
+    /// A message of the connection's image transfer (its `req` is the
+    /// home's to fill in).
+    Transfer(LinkMsg),
 
     // ---- answers ----
     Error(WireError),

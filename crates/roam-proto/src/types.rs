@@ -67,6 +67,38 @@ impl Cred {
     }
 }
 
+/// A complete checkpoint image, as its sender describes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageSummary {
+    /// The image's length in bytes.
+    pub len: u64,
+    /// Bytes of memory it stores.
+    pub stored: u64,
+    /// How long the process was stopped to be captured (microseconds).
+    pub frozen_us: u64,
+}
+
+/// The largest image a node takes for a restore.
+pub const MAX_IMAGE: u64 = 1 << 40;
+
+/// What a node needs to restore an image besides the image.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestoreSpec {
+    /// The image's length in bytes (at most [`MAX_IMAGE`]).
+    pub image_len: u64,
+    /// The image's architecture (its `META` section's).
+    pub arch: String,
+    /// The command `roam ps` shows for it.
+    pub command: String,
+    /// Which of stdin, stdout, stderr are /dev/null at home (as in
+    /// [`SpawnSpec::null`]).
+    pub null: [bool; 3],
+    /// The proxy's parent's pid and the home's host name (as in
+    /// [`SpawnSpec`]).
+    pub home_ppid: u32,
+    pub home_host: String,
+}
+
 /// Terminal set-up for a remote process whose proxy has a terminal.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TtySpec {

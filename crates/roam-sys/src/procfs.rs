@@ -423,6 +423,35 @@ fn invalid(msg: impl Into<String>) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, msg.into())
 }
 
+/// The resource limits (soft, hard) of /proc/`pid`/limits, in the
+/// kernel's order (RLIMIT_CPU first); "unlimited" is `u64::MAX`.
+pub fn limits(pid: i32) -> io::Result<Vec<(u64, u64)>> {
+    parse_limits(&std::fs::read_to_string(format!("/proc/{pid}/limits"))?)
+}
+
+fn parse_limits(text: &str) -> io::Result<Vec<(u64, u64)>> {
+    let bad = || io::Error::new(io::ErrorKind::InvalidData, "malformed limits");
+    let mut lines = text.lines();
+    let head = lines.next().ok_or_else(bad)?;
+    // Names have spaces: the values are found at the header's columns.
+    let soft_at = head.find("Soft Limit").ok_or_else(bad)?;
+    let hard_at = head.find("Hard Limit").ok_or_else(bad)?;
+    let value = |v: Option<&str>| -> io::Result<u64> {
+        match v.ok_or_else(bad)?.split_whitespace().next() {
+            Some("unlimited") => Ok(u64::MAX),
+            Some(n) => n.parse().map_err(|_| bad()),
+            None => Err(bad()),
+        }
+    };
+    let out: Vec<(u64, u64)> = lines
+        .map(|l| Ok((value(l.get(soft_at..))?, value(l.get(hard_at..))?)))
+        .collect::<io::Result<_>>()?;
+    if out.len() != libc::RLIMIT_RTTIME as usize + 1 {
+        return Err(bad());
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod signal_mask_tests {
     use super::*;
@@ -637,5 +666,18 @@ mod tests {
         let pm = super::pagemap(me, addr, 1).unwrap();
         assert_eq!(pm.len(), 1);
         assert_ne!(pm[0] & super::PAGE_PRESENT, 0);
+    }
+
+    #[test]
+    fn limits_are_read_at_the_header_columns() {
+        let own = limits(std::process::id() as i32).unwrap();
+        let mut r = libc::rlimit64 {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit64 writes the one struct given.
+        unsafe { libc::getrlimit64(libc::RLIMIT_NOFILE, &mut r) };
+        assert_eq!(own[libc::RLIMIT_NOFILE as usize], (r.rlim_cur, r.rlim_max));
+        assert!(parse_limits("Limit  Soft Limit  Hard Limit\nMax x  1  2\n").is_err());
     }
 }

@@ -380,7 +380,16 @@ pub fn xcr0() -> u64 {
 
 /// The resource limits (soft, hard) of process `pid`, RLIMIT_CPU to
 /// RLIMIT_RTTIME in the kernel's order (`prlimit`).
+/// Where prlimit is refused (some kernels refuse even root another
+/// user's limits), /proc/PID/limits is read instead.
 pub fn rlimits(pid: i32) -> io::Result<Vec<(u64, u64)>> {
+    match rlimits_by_call(pid) {
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => crate::procfs::limits(pid),
+        other => other,
+    }
+}
+
+fn rlimits_by_call(pid: i32) -> io::Result<Vec<(u64, u64)>> {
     (0..=libc::RLIMIT_RTTIME)
         .map(|r| {
             let mut old = libc::rlimit64 {

@@ -233,9 +233,20 @@ impl Remote {
 /// (PTRACE_O_EXITKILL: it dies with its tracer) and stopped. With `pid`,
 /// the child gets that pid if it is free (clone3 with set_tid: needs
 /// CAP_SYS_ADMIN), otherwise any. With `new_session`, it leads a new
-/// session. Returns the stub's pid, stopped in a signal stop right after
-/// a `syscall` instruction (its `rip - 2`).
-pub fn spawn_stub(stdio: [RawFd; 3], pid: Option<i32>, new_session: bool) -> io::Result<i32> {
+/// session. With `root`, it lives in a mount namespace of its own whose
+/// `/` is `root`, as a spawned remote process does (see
+/// [`crate::spawn::SpawnRequest::root`]). Returns the stub's pid, stopped
+/// in a signal stop right after a `syscall` instruction (its `rip - 2`).
+pub fn spawn_stub(
+    stdio: [RawFd; 3],
+    pid: Option<i32>,
+    new_session: bool,
+    root: Option<&[u8]>,
+) -> io::Result<i32> {
+    let root = root
+        .map(crate::spawn::prepare_root)
+        .transpose()
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
     // The child dup2s onto 0..=2: sources moved out of the way first.
     let mut moved = [0; 3];
     for (m, &fd) in moved.iter_mut().zip(&stdio) {
@@ -283,7 +294,7 @@ pub fn spawn_stub(stdio: [RawFd; 3], pid: Option<i32>, new_session: bool) -> io:
     if child == 0 {
         // SAFETY: in the new child, which only makes raw calls and never
         // returns.
-        unsafe { stub_child(moved, new_session) }
+        unsafe { stub_child(moved, new_session, root.as_ref()) }
     }
     let e = io::Error::last_os_error();
     close_all(&moved);
@@ -295,6 +306,11 @@ pub fn spawn_stub(stdio: [RawFd; 3], pid: Option<i32>, new_session: bool) -> io:
             signal: libc::SIGSTOP,
             ..
         } => {}
+        Stop::Exited(STUB_NO_ROOT) if root.is_some() => {
+            return Err(io::Error::other(format!(
+                "the restore stub {child} could not enter its root"
+            )))
+        }
         other => {
             return Err(io::Error::other(format!(
                 "the restore stub {child} did not stop as expected: {other:?}"
@@ -313,15 +329,23 @@ fn close_all(fds: &[RawFd]) {
     }
 }
 
+/// The stub's exit code when it cannot enter its root.
+const STUB_NO_ROOT: i32 = 126;
+
 /// The stub's side: stdio in place, nothing else open, traced, stopped.
 ///
 /// # Safety
 /// Only in the child of a fork of a multi-threaded process: raw system
 /// calls only (async-signal-safe), never returns.
-unsafe fn stub_child(stdio: [RawFd; 3], new_session: bool) -> ! {
+unsafe fn stub_child(stdio: [RawFd; 3], new_session: bool, root: Option<&crate::spawn::Root>) -> ! {
     // SAFETY: system calls on this (child) process's own descriptors and
-    // state.
+    // state; `enter_root` makes only system calls on prepared strings.
     unsafe {
+        if let Some((dir, binds)) = root {
+            if crate::spawn::enter_root(dir, binds).is_err() {
+                libc::_exit(STUB_NO_ROOT);
+            }
+        }
         for (i, &fd) in stdio.iter().enumerate() {
             libc::dup2(fd, i as RawFd);
         }

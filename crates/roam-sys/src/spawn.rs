@@ -174,6 +174,27 @@ struct Prepared {
     supervise: Option<(Vec<libc::sock_filter>, RawFd)>,
 }
 
+/// A root for [`enter_root`]: the view's path, and the node's trees to
+/// bind into it (source, target).
+pub(crate) type Root = (CString, Vec<(CString, CString)>);
+
+/// The root `r` with the node's `/proc`, `/sys` and `/dev` bound into it.
+pub(crate) fn prepare_root(r: &[u8]) -> Result<Root, SpawnError> {
+    let mut binds = Vec::new();
+    for dir in ["proc", "sys", "dev"] {
+        let mut target = r.to_vec();
+        if !target.ends_with(b"/") {
+            target.push(b'/');
+        }
+        target.extend_from_slice(dir.as_bytes());
+        binds.push((
+            cstring(format!("/{dir}").as_bytes(), "directory")?,
+            cstring(&target, "root")?,
+        ));
+    }
+    Ok((cstring(r, "root")?, binds))
+}
+
 fn cstring(bytes: &[u8], what: &'static str) -> Result<CString, SpawnError> {
     CString::new(bytes).map_err(|_| SpawnError::Nul { what })
 }
@@ -265,24 +286,7 @@ fn prepare(req: &SpawnRequest<'_>) -> Result<Prepared, SpawnError> {
         1024
     };
 
-    let root = match req.root {
-        None => None,
-        Some(r) => {
-            let mut binds = Vec::new();
-            for dir in ["proc", "sys", "dev"] {
-                let mut target = r.to_vec();
-                if !target.ends_with(b"/") {
-                    target.push(b'/');
-                }
-                target.extend_from_slice(dir.as_bytes());
-                binds.push((
-                    cstring(format!("/{dir}").as_bytes(), "directory")?,
-                    cstring(&target, "root")?,
-                ));
-            }
-            Some((cstring(r, "root")?, binds))
-        }
-    };
+    let root = req.root.map(prepare_root).transpose()?;
 
     Ok(Prepared {
         root,
@@ -882,7 +886,7 @@ unsafe fn child_after_fork(p: &Prepared, status_fd: RawFd) -> ! {
 /// # Safety
 /// Only in a child of fork or [`vfork_child`]; makes only system calls on
 /// the strings given.
-unsafe fn enter_root(root: &CString, binds: &[(CString, CString)]) -> Result<(), i32> {
+pub(crate) unsafe fn enter_root(root: &CString, binds: &[(CString, CString)]) -> Result<(), i32> {
     // SAFETY: plain system calls on valid NUL-terminated strings that
     // outlive them; they change only this child's namespaces and root.
     unsafe {

@@ -7,6 +7,7 @@
 mod files;
 mod hetero;
 mod identity;
+mod migrate;
 
 use std::io::{Read, Write};
 use std::os::unix::process::ExitStatusExt;

@@ -11,20 +11,19 @@ use roam_ckpt::local::Ended;
 pub struct Args {
     /// A directory `roam checkpoint` wrote.
     dir: PathBuf,
-    /// The node to restore on (default: this machine).
+    /// The node to restore on (default: this machine, root only); the
+    /// process there is a remote process whose proxy this command is.
     #[arg(long)]
     node: Option<String>,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if let Some(node) = &args.node {
-        let here = roam_sys::procfs::hostname();
-        if *node != here {
-            bail!(
-                "restoring on another node ({node}) is not supported yet; \
-                 restore on this machine ({here}) without --node"
-            );
-        }
+        roam_core::proxy::run_restore_proxy(roam_core::proxy::RestoreOptions {
+            socket: roam_core::client::socket_path(),
+            image: args.dir.join(roam_ckpt::local::IMAGE_FILE),
+            node: node.clone(),
+        });
     }
     if !roam_sys::cred::is_root() {
         bail!("only root can restore a process (it takes the image's credentials)");

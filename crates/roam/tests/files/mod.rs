@@ -15,7 +15,7 @@ use super::{bin_dir, text, Cluster};
 
 impl Cluster {
     /// `nodes` nodes whose remote processes see the home's files.
-    fn home_files(nodes: u32) -> Cluster {
+    pub(crate) fn home_files(nodes: u32) -> Cluster {
         let mut opts = TestbedOpts::new(nodes, bin_dir().join("roamd"));
         opts.home_files = true;
         let tb = Testbed::up(opts).expect("testbed up");

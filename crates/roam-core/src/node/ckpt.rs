@@ -1,0 +1,504 @@
+//! Checkpoint and restore of remote processes on a node (issue 6).
+//!
+//! The ptrace work runs on one long-lived thread of the daemon, the
+//! *tracer*: ptrace requests must come from the thread that attached, and
+//! a restored process is that thread's child, which must outlive it
+//! (`PR_SET_PDEATHSIG` fires when the parent thread exits). While it
+//! traces it holds the node's trace gate, which keeps the reaper's
+//! `waitpid(-1)` from taking the stops it waits for.
+//!
+//! Images travel over the link as a transfer (`Image` frames of at most
+//! [`MAX_DATA_CHUNK`] bytes, at most [`IMAGE_WINDOW`] unacknowledged, then
+//! `ImageEnd`), through the home, to and from the `roam` command. See
+//! docs/design/checkpoint.md.
+
+use std::collections::HashMap;
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use roam_ckpt::capture::{capture_held_with, Held};
+use roam_ckpt::restore::{restore as restore_image, Image, RestoreOpts, Restored, User};
+use roam_proto::link::{LinkMsg, IMAGE_WINDOW};
+use roam_proto::types::{
+    Cred, ErrorCode, ImageSummary, RestoreSpec, SessionId, SessionReport, WireError, MAX_IMAGE,
+};
+use roam_proto::MAX_DATA_CHUNK;
+use tokio::sync::{mpsc, oneshot};
+
+use super::{prepare_stdio, start_session, NodeShared};
+use crate::config::IdentityMode;
+use crate::error_chain;
+
+/// How long a transfer waits for its peer's next message before giving
+/// up (the caller went away without a word, the link is gone).
+const TRANSFER_IDLE: Duration = Duration::from_secs(60);
+
+/// The image architecture this node restores (its own).
+const NATIVE_ARCH: &str = "x86_64";
+
+/// A capture's image, serialized.
+struct CapturedImage {
+    bytes: Vec<u8>,
+    summary: ImageSummary,
+}
+
+enum Job {
+    Capture {
+        pid: i32,
+        own_filters: u32,
+        leave_running: bool,
+        reply: oneshot::Sender<Result<CapturedImage, String>>,
+    },
+    /// Ends the hold of a capture without `leave_running`.
+    Release {
+        pid: i32,
+        kill: bool,
+        reply: oneshot::Sender<Result<(), String>>,
+    },
+    Restore {
+        image: Box<Image>,
+        opts: RestoreOpts,
+        /// Called with the pid before the reaper may see it.
+        register: Box<dyn FnOnce(u32) + Send>,
+        reply: oneshot::Sender<Result<Restored, String>>,
+    },
+}
+
+/// The tracer thread's queue.
+pub(super) struct Tracer {
+    jobs: std::sync::mpsc::Sender<Job>,
+}
+
+impl Tracer {
+    pub(super) fn start(gate: Arc<tokio::sync::Mutex<()>>) -> Tracer {
+        let (jobs, rx) = std::sync::mpsc::channel::<Job>();
+        std::thread::Builder::new()
+            .name("roam-tracer".into())
+            .spawn(move || {
+                // SIGCHLD goes to the runtime's thread, which reaps.
+                roam_sys::signal::block_all_in_thread();
+                let mut held: HashMap<i32, Held> = HashMap::new();
+                for job in rx {
+                    let _gate = gate.blocking_lock();
+                    run_job(job, &mut held);
+                }
+            })
+            .expect("cannot start the tracer thread");
+        Tracer { jobs }
+    }
+
+    async fn ask<T>(&self, job: impl FnOnce(oneshot::Sender<T>) -> Job) -> Option<T> {
+        let (tx, rx) = oneshot::channel();
+        self.jobs.send(job(tx)).ok()?;
+        rx.await.ok()
+    }
+}
+
+fn run_job(job: Job, held: &mut HashMap<i32, Held>) {
+    match job {
+        Job::Capture {
+            pid,
+            own_filters,
+            leave_running,
+            reply,
+        } => {
+            let t0 = Instant::now();
+            let result = capture_held_with(pid, own_filters)
+                .map_err(|e| error_chain(&e))
+                .and_then(|(c, h)| {
+                    if leave_running {
+                        h.release(false).map_err(|e| error_chain(&e))?;
+                    } else {
+                        held.insert(pid, h);
+                    }
+                    let frozen_us = t0.elapsed().as_micros() as u64;
+                    let bytes = serialize(&c.sections).map_err(|e| {
+                        if let Some(h) = held.remove(&pid) {
+                            let _ = h.release(false);
+                        }
+                        format!("cannot serialize the image: {e}")
+                    })?;
+                    let summary = ImageSummary {
+                        len: bytes.len() as u64,
+                        stored: c.stored_bytes,
+                        frozen_us,
+                    };
+                    Ok(CapturedImage { bytes, summary })
+                });
+            let _ = reply.send(result);
+        }
+        Job::Release { pid, kill, reply } => {
+            let result = match held.remove(&pid) {
+                Some(h) => h.release(kill).map_err(|e| error_chain(&e)),
+                None => Err(format!("process {pid} is not held")),
+            };
+            let _ = reply.send(result);
+        }
+        Job::Restore {
+            image,
+            opts,
+            register,
+            reply,
+        } => {
+            let result = restore_image(&image, &opts).map_err(|e| error_chain(&e));
+            if let Ok(r) = &result {
+                register(r.pid as u32);
+            }
+            let _ = reply.send(result);
+        }
+    }
+}
+
+fn serialize(sections: &[roam_ckpt::image::Section]) -> std::io::Result<Vec<u8>> {
+    let len: usize = sections.iter().map(|s| s.payload.len() + 64).sum();
+    let mut w = roam_ckpt::image::Writer::new(Vec::with_capacity(len + 64))?;
+    for s in sections {
+        w.section(s.kind, &s.payload)?;
+    }
+    w.finish()
+}
+
+fn err(code: ErrorCode, message: impl Into<String>) -> WireError {
+    WireError::new(code, message)
+}
+
+/// Seccomp filters a remote process has that are the node's own (its
+/// identity supervision), installed again at restore.
+fn own_filters(shared: &NodeShared) -> u32 {
+    u32::from(shared.cfg.identity == IdentityMode::Home)
+}
+
+/// `Checkpoint`: captures the session's process and sends its image.
+pub(super) async fn checkpoint(
+    shared: Arc<NodeShared>,
+    req: u64,
+    session: SessionId,
+    leave_running: bool,
+    rx: mpsc::UnboundedReceiver<LinkMsg>,
+) {
+    let result = checkpoint_inner(&shared, req, session, leave_running, rx).await;
+    shared.transfers.lock().unwrap().remove(&req);
+    match &result {
+        Ok(()) => tracing::info!("session {session}: checkpointed"),
+        Err(e) => tracing::info!("session {session}: checkpoint failed: {}", e.message),
+    }
+    shared.send(&LinkMsg::Checkpointed { req, result });
+}
+
+async fn checkpoint_inner(
+    shared: &Arc<NodeShared>,
+    req: u64,
+    session: SessionId,
+    leave_running: bool,
+    mut rx: mpsc::UnboundedReceiver<LinkMsg>,
+) -> Result<(), WireError> {
+    let pid = shared
+        .sessions
+        .lock()
+        .unwrap()
+        .get(&session)
+        .map(|h| h.report.node_pid as i32)
+        .ok_or_else(|| err(ErrorCode::NotFound, "no such session on this node"))?;
+    let filters = own_filters(shared);
+    let image = shared
+        .tracer
+        .ask(|reply| Job::Capture {
+            pid,
+            own_filters: filters,
+            leave_running,
+            reply,
+        })
+        .await
+        .ok_or_else(|| err(ErrorCode::Internal, "the tracer thread is gone"))?
+        .map_err(|e| err(ErrorCode::BadRequest, format!("node {}: {e}", shared.name)))?;
+    let sent = send_image(shared, req, &image.bytes, &mut rx).await;
+    let saved = match sent {
+        Ok(()) => {
+            shared.send(&LinkMsg::ImageEnd {
+                req,
+                result: Ok(image.summary),
+            });
+            wait_saved(&mut rx).await
+        }
+        Err(e) => {
+            shared.send(&LinkMsg::ImageEnd {
+                req,
+                result: Err(e.clone()),
+            });
+            Err(e)
+        }
+    };
+    drop(image);
+    if !leave_running {
+        // Killed only once the image is safe; otherwise it runs on.
+        let kill = saved.is_ok();
+        shared
+            .tracer
+            .ask(|reply| Job::Release { pid, kill, reply })
+            .await
+            .ok_or_else(|| err(ErrorCode::Internal, "the tracer thread is gone"))?
+            .map_err(|e| err(ErrorCode::Internal, e))?;
+    }
+    saved
+}
+
+/// Waits for the caller's `ImageSaved`.
+async fn wait_saved(rx: &mut mpsc::UnboundedReceiver<LinkMsg>) -> Result<(), WireError> {
+    loop {
+        match tokio::time::timeout(TRANSFER_IDLE, rx.recv()).await {
+            Ok(Some(LinkMsg::ImageSaved { ok: true, .. })) => return Ok(()),
+            Ok(Some(LinkMsg::ImageSaved { ok: false, .. })) => {
+                return Err(err(
+                    ErrorCode::Unavailable,
+                    "the image was not saved: the process runs on",
+                ))
+            }
+            Ok(Some(_)) => {}
+            Ok(None) | Err(_) => {
+                return Err(err(
+                    ErrorCode::Unavailable,
+                    "the caller did not say the image was saved: the process runs on",
+                ))
+            }
+        }
+    }
+}
+
+/// Sends `bytes` as transfer `req`, at most [`IMAGE_WINDOW`] ahead of the
+/// receiver's acknowledgements.
+async fn send_image(
+    shared: &NodeShared,
+    req: u64,
+    bytes: &[u8],
+    rx: &mut mpsc::UnboundedReceiver<LinkMsg>,
+) -> Result<(), WireError> {
+    let mut acked = 0u64;
+    let mut offset = 0u64;
+    for chunk in bytes.chunks(MAX_DATA_CHUNK) {
+        while offset - acked > IMAGE_WINDOW {
+            match tokio::time::timeout(TRANSFER_IDLE, rx.recv()).await {
+                Ok(Some(LinkMsg::ImageAck { offset: o, .. })) => acked = acked.max(o),
+                Ok(Some(LinkMsg::ImageSaved { .. })) => {
+                    return Err(err(ErrorCode::Unavailable, "the caller gave up the image"))
+                }
+                Ok(Some(_)) => {}
+                Ok(None) | Err(_) => {
+                    return Err(err(
+                        ErrorCode::Unavailable,
+                        "the caller stopped taking the image",
+                    ))
+                }
+            }
+        }
+        shared.send(&LinkMsg::Image {
+            req,
+            offset,
+            data: chunk.to_vec(),
+        });
+        offset += chunk.len() as u64;
+    }
+    Ok(())
+}
+
+/// `Restore`: receives the image, rebuilds its process as the process of
+/// `session`, and returns its pid.
+pub(super) async fn restore(
+    shared: &Arc<NodeShared>,
+    req: u64,
+    session: SessionId,
+    home_pid: u32,
+    cred: Cred,
+    spec: RestoreSpec,
+    mut rx: mpsc::UnboundedReceiver<LinkMsg>,
+) -> Result<u32, WireError> {
+    let here = |m: String| format!("node {}: {m}", shared.name);
+    if spec.arch != NATIVE_ARCH {
+        return Err(err(
+            ErrorCode::ExecFailed,
+            here(format!(
+                "the image is of an {} process; this node restores {NATIVE_ARCH} ones",
+                spec.arch
+            )),
+        ));
+    }
+    let room = available_memory().unwrap_or(u64::MAX);
+    if spec.image_len > MAX_IMAGE || spec.image_len > room {
+        return Err(err(
+            ErrorCode::NoCapacity,
+            here(format!(
+                "an image of {} bytes does not fit (at most {} here)",
+                spec.image_len,
+                room.min(MAX_IMAGE)
+            )),
+        ));
+    }
+    if shared.sessions.lock().unwrap().contains_key(&session) {
+        return Err(err(ErrorCode::BadRequest, "session already exists"));
+    }
+    shared.fs.note_user(&cred);
+    let root = match &shared.files {
+        None => None,
+        Some(files) => {
+            if files.lock().unwrap().is_none() {
+                return Err(err(
+                    ErrorCode::ExecFailed,
+                    here("the home's files are not mounted (see its log)".into()),
+                ));
+            }
+            use std::os::unix::ffi::OsStrExt;
+            Some(shared.cfg.files_mount.as_os_str().as_bytes().to_vec())
+        }
+    };
+    let bytes = receive_image(shared, req, spec.image_len, &mut rx).await?;
+    let sections = roam_ckpt::image::read_sized(&bytes[..], Some(spec.image_len))
+        .map_err(|e| err(ErrorCode::BadRequest, here(format!("bad image: {e}"))))?;
+    drop(bytes);
+    let image = Image::from_sections(sections)
+        .map_err(|e| err(ErrorCode::BadRequest, here(format!("bad image: {e}"))))?;
+    let (mut ends, child_fds, _) = prepare_stdio(None, spec.null).map_err(|e| {
+        err(
+            ErrorCode::Internal,
+            here(format!("cannot set up stdio: {e}")),
+        )
+    })?;
+    let supervise = (shared.cfg.identity == IdentityMode::Home)
+        .then(|| roam_sys::seccomp::notify_filter(&crate::identity::SYSCALLS))
+        .transpose()
+        .map_err(|e| err(ErrorCode::Internal, here(format!("seccomp filter: {e}"))))?;
+    let opts = RestoreOpts {
+        stdio: [
+            child_fds[0].as_raw_fd(),
+            child_fds[1].as_raw_fd(),
+            child_fds[2].as_raw_fd(),
+        ],
+        same_pid: true,
+        new_session: true,
+        creds: true,
+        // Root restores any image; a user only their own, with their rights.
+        user: (cred.uid != 0).then(|| User {
+            uid: cred.uid,
+            gid: cred.gid,
+            groups: cred.groups.clone(),
+        }),
+        supervise,
+        pdeathsig: Some(libc::SIGKILL),
+        root,
+    };
+    let (tx, cmd_rx) = mpsc::unbounded_channel();
+    let pids = shared.pids.clone();
+    let register_tx = tx.clone();
+    let restored = shared
+        .tracer
+        .ask(|reply| Job::Restore {
+            image: Box::new(image),
+            opts,
+            register: Box::new(move |pid| {
+                pids.lock().unwrap().insert(pid, register_tx);
+            }),
+            reply,
+        })
+        .await
+        .ok_or_else(|| err(ErrorCode::Internal, "the tracer thread is gone"))?
+        .map_err(|e| err(ErrorCode::ExecFailed, here(e)))?;
+    drop(child_fds);
+    let pid = restored.pid as u32;
+    if let Some(listener) = restored.listener {
+        let sup = crate::identity::Supervision {
+            who: crate::identity::HomeIdentity {
+                session,
+                home_pid,
+                home_ppid: spec.home_ppid,
+                home_host: spec.home_host.clone(),
+            },
+            forwarder: shared.identity.clone(),
+            rt: tokio::runtime::Handle::current(),
+        };
+        if let Err(e) = crate::identity::start_supervisor(pid, listener, &sup) {
+            let _ = roam_sys::signal::kill(pid as i32, libc::SIGKILL);
+            return Err(err(
+                ErrorCode::Internal,
+                here(format!("cannot supervise the restored process: {e}")),
+            ));
+        }
+    }
+    let report = SessionReport {
+        session,
+        home_pid,
+        node_pid: pid,
+        uid: cred.uid,
+        command: spec.command.clone(),
+    };
+    start_session(shared, report, &mut ends, None, tx, cmd_rx)?;
+    tracing::info!(
+        "session {session}: pid {pid} uid {} restored for home pid {home_pid}",
+        cred.uid
+    );
+    Ok(pid)
+}
+
+/// Receives transfer `req` of `len` bytes, acknowledging as it goes.
+async fn receive_image(
+    shared: &NodeShared,
+    req: u64,
+    len: u64,
+    rx: &mut mpsc::UnboundedReceiver<LinkMsg>,
+) -> Result<Vec<u8>, WireError> {
+    let mut bytes: Vec<u8> = Vec::new();
+    bytes.try_reserve_exact(len as usize).map_err(|_| {
+        err(
+            ErrorCode::NoCapacity,
+            format!("cannot hold an image of {len} bytes"),
+        )
+    })?;
+    loop {
+        let msg = tokio::time::timeout(TRANSFER_IDLE, rx.recv())
+            .await
+            .map_err(|_| err(ErrorCode::Unavailable, "the image stopped coming"))?
+            .ok_or_else(|| err(ErrorCode::Unavailable, "the image stopped coming"))?;
+        match msg {
+            LinkMsg::Image { offset, data, .. } => {
+                if offset != bytes.len() as u64 || offset + data.len() as u64 > len {
+                    return Err(err(
+                        ErrorCode::BadRequest,
+                        format!(
+                            "image data at {offset} (+{}) where {} of {len} bytes were expected",
+                            data.len(),
+                            bytes.len()
+                        ),
+                    ));
+                }
+                bytes.extend_from_slice(&data);
+                shared.send(&LinkMsg::ImageAck {
+                    req,
+                    offset: bytes.len() as u64,
+                });
+            }
+            LinkMsg::ImageEnd { result: Ok(s), .. } => {
+                if s.len != len || bytes.len() as u64 != len {
+                    return Err(err(
+                        ErrorCode::BadRequest,
+                        format!("the image ended at {} bytes of {len}", bytes.len()),
+                    ));
+                }
+                return Ok(bytes);
+            }
+            LinkMsg::ImageEnd { result: Err(e), .. } => return Err(e),
+            _ => {}
+        }
+    }
+}
+
+/// MemAvailable of /proc/meminfo, in bytes.
+fn available_memory() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let kib: u64 = info
+        .lines()
+        .find_map(|l| l.strip_prefix("MemAvailable:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kib * 1024)
+}
