@@ -308,3 +308,63 @@ fn a_process_keeps_its_home_files_when_it_moves() {
         .collect();
     assert_eq!(lines, (0..40).collect::<Vec<_>>());
 }
+
+#[test]
+fn a_stub_killed_mid_restore_leaves_nothing_and_the_image_restores_later() {
+    let c = Cluster::up(1);
+    let scratch = Scratch::new("stub", 0);
+    let prog = "import time\nb = bytearray(b'\\x01') * (300 << 20)\nprint('ready', flush=True)\ntime.sleep(1.5)\nprint(sum(b[::4096]), flush=True)\n";
+    let mut first = as_user(&c, None, &["run", "--node", "n1", "python3", "-c", prog])
+        .spawn()
+        .unwrap();
+    let mut ready = [0u8; 6];
+    first
+        .stdout
+        .as_mut()
+        .unwrap()
+        .read_exact(&mut ready)
+        .unwrap();
+    assert_eq!(&ready, b"ready\n");
+    let node_pid = c.wait_listed(first.id()).node_pid;
+    let img = scratch.dir("img");
+    let out = as_user(
+        &c,
+        None,
+        &["checkpoint", &first.id().to_string(), "-o", &img],
+    )
+    .output()
+    .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    wait_timeout(&mut first, Duration::from_secs(10));
+    // The stub takes the process's pid again (free since it was killed):
+    // killed as soon as it exists, while 300 MiB are written into it.
+    let mut doomed = as_user(&c, None, &["restore", &img, "--node", "n1"])
+        .spawn()
+        .unwrap();
+    let proc_dir = PathBuf::from(format!("/proc/{node_pid}"));
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !proc_dir.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the stub never appeared"
+        );
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    // SAFETY: kill takes a pid and a signal.
+    unsafe { libc::kill(node_pid as i32, libc::SIGKILL) };
+    let status = wait_timeout(&mut doomed, Duration::from_secs(30));
+    let err = stderr_of(&mut doomed);
+    assert!(!status.success(), "the restore cannot succeed: {err}");
+    assert!(err.contains("node n1:"), "{err}");
+    assert!(c.ps().iter().all(|p| p.home_pid != doomed.id()));
+    wait_until("the stub to be reaped", Duration::from_secs(5), || {
+        !proc_dir.exists()
+    });
+    // The image is intact: it restores, and the process finishes.
+    let mut second = as_user(&c, None, &["restore", &img, "--node", "n1"])
+        .spawn()
+        .unwrap();
+    let status = wait_timeout(&mut second, Duration::from_secs(60));
+    assert!(status.success(), "{}", stderr_of(&mut second));
+    assert_eq!(stdout_of(&mut second), format!("{}\n", 300 << 8));
+}
