@@ -1,6 +1,7 @@
 //! roam-bench-ckpt: checkpoint and restore times of roam's engine, side
 //! by side in one run with the floor the machine allows (reading the same
-//! memory with process_vm_readv) and with CRIU when it runs here.
+//! memory with process_vm_readv into a huge-page buffer) and with CRIU
+//! when it runs here.
 //!
 //! Programs: tests/programs/ckpt/pipe_read.c, the minimal program (libc,
 //! a pipe, a blocking read), and tests/programs/ckpt/heap.c (a heap of N
@@ -93,16 +94,20 @@ fn reap(mut c: Child) {
     let _ = c.wait();
 }
 
-/// process_vm_readv of every anonymous and written mapping: the floor.
+/// A copy of every writable private mapping out of the process, as fast
+/// as the machine copies one: process_vm_readv straight into a buffer
+/// backed by huge pages, not zeroed first. The floor.
 fn floor_read(pid: i32) -> anyhow::Result<(Duration, u64)> {
     let maps = roam_sys::procfs::maps(pid)?;
     let t = Instant::now();
     let mut total = 0u64;
-    let mut buf = Vec::new();
     for v in maps.iter().filter(|v| v.write && !v.shared) {
         let len = (v.end - v.start) as usize;
-        buf.resize(len, 0);
-        total += roam_sys::ptrace::read_memory(pid, v.start, &mut buf).unwrap_or(0) as u64;
+        let mut buf = Vec::with_capacity(len);
+        roam_sys::mem::huge_pages_for(&mut buf);
+        if roam_sys::ptrace::read_memory_append(pid, &mut buf, len, v.start).is_ok() {
+            total += len as u64;
+        }
     }
     Ok((t.elapsed(), total))
 }
@@ -228,7 +233,7 @@ fn run(args: Args) -> anyhow::Result<()> {
             (&heap, Some(mib))
         }
     };
-    println!("roam checkpoint/restore, images on tmpfs; medians; floor = process_vm_readv of the same memory");
+    println!("roam checkpoint/restore, images on tmpfs; medians; floor = one copy of the same memory out of the process");
     println!(
         "{:>8} {:>5} {:>10} {:>10} {:>10} {:>10} {:>10} {:>12} {:>14}",
         "heap",

@@ -11,7 +11,6 @@ use std::collections::BTreeSet;
 use std::io;
 use std::io::Read;
 use std::os::fd::AsFd;
-use std::os::unix::fs::FileExt;
 
 use roam_sys::procfs::{self, Vma, PAGE_PRESENT, PAGE_SWAPPED};
 use roam_sys::ptrace::{self, Stop};
@@ -357,7 +356,8 @@ pub fn capture_held_with(pid: i32, own_filters: u32) -> Result<(Captured, Held),
             kind::CONTEXT,
             &context(pid, &tids, &status).map_err(sys("read the context"))?,
         ));
-        let (encoded, stored_bytes) = read_runs(&mem, &runs).map_err(sys("read the memory"))?;
+        let (encoded, stored_bytes) =
+            read_runs(pid, &mem, &runs).map_err(sys("read the memory"))?;
         sections.push(Section {
             kind: kind::PAGES,
             payload: encoded,
@@ -842,19 +842,21 @@ fn page_runs(pagemap: &std::fs::File, v: &Vma, out: &mut Vec<(u64, usize)>) -> i
     Ok(())
 }
 
-/// The PAGES section: each run read in one call (`/proc/PID/mem` reads
-/// as the tracer, protections aside) straight into its place, then zero
-/// pages taken out in place; and the bytes stored.
-fn read_runs(mem: &std::fs::File, runs: &[(u64, usize)]) -> io::Result<(Vec<u8>, u64)> {
+/// The PAGES section: each run read in one call straight into its place,
+/// then zero pages taken out in place; and the bytes stored.
+fn read_runs(pid: i32, mem: &std::fs::File, runs: &[(u64, usize)]) -> io::Result<(Vec<u8>, u64)> {
     let total: usize = runs.iter().map(|&(_, n)| 12 + n * PAGE).sum();
     let mut out = Vec::with_capacity(total);
+    roam_sys::mem::huge_pages_for(&mut out);
     for &(addr, n) in runs {
         let head = out.len();
         out.extend_from_slice(&addr.to_le_bytes());
         out.extend_from_slice(&(n as u32).to_le_bytes());
-        let data = out.len();
-        out.resize(data + n * PAGE, 0);
-        mem.read_exact_at(&mut out[data..], addr)?;
+        // process_vm_readv copies once; pages it may not read (PROT_NONE)
+        // come through /proc/PID/mem, which reads as the tracer.
+        if ptrace::read_memory_append(pid, &mut out, n * PAGE, addr).is_err() {
+            roam_sys::mem::read_at_append(mem, &mut out, n * PAGE, addr)?;
+        }
         drop_zero_pages(&mut out, head);
     }
     let stored = crate::image::decode_pages(&out)

@@ -293,6 +293,7 @@ fn read_section(
     // holds, else grown as it is read.
     let room = size.map_or(0, |s| len.min(s.saturating_sub(*at)));
     let mut payload = Vec::with_capacity(room as usize);
+    roam_sys::mem::huge_pages_for(&mut payload);
     let got = r.take(len).read_to_end(&mut payload)?;
     if (got as u64) < len {
         return Err(ImageError::Truncated {
