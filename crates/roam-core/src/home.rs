@@ -104,6 +104,26 @@ struct State {
     transfers: HashMap<u64, ckpt::Transfer>,
 }
 
+impl State {
+    /// A session id not in use.
+    fn new_session_id(&self) -> SessionId {
+        loop {
+            let id = SessionId(rand::random());
+            if !self.sessions.contains_key(&id) {
+                return id;
+            }
+        }
+    }
+
+    /// Each node's state, by name, as words.
+    fn node_states(&self) -> HashMap<String, String> {
+        self.nodes
+            .iter()
+            .map(|(n, e)| (n.clone(), e.state.to_string()))
+            .collect()
+    }
+}
+
 /// A node's file server and its epoch (see `LinkHelloReply::Welcome`).
 struct NodeFiles {
     server: Arc<roam_rfs::server::Server>,
@@ -1114,11 +1134,7 @@ fn start_spawn(
         }
         name
     } else if let Some(name) = node {
-        let states: HashMap<String, String> = st
-            .nodes
-            .iter()
-            .map(|(n, e)| (n.clone(), e.state.to_string()))
-            .collect();
+        let states = st.node_states();
         placement::check_named(&cands, &name, mode, arch, |n| {
             states.get(n).cloned().unwrap_or_else(|| "unknown".into())
         })
@@ -1146,12 +1162,7 @@ fn start_spawn(
     }
     st.next_req += 1;
     let req = st.next_req;
-    let session = loop {
-        let id = SessionId(rand::random());
-        if !st.sessions.contains_key(&id) {
-            break id;
-        }
-    };
+    let session = st.new_session_id();
     let command = spec
         .argv
         .iter()

@@ -131,6 +131,34 @@ impl NodeShared {
             .collect()
     }
 
+    /// The root remote processes see, if not the node's: the home's files.
+    fn root(&self) -> Option<Vec<u8>> {
+        use std::os::unix::ffi::OsStrExt;
+        self.files
+            .as_ref()
+            .map(|_| self.cfg.files_mount.as_os_str().as_bytes().to_vec())
+    }
+
+    /// What the identity supervisor of a session's process needs.
+    fn supervision(
+        &self,
+        session: SessionId,
+        home_pid: u32,
+        home_ppid: u32,
+        home_host: &str,
+    ) -> crate::identity::Supervision {
+        crate::identity::Supervision {
+            who: crate::identity::HomeIdentity {
+                session,
+                home_pid,
+                home_ppid,
+                home_host: home_host.to_owned(),
+            },
+            forwarder: self.identity.clone(),
+            rt: tokio::runtime::Handle::current(),
+        }
+    }
+
     /// Registers transfer `req`; its messages arrive on the receiver.
     fn open_transfer(&self, req: u64) -> mpsc::UnboundedReceiver<LinkMsg> {
         let (tx, rx) = mpsc::unbounded_channel();
@@ -809,22 +837,9 @@ async fn spawn_session(
             cred: cred.clone(),
             stdio: child_fds,
             ctty,
-            root: shared.files.as_ref().map(|_| {
-                use std::os::unix::ffi::OsStrExt;
-                shared.cfg.files_mount.as_os_str().as_bytes().to_vec()
-            }),
-            supervision: (shared.cfg.identity == crate::config::IdentityMode::Home).then(|| {
-                crate::identity::Supervision {
-                    who: crate::identity::HomeIdentity {
-                        session,
-                        home_pid,
-                        home_ppid: spec.home_ppid,
-                        home_host: spec.home_host.clone(),
-                    },
-                    forwarder: shared.identity.clone(),
-                    rt: tokio::runtime::Handle::current(),
-                }
-            }),
+            root: shared.root(),
+            supervision: (shared.cfg.identity == crate::config::IdentityMode::Home)
+                .then(|| shared.supervision(session, home_pid, spec.home_ppid, &spec.home_host)),
         },
         tx: tx.clone(),
         reply: reply_tx,

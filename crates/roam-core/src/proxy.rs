@@ -137,16 +137,7 @@ pub fn run_proxy(opts: RunOptions) -> ! {
     let _ = roam_sys::title::set_cmdline(&argv);
     let base = argv[0].rsplit(|b| *b == b'/').next().unwrap_or(&argv[0]);
     let _ = roam_sys::title::set_comm(base);
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("roam: cannot start: {e}");
-            finish(Outcome::Exit(EXIT_LOST));
-        }
-    };
+    let rt = runtime();
     let early = Early {
         pending,
         tty,
@@ -155,6 +146,21 @@ pub fn run_proxy(opts: RunOptions) -> ! {
     };
     let outcome = rt.block_on(proxy_main(opts, &prog, early));
     finish(outcome)
+}
+
+/// The proxy's single-threaded runtime, or the exit of a proxy that
+/// cannot have one.
+fn runtime() -> tokio::runtime::Runtime {
+    match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("roam: cannot start: {e}");
+            finish(Outcome::Exit(EXIT_LOST));
+        }
+    }
 }
 
 fn build_spec(opts: &RunOptions, tty: Option<TtySpec>, located: Option<&Located>) -> SpawnSpec {

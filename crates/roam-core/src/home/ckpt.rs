@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use roam_proto::link::LinkMsg;
 use roam_proto::local::LocalMsg;
-use roam_proto::types::{Cred, ErrorCode, Mode, RestoreSpec, SessionId, WireError};
+use roam_proto::types::{Cred, ErrorCode, Mode, RestoreSpec, WireError};
 
 use super::{placement, Bound, Home, HomeSession, State};
 use crate::wire::FrameTx;
@@ -112,11 +112,7 @@ pub(super) fn start_restore(
         ));
     }
     let cands = Home::candidates(&st);
-    let states: std::collections::HashMap<String, String> = st
-        .nodes
-        .iter()
-        .map(|(n, e)| (n.clone(), e.state.to_string()))
-        .collect();
+    let states = st.node_states();
     let c = placement::check_named(&cands, node, mode, None, |n| {
         states.get(n).cloned().unwrap_or_else(|| "unknown".into())
     })
@@ -145,12 +141,7 @@ pub(super) fn start_restore(
     let link = node_link(&st, node)?;
     st.next_req += 1;
     let req = st.next_req;
-    let session = loop {
-        let id = SessionId(rand::random());
-        if !st.sessions.contains_key(&id) {
-            break id;
-        }
-    };
+    let session = st.new_session_id();
     st.sessions.insert(
         session,
         HomeSession {

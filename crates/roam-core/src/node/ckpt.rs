@@ -337,19 +337,17 @@ pub(super) async fn restore(
         return Err(err(ErrorCode::BadRequest, "session already exists"));
     }
     shared.fs.note_user(&cred);
-    let root = match &shared.files {
-        None => None,
-        Some(files) => {
-            if files.lock().unwrap().is_none() {
-                return Err(err(
-                    ErrorCode::ExecFailed,
-                    here("the home's files are not mounted (see its log)".into()),
-                ));
-            }
-            use std::os::unix::ffi::OsStrExt;
-            Some(shared.cfg.files_mount.as_os_str().as_bytes().to_vec())
-        }
-    };
+    if shared
+        .files
+        .as_ref()
+        .is_some_and(|f| f.lock().unwrap().is_none())
+    {
+        return Err(err(
+            ErrorCode::ExecFailed,
+            here("the home's files are not mounted (see its log)".into()),
+        ));
+    }
+    let root = shared.root();
     let bytes = receive_image(shared, req, spec.image_len, &mut rx).await?;
     let sections = roam_ckpt::image::read_sized(&bytes[..], Some(spec.image_len))
         .map_err(|e| err(ErrorCode::BadRequest, here(format!("bad image: {e}"))))?;
@@ -404,16 +402,7 @@ pub(super) async fn restore(
     drop(child_fds);
     let pid = restored.pid as u32;
     if let Some(listener) = restored.listener {
-        let sup = crate::identity::Supervision {
-            who: crate::identity::HomeIdentity {
-                session,
-                home_pid,
-                home_ppid: spec.home_ppid,
-                home_host: spec.home_host.clone(),
-            },
-            forwarder: shared.identity.clone(),
-            rt: tokio::runtime::Handle::current(),
-        };
+        let sup = shared.supervision(session, home_pid, spec.home_ppid, &spec.home_host);
         if let Err(e) = crate::identity::start_supervisor(pid, listener, &sup) {
             let _ = roam_sys::signal::kill(pid as i32, libc::SIGKILL);
             return Err(err(

@@ -48,16 +48,7 @@ pub fn run_restore_proxy(opts: RestoreOptions) -> ! {
     let _ = roam_sys::title::set_cmdline(std::slice::from_ref(&exe));
     let base = exe.rsplit(|b| *b == b'/').next().unwrap_or(&exe);
     let _ = roam_sys::title::set_comm(base);
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("roam: cannot start: {e}");
-            finish(Outcome::Exit(EXIT_LOST));
-        }
-    };
+    let rt = super::runtime();
     let command = String::from_utf8_lossy(&exe).into_owned();
     let spec = RestoreSpec {
         image_len: len,
