@@ -53,17 +53,27 @@ pub fn mem_pct() -> io::Result<f32> {
     parse_meminfo(&info).ok_or_else(|| invalid("/proc/meminfo lacks MemTotal or MemAvailable"))
 }
 
+/// Memory available for new allocations (MemAvailable), in bytes.
+pub fn mem_available() -> io::Result<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo")?;
+    meminfo_field(&info, "MemAvailable:")
+        .map(|kib| kib * 1024)
+        .ok_or_else(|| invalid("/proc/meminfo lacks MemAvailable"))
+}
+
+/// A /proc/meminfo field, in KiB.
+fn meminfo_field(info: &str, name: &str) -> Option<u64> {
+    let line = info.lines().find(|l| l.starts_with(name))?;
+    line[name.len()..]
+        .split_ascii_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
 fn parse_meminfo(info: &str) -> Option<f32> {
-    let field = |name: &str| -> Option<u64> {
-        let line = info.lines().find(|l| l.starts_with(name))?;
-        line[name.len()..]
-            .split_ascii_whitespace()
-            .next()?
-            .parse()
-            .ok()
-    };
-    let total = field("MemTotal:")?;
-    let avail = field("MemAvailable:")?;
+    let total = meminfo_field(info, "MemTotal:")?;
+    let avail = meminfo_field(info, "MemAvailable:")?;
     if total == 0 {
         return None;
     }

@@ -322,7 +322,7 @@ pub(super) async fn restore(
             )),
         ));
     }
-    let room = available_memory().unwrap_or(u64::MAX);
+    let room = roam_sys::procfs::mem_available().unwrap_or(u64::MAX);
     if spec.image_len > MAX_IMAGE || spec.image_len > room {
         return Err(err(
             ErrorCode::NoCapacity,
@@ -476,18 +476,4 @@ async fn receive_image(
             _ => {}
         }
     }
-}
-
-/// MemAvailable of /proc/meminfo, in bytes.
-fn available_memory() -> Option<u64> {
-    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let kib: u64 = info
-        .lines()
-        .find_map(|l| l.strip_prefix("MemAvailable:"))?
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .ok()?;
-    Some(kib * 1024)
 }
