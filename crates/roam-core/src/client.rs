@@ -146,3 +146,25 @@ impl PendingClient {
         }
     }
 }
+
+/// Moves the remote process of `home_pid` to `node` (the placement's
+/// choice if None), calling `progress(sent, total)` as the image goes;
+/// returns how it went. See docs/design/migration.md.
+pub async fn migrate(
+    path: &Path,
+    home_pid: u32,
+    node: Option<String>,
+    mut progress: impl FnMut(u64, u64),
+) -> Result<roam_proto::types::MigrateReport, ClientError> {
+    let mut c = Client::connect(path, "roam migrate").await?;
+    c.send(&LocalMsg::Migrate { home_pid, node }).await?;
+    loop {
+        match c.recv().await? {
+            Some(LocalMsg::MigrateProgress { sent, total }) => progress(sent, total),
+            Some(LocalMsg::Migrated(r)) => return r.map_err(ClientError::Remote),
+            Some(LocalMsg::Error(e)) => return Err(ClientError::Remote(e)),
+            Some(other) => return Err(ClientError::Unexpected(format!("{other:?}"))),
+            None => return Err(ClientError::Closed),
+        }
+    }
+}

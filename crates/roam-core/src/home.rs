@@ -31,6 +31,7 @@ use crate::placement::{self, Candidate};
 use crate::wire::{writer_loop, FrameTx};
 
 mod ckpt;
+mod migrate;
 
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 const SPAWN_TIMEOUT: Duration = Duration::from_secs(15);
@@ -46,6 +47,8 @@ struct NodeEntry {
     last_heartbeat: Instant,
     joined: Instant,
     link: Option<FrameTx>,
+    /// Placement leaves it out (`roam drain`), until it rejoins.
+    draining: bool,
     /// Processes placed on the node since its last heartbeat: their load is
     /// not in `load` yet.
     placed_since_heartbeat: u32,
@@ -67,6 +70,10 @@ struct HomeSession {
     adopt_deadline: Option<Instant>,
     /// The process has exited (the proxy is draining its output).
     exited: bool,
+    /// The migration it is in (its request id).
+    migrating: Option<u64>,
+    /// Signals and resizes from its proxy held while it migrates.
+    held: Vec<LinkMsg>,
 }
 
 /// A proxy that reattached before its node rejoined.
@@ -102,6 +109,8 @@ struct State {
     files: HashMap<String, NodeFiles>,
     /// Image transfers under way (checkpoints and restores), by request.
     transfers: HashMap<u64, ckpt::Transfer>,
+    /// Migrations under way, by request.
+    migrations: HashMap<u64, migrate::Migration>,
 }
 
 impl State {
@@ -173,7 +182,7 @@ impl Home {
             .map(|(name, n)| Candidate {
                 name: name.clone(),
                 number: n.number,
-                up: n.state == NodeState::Up && n.link.is_some(),
+                up: n.state == NodeState::Up && n.link.is_some() && !n.draining,
                 load: NodeLoad {
                     cpu_pct: placement::estimated_cpu(&n.load, n.placed_since_heartbeat),
                     ..n.load
@@ -398,6 +407,7 @@ async fn serve_node(
                 n.state = NodeState::Unreachable;
             }
             tracing::warn!("node {name}: link closed");
+            migrate::node_gone(&mut st, &name);
         }
     }
     result
@@ -435,6 +445,7 @@ fn register_node(
             last_heartbeat: now,
             joined: now,
             link: Some(tx),
+            draining: false,
             placed_since_heartbeat: 0,
             link_gen: gen,
         },
@@ -494,6 +505,8 @@ fn register_node(
                 spawning: None,
                 adopt_deadline,
                 exited: false,
+                migrating: None,
+                held: Vec::new(),
             },
         );
     }
@@ -507,6 +520,10 @@ fn handle_node_msg(home: &Arc<Home>, node: &str, tx: &FrameTx, msg: LinkMsg) {
         if n.state != NodeState::Up && n.link.as_ref().is_some_and(|l| l.same(tx)) {
             n.state = NodeState::Up;
         }
+    }
+    if migrate::owns(&st, &msg) {
+        migrate::from_node(&mut st, node, msg);
+        return;
     }
     match msg {
         LinkMsg::Heartbeat { load } => {
@@ -626,6 +643,7 @@ fn declare_down(st: &mut State, name: &str, reason: &str) {
         f.server.shutdown();
     }
     ckpt::node_down(st, name, reason);
+    migrate::node_gone(st, name);
     let ids: Vec<SessionId> = st
         .sessions
         .iter()
@@ -854,6 +872,11 @@ async fn serve_local(
                     }
                 }
             }
+            LocalMsg::Migrate { home_pid, node } => {
+                if let Err(e) = migrate::start(&home, &cred, home_pid, node.as_deref(), Some(&tx)) {
+                    tx.send("local", &LocalMsg::Migrated(Err(e)));
+                }
+            }
             LocalMsg::Reattach { session } => {
                 match reattach(&home, &cred, peer.pid, session, &tx) {
                     Ok(b) => bound = Some(b),
@@ -869,6 +892,7 @@ async fn serve_local(
         }
     };
     ckpt::caller_gone(&home, transfer);
+    migrate::caller_gone(&mut home.state.lock().unwrap(), &tx);
     if let Some(b) = bound {
         proxy_gone(&home, &b, &tx);
     }
@@ -922,6 +946,15 @@ fn forward_from_proxy(home: &Home, b: &Bound, tx: &FrameTx, msg: LinkMsg) {
         return;
     };
     if !s.proxy.as_ref().is_some_and(|p| p.same(tx)) {
+        return;
+    }
+    if s.migrating.is_some() && matches!(msg, LinkMsg::Signal { .. } | LinkMsg::Resize { .. }) {
+        // For wherever the process goes on (see home::migrate).
+        st.sessions
+            .get_mut(&session)
+            .expect("found above")
+            .held
+            .push(msg);
         return;
     }
     if let Some(l) = st.nodes.get(&s.node).and_then(|n| n.link.as_ref()) {
@@ -1181,6 +1214,8 @@ fn start_spawn(
             spawning: Some(req),
             adopt_deadline: None,
             exited: false,
+            migrating: None,
+            held: Vec::new(),
         },
     );
     link.send(
@@ -1305,6 +1340,33 @@ async fn answer_request(home: &Arc<Home>, cred: &Cred, msg: LocalMsg) -> LocalMs
             LocalMsg::ModeIs(mode)
         }
         LocalMsg::Reserve { count, arch } => reserve(home, cred, count, arch.as_deref()),
+        LocalMsg::SetDraining { node, on } => {
+            if !cred.is_root() {
+                return LocalMsg::Error(WireError::new(
+                    ErrorCode::PermissionDenied,
+                    "only root may drain a node",
+                ));
+            }
+            let mut st = home.state.lock().unwrap();
+            match st.nodes.get_mut(&node) {
+                Some(n) => {
+                    n.draining = on;
+                    tracing::info!(
+                        "node {node}: {}",
+                        if on {
+                            "draining: nothing more is placed on it"
+                        } else {
+                            "placed on again"
+                        }
+                    );
+                    LocalMsg::Ok
+                }
+                None => LocalMsg::Error(WireError::new(
+                    ErrorCode::NotFound,
+                    format!("no node {node}"),
+                )),
+            }
+        }
         other => LocalMsg::Error(WireError::new(
             ErrorCode::BadRequest,
             format!("not a request: {other:?}"),

@@ -19,8 +19,8 @@ use roam_net::framed::FrameReader;
 use roam_net::tls::{self, Identity};
 use roam_proto::link::{LinkHello, LinkHelloReply, LinkMsg};
 use roam_proto::types::{
-    Chan, Cred, ErrorCode, ExitStatus, NodeLoad, ProcInfo, SessionId, SessionReport, SpawnSpec,
-    WireError, WireSignal,
+    Chan, Cred, ErrorCode, ExitStatus, Handover, NodeLoad, ProcInfo, SessionId, SessionReport,
+    SpawnSpec, WireError, WireSignal, MAX_UNREAD,
 };
 use roam_sys::spawn::{SpawnRequest, WaitEvent};
 use tokio::io::unix::AsyncFd;
@@ -49,6 +49,15 @@ enum SessionCmd {
     /// The process cannot go on (the reason is logged): kill it, and
     /// report its death to the home as any other.
     End(&'static str),
+    /// Its process is frozen to migrate: stop its streams, drain its
+    /// output, take its unread input back, and say where they stand.
+    Handover(oneshot::Sender<Result<(Handover, Vec<u8>), String>>),
+    /// The migration failed: put the input back and go on (answered once
+    /// done, before the process is let go).
+    StayHere(oneshot::Sender<()>),
+    /// The process runs on another node now: forget the session, without
+    /// a word to the home.
+    MovedAway,
 }
 
 struct SessionHandle {
@@ -85,6 +94,9 @@ pub struct NodeShared {
     trace_gate: Arc<tokio::sync::Mutex<()>>,
     /// Image transfers under way, by request id: where their messages go.
     transfers: Mutex<HashMap<u64, mpsc::UnboundedSender<LinkMsg>>>,
+    /// Joins to the home so far, counted once each join's forget list went
+    /// to the sessions (a migration waiting for its verdict watches it).
+    joins: std::sync::atomic::AtomicU64,
 }
 
 /// The home's files, mounted, and the transport the mount calls through.
@@ -210,6 +222,7 @@ pub async fn run(cfg: &Config, identity: Identity) -> std::io::Result<()> {
         tracer,
         trace_gate,
         transfers: Mutex::default(),
+        joins: Default::default(),
     });
     // Identity forwarding: its requests go out on the link, when up.
     let weak = Arc::downgrade(&shared);
@@ -520,6 +533,9 @@ async fn connect_once(shared: &Arc<NodeShared>, identity: &Identity) -> Result<(
     for id in forget {
         shared.to_session(id, SessionCmd::Forget);
     }
+    shared
+        .joins
+        .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     let (tx, rx) = FrameTx::new();
     let w = writer.into_inner();
     let writer_task = tokio::spawn(writer_loop(w, rx));
@@ -664,9 +680,14 @@ fn handle_link_msg(shared: &Arc<NodeShared>, tx: &FrameTx, msg: LinkMsg) {
                 tx.send("link", &LinkMsg::Spawned { req, result });
             });
         }
+        LinkMsg::MigrateOut { req, session } => {
+            let rx = shared.open_transfer(req);
+            tokio::spawn(ckpt::migrate_out(shared.clone(), req, session, rx));
+        }
         LinkMsg::Image { req, .. }
         | LinkMsg::ImageAck { req, .. }
         | LinkMsg::ImageEnd { req, .. }
+        | LinkMsg::MigrateEnd { req, .. }
         | LinkMsg::ImageSaved { req, .. } => {
             if let Some(t) = shared.transfers.lock().unwrap().get(&req) {
                 let _ = t.send(msg);
@@ -887,7 +908,7 @@ async fn spawn_session(
         uid: cred.uid,
         command,
     };
-    start_session(shared, report, &mut ends, spec.tty.as_ref(), tx, rx)?;
+    start_session(shared, report, &mut ends, spec.tty.as_ref(), None, tx, rx)?;
     Ok(pid)
 }
 
@@ -897,6 +918,7 @@ fn start_session(
     report: SessionReport,
     ends: &mut Ends,
     tty: Option<&roam_proto::types::TtySpec>,
+    handover: Option<(Handover, Vec<u8>)>,
     tx: mpsc::UnboundedSender<SessionCmd>,
     rx: mpsc::UnboundedReceiver<SessionCmd>,
 ) -> Result<(), WireError> {
@@ -909,8 +931,11 @@ fn start_session(
             started: Instant::now(),
         },
     );
-    let task = SessionTask::new(shared.clone(), session, pid, ends, tty)
+    let mut task = SessionTask::new(shared.clone(), session, pid, ends, tty)
         .map_err(|e| WireError::new(ErrorCode::Internal, format!("session set-up: {e}")))?;
+    if let Some((h, unread)) = handover {
+        task.go_on(h, unread);
+    }
     tokio::spawn(task.run(rx));
     Ok(())
 }
@@ -931,6 +956,11 @@ struct SessionTask {
     exit_sent: bool,
     stopped: Option<WireSignal>,
     buf: Vec<u8>,
+    /// While its process is frozen for a migration: the input taken back
+    /// from its pipe. The streams stand still meanwhile.
+    frozen: Option<Vec<u8>>,
+    /// The inode of the process's stdin pipe, if it is one.
+    stdin_pipe: Option<u64>,
 }
 
 impl SessionTask {
@@ -945,6 +975,11 @@ impl SessionTask {
             roam_sys::spawn::set_nonblocking(fd.as_fd())?;
             roam_sys::aio::async_file(fd)
         };
+        let stdin_pipe = ends
+            .stdin
+            .as_ref()
+            .and_then(|fd| roam_sys::files::fstat(fd.as_fd()).ok())
+            .map(|st| st.st_ino);
         let mut stdin = ends.stdin.take().map(wrap).transpose()?;
         let mut stdout = ends.stdout.take().map(wrap).transpose()?;
         let mut stderr = ends.stderr.take().map(wrap).transpose()?;
@@ -983,6 +1018,8 @@ impl SessionTask {
             exit_sent: false,
             stopped: None,
             buf: vec![0u8; roam_proto::MAX_DATA_CHUNK],
+            frozen: None,
+            stdin_pipe,
         })
     }
 
@@ -1032,11 +1069,12 @@ impl SessionTask {
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<SessionCmd>) {
         loop {
             self.pump();
+            let moving = self.frozen.is_some();
             let can_read = [
-                self.outs[0].is_some() && self.out[0].room() > 0,
-                self.outs[1].is_some() && self.out[1].room() > 0,
+                !moving && self.outs[0].is_some() && self.out[0].room() > 0,
+                !moving && self.outs[1].is_some() && self.out[1].room() > 0,
             ];
-            let want_write = self.stdin.is_some() && self.inn.pending() > 0;
+            let want_write = !moving && self.stdin.is_some() && self.inn.pending() > 0;
             let linger = self
                 .exited_at
                 .map(|t| tokio::time::Instant::from_std(t + EXIT_LINGER));
@@ -1112,7 +1150,7 @@ impl SessionTask {
     /// Writes pending stdin bytes until done or the pipe is full (then the
     /// select loop waits for the pipe to be writable).
     fn write_stdin(&mut self) {
-        let Some(fd) = self.stdin.as_ref() else {
+        let Some(fd) = self.stdin.as_ref().filter(|_| self.frozen.is_none()) else {
             return;
         };
         loop {
@@ -1180,8 +1218,146 @@ impl SessionTask {
                 self.kill_all();
             }
             SessionCmd::Link(msg) => return self.handle_link(msg),
+            SessionCmd::Handover(reply) => {
+                let _ = reply.send(self.hand_over());
+            }
+            SessionCmd::StayHere(reply) => {
+                self.stay_here();
+                let _ = reply.send(());
+            }
+            SessionCmd::MovedAway => {
+                tracing::info!("session {}: moved to another node", self.id);
+                return true;
+            }
         }
         false
+    }
+
+    /// See [`SessionCmd::Handover`]. The process is frozen: whatever is in
+    /// its pipes now is all there will be.
+    fn hand_over(&mut self) -> Result<(Handover, Vec<u8>), String> {
+        if self.exit.is_some() {
+            return Err("the process has ended".into());
+        }
+        if self.pty.is_some() {
+            return Err("a process on a terminal does not migrate yet".into());
+        }
+        if self.frozen.is_some() {
+            return Err("the process is migrating already".into());
+        }
+        for i in 0..2 {
+            while let Some(fd) = self.outs[i].as_ref() {
+                match fd.get_ref().read(&mut self.buf) {
+                    Ok(0) => {
+                        self.outs[i] = None;
+                        self.out[i].set_eof();
+                    }
+                    Ok(n) => self.out[i].push(&self.buf[..n]),
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                    Err(_) => {
+                        self.outs[i] = None;
+                        self.out[i].set_eof();
+                    }
+                }
+            }
+        }
+        let unread = self
+            .stdin_link()
+            .map(|link| roam_sys::spawn::take_back_pipe(&link))
+            .transpose()
+            .map_err(|e| format!("cannot take back the unread input: {e}"))?
+            .unwrap_or_default();
+        self.frozen = Some(unread.clone());
+        if unread.len() as u64 > MAX_UNREAD {
+            self.stay_here();
+            return Err(format!(
+                "{} bytes of input wait in its pipe (at most {MAX_UNREAD} move)",
+                unread.len()
+            ));
+        }
+        self.pump();
+        let h = Handover {
+            stdin_delivered: self.inn.delivered(),
+            stdin_unread: unread.len() as u64,
+            out_end: [self.out[0].end(), self.out[1].end()],
+            out_closed: [self.out[0].at_eof(), self.out[1].at_eof()],
+        };
+        Ok((h, unread))
+    }
+
+    /// A /proc link to the process's stdin pipe: our end while we hold it,
+    /// else the process's descriptor on it (we closed ours at its end of
+    /// file; what it has not read yet is still in there).
+    fn stdin_link(&self) -> Option<std::path::PathBuf> {
+        use std::os::fd::AsRawFd;
+        if let Some(fd) = self.stdin.as_ref() {
+            return Some(format!("/proc/self/fd/{}", fd.get_ref().as_raw_fd()).into());
+        }
+        let pipe = format!("pipe:[{}]", self.stdin_pipe?);
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid))
+            .ok()?
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| std::fs::read_link(p).is_ok_and(|t| t.as_os_str() == pipe.as_str()))
+    }
+
+    /// See [`SessionCmd::StayHere`].
+    fn stay_here(&mut self) {
+        let Some(unread) = self.frozen.take() else {
+            return;
+        };
+        if unread.is_empty() {
+            self.write_stdin();
+            return;
+        }
+        // Our end, or (closed at the end of input) the pipe opened again.
+        let reopened = match self.stdin.as_ref() {
+            Some(_) => None,
+            None => self.stdin_link().and_then(|link| {
+                use std::os::unix::fs::OpenOptionsExt;
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+                    .open(link)
+                    .ok()
+            }),
+        };
+        let writer = reopened
+            .as_ref()
+            .or_else(|| self.stdin.as_ref().map(|fd| fd.get_ref()));
+        if let Some(mut fd) = writer {
+            let mut left = &unread[..];
+            while !left.is_empty() {
+                match fd.write(left) {
+                    Ok(n) => left = &left[n..],
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) => {
+                        // The pipe held these bytes a moment ago.
+                        tracing::warn!(
+                            "session {}: {} bytes of input lost putting them back: {e}",
+                            self.id,
+                            left.len()
+                        );
+                        break;
+                    }
+                }
+            }
+        }
+        self.write_stdin();
+    }
+
+    /// Sets the streams where the old node left them (see [`Handover`]).
+    fn go_on(&mut self, h: Handover, unread: Vec<u8>) {
+        self.inn = InStream::resumed(h.stdin_delivered, unread);
+        for i in 0..2 {
+            self.out[i] = OutStream::starting_at(h.out_end[i]);
+            if h.out_closed[i] {
+                self.outs[i] = None;
+                self.out[i].close_unsent();
+            }
+        }
+        self.write_stdin();
     }
 
     fn set_exit(&mut self, status: ExitStatus) {

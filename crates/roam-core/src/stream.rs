@@ -30,6 +30,16 @@ pub struct OutStream {
 }
 
 impl OutStream {
+    /// A stream that goes on at `offset` (after a migration: every byte
+    /// before was sent from the old node).
+    pub fn starting_at(offset: u64) -> OutStream {
+        OutStream {
+            base: offset,
+            sent: offset,
+            ..OutStream::default()
+        }
+    }
+
     /// Bytes the source may still read before the window is full.
     pub fn room(&self) -> usize {
         WINDOW.saturating_sub(self.buf.len())
@@ -144,6 +154,24 @@ pub struct InStream {
 }
 
 impl InStream {
+    /// A stream that goes on after a migration: everything before
+    /// `delivered` was delivered on the old node, and `unread` (the bytes
+    /// just before `delivered` that the process had not read yet) is to be
+    /// delivered again here.
+    pub fn resumed(delivered: u64, unread: Vec<u8>) -> InStream {
+        let start = delivered.saturating_sub(unread.len() as u64);
+        let mut s = InStream {
+            delivered: start,
+            last_acked: start,
+            ..InStream::default()
+        };
+        if !unread.is_empty() {
+            s.pending_len = unread.len();
+            s.pending.push_back(unread);
+        }
+        s
+    }
+
     /// Takes a chunk at `offset`; bytes already held are skipped, a chunk
     /// beyond what is held (a gap) is dropped: the sender will send it again.
     pub fn accept(&mut self, offset: u64, mut data: Vec<u8>) {
@@ -306,6 +334,30 @@ mod tests {
         assert!(inn.finished());
         out.ack(inn.ack_due().unwrap());
         assert!(out.fully_acked());
+    }
+
+    #[test]
+    fn streams_go_on_after_a_handover() {
+        // The old node had delivered 10 bytes, 4 of them unread.
+        let mut inn = InStream::resumed(10, b"6789".to_vec());
+        assert_eq!(inn.received(), 10);
+        assert_eq!(inn.ack_due(), None);
+        // The proxy resends from its last acknowledgement: held bytes are
+        // skipped, new ones kept.
+        inn.accept(8, b"89ab".to_vec());
+        assert_eq!(drain(&mut inn), b"6789ab");
+        assert_eq!(inn.delivered(), 12);
+        assert_eq!(inn.ack_due(), Some(12));
+
+        let mut out = OutStream::starting_at(100);
+        assert_eq!(out.next_chunk(), None);
+        out.push(b"xy");
+        assert_eq!(out.next_chunk(), Some((100, b"xy".to_vec())));
+        // The proxy had received everything of the old node: nothing again.
+        out.rewind(100);
+        assert_eq!(out.next_chunk(), Some((100, b"xy".to_vec())));
+        out.ack(102);
+        assert!(out.buf.is_empty());
     }
 
     #[test]

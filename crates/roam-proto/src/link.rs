@@ -15,8 +15,8 @@ use serde::{Deserialize, Serialize};
 use crate::fs::{FsNotice, FsOp, FsReply};
 
 use crate::types::{
-    ArchInfo, Chan, Cred, ExitStatus, ImageSummary, KillRefusal, NodeLoad, ProcInfo, RestoreSpec,
-    SessionId, SessionReport, SpawnSpec, WireError, WireSignal,
+    ArchInfo, Chan, Cred, ExitStatus, Handover, ImageSummary, KillRefusal, NodeLoad, ProcInfo,
+    RestoreSpec, SessionId, SessionReport, SpawnSpec, WireError, WireSignal,
 };
 
 /// The node's hello.
@@ -257,6 +257,30 @@ pub enum LinkMsg {
     ImageEnd {
         req: u64,
         result: Result<ImageSummary, WireError>,
+    },
+
+    /// Home → node: migrate the session's process away. Freeze and capture
+    /// it, stop its streams (`Captured`), send the image as transfer `req`,
+    /// and keep the process frozen until `MigrateEnd`. See
+    /// docs/design/migration.md.
+    MigrateOut {
+        req: u64,
+        session: SessionId,
+    },
+    /// Node → home: the process of `MigrateOut` `req` is frozen and
+    /// captured (the image of this length follows, after
+    /// `handover.stdin_unread` bytes of unread input), or it could not be
+    /// (it runs on, untouched).
+    Captured {
+        req: u64,
+        result: Result<(ImageSummary, Handover), WireError>,
+    },
+    /// Home → node: the end of `MigrateOut` `req`. With `commit` the process
+    /// runs on its new node: kill the frozen one and forget its session;
+    /// without, it goes on here, as if nothing happened.
+    MigrateEnd {
+        req: u64,
+        commit: bool,
     },
 }
 

@@ -14,7 +14,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::link::LinkMsg;
 use crate::types::{
-    Mode, NodeInfo, ProcInfo, RestoreSpec, SessionId, SpawnSpec, WireError, WireSignal,
+    MigrateReport, Mode, NodeInfo, ProcInfo, RestoreSpec, SessionId, SpawnSpec, WireError,
+    WireSignal,
 };
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -80,6 +81,19 @@ pub enum LocalMsg {
         spec: Box<RestoreSpec>,
         node: String,
     },
+    /// Move the remote process with this home pid to `node` (None: where
+    /// the placement puts it, not its current node). Answered with
+    /// `MigrateProgress`es, then `Migrated`.
+    Migrate {
+        home_pid: u32,
+        node: Option<String>,
+    },
+    /// Stop placing processes on `node` (`on`), or place on it again.
+    /// Root only. `roam drain` then migrates its processes away.
+    SetDraining {
+        node: String,
+        on: bool,
+    },
     /// A message of the connection's image transfer (its `req` is the
     /// home's to fill in).
     Transfer(LinkMsg),
@@ -103,6 +117,12 @@ pub enum LocalMsg {
         node_pid: u32,
     },
     Ok,
+    /// A migration under way: `sent` of `total` bytes are on the new node.
+    MigrateProgress {
+        sent: u64,
+        total: u64,
+    },
+    Migrated(Result<MigrateReport, WireError>),
 
     // ---- session stream (after Spawned/Reattached) ----
     /// A stream message for this connection's session.

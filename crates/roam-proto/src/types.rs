@@ -97,6 +97,48 @@ pub struct RestoreSpec {
     /// [`SpawnSpec`]).
     pub home_ppid: u32,
     pub home_host: String,
+    /// For a migration: where the session's streams stand (see
+    /// [`Handover`]). The transfer then carries the unread input first,
+    /// then the image.
+    pub handover: Option<Handover>,
+}
+
+/// Where a migrating session's streams stand when its process is frozen
+/// on its old node: the new node's session goes on from there, so no byte
+/// of stdin, stdout or stderr is lost or doubled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Handover {
+    /// Stdin bytes written into the process's pipe (the proxy resends what
+    /// follows).
+    pub stdin_delivered: u64,
+    /// Of those, how many the process had not read yet: the new node puts
+    /// them back in its pipe (at most [`MAX_UNREAD`]).
+    pub stdin_unread: u64,
+    /// Where stdout and stderr stand: every byte before was sent.
+    pub out_end: [u64; 2],
+    /// Whether stdout and stderr had ended.
+    pub out_closed: [bool; 2],
+}
+
+/// The most unread stdin a migration carries (a pipe's contents).
+pub const MAX_UNREAD: u64 = 16 << 20;
+
+/// How a migration went, for the command that asked for it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MigrateReport {
+    pub home_pid: u32,
+    pub from: String,
+    pub to: String,
+    /// The process's pid on its new node.
+    pub node_pid: u32,
+    /// The image's length, and the memory bytes in it.
+    pub image_len: u64,
+    pub stored: u64,
+    /// How long the process was stopped (from the freeze on the old node
+    /// to its start on the new one, as the home saw it), and the whole
+    /// migration (microseconds).
+    pub frozen_us: u64,
+    pub total_us: u64,
 }
 
 /// Terminal set-up for a remote process whose proxy has a terminal.

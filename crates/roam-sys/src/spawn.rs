@@ -1189,6 +1189,30 @@ pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
 
+/// Reads back what is waiting in a pipe (at most its capacity), given a
+/// /proc/PID/fd/N link to either of its ends: the pipe is opened again for
+/// reading through it, without blocking. Whoever reads the pipe must not be
+/// reading meanwhile (a frozen process).
+pub fn take_back_pipe(link: &std::path::Path) -> io::Result<Vec<u8>> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut r = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(link)?;
+    let mut out = Vec::new();
+    let mut buf = vec![0u8; 64 << 10];
+    loop {
+        match r.read(&mut buf) {
+            Ok(0) => return Ok(out),
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(out),
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 /// F_SETPIPE_SZ; EPERM (over /proc/sys/fs/pipe-max-size without
 /// privilege) is ignored.
 pub fn set_pipe_size(fd: BorrowedFd<'_>, bytes: usize) -> io::Result<()> {
@@ -1262,6 +1286,26 @@ pub fn set_child_subreaper() -> io::Result<()> {
 mod tests {
     use super::*;
     use std::io::Write;
+
+    #[test]
+    fn unread_bytes_come_back_from_a_pipe() {
+        let (r, w) = pipe().unwrap();
+        let mut wf = std::fs::File::from(w.try_clone().unwrap());
+        wf.write_all(b"not read yet").unwrap();
+        let link = std::path::PathBuf::from(format!("/proc/self/fd/{}", w.as_raw_fd()));
+        assert_eq!(take_back_pipe(&link).unwrap(), b"not read yet");
+        // Empty now, and still usable: what is written again is read.
+        assert_eq!(take_back_pipe(&link).unwrap(), b"");
+        wf.write_all(b"again").unwrap();
+        let mut got = [0u8; 5];
+        let mut rf = std::fs::File::from(r);
+        std::io::Read::read_exact(&mut rf, &mut got).unwrap();
+        assert_eq!(&got, b"again");
+        wf.write_all(&[7u8; 100]).unwrap();
+        // Through the read end too.
+        let link = std::path::PathBuf::from(format!("/proc/self/fd/{}", rf.as_raw_fd()));
+        assert_eq!(take_back_pipe(&link).unwrap(), vec![7u8; 100]);
+    }
     use std::os::fd::AsFd;
     use std::os::unix::fs::PermissionsExt;
 

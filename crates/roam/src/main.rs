@@ -37,6 +37,10 @@ enum Cmd {
     Checkpoint(cmd::checkpoint::Args),
     /// Rebuild a checkpointed process; this process becomes its proxy.
     Restore(cmd::restore::Args),
+    /// Move a running remote process to another node.
+    Migrate(cmd::migrate::Args),
+    /// Move every process off a node and place nothing more on it.
+    Drain(cmd::drain::Args),
     /// Create cluster credentials (init, issue).
     #[command(disable_help_flag = true)]
     Cluster(AdminArgs),
@@ -100,6 +104,8 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Mode(a) => cmd::mode::run(a),
         Cmd::Checkpoint(a) => cmd::checkpoint::run(a),
         Cmd::Restore(a) => cmd::restore::run(a),
+        Cmd::Migrate(a) => cmd::migrate::run(a),
+        Cmd::Drain(a) => cmd::drain::run(a),
         Cmd::Cluster(a) => exec_admin("cluster", a.args),
         Cmd::Testbed(a) => exec_admin("testbed", a.args),
         Cmd::Binfmt(a) => exec_admin("binfmt", a.args),

@@ -81,7 +81,7 @@ pub(super) fn start_checkpoint(
     Ok(Current { req })
 }
 
-fn node_link(st: &State, node: &str) -> Result<FrameTx, WireError> {
+pub(super) fn node_link(st: &State, node: &str) -> Result<FrameTx, WireError> {
     st.nodes
         .get(node)
         .and_then(|n| n.link.clone())
@@ -154,6 +154,8 @@ pub(super) fn start_restore(
             spawning: Some(req),
             adopt_deadline: None,
             exited: false,
+            migrating: None,
+            held: Vec::new(),
         },
     );
     st.transfers.insert(

@@ -22,6 +22,7 @@ use roam_ckpt::restore::{restore as restore_image, Image, RestoreOpts, Restored,
 use roam_proto::link::{LinkMsg, IMAGE_WINDOW};
 use roam_proto::types::{
     Cred, ErrorCode, ImageSummary, RestoreSpec, SessionId, SessionReport, WireError, MAX_IMAGE,
+    MAX_UNREAD,
 };
 use roam_proto::MAX_DATA_CHUNK;
 use tokio::sync::{mpsc, oneshot};
@@ -212,7 +213,7 @@ async fn checkpoint_inner(
         .await
         .ok_or_else(|| err(ErrorCode::Internal, "the tracer thread is gone"))?
         .map_err(|e| err(ErrorCode::BadRequest, format!("node {}: {e}", shared.name)))?;
-    let sent = send_image(shared, req, &image.bytes, &mut rx).await;
+    let sent = send_image(shared, req, &[&image.bytes], &mut rx).await;
     let saved = match sent {
         Ok(()) => {
             shared.send(&LinkMsg::ImageEnd {
@@ -232,13 +233,7 @@ async fn checkpoint_inner(
     drop(image);
     if !leave_running {
         // Killed only once the image is safe; otherwise it runs on.
-        let kill = saved.is_ok();
-        shared
-            .tracer
-            .ask(|reply| Job::Release { pid, kill, reply })
-            .await
-            .ok_or_else(|| err(ErrorCode::Internal, "the tracer thread is gone"))?
-            .map_err(|e| err(ErrorCode::Internal, e))?;
+        release(shared, pid, saved.is_ok()).await?;
     }
     saved
 }
@@ -265,17 +260,17 @@ async fn wait_saved(rx: &mut mpsc::UnboundedReceiver<LinkMsg>) -> Result<(), Wir
     }
 }
 
-/// Sends `bytes` as transfer `req`, at most [`IMAGE_WINDOW`] ahead of the
-/// receiver's acknowledgements.
+/// Sends `parts`, one after the other, as transfer `req`, at most
+/// [`IMAGE_WINDOW`] ahead of the receiver's acknowledgements.
 async fn send_image(
     shared: &NodeShared,
     req: u64,
-    bytes: &[u8],
+    parts: &[&[u8]],
     rx: &mut mpsc::UnboundedReceiver<LinkMsg>,
 ) -> Result<(), WireError> {
     let mut acked = 0u64;
     let mut offset = 0u64;
-    for chunk in bytes.chunks(MAX_DATA_CHUNK) {
+    for chunk in parts.iter().flat_map(|p| p.chunks(MAX_DATA_CHUNK)) {
         while offset - acked > IMAGE_WINDOW {
             match tokio::time::timeout(TRANSFER_IDLE, rx.recv()).await {
                 Ok(Some(LinkMsg::ImageAck { offset: o, .. })) => acked = acked.max(o),
@@ -322,6 +317,19 @@ pub(super) async fn restore(
             )),
         ));
     }
+    let unread = match &spec.handover {
+        Some(h) if h.stdin_unread > MAX_UNREAD || h.stdin_unread > h.stdin_delivered => {
+            return Err(err(
+                ErrorCode::BadRequest,
+                here(format!(
+                    "a migration with {} bytes of unread input of {}",
+                    h.stdin_unread, h.stdin_delivered
+                )),
+            ))
+        }
+        Some(h) => h.stdin_unread,
+        None => 0,
+    };
     let room = roam_sys::procfs::mem_available().unwrap_or(u64::MAX);
     if spec.image_len > MAX_IMAGE || spec.image_len > room {
         return Err(err(
@@ -348,12 +356,35 @@ pub(super) async fn restore(
         ));
     }
     let root = shared.root();
-    let bytes = receive_image(shared, req, spec.image_len, &mut rx).await?;
-    let sections = roam_ckpt::image::read_sized(&bytes[..], Some(spec.image_len))
+    let bytes = receive_image(shared, req, unread, spec.image_len, &mut rx).await?;
+    let (unread, image_bytes) = bytes.split_at(unread as usize);
+    let sections = roam_ckpt::image::read_sized(image_bytes, Some(spec.image_len))
         .map_err(|e| err(ErrorCode::BadRequest, here(format!("bad image: {e}"))))?;
+    let handover = spec.handover.map(|h| (h, unread.to_vec()));
     drop(bytes);
     let image = Image::from_sections(sections)
         .map_err(|e| err(ErrorCode::BadRequest, here(format!("bad image: {e}"))))?;
+    // A migration's image comes from a node, which captured a process of
+    // the session's user: restored with that user's ids and rights.
+    let mut cred = cred;
+    if handover.is_some() {
+        let c = &image.context;
+        if c.uids[0] != cred.uid {
+            return Err(err(
+                ErrorCode::PermissionDenied,
+                here(format!(
+                    "the image is of uid {}, the session of uid {}",
+                    c.uids[0], cred.uid
+                )),
+            ));
+        }
+        cred = Cred {
+            uid: c.uids[0],
+            gid: c.gids[0],
+            groups: c.groups.clone(),
+        };
+        shared.fs.note_user(&cred);
+    }
     let (mut ends, child_fds, _) = prepare_stdio(None, spec.null).map_err(|e| {
         err(
             ErrorCode::Internal,
@@ -418,7 +449,7 @@ pub(super) async fn restore(
         uid: cred.uid,
         command: spec.command.clone(),
     };
-    start_session(shared, report, &mut ends, None, tx, cmd_rx)?;
+    start_session(shared, report, &mut ends, None, handover, tx, cmd_rx)?;
     tracing::info!(
         "session {session}: pid {pid} uid {} restored for home pid {home_pid}",
         cred.uid
@@ -426,13 +457,16 @@ pub(super) async fn restore(
     Ok(pid)
 }
 
-/// Receives transfer `req` of `len` bytes, acknowledging as it goes.
+/// Receives transfer `req`: `before` bytes (a migration's unread input),
+/// then an image of `image_len` bytes; acknowledges as it goes.
 async fn receive_image(
     shared: &NodeShared,
     req: u64,
-    len: u64,
+    before: u64,
+    image_len: u64,
     rx: &mut mpsc::UnboundedReceiver<LinkMsg>,
 ) -> Result<Vec<u8>, WireError> {
+    let len = before + image_len;
     let mut bytes: Vec<u8> = Vec::new();
     bytes.try_reserve_exact(len as usize).map_err(|_| {
         err(
@@ -464,7 +498,7 @@ async fn receive_image(
                 });
             }
             LinkMsg::ImageEnd { result: Ok(s), .. } => {
-                if s.len != len || bytes.len() as u64 != len {
+                if s.len != image_len || bytes.len() as u64 != len {
                     return Err(err(
                         ErrorCode::BadRequest,
                         format!("the image ended at {} bytes of {len}", bytes.len()),
@@ -476,4 +510,173 @@ async fn receive_image(
             _ => {}
         }
     }
+}
+
+/// `MigrateOut`: freezes and captures the session's process, hands its
+/// streams over, sends the unread input and the image, and keeps the
+/// process frozen until the home's verdict (`MigrateEnd`): killed if it
+/// runs on its new node, let go here otherwise. See
+/// docs/design/migration.md.
+pub(super) async fn migrate_out(
+    shared: Arc<NodeShared>,
+    req: u64,
+    session: SessionId,
+    mut rx: mpsc::UnboundedReceiver<LinkMsg>,
+) {
+    let result = migrate_out_inner(&shared, req, session, &mut rx).await;
+    shared.transfers.lock().unwrap().remove(&req);
+    match &result {
+        Ok(true) => tracing::info!("session {session}: migrated away"),
+        Ok(false) => tracing::info!("session {session}: stays here"),
+        Err(e) => tracing::warn!("session {session}: migration: {}", e.message),
+    }
+    shared.send(&LinkMsg::Checkpointed {
+        req,
+        result: result.map(drop),
+    });
+}
+
+/// The session's process and command queue.
+fn session_of(
+    shared: &NodeShared,
+    session: SessionId,
+) -> Result<(i32, mpsc::UnboundedSender<super::SessionCmd>), WireError> {
+    shared
+        .sessions
+        .lock()
+        .unwrap()
+        .get(&session)
+        .map(|h| (h.report.node_pid as i32, h.tx.clone()))
+        .ok_or_else(|| err(ErrorCode::NotFound, "no such session on this node"))
+}
+
+/// True if the process went to its new node, false if it stays here.
+async fn migrate_out_inner(
+    shared: &Arc<NodeShared>,
+    req: u64,
+    session: SessionId,
+    rx: &mut mpsc::UnboundedReceiver<LinkMsg>,
+) -> Result<bool, WireError> {
+    let here = |m: String| format!("node {}: {m}", shared.name);
+    let captured = async {
+        let (pid, cmds) = session_of(shared, session)?;
+        let filters = own_filters(shared);
+        let image = shared
+            .tracer
+            .ask(|reply| Job::Capture {
+                pid,
+                own_filters: filters,
+                leave_running: false,
+                reply,
+            })
+            .await
+            .ok_or_else(|| err(ErrorCode::Internal, "the tracer thread is gone"))?
+            .map_err(|e| err(ErrorCode::BadRequest, here(e)))?;
+        let (tx, handed) = oneshot::channel();
+        let _ = cmds.send(super::SessionCmd::Handover(tx));
+        match handed.await {
+            Ok(Ok((h, unread))) => Ok((pid, cmds, image, h, unread)),
+            other => {
+                let why = match other {
+                    Ok(Err(e)) => e,
+                    _ => "the session ended".into(),
+                };
+                release(shared, pid, false).await?;
+                Err(err(ErrorCode::BadRequest, here(why)))
+            }
+        }
+    }
+    .await;
+    let (pid, cmds, image, handover, unread) = match captured {
+        Ok(c) => c,
+        Err(e) => {
+            shared.send(&LinkMsg::Captured {
+                req,
+                result: Err(e.clone()),
+            });
+            return Err(e);
+        }
+    };
+    let joins = shared.joins.load(std::sync::atomic::Ordering::SeqCst);
+    shared.send(&LinkMsg::Captured {
+        req,
+        result: Ok((image.summary, handover)),
+    });
+    let sent = send_image(shared, req, &[&unread, &image.bytes], rx).await;
+    shared.send(&LinkMsg::ImageEnd {
+        req,
+        result: sent.clone().map(|()| image.summary),
+    });
+    drop(image);
+    let commit = match sent {
+        Ok(()) => verdict(shared, &cmds, joins, rx).await,
+        Err(_) => Verdict::Stay,
+    };
+    match commit {
+        Verdict::Moved => {
+            release(shared, pid, true).await?;
+            let _ = cmds.send(super::SessionCmd::MovedAway);
+            Ok(true)
+        }
+        Verdict::Stay => {
+            let (tx, done) = oneshot::channel();
+            let _ = cmds.send(super::SessionCmd::StayHere(tx));
+            if done.await.is_ok() {
+                release(shared, pid, false).await?;
+                Ok(false)
+            } else {
+                // Forgotten meanwhile (its proxy died): it was killed.
+                let _ = release(shared, pid, true).await;
+                Err(err(ErrorCode::NotFound, "the session was ended meanwhile"))
+            }
+        }
+    }
+}
+
+enum Verdict {
+    Moved,
+    Stay,
+}
+
+/// Waits for the home's `MigrateEnd`. Without one (the link went), the
+/// process stays frozen until the node has joined the home again: if the
+/// home then still counts the session as ours it was not forgotten in the
+/// join, and it goes on here.
+async fn verdict(
+    shared: &NodeShared,
+    cmds: &mpsc::UnboundedSender<super::SessionCmd>,
+    joins: u64,
+    rx: &mut mpsc::UnboundedReceiver<LinkMsg>,
+) -> Verdict {
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        tokio::select! {
+            msg = rx.recv() => match msg {
+                Some(LinkMsg::MigrateEnd { commit, .. }) => {
+                    return if commit { Verdict::Moved } else { Verdict::Stay }
+                }
+                Some(_) => {}
+                None => return Verdict::Stay,
+            },
+            _ = tick.tick() => {
+                // A join since, whose forget list went to the sessions
+                // first (their queue keeps the order): StayHere finds out.
+                if shared.joins.load(std::sync::atomic::Ordering::SeqCst) != joins
+                    || cmds.is_closed()
+                {
+                    return Verdict::Stay;
+                }
+            }
+        }
+    }
+}
+
+/// Ends the tracer's hold of `pid`: killed, or let go.
+async fn release(shared: &NodeShared, pid: i32, kill: bool) -> Result<(), WireError> {
+    shared
+        .tracer
+        .ask(|reply| Job::Release { pid, kill, reply })
+        .await
+        .ok_or_else(|| err(ErrorCode::Internal, "the tracer thread is gone"))?
+        .map_err(|e| err(ErrorCode::Internal, e))
 }

@@ -57,6 +57,7 @@ pub fn run_restore_proxy(opts: RestoreOptions) -> ! {
         null: [false; 3],
         home_ppid: std::os::unix::process::parent_id(),
         home_host: roam_sys::procfs::hostname(),
+        handover: None,
     };
     finish(rt.block_on(restore_main(opts, spec, signals)))
 }

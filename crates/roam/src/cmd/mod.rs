@@ -1,5 +1,7 @@
 pub mod checkpoint;
+pub mod drain;
 pub mod kill;
+pub mod migrate;
 pub mod mode;
 pub mod nodes;
 pub mod ps;

@@ -1,0 +1,495 @@
+//! The home's part in live migration: it checks the caller's rights and
+//! the destination, asks the old node to freeze and capture the process
+//! (`MigrateOut`), starts the restore on the new node when the capture's
+//! size is known, relays the transfer between the two nodes, and decides:
+//! the process runs on the new node (commit: the old node kills its frozen
+//! copy, the session's streams resume from the new node), or anything
+//! failed (the old node lets its copy go on). The proxy is not disturbed
+//! either way. See docs/design/migration.md.
+
+use std::time::Instant;
+
+use roam_proto::link::LinkMsg;
+use roam_proto::local::LocalMsg;
+use roam_proto::types::{
+    Cred, ErrorCode, Handover, ImageSummary, MigrateReport, Mode, RestoreSpec, SessionId, WireError,
+};
+
+use super::{placement, Home, State};
+use crate::wire::FrameTx;
+
+/// Bytes between two progress reports to the caller.
+const PROGRESS_STEP: u64 = 16 << 20;
+
+/// A migration under way, by the request id both nodes use for it.
+pub(super) struct Migration {
+    session: SessionId,
+    home_pid: u32,
+    uid: u32,
+    command: String,
+    from: String,
+    to: String,
+    /// The command that asked for it, told of progress and the outcome
+    /// (none for the balancer).
+    caller: Option<FrameTx>,
+    started: Instant,
+    /// When the capture was reported, how long it took, its image.
+    captured: Option<(Instant, ImageSummary, Handover)>,
+    /// Decided: the old node was told (`MigrateEnd`).
+    decided: bool,
+    /// The old node's link went: no `Checkpointed` will come.
+    old_gone: bool,
+    reported: u64,
+}
+
+fn no_process(home_pid: u32) -> WireError {
+    WireError::new(
+        ErrorCode::NotFound,
+        format!("no remote process with home pid {home_pid}"),
+    )
+}
+
+/// `LocalMsg::Migrate` (and the balancer, with no caller): starts moving
+/// the process of `home_pid` to `node` (placement's choice if None).
+/// Returns the new node's name.
+pub(super) fn start(
+    home: &Home,
+    cred: &Cred,
+    home_pid: u32,
+    node: Option<&str>,
+    caller: Option<&FrameTx>,
+) -> Result<String, WireError> {
+    let mode: Mode = *home.mode.lock().unwrap();
+    let mut st = home.state.lock().unwrap();
+    let (session, s) = st
+        .sessions
+        .iter()
+        .find(|(_, s)| s.home_pid == home_pid && s.spawning.is_none() && !s.exited)
+        .ok_or_else(|| no_process(home_pid))?;
+    if !cred.is_root() && cred.uid != s.uid {
+        return Err(WireError::new(
+            ErrorCode::PermissionDenied,
+            format!("process {home_pid} belongs to another user"),
+        ));
+    }
+    if s.migrating.is_some() {
+        return Err(WireError::new(
+            ErrorCode::BadRequest,
+            format!("process {home_pid} is migrating already"),
+        ));
+    }
+    let session = *session;
+    let (from, uid, command) = (s.node.clone(), s.uid, s.command.clone());
+    // Its memory is its machine's code: a node of the same architecture,
+    // not emulated, on both ends.
+    let arch = |n: &str| {
+        st.nodes
+            .get(n)
+            .map(|e| (e.arch.native.clone(), e.arch.emulated))
+    };
+    let (from_arch, from_emulated) = arch(&from)
+        .ok_or_else(|| WireError::new(ErrorCode::Unavailable, format!("node {from} is gone")))?;
+    if from_emulated {
+        return Err(WireError::new(
+            ErrorCode::ExecFailed,
+            format!("node {from} is an emulated machine: its processes do not migrate"),
+        ));
+    }
+    let mut cands = Home::candidates(&st);
+    let to = match node {
+        Some(n) => {
+            if n == from {
+                return Err(WireError::new(
+                    ErrorCode::BadRequest,
+                    format!("process {home_pid} is on {n} already"),
+                ));
+            }
+            let states = st.node_states();
+            placement::check_named(&cands, n, mode, None, |n| {
+                states.get(n).cloned().unwrap_or_else(|| "unknown".into())
+            })
+            .map_err(super::place_err)?;
+            match arch(n) {
+                Some((a, false)) if a == from_arch => {}
+                Some((a, emulated)) => {
+                    return Err(WireError::new(
+                        ErrorCode::ExecFailed,
+                        format!(
+                            "node {n} is {} {a} machine; process {home_pid} runs on an {from_arch} one, and moves to one of its architecture only",
+                            if emulated { "an emulated" } else { "an" },
+                        ),
+                    ))
+                }
+                None => return Err(WireError::new(ErrorCode::NotFound, format!("no node {n}"))),
+            }
+            n.to_owned()
+        }
+        None => {
+            cands.retain(|c| c.name != from && arch(&c.name) == Some((from_arch.clone(), false)));
+            placement::choose(&cands, Mode::Balance)
+                .map_err(|e| {
+                    WireError::new(
+                        ErrorCode::NoCapacity,
+                        format!("no node to move process {home_pid} to: {e}"),
+                    )
+                })?
+                .name
+                .clone()
+        }
+    };
+    let src = super::ckpt::node_link(&st, &from)?;
+    super::ckpt::node_link(&st, &to)?;
+    st.next_req += 1;
+    let req = st.next_req;
+    st.sessions
+        .get_mut(&session)
+        .expect("found above")
+        .migrating = Some(req);
+    st.migrations.insert(
+        req,
+        Migration {
+            session,
+            home_pid,
+            uid,
+            command,
+            from: from.clone(),
+            to: to.clone(),
+            caller: caller.cloned(),
+            started: Instant::now(),
+            captured: None,
+            decided: false,
+            old_gone: false,
+            reported: 0,
+        },
+    );
+    src.send("link", &LinkMsg::MigrateOut { req, session });
+    tracing::info!("migrating home pid {home_pid} (session {session}) from {from} to {to}");
+    Ok(to)
+}
+
+/// Whether `msg` is a message of a migration under way.
+pub(super) fn owns(st: &State, msg: &LinkMsg) -> bool {
+    let req = match msg {
+        LinkMsg::Captured { req, .. }
+        | LinkMsg::Image { req, .. }
+        | LinkMsg::ImageAck { req, .. }
+        | LinkMsg::ImageEnd { req, .. }
+        | LinkMsg::Spawned { req, .. }
+        | LinkMsg::Checkpointed { req, .. } => *req,
+        _ => return false,
+    };
+    st.migrations.contains_key(&req)
+}
+
+/// A message of a migration from `node` (see [`owns`]).
+pub(super) fn from_node(st: &mut State, node: &str, msg: LinkMsg) {
+    let req = match &msg {
+        LinkMsg::Captured { req, .. }
+        | LinkMsg::Image { req, .. }
+        | LinkMsg::ImageAck { req, .. }
+        | LinkMsg::ImageEnd { req, .. }
+        | LinkMsg::Spawned { req, .. }
+        | LinkMsg::Checkpointed { req, .. } => *req,
+        _ => return,
+    };
+    let Some(m) = st.migrations.get_mut(&req) else {
+        return;
+    };
+    let from_old = m.from == node;
+    let from_new = m.to == node;
+    let link = |st: &State, n: &str| st.nodes.get(n).and_then(|e| e.link.clone());
+    match msg {
+        LinkMsg::Captured { result, .. } if from_old => match result {
+            Ok((summary, handover)) => {
+                m.captured = Some((Instant::now(), summary, handover));
+                let home_ppid = roam_sys::procfs::proc_links(m.home_pid).map_or(1, |l| l.ppid);
+                let restore = LinkMsg::Restore {
+                    req,
+                    session: m.session,
+                    home_pid: m.home_pid,
+                    cred: Cred {
+                        uid: m.uid,
+                        gid: 0,
+                        groups: Vec::new(),
+                    },
+                    spec: Box::new(RestoreSpec {
+                        image_len: summary.len,
+                        arch: st
+                            .nodes
+                            .get(&m.from)
+                            .map_or_else(String::new, |n| n.arch.native.clone()),
+                        command: m.command.clone(),
+                        null: [false; 3],
+                        home_ppid,
+                        home_host: roam_sys::procfs::hostname(),
+                        handover: Some(handover),
+                    }),
+                };
+                let to = m.to.clone();
+                match link(st, &to) {
+                    Some(l) => {
+                        l.send("link", &restore);
+                    }
+                    None => fail(st, req, format!("node {to} went away")),
+                }
+            }
+            // The old node answers `Checkpointed` next: the end.
+            Err(e) => tell(st, req, Err(e)),
+        },
+        LinkMsg::Image { .. } | LinkMsg::ImageEnd { .. } if from_old => {
+            let to = m.to.clone();
+            if let Some(l) = link(st, &to) {
+                l.send("link", &msg);
+            }
+        }
+        LinkMsg::ImageAck { offset, .. } if from_new => {
+            let total = m
+                .captured
+                .as_ref()
+                .map_or(0, |(_, s, h)| s.len + h.stdin_unread);
+            if offset >= m.reported + PROGRESS_STEP || offset == total {
+                m.reported = offset;
+                if let Some(c) = &m.caller {
+                    c.send(
+                        "local",
+                        &LocalMsg::MigrateProgress {
+                            sent: offset,
+                            total,
+                        },
+                    );
+                }
+            }
+            let from = m.from.clone();
+            if let Some(l) = link(st, &from) {
+                l.send("link", &msg);
+            }
+        }
+        LinkMsg::Spawned { result, .. } if from_new => match result {
+            Ok(pid) => commit(st, req, pid),
+            Err(e) => {
+                let to = m.to.clone();
+                fail(st, req, format!("restore on {to}: {}", e.message));
+            }
+        },
+        LinkMsg::Checkpointed { result, .. } if from_old => {
+            let m = st.migrations.remove(&req).expect("found above");
+            if !m.decided {
+                // The old node gave up before a verdict (it could not send
+                // the image): its process goes on there.
+                let why = result
+                    .err()
+                    .map_or_else(|| "the old node ended it".into(), |e| e.message);
+                end_session_move(st, m.session, &m.from);
+                if let Some(l) = link(st, &m.to) {
+                    l.send("link", &LinkMsg::Forget { session: m.session });
+                }
+                report(&m, Err(WireError::new(ErrorCode::Unavailable, why)));
+            } else if let Err(e) = result {
+                tracing::warn!(
+                    "migration of home pid {} from {}: {}",
+                    m.home_pid,
+                    m.from,
+                    e.message
+                );
+            }
+        }
+        other => tracing::warn!("node {node}: unexpected {other:?} in migration {req}"),
+    }
+}
+
+/// Tells the caller of migration `req` how it went, once.
+fn tell(st: &mut State, req: u64, result: Result<MigrateReport, WireError>) {
+    if let Some(m) = st.migrations.get_mut(&req) {
+        if let Some(c) = m.caller.take() {
+            c.send("local", &LocalMsg::Migrated(result));
+        }
+    }
+}
+
+fn report(m: &Migration, result: Result<MigrateReport, WireError>) {
+    if let Some(c) = &m.caller {
+        c.send("local", &LocalMsg::Migrated(result));
+    }
+}
+
+/// The session's migration is over: it goes on on `node`, and the
+/// signals held meanwhile go there.
+fn end_session_move(st: &mut State, session: SessionId, node: &str) {
+    let Some(s) = st.sessions.get_mut(&session) else {
+        return;
+    };
+    s.migrating = None;
+    let held = std::mem::take(&mut s.held);
+    if let Some(l) = st.nodes.get(node).and_then(|n| n.link.as_ref()) {
+        for msg in held {
+            l.send("link", &msg);
+        }
+    }
+}
+
+/// The new node runs the process as `pid`: the old copy goes, the
+/// session's streams go on from the new node.
+fn commit(st: &mut State, req: u64, pid: u32) {
+    let Some(m) = st.migrations.get_mut(&req) else {
+        return;
+    };
+    m.decided = true;
+    let (session, from, to) = (m.session, m.from.clone(), m.to.clone());
+    if let Some(l) = st.nodes.get(&from).and_then(|n| n.link.as_ref()) {
+        l.send("link", &LinkMsg::MigrateEnd { req, commit: true });
+    }
+    let m = st.migrations.get(&req).expect("found above");
+    let now = Instant::now();
+    let (frozen_us, image_len, stored) = m.captured.as_ref().map_or((0, 0, 0), |(t, s, _)| {
+        (
+            s.frozen_us + now.duration_since(*t).as_micros() as u64,
+            s.len,
+            s.stored,
+        )
+    });
+    let report_ = MigrateReport {
+        home_pid: m.home_pid,
+        from: from.clone(),
+        to: to.clone(),
+        node_pid: pid,
+        image_len,
+        stored,
+        frozen_us,
+        total_us: now.duration_since(m.started).as_micros() as u64,
+    };
+    let dest = st.nodes.get(&to).and_then(|n| n.link.clone());
+    let Some(s) = st.sessions.get_mut(&session) else {
+        // Its proxy went away meanwhile: the new copy goes too.
+        if let Some(l) = dest {
+            l.send("link", &LinkMsg::Forget { session });
+        }
+        return;
+    };
+    s.node = to.clone();
+    s.node_pid = pid;
+    if let Some(p) = &s.proxy {
+        p.send(
+            "local",
+            &LocalMsg::Reattached {
+                node: to.clone(),
+                node_pid: pid,
+            },
+        );
+        p.send("local", &LocalMsg::Stream(LinkMsg::PathUp { session }));
+    }
+    if let Some(l) = &dest {
+        l.send("link", &LinkMsg::PathUp { session });
+    }
+    end_session_move(st, session, &to);
+    tracing::info!(
+        "home pid {} moved from {from} to {to} (pid {pid}): {} bytes, frozen {:.1} ms, {:.1} ms in all",
+        report_.home_pid,
+        report_.image_len,
+        report_.frozen_us as f64 / 1e3,
+        report_.total_us as f64 / 1e3
+    );
+    tell(st, req, Ok(report_));
+    forget_if_over(st, req);
+}
+
+/// Drops a decided migration whose old node will not answer any more.
+fn forget_if_over(st: &mut State, req: u64) {
+    if st
+        .migrations
+        .get(&req)
+        .is_some_and(|m| m.decided && m.old_gone)
+    {
+        st.migrations.remove(&req);
+    }
+}
+
+/// Migration `req` failed before its commit: the old node lets its copy
+/// go on; the new node drops what it received.
+fn fail(st: &mut State, req: u64, why: String) {
+    let Some(m) = st.migrations.get_mut(&req) else {
+        return;
+    };
+    if m.decided {
+        return;
+    }
+    m.decided = true;
+    let (from, to) = (m.from.clone(), m.to.clone());
+    if let Some(l) = st.nodes.get(&from).and_then(|n| n.link.as_ref()) {
+        l.send("link", &LinkMsg::MigrateEnd { req, commit: false });
+    }
+    if let Some(l) = st.nodes.get(&to).and_then(|n| n.link.as_ref()) {
+        l.send(
+            "link",
+            &LinkMsg::ImageEnd {
+                req,
+                result: Err(WireError::new(ErrorCode::Unavailable, why.clone())),
+            },
+        );
+    }
+    let (session, home_pid) = (m.session, m.home_pid);
+    tracing::warn!(
+        "migration of home pid {home_pid} from {from} to {to} failed: {why}; it goes on on {from}"
+    );
+    end_session_move(st, session, &from);
+    tell(
+        st,
+        req,
+        Err(WireError::new(
+            ErrorCode::Unavailable,
+            format!("{why}; the process goes on on {from}"),
+        )),
+    );
+    forget_if_over(st, req);
+}
+
+/// `node`'s link closed or it is down: its migrations fail. One whose old
+/// node is gone ends there (its process is lost with its node if the node
+/// is declared down; if it comes back, the process goes on there).
+pub(super) fn node_gone(st: &mut State, node: &str) {
+    let reqs: Vec<u64> = st
+        .migrations
+        .iter()
+        .filter(|(_, m)| m.from == node || m.to == node)
+        .map(|(r, _)| *r)
+        .collect();
+    for req in reqs {
+        let m = st.migrations.get_mut(&req).expect("listed above");
+        if m.from == node {
+            m.old_gone = true;
+        }
+        let captured = m.captured.is_some();
+        if m.decided {
+            forget_if_over(st, req);
+        } else if m.to == node {
+            fail(st, req, format!("node {node} went away"));
+        } else if !captured {
+            fail(st, req, format!("node {node} went away during the capture"));
+        } else {
+            // The old node went while sending: the new one cannot have the
+            // whole image unless it was all relayed, in which case it may
+            // still commit; otherwise its restore fails for want of data.
+            let to = m.to.clone();
+            if let Some(l) = st.nodes.get(&to).and_then(|n| n.link.as_ref()) {
+                l.send(
+                    "link",
+                    &LinkMsg::ImageEnd {
+                        req,
+                        result: Err(WireError::new(
+                            ErrorCode::Unavailable,
+                            format!("node {node} went away"),
+                        )),
+                    },
+                );
+            }
+        }
+    }
+}
+
+/// The caller of a migration went away: it goes on without telling.
+pub(super) fn caller_gone(st: &mut State, tx: &FrameTx) {
+    for m in st.migrations.values_mut() {
+        if m.caller.as_ref().is_some_and(|c| c.same(tx)) {
+            m.caller = None;
+        }
+    }
+}

@@ -1,0 +1,66 @@
+//! `roam migrate PID [NODE]`: move a running remote process to another
+//! node; its proxy, pipes and exit status stay (docs/design/migration.md).
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use roam_proto::types::MigrateReport;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// The home pid of the process (yours; any for root).
+    pid: u32,
+    /// The node to move it to (default: the placement's choice among the
+    /// other nodes of its architecture).
+    node: Option<String>,
+    /// Print nothing but errors.
+    #[arg(short, long)]
+    quiet: bool,
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let r = migrate(args.pid, args.node, args.quiet)?;
+    if !args.quiet {
+        eprintln!("roam: {}", describe(&r));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Migrates one process, showing progress on stderr for large images.
+pub fn migrate(pid: u32, node: Option<String>, quiet: bool) -> anyhow::Result<MigrateReport> {
+    let socket = roam_core::client::socket_path();
+    let mut shown = false;
+    let r = crate::util::block_on(roam_core::client::migrate(
+        &socket,
+        pid,
+        node,
+        |sent, total| {
+            if !quiet && total >= 32 << 20 {
+                eprint!(
+                    "\rroam: moving {pid}: {} of {} MiB",
+                    sent >> 20,
+                    total >> 20
+                );
+                shown = true;
+            }
+        },
+    ))?;
+    if shown {
+        eprintln!();
+    }
+    r.with_context(|| format!("migration of {pid}"))
+}
+
+/// "moved 1234 from n1 to n2 (pid 77): ..." for a report.
+pub fn describe(r: &MigrateReport) -> String {
+    format!(
+        "moved {} from {} to {} (pid {} there): {:.1} MiB of memory, frozen {:.1} ms, {:.1} ms in all",
+        r.home_pid,
+        r.from,
+        r.to,
+        r.node_pid,
+        r.stored as f64 / 1048576.0,
+        r.frozen_us as f64 / 1e3,
+        r.total_us as f64 / 1e3
+    )
+}
