@@ -277,6 +277,9 @@ async fn send_image(
                 Ok(Some(LinkMsg::ImageSaved { .. })) => {
                     return Err(err(ErrorCode::Unavailable, "the caller gave up the image"))
                 }
+                Ok(Some(LinkMsg::MigrateEnd { .. })) => {
+                    return Err(err(ErrorCode::Unavailable, "the migration was called off"))
+                }
                 Ok(Some(_)) => {}
                 Ok(None) | Err(_) => {
                     return Err(err(

@@ -1,0 +1,241 @@
+//! Live migration (`roam migrate`, `roam drain`): a running remote process
+//! moves between testbed nodes while its proxy, its pipes and its exit
+//! status stay; faults at each step leave exactly one running copy.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::process::{Child, ChildStdin, Stdio};
+use std::time::Duration;
+
+use super::{as_user, stderr_of, stdout_of};
+use crate::{text, wait_timeout, wait_until, Cluster};
+
+/// Echoes each stdin line to stdout with its pid and uid, and every tenth
+/// to stderr; at the end of input prints the count and exits 3.
+const ECHO: &str = "
+import os, sys, time
+n = 0
+for l in sys.stdin:
+    n += 1
+    print(l.strip(), os.getpid(), os.getuid(), flush=True)
+    if n % 10 == 0:
+        print('e', l.strip(), file=sys.stderr, flush=True)
+    time.sleep(0.001)
+print('total', n, flush=True)
+sys.exit(3)
+";
+
+/// Feeds `lines` numbered lines to a child's stdin, a burst every 20 ms,
+/// then closes it.
+fn feed(mut stdin: ChildStdin, lines: u32) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        for i in 1..=lines {
+            if stdin.write_all(format!("{i}\n").as_bytes()).is_err() {
+                return;
+            }
+            if i % 40 == 0 {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    })
+}
+
+fn migrate(c: &Cluster, uid: Option<u32>, pid: u32, node: &str) -> std::process::Output {
+    as_user(c, uid, &["migrate", &pid.to_string(), node])
+        .output()
+        .unwrap()
+}
+
+/// Runs the echo on n1 as `uid`, moves it n1 → n2 → n1 → n2 while input
+/// flows, and checks every line arrived once, in order, from the same
+/// home pid, with the exit status.
+fn echo_moves(c: &Cluster, uid: Option<u32>) {
+    const LINES: u32 = 4000;
+    let mut job = as_user(c, uid, &["run", "--node", "n1", "python3", "-c", ECHO])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let home_pid = job.id();
+    let feeder = feed(job.stdin.take().unwrap(), LINES);
+    let mut out = BufReader::new(job.stdout.take().unwrap());
+    let mut first = String::new();
+    out.read_line(&mut first).unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut rest = String::new();
+        out.read_to_string(&mut rest).unwrap();
+        first + &rest
+    });
+    let mut err = job.stderr.take().unwrap();
+    let err_reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        err.read_to_string(&mut s).unwrap();
+        s
+    });
+    for to in ["n2", "n1", "n2"] {
+        let m = migrate(c, uid, home_pid, to);
+        assert!(m.status.success(), "migrate: {}", text(&m.stderr));
+        let said = text(&m.stderr);
+        assert!(said.contains(&format!("to {to}")), "{said}");
+        assert!(said.contains("frozen"), "{said}");
+        let p = c.ps().into_iter().find(|p| p.home_pid == home_pid).unwrap();
+        assert_eq!(p.node, to);
+        std::thread::sleep(Duration::from_millis(150));
+    }
+    feeder.join().unwrap();
+    let status = wait_timeout(&mut job, Duration::from_secs(60));
+    let out = reader.join().unwrap();
+    let err = err_reader.join().unwrap();
+    assert_eq!(status.code(), Some(3), "stderr: {err}");
+    let mut lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.pop(), Some(format!("total {LINES}").as_str()));
+    let want_uid = uid.unwrap_or(0);
+    let got: Vec<u32> = lines
+        .iter()
+        .map(|l| {
+            let f: Vec<u32> = l.split(' ').map(|x| x.parse().unwrap()).collect();
+            assert_eq!(f[1], home_pid, "getpid is the home pid: {l}");
+            assert_eq!(f[2], want_uid, "{l}");
+            f[0]
+        })
+        .collect();
+    assert_eq!(got, (1..=LINES).collect::<Vec<_>>(), "every line once");
+    let errs: Vec<String> = err.lines().map(str::to_owned).collect();
+    let want: Vec<String> = (1..=LINES / 10).map(|i| format!("e {}", i * 10)).collect();
+    assert_eq!(errs, want);
+}
+
+#[test]
+fn a_process_moves_between_nodes_with_its_streams_and_status() {
+    let c = Cluster::up(2);
+    echo_moves(&c, None);
+    // A user moves their own process.
+    echo_moves(&c, Some(65534));
+    let log = c.log("home");
+    assert!(log.contains("moved from n1 to n2"), "{log}");
+}
+
+/// Starts a process holding `mib` MiB on n1 that prints `ready`, waits
+/// for a line on stdin, then prints its memory's checksum and exits.
+fn big(c: &Cluster, mib: u32) -> Child {
+    let prog = format!(
+        "import sys\nb = bytearray(b'\\x01') * ({mib} << 20)\nprint('ready', flush=True)\nsys.stdin.readline()\nprint(sum(b[::4096]), flush=True)\n"
+    );
+    let mut job = as_user(c, None, &["run", "--node", "n1", "python3", "-c", &prog])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut ready = [0u8; 6];
+    job.stdout.as_mut().unwrap().read_exact(&mut ready).unwrap();
+    assert_eq!(&ready, b"ready\n");
+    job
+}
+
+/// Ends a [`big`] process and checks its answer.
+fn finish_big(mut job: Child, mib: u32) {
+    job.stdin.take().unwrap().write_all(b"go\n").unwrap();
+    let status = wait_timeout(&mut job, Duration::from_secs(30));
+    let out = stdout_of(&mut job);
+    assert!(status.success(), "{}", stderr_of(&mut job));
+    assert_eq!(out, format!("{}\n", mib << 8));
+}
+
+/// Starts `roam migrate PID n2` and waits until its image is on its way.
+fn migrate_started(c: &Cluster, pid: u32) -> Child {
+    let mut m = as_user(c, None, &["migrate", &pid.to_string(), "n2"])
+        .spawn()
+        .unwrap();
+    let mut err = m.stderr.take().unwrap();
+    let mut seen = Vec::new();
+    let mut b = [0u8; 1];
+    while !text(&seen).contains("moving") {
+        assert_eq!(err.read(&mut b).unwrap(), 1, "{}", text(&seen));
+        seen.push(b[0]);
+    }
+    m.stderr = Some(err);
+    m
+}
+
+#[test]
+fn migrations_are_refused_clearly_and_a_lost_destination_changes_nothing() {
+    let mut c = Cluster::up(2);
+    let job = big(&c, 400);
+    let pid = job.id();
+    // Not the caller's, where it is already, nowhere, nothing.
+    let out = migrate(&c, Some(65534), pid, "n2");
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("belongs to another user"));
+    let out = migrate(&c, None, pid, "n1");
+    assert!(
+        text(&out.stderr).contains("is on n1 already"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = migrate(&c, None, pid, "n9");
+    assert!(
+        text(&out.stderr).contains("no node named 'n9'"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = migrate(&c, None, 999_999, "n2");
+    assert!(text(&out.stderr).contains("no remote process with home pid 999999"));
+    // Two at once: the second is refused.
+    let mut first = migrate_started(&c, pid);
+    let out = migrate(&c, None, pid, "n2");
+    assert!(
+        text(&out.stderr).contains("migrating already"),
+        "{}",
+        text(&out.stderr)
+    );
+    // The destination dies mid-transfer: the process goes on on n1.
+    c.tb.kill_daemon("n2").unwrap();
+    let status = wait_timeout(&mut first, Duration::from_secs(30));
+    let said = stderr_of(&mut first);
+    assert!(!status.success());
+    assert!(said.contains("goes on on n1"), "{said}");
+    let p = c.ps().into_iter().find(|p| p.home_pid == pid).unwrap();
+    assert_eq!(p.node, "n1");
+    finish_big(job, 400);
+}
+
+#[test]
+fn a_source_lost_mid_transfer_takes_its_process_and_the_proxy_says_so() {
+    let mut c = Cluster::up(2);
+    let mut job = big(&c, 400);
+    let pid = job.id();
+    let mut m = migrate_started(&c, pid);
+    c.tb.kill_daemon("n1").unwrap();
+    let status = wait_timeout(&mut m, Duration::from_secs(30));
+    assert!(!status.success());
+    let status = wait_timeout(&mut job, Duration::from_secs(30));
+    let said = stderr_of(&mut job);
+    assert!(!status.success());
+    assert!(said.contains("node n1 is down"), "{said}");
+    assert!(said.contains("is lost"), "{said}");
+    // No copy anywhere.
+    wait_until("no process listed", Duration::from_secs(10), || {
+        c.ps().is_empty()
+    });
+}
+
+#[test]
+fn a_drained_node_gives_its_processes_away_and_takes_no_more() {
+    let c = Cluster::up(2);
+    let jobs: Vec<Child> = (0..3).map(|_| big(&c, 8)).collect();
+    let out = c.run(&["drain", "n1"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("3 of 3 processes moved"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(c.ps().iter().all(|p| p.node == "n2"));
+    // Nothing more goes there, until undone.
+    let out = c.run(&["run", "--mode", "balance", "sh", "-c", "echo $ROAM_NODE"]);
+    assert_eq!(text(&out.stdout), "n2\n");
+    let out = c.run(&["drain", "--undo", "n1"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = c.run(&["run", "--node", "n1", "true"]);
+    assert!(out.status.success());
+    for j in jobs {
+        finish_big(j, 8);
+    }
+}
