@@ -1,0 +1,303 @@
+//! roam-bench-migrate: live migration between two testbed nodes, freeze
+//! and total times as `roam migrate` reports them, side by side in one run
+//! with the floor the machine allows (one process_vm_readv copy of the
+//! same memory) and with CRIU's published figures (CRIU's page server and
+//! pre-copy do not run on this kernel: see docs/benchmarks.md).
+//!
+//! Program: tests/programs/migrate/writer.c (a heap of N MiB it keeps
+//! writing, a counter printed every second), with no heap (the minimal
+//! program), 100 MiB and 1 GiB. Each run moves the process n1 → n2 → n1 ...
+//! and checks at the end that its memory is whole. Needs root and `cc`.
+//! `cargo build --release && sudo target/release/roam-bench-migrate`.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use clap::Parser;
+use roam_testbed::{Testbed, TestbedOpts};
+
+#[derive(Parser, Debug)]
+#[command(about = "Live migration times of roam against the memory-copy floor")]
+struct Args {
+    /// Migrations per size (medians reported) [default: 11; 5 with --quick].
+    #[arg(long)]
+    reps: Option<usize>,
+    /// Leave the 1 GiB heap out, and fewer migrations.
+    #[arg(long)]
+    quick: bool,
+    /// The rate at which the heap programs write (MiB/s).
+    #[arg(long, default_value_t = 10.0)]
+    write_rate: f64,
+}
+
+/// Targets of issue 7.
+const MINIMAL_TARGET_MS: f64 = 3.0;
+const HEAP100_TARGET_MS: f64 = 150.0;
+const RATE_TARGET_GBS: f64 = 1.0;
+
+fn main() -> ExitCode {
+    match run(Args::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("roam-bench-migrate: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// The release binaries beside this one.
+fn binaries() -> anyhow::Result<(PathBuf, PathBuf)> {
+    let exe = std::env::current_exe().context("cannot find this executable")?;
+    let dir = exe.parent().context("this executable has no directory")?;
+    let (roam, roamd) = (dir.join("roam"), dir.join("roamd"));
+    for p in [&roam, &roamd] {
+        if !p.is_file() {
+            bail!(
+                "{} not found: build everything first (cargo build --release)",
+                p.display()
+            );
+        }
+    }
+    Ok((roam, roamd))
+}
+
+/// Compiles writer.c where the nodes see it (their /tmp is their own).
+fn build_writer() -> anyhow::Result<PathBuf> {
+    let dir = repo_root().join("target/bench-programs");
+    std::fs::create_dir_all(&dir)?;
+    let out = dir.join("writer");
+    let st = Command::new("cc")
+        .args(["-O2", "-o"])
+        .arg(&out)
+        .arg(repo_root().join("tests/programs/migrate/writer.c"))
+        .status()
+        .context("run cc")?;
+    if !st.success() {
+        bail!("cc failed on writer.c");
+    }
+    Ok(out)
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+/// A running writer on n1, through `roam run`, ready.
+struct Job {
+    child: Child,
+    out: BufReader<std::process::ChildStdout>,
+}
+
+fn start(roam: &Path, tb: &Testbed, writer: &Path, mib: u64, rate: f64) -> anyhow::Result<Job> {
+    let mut child = Command::new(roam)
+        .env("ROAM_SOCKET", tb.socket())
+        .args(["run", "--node", "n1"])
+        .arg(writer)
+        .args([mib.to_string(), rate.to_string()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .context("roam run")?;
+    let mut out = BufReader::new(child.stdout.take().expect("piped"));
+    let mut line = String::new();
+    out.read_line(&mut line)?;
+    if line != "READY\n" {
+        bail!("the writer said {line:?}");
+    }
+    Ok(Job { child, out })
+}
+
+/// Ends a writer: its memory must be whole after its moves.
+fn finish(mut job: Job) -> anyhow::Result<()> {
+    job.child.stdin.take().expect("piped").write_all(b"\n")?;
+    let mut rest = String::new();
+    loop {
+        let mut line = String::new();
+        if job.out.read_line(&mut line)? == 0 {
+            break;
+        }
+        rest = line;
+    }
+    let st = job.child.wait()?;
+    if !st.success() || !rest.starts_with("PASS") {
+        bail!("the writer failed after its migrations: {rest:?} ({st})");
+    }
+    Ok(())
+}
+
+struct Sample {
+    frozen_ms: f64,
+    total_ms: f64,
+    stored: f64,
+}
+
+/// `roam migrate PID NODE`, and what it reported.
+fn migrate(roam: &Path, tb: &Testbed, pid: u32, to: &str) -> anyhow::Result<Sample> {
+    let out = Command::new(roam)
+        .env("ROAM_SOCKET", tb.socket())
+        .args(["migrate", &pid.to_string(), to])
+        .output()?;
+    let said = String::from_utf8_lossy(&out.stderr).into_owned();
+    if !out.status.success() {
+        bail!("roam migrate: {said}");
+    }
+    // "...: 100.2 MiB of memory, frozen 12.3 ms, 45.6 ms in all"
+    let num_before = |tag: &str| -> anyhow::Result<f64> {
+        let at = said
+            .find(tag)
+            .with_context(|| format!("no '{tag}' in {said:?}"))?;
+        let head = said[..at].trim_end();
+        let word = head.rsplit(' ').next().unwrap_or("");
+        word.parse()
+            .with_context(|| format!("'{word}' before '{tag}' in {said:?}"))
+    };
+    let frozen_at = said.find("frozen ").context("no freeze time")?;
+    let frozen: f64 = said[frozen_at + 7..]
+        .split(' ')
+        .next()
+        .unwrap_or("")
+        .parse()
+        .with_context(|| format!("freeze time in {said:?}"))?;
+    Ok(Sample {
+        frozen_ms: frozen,
+        total_ms: num_before("ms in all")?,
+        stored: num_before("MiB of memory")?,
+    })
+}
+
+/// One copy of every writable private mapping out of the process: the
+/// floor of a migration's capture.
+fn floor_read(pid: i32) -> anyhow::Result<f64> {
+    let maps = roam_sys::procfs::maps(pid)?;
+    let t = Instant::now();
+    for v in maps.iter().filter(|v| v.write && !v.shared) {
+        let len = (v.end - v.start) as usize;
+        let mut buf = Vec::with_capacity(len);
+        roam_sys::mem::huge_pages_for(&mut buf);
+        let _ = roam_sys::ptrace::read_memory_append(pid, &mut buf, len, v.start);
+    }
+    Ok(t.elapsed().as_secs_f64() * 1e3)
+}
+
+fn node_pid(roam: &Path, tb: &Testbed, home_pid: u32) -> anyhow::Result<i32> {
+    let out = Command::new(roam)
+        .env("ROAM_SOCKET", tb.socket())
+        .args(["ps", "--json"])
+        .output()?;
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    v.as_array()
+        .and_then(|a| {
+            a.iter()
+                .find(|p| p["home_pid"].as_u64() == Some(u64::from(home_pid)))
+        })
+        .and_then(|p| p["node_pid"].as_i64())
+        .map(|p| p as i32)
+        .context("the process is not listed")
+}
+
+fn run(args: Args) -> anyhow::Result<()> {
+    if !roam_sys::cred::is_root() {
+        bail!("needs root (a testbed of network namespaces)");
+    }
+    let (roam, roamd) = binaries()?;
+    let writer = build_writer()?;
+    let reps = args.reps.unwrap_or(if args.quick { 5 } else { 11 });
+    let mut sizes = vec![(0u64, reps), (100, reps)];
+    if !args.quick {
+        sizes.push((1024, 3));
+    }
+    let tb = Testbed::up(TestbedOpts::new(2, roamd)).context("testbed up")?;
+    tb.wait_nodes_up(2, Duration::from_secs(20))?;
+    println!(
+        "roam migrate between two testbed nodes (veth, TLS, relayed by the home); eager; medians; heap written at {} MiB/s",
+        args.write_rate
+    );
+    println!(
+        "{:>8} {:>5} {:>10} {:>10} {:>10} {:>10} {:>12} {:>10}",
+        "heap", "moves", "stored", "frozen ms", "total ms", "floor ms", "total/floor", "GB/s"
+    );
+    let mut checks = Vec::new();
+    for (mib, n) in sizes {
+        let job = start(&roam, &tb, &writer, mib, args.write_rate)?;
+        let pid = job.child.id();
+        let floor = floor_read(node_pid(&roam, &tb, pid)?)?;
+        let mut s = Vec::new();
+        for i in 0..n {
+            let to = if i % 2 == 0 { "n2" } else { "n1" };
+            s.push(migrate(&roam, &tb, pid, to)?);
+        }
+        finish(job)?;
+        let frozen = median(&mut s.iter().map(|x| x.frozen_ms).collect::<Vec<_>>());
+        let total = median(&mut s.iter().map(|x| x.total_ms).collect::<Vec<_>>());
+        let stored = s[0].stored;
+        let rate = stored * 1048576.0 / (total / 1e3) / 1e9;
+        println!(
+            "{:>8} {:>5} {:>8.1}Mi {:>10.2} {:>10.2} {:>10.2} {:>11.1}x {:>10.2}",
+            if mib == 0 {
+                "minimal".to_string()
+            } else {
+                format!("{mib}Mi")
+            },
+            n,
+            stored,
+            frozen,
+            total,
+            floor,
+            total / floor.max(1e-3),
+            rate
+        );
+        match mib {
+            0 => checks.push((
+                "minimal program, total".to_string(),
+                total,
+                MINIMAL_TARGET_MS,
+                "ms",
+            )),
+            100 => {
+                checks.push((
+                    "100 MiB eager, total".to_string(),
+                    total,
+                    HEAP100_TARGET_MS,
+                    "ms",
+                ));
+                checks.push((
+                    "100 MiB effective transfer rate".to_string(),
+                    -rate,
+                    -RATE_TARGET_GBS,
+                    "GB/s",
+                ));
+                // CRIU 4.1's published 100 MB figures (issue 7): 400 ms
+                // dump (314 frozen) + 242 ms restore.
+                println!(
+                    "{:>8} CRIU 4.1 published (100 MB, page server): 642 ms in all, 556 ms frozen: roam {:.1}x and {:.1}x faster",
+                    "",
+                    642.0 / total,
+                    556.0 / frozen
+                );
+            }
+            _ => {}
+        }
+    }
+    println!("fifth paper: 2.8 ms frozen (minimal), 0.91 s (100 MB, 2003 hardware)");
+    for (what, got, limit, unit) in checks {
+        let (got, limit, cmp) = if got < 0.0 {
+            (-got, -limit, ">")
+        } else {
+            (got, limit, "<")
+        };
+        let ok = if cmp == "<" { got < limit } else { got > limit };
+        let verdict = if ok { "PASS" } else { "MISS" };
+        println!("{verdict}: {what}: {got:.2} {unit} (target {cmp} {limit} {unit})");
+    }
+    tb.down()?;
+    Ok(())
+}
