@@ -128,7 +128,14 @@ impl State {
     fn node_states(&self) -> HashMap<String, String> {
         self.nodes
             .iter()
-            .map(|(n, e)| (n.clone(), e.state.to_string()))
+            .map(|(n, e)| {
+                let state = if e.draining && e.state == NodeState::Up {
+                    "draining".to_string()
+                } else {
+                    e.state.to_string()
+                };
+                (n.clone(), state)
+            })
             .collect()
     }
 }

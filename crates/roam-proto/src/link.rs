@@ -285,4 +285,4 @@ pub enum LinkMsg {
 }
 
 /// Bytes of an image a sender may have in flight, unacknowledged.
-pub const IMAGE_WINDOW: u64 = 8 << 20;
+pub const IMAGE_WINDOW: u64 = 32 << 20;

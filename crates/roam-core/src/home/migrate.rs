@@ -35,6 +35,8 @@ pub(super) struct Migration {
     started: Instant,
     /// When the capture was reported, how long it took, its image.
     captured: Option<(Instant, ImageSummary, Handover)>,
+    /// When the old node's `ImageEnd` went by (the transfer's end).
+    sent: Option<Instant>,
     /// Decided: the old node was told (`MigrateEnd`).
     decided: bool,
     /// The old node's link went: no `Checkpointed` will come.
@@ -157,6 +159,7 @@ pub(super) fn start(
             caller: caller.cloned(),
             started: Instant::now(),
             captured: None,
+            sent: None,
             decided: false,
             old_gone: false,
             reported: 0,
@@ -237,6 +240,9 @@ pub(super) fn from_node(st: &mut State, node: &str, msg: LinkMsg) {
             Err(e) => tell(st, req, Err(e)),
         },
         LinkMsg::Image { .. } | LinkMsg::ImageEnd { .. } if from_old => {
+            if matches!(msg, LinkMsg::ImageEnd { .. }) {
+                m.sent = Some(Instant::now());
+            }
             let to = m.to.clone();
             if let Some(l) = link(st, &to) {
                 l.send("link", &msg);
@@ -381,8 +387,20 @@ fn commit(st: &mut State, req: u64, pid: u32) {
         l.send("link", &LinkMsg::PathUp { session });
     }
     end_session_move(st, session, &to);
+    let m = st.migrations.get(&req).expect("found above");
+    let ms =
+        |a: Instant, b: Option<Instant>| b.map_or(0.0, |b| b.duration_since(a).as_secs_f64() * 1e3);
+    let (capture, transfer, restore) = match &m.captured {
+        Some((t, s, _)) => (
+            s.frozen_us as f64 / 1e3,
+            ms(*t, m.sent),
+            m.sent
+                .map_or(0.0, |t| now.duration_since(t).as_secs_f64() * 1e3),
+        ),
+        None => (0.0, 0.0, 0.0),
+    };
     tracing::info!(
-        "home pid {} moved from {from} to {to} (pid {pid}): {} bytes, frozen {:.1} ms, {:.1} ms in all",
+        "home pid {} moved from {from} to {to} (pid {pid}): {} bytes, frozen {:.1} ms, {:.1} ms in all (capture {capture:.1} ms, transfer {transfer:.1} ms, restore {restore:.1} ms)",
         report_.home_pid,
         report_.image_len,
         report_.frozen_us as f64 / 1e3,
