@@ -239,3 +239,142 @@ fn a_drained_node_gives_its_processes_away_and_takes_no_more() {
         finish_big(j, 8);
     }
 }
+
+/// Builds tests/programs/ckpt/NAME.c where the nodes see it.
+fn build_state_program(name: &str) -> std::path::PathBuf {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("migrate-progs");
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = dir.join(name);
+    let tmp = dir.join(format!(".{name}-{}", std::process::id()));
+    let st = std::process::Command::new("cc")
+        .args(["-O1", "-pthread", "-o"])
+        .arg(&tmp)
+        .arg(root.join(format!("tests/programs/ckpt/{name}.c")))
+        .status()
+        .unwrap();
+    assert!(st.success(), "cc {name}.c");
+    std::fs::rename(&tmp, &out).unwrap();
+    out
+}
+
+#[test]
+fn state_checking_programs_and_debian_programs_survive_moves() {
+    let c = Cluster::up(2);
+    let work = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("migrate-work");
+    let _ = std::fs::remove_dir_all(&work);
+    std::fs::create_dir_all(&work).unwrap();
+    for name in [
+        "regs",
+        "heap",
+        "maps",
+        "files",
+        "signals",
+        "timers",
+        "threads",
+        "sleep",
+        "nanosleep",
+        "pipe_read",
+    ] {
+        let bin = build_state_program(name);
+        let mut job = c
+            .roam()
+            .args(["run", "--node", "n1"])
+            .arg(&bin)
+            .current_dir(&work)
+            .env("TMPDIR", &work)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut out = BufReader::new(job.stdout.take().unwrap());
+        let mut line = String::new();
+        out.read_line(&mut line).unwrap();
+        assert_eq!(line, "READY\n", "{name}");
+        for to in ["n2", "n1"] {
+            let m = migrate(&c, None, job.id(), to);
+            assert!(m.status.success(), "{name}: {}", text(&m.stderr));
+        }
+        job.stdin.take().unwrap().write_all(b"go\n").unwrap();
+        let mut rest = String::new();
+        out.read_to_string(&mut rest).unwrap();
+        let status = wait_timeout(&mut job, Duration::from_secs(60));
+        assert!(
+            status.success() && rest.contains("PASS"),
+            "{name}: {status:?} {rest} {}",
+            stderr_of(&mut job)
+        );
+    }
+    // Real programs moved mid-run: the same output as a run in place.
+    let data = work.join("data");
+    let mut f = std::io::BufWriter::new(std::fs::File::create(&data).unwrap());
+    for i in 0..2_000_000u32 {
+        writeln!(f, "{}", i.wrapping_mul(2_654_435_761) % 1_000_003).unwrap();
+    }
+    drop(f);
+    let big = work.join("big");
+    let block: Vec<u8> = (0..1u32 << 20).map(|i| (i * 7 % 251) as u8).collect();
+    let mut f = std::fs::File::create(&big).unwrap();
+    for _ in 0..64 {
+        f.write_all(&block).unwrap();
+    }
+    drop(f);
+    let data = data.to_string_lossy().into_owned();
+    let big = big.to_string_lossy().into_owned();
+    let loop_py =
+        "import time\nfor i in range(30):\n    print(i * i, flush=True)\n    time.sleep(0.03)\n";
+    for argv in [
+        vec!["sha256sum", &big, &big, &big, &big, &big, &big, &big, &big],
+        vec!["sort", "-n", &data],
+        vec!["python3", "-c", loop_py],
+    ] {
+        let plain = std::process::Command::new(argv[0])
+            .args(&argv[1..])
+            .output()
+            .unwrap();
+        let mut job = c
+            .roam()
+            .args(["run", "--node", "n1"])
+            .args(&argv)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut so = job.stdout.take().unwrap();
+        let reader = std::thread::spawn(move || {
+            let mut v = Vec::new();
+            so.read_to_end(&mut v).unwrap();
+            v
+        });
+        c.wait_listed(job.id());
+        std::thread::sleep(Duration::from_millis(100));
+        let mut moved = 0;
+        for to in ["n2", "n1"] {
+            let m = migrate(&c, None, job.id(), to);
+            // A short program may end before its second move.
+            if m.status.success() {
+                moved += 1;
+            } else {
+                assert!(
+                    text(&m.stderr).contains("no remote process"),
+                    "{}: {}",
+                    argv[0],
+                    text(&m.stderr)
+                );
+            }
+        }
+        let status = wait_timeout(&mut job, Duration::from_secs(60));
+        let out = reader.join().unwrap();
+        assert!(status.success(), "{}: {}", argv[0], stderr_of(&mut job));
+        assert!(moved > 0, "{} ended before it could move", argv[0]);
+        assert_eq!(
+            text(&out),
+            text(&plain.stdout),
+            "{}: the output differs from a run in place",
+            argv[0]
+        );
+    }
+    let _ = std::fs::remove_dir_all(&work);
+}
