@@ -260,7 +260,10 @@ fn build_state_program(name: &str) -> std::path::PathBuf {
 
 #[test]
 fn state_checking_programs_and_debian_programs_survive_moves() {
-    let c = Cluster::up(2);
+    // The programs and their files are the home's (a node's /tmp, where a
+    // clone may be, is its own): the nodes see them as remote processes
+    // do in a real cluster.
+    let c = Cluster::home_files(2);
     let work = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("migrate-work");
     let _ = std::fs::remove_dir_all(&work);
     std::fs::create_dir_all(&work).unwrap();
@@ -348,7 +351,12 @@ fn state_checking_programs_and_debian_programs_survive_moves() {
             so.read_to_end(&mut v).unwrap();
             v
         });
-        c.wait_listed(job.id());
+        // Moved once it runs the program (not while its exec is under way).
+        let node_pid = c.wait_listed(job.id()).node_pid;
+        wait_until("the exec", Duration::from_secs(20), || {
+            std::fs::read_to_string(format!("/proc/{node_pid}/comm"))
+                .is_ok_and(|comm| comm.trim_end() == argv[0])
+        });
         std::thread::sleep(Duration::from_millis(100));
         let mut moved = 0;
         for to in ["n2", "n1"] {
