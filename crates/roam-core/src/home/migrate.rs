@@ -170,30 +170,28 @@ pub(super) fn start(
     Ok(to)
 }
 
-/// Whether `msg` is a message of a migration under way.
-pub(super) fn owns(st: &State, msg: &LinkMsg) -> bool {
-    let req = match msg {
+/// The request id of a message a migration may be made of.
+fn req_of(msg: &LinkMsg) -> Option<u64> {
+    match msg {
         LinkMsg::Captured { req, .. }
         | LinkMsg::Image { req, .. }
         | LinkMsg::ImageAck { req, .. }
         | LinkMsg::ImageEnd { req, .. }
         | LinkMsg::Spawned { req, .. }
-        | LinkMsg::Checkpointed { req, .. } => *req,
-        _ => return false,
-    };
-    st.migrations.contains_key(&req)
+        | LinkMsg::Checkpointed { req, .. } => Some(*req),
+        _ => None,
+    }
+}
+
+/// Whether `msg` is a message of a migration under way.
+pub(super) fn owns(st: &State, msg: &LinkMsg) -> bool {
+    req_of(msg).is_some_and(|req| st.migrations.contains_key(&req))
 }
 
 /// A message of a migration from `node` (see [`owns`]).
 pub(super) fn from_node(st: &mut State, node: &str, msg: LinkMsg) {
-    let req = match &msg {
-        LinkMsg::Captured { req, .. }
-        | LinkMsg::Image { req, .. }
-        | LinkMsg::ImageAck { req, .. }
-        | LinkMsg::ImageEnd { req, .. }
-        | LinkMsg::Spawned { req, .. }
-        | LinkMsg::Checkpointed { req, .. } => *req,
-        _ => return,
+    let Some(req) = req_of(&msg) else {
+        return;
     };
     let Some(m) = st.migrations.get_mut(&req) else {
         return;
@@ -278,25 +276,29 @@ pub(super) fn from_node(st: &mut State, node: &str, msg: LinkMsg) {
             }
         },
         LinkMsg::Checkpointed { result, .. } if from_old => {
-            let m = st.migrations.remove(&req).expect("found above");
             if !m.decided {
                 // The old node gave up before a verdict (it could not send
                 // the image): its process goes on there.
                 let why = result
                     .err()
                     .map_or_else(|| "the old node ended it".into(), |e| e.message);
-                end_session_move(st, m.session, &m.from);
-                if let Some(l) = link(st, &m.to) {
-                    l.send("link", &LinkMsg::Forget { session: m.session });
+                let (session, from, to) = (m.session, m.from.clone(), m.to.clone());
+                end_session_move(st, session, &from);
+                if let Some(l) = link(st, &to) {
+                    l.send("link", &LinkMsg::Forget { session });
                 }
-                report(&m, Err(WireError::new(ErrorCode::Unavailable, why)));
-            } else if let Err(e) = result {
-                tracing::warn!(
-                    "migration of home pid {} from {}: {}",
-                    m.home_pid,
-                    m.from,
-                    e.message
-                );
+                tell(st, req, Err(WireError::new(ErrorCode::Unavailable, why)));
+                st.migrations.remove(&req);
+            } else {
+                if let Err(e) = result {
+                    tracing::warn!(
+                        "migration of home pid {} from {}: {}",
+                        m.home_pid,
+                        m.from,
+                        e.message
+                    );
+                }
+                st.migrations.remove(&req);
             }
         }
         other => tracing::warn!("node {node}: unexpected {other:?} in migration {req}"),
@@ -309,12 +311,6 @@ fn tell(st: &mut State, req: u64, result: Result<MigrateReport, WireError>) {
         if let Some(c) = m.caller.take() {
             c.send("local", &LocalMsg::Migrated(result));
         }
-    }
-}
-
-fn report(m: &Migration, result: Result<MigrateReport, WireError>) {
-    if let Some(c) = &m.caller {
-        c.send("local", &LocalMsg::Migrated(result));
     }
 }
 

@@ -194,25 +194,8 @@ async fn checkpoint_inner(
     leave_running: bool,
     mut rx: mpsc::UnboundedReceiver<LinkMsg>,
 ) -> Result<(), WireError> {
-    let pid = shared
-        .sessions
-        .lock()
-        .unwrap()
-        .get(&session)
-        .map(|h| h.report.node_pid as i32)
-        .ok_or_else(|| err(ErrorCode::NotFound, "no such session on this node"))?;
-    let filters = own_filters(shared);
-    let image = shared
-        .tracer
-        .ask(|reply| Job::Capture {
-            pid,
-            own_filters: filters,
-            leave_running,
-            reply,
-        })
-        .await
-        .ok_or_else(|| err(ErrorCode::Internal, "the tracer thread is gone"))?
-        .map_err(|e| err(ErrorCode::BadRequest, format!("node {}: {e}", shared.name)))?;
+    let (pid, _) = session_of(shared, session)?;
+    let image = capture(shared, pid, leave_running).await?;
     let sent = send_image(shared, req, &[&image.bytes], &mut rx).await;
     let saved = match sent {
         Ok(()) => {
@@ -553,6 +536,27 @@ fn session_of(
         .ok_or_else(|| err(ErrorCode::NotFound, "no such session on this node"))
 }
 
+/// Captures `pid` on the tracer thread (held, stopped, unless
+/// `leave_running`).
+async fn capture(
+    shared: &NodeShared,
+    pid: i32,
+    leave_running: bool,
+) -> Result<CapturedImage, WireError> {
+    let filters = own_filters(shared);
+    shared
+        .tracer
+        .ask(|reply| Job::Capture {
+            pid,
+            own_filters: filters,
+            leave_running,
+            reply,
+        })
+        .await
+        .ok_or_else(|| err(ErrorCode::Internal, "the tracer thread is gone"))?
+        .map_err(|e| err(ErrorCode::BadRequest, format!("node {}: {e}", shared.name)))
+}
+
 /// True if the process went to its new node, false if it stays here.
 async fn migrate_out_inner(
     shared: &Arc<NodeShared>,
@@ -563,18 +567,7 @@ async fn migrate_out_inner(
     let here = |m: String| format!("node {}: {m}", shared.name);
     let captured = async {
         let (pid, cmds) = session_of(shared, session)?;
-        let filters = own_filters(shared);
-        let image = shared
-            .tracer
-            .ask(|reply| Job::Capture {
-                pid,
-                own_filters: filters,
-                leave_running: false,
-                reply,
-            })
-            .await
-            .ok_or_else(|| err(ErrorCode::Internal, "the tracer thread is gone"))?
-            .map_err(|e| err(ErrorCode::BadRequest, here(e)))?;
+        let image = capture(shared, pid, false).await?;
         let (tx, handed) = oneshot::channel();
         let _ = cmds.send(super::SessionCmd::Handover(tx));
         match handed.await {
