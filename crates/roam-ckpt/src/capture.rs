@@ -30,6 +30,9 @@ pub mod kind {
     pub const FILES: u32 = 5;
     pub const CONTEXT: u32 = 6;
     pub const PROCESS: u32 = 7;
+    /// Pages the destination of a migration holds from its pre-copy
+    /// rounds: runs without data (see [`crate::precopy`]).
+    pub const PRECOPIED: u32 = 8;
 }
 
 /// Deleted files still open are stored whole, up to this size.
@@ -229,6 +232,10 @@ pub struct Held {
 }
 
 impl Held {
+    pub(crate) fn new(pid: i32, tids: Vec<i32>) -> Held {
+        Held { pid, tids }
+    }
+
     /// Kills the process, or lets it run on.
     pub fn release(self, kill: bool) -> Result<(), CaptureError> {
         if kill {
@@ -261,6 +268,17 @@ pub fn capture_held(pid: i32) -> Result<(Captured, Held), CaptureError> {
 /// of its caller's (a node's supervision), which the caller installs
 /// again at restore; any other filter is refused.
 pub fn capture_held_with(pid: i32, own_filters: u32) -> Result<(Captured, Held), CaptureError> {
+    capture_held_tracked(pid, own_filters, None)
+}
+
+/// [`capture_held_with`] at the end of a pre-copy: the pages `tracker`
+/// sent and that were not written since are named in a PRECOPIED section
+/// instead of stored.
+pub fn capture_held_tracked(
+    pid: i32,
+    own_filters: u32,
+    mut tracker: Option<&mut crate::precopy::Tracker>,
+) -> Result<(Captured, Held), CaptureError> {
     let sys = |what| move |source| CaptureError::Sys { pid, what, source };
     if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
         return Err(CaptureError::NoProcess { pid });
@@ -327,6 +345,12 @@ pub fn capture_held_with(pid: i32, own_filters: u32) -> Result<(Captured, Held),
             std::fs::File::open(format!("/proc/{pid}/mem")).map_err(sys("open the memory"))?;
         let pagemap = std::fs::File::open(format!("/proc/{pid}/pagemap"))
             .map_err(sys("open the page map"))?;
+        let clean = match tracker.as_deref_mut() {
+            Some(t) => t
+                .clean(&vmas)
+                .map_err(sys("find the pages written since they were sent"))?,
+            None => BTreeSet::new(),
+        };
         let mut records = Vec::new();
         // The runs of pages to store, found first, so that the section is
         // sized once and the pages read straight into it.
@@ -356,6 +380,13 @@ pub fn capture_held_with(pid: i32, own_filters: u32) -> Result<(Captured, Held),
             kind::CONTEXT,
             &context(pid, &tids, &status).map_err(sys("read the context"))?,
         ));
+        let (runs, held) = crate::precopy::split_runs(&runs, &clean);
+        if !held.is_empty() {
+            sections.push(Section {
+                kind: kind::PRECOPIED,
+                payload: crate::precopy::encode_held(&held),
+            });
+        }
         let (encoded, stored_bytes) =
             read_runs(pid, &mem, &runs).map_err(sys("read the memory"))?;
         sections.push(Section {
@@ -386,7 +417,7 @@ pub fn capture_held_with(pid: i32, own_filters: u32) -> Result<(Captured, Held),
 
 /// The address of a `syscall` instruction (bytes 0f 05) in the vDSO of
 /// `pid`, for injected calls that write nothing into the process.
-fn syscall_in_vdso(pid: i32) -> io::Result<u64> {
+pub(crate) fn syscall_in_vdso(pid: i32) -> io::Result<u64> {
     let vdso = procfs::maps(pid)?
         .into_iter()
         .find(|v| v.path == b"[vdso]")
@@ -757,7 +788,7 @@ fn refuse_unsupported(pid: i32, own_filters: u32) -> Result<(), CaptureError> {
 }
 
 /// Seizes and stops every thread, again until no new one appears.
-fn stop_all(pid: i32) -> Result<Vec<i32>, CaptureError> {
+pub(crate) fn stop_all(pid: i32) -> Result<Vec<i32>, CaptureError> {
     let mut stopped = BTreeSet::new();
     let release = |stopped: &BTreeSet<i32>| {
         for &t in stopped {
@@ -800,7 +831,7 @@ fn stop_all(pid: i32) -> Result<Vec<i32>, CaptureError> {
 /// Whether a mapping's pages go into the image: anonymous memory (private
 /// or shared) and the written pages of private file mappings; not the
 /// kernel's own (vdso, vvar, vsyscall), whose contents the destination has.
-fn stores_pages(v: &Vma) -> bool {
+pub(crate) fn stores_pages(v: &Vma) -> bool {
     !matches!(
         &v.path[..],
         b"[vdso]" | b"[vvar]" | b"[vvar_vclock]" | b"[vsyscall]"
@@ -844,7 +875,11 @@ fn page_runs(pagemap: &std::fs::File, v: &Vma, out: &mut Vec<(u64, usize)>) -> i
 
 /// The PAGES section: each run read in one call straight into its place,
 /// then zero pages taken out in place; and the bytes stored.
-fn read_runs(pid: i32, mem: &std::fs::File, runs: &[(u64, usize)]) -> io::Result<(Vec<u8>, u64)> {
+pub(crate) fn read_runs(
+    pid: i32,
+    mem: &std::fs::File,
+    runs: &[(u64, usize)],
+) -> io::Result<(Vec<u8>, u64)> {
     let total: usize = runs.iter().map(|&(_, n)| 12 + n * PAGE).sum();
     let mut out = Vec::with_capacity(total);
     roam_sys::mem::huge_pages_for(&mut out);

@@ -35,6 +35,7 @@ use crate::capture::{
     kind, Context, FdKind, FdRecord, MapRecord, Meta, Process, ThreadState, MAX_DELETED_FILE,
 };
 use crate::image::{decode_pages, ImageError, Section, PAGE};
+use crate::precopy::{decode_held, PageStore};
 
 /// The end of the user address space (x86-64, 4-level paging).
 const USER_TOP: u64 = 0x7fff_ffff_f000;
@@ -72,6 +73,8 @@ pub enum RestoreError {
         uid: u32,
         gid: u32,
     },
+    #[error("the image names pages sent before it (pre-copy), but {0}")]
+    Precopied(String),
     #[error("cannot {what}")]
     Sys { what: String, source: io::Error },
 }
@@ -92,6 +95,10 @@ pub struct Image {
     pub context: Context,
     /// The PAGES section (runs, decoded as they are written).
     pub pages: Vec<u8>,
+    /// The PRECOPIED section's runs: pages the destination of a migration
+    /// holds from its pre-copy rounds (see [`Image::attach_precopied`]).
+    pub precopied: Vec<(u64, usize)>,
+    store: Option<PageStore>,
 }
 
 impl Image {
@@ -130,6 +137,10 @@ impl Image {
         let pages = std::mem::take(&mut sections[at].payload);
         // Checked now: a bad run is found before any stub exists.
         decode_pages(&pages)?;
+        let precopied = match sections.iter().find(|s| s.kind == kind::PRECOPIED) {
+            Some(s) => decode_held(&s.payload)?,
+            None => Vec::new(),
+        };
         Ok(Image {
             meta: one(&sections, kind::META, "meta")?,
             threads,
@@ -138,7 +149,21 @@ impl Image {
             files: one(&sections, kind::FILES, "files")?,
             context: one(&sections, kind::CONTEXT, "context")?,
             pages,
+            precopied,
+            store: None,
         })
+    }
+
+    /// Gives the image the pages of its pre-copy rounds, which must hold
+    /// every page the image names.
+    pub fn attach_precopied(&mut self, store: PageStore) -> Result<(), RestoreError> {
+        for &(addr, n) in &self.precopied {
+            store
+                .slices(addr, n)
+                .map_err(|a| RestoreError::Precopied(format!("page {a:#x} was not among them")))?;
+        }
+        self.store = Some(store);
+        Ok(())
     }
 
     /// The metadata of the image file at `path` (its first section only)
@@ -256,6 +281,11 @@ pub struct Restored {
 /// Rebuilds the image's process and lets it run.
 pub fn restore(img: &Image, opts: &RestoreOpts) -> Result<Restored, RestoreError> {
     img.check_machine()?;
+    if !img.precopied.is_empty() && img.store.is_none() {
+        return Err(RestoreError::Precopied(
+            "they are not here (an image of a migration is restored by the migration)".into(),
+        ));
+    }
     if let Some(u) = &opts.user {
         img.check_user(u)?;
     }
@@ -783,14 +813,28 @@ impl Builder<'_> {
 
     /// Writes the stored pages (from the tracer, process_vm_writev).
     fn fill_pages(&mut self) -> Result<(), RestoreError> {
-        for run in decode_pages(&self.img.pages)? {
-            let n = ptrace::write_memory(self.pid, run.addr, run.data)
-                .map_err(sys(format!("write the pages at {:#x}", run.addr)))?;
-            if n != run.data.len() {
+        let write = |addr: u64, data: &[u8]| {
+            let n = ptrace::write_memory(self.pid, addr, data)
+                .map_err(sys(format!("write the pages at {addr:#x}")))?;
+            if n != data.len() {
                 return Err(RestoreError::Sys {
-                    what: format!("write the pages at {:#x}", run.addr),
-                    source: io::Error::other(format!("{n} of {} bytes", run.data.len())),
+                    what: format!("write the pages at {addr:#x}"),
+                    source: io::Error::other(format!("{n} of {} bytes", data.len())),
                 });
+            }
+            Ok(())
+        };
+        for run in decode_pages(&self.img.pages)? {
+            write(run.addr, run.data)?;
+        }
+        if let Some(store) = &self.img.store {
+            for &(addr, n) in &self.img.precopied {
+                let slices = store.slices(addr, n).map_err(|a| {
+                    RestoreError::Precopied(format!("page {a:#x} was not among them"))
+                })?;
+                for (a, data) in slices {
+                    write(a, data)?;
+                }
             }
         }
         Ok(())
@@ -1371,26 +1415,7 @@ fn regs_from_words(w: &[u64]) -> libc::user_regs_struct {
 mod tests {
     use super::*;
     use crate::capture::capture;
-
-    fn pipe() -> (RawFd, RawFd) {
-        let mut p = [0; 2];
-        // SAFETY: pipe2 fills two descriptors.
-        assert_eq!(unsafe { libc::pipe2(p.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
-        (p[0], p[1])
-    }
-
-    fn read_byte(fd: RawFd) -> u8 {
-        let mut b = [0u8; 1];
-        // SAFETY: reads one byte into a live array.
-        let n = unsafe { libc::read(fd, b.as_mut_ptr().cast(), 1) };
-        assert_eq!(n, 1, "{}", io::Error::last_os_error());
-        b[0]
-    }
-
-    fn write_byte(fd: RawFd, b: u8) {
-        // SAFETY: writes one byte from a live array.
-        assert_eq!(unsafe { libc::write(fd, [b].as_ptr().cast(), 1) }, 1);
-    }
+    use crate::testutil::{exit_code, pipe, read_byte, write_byte};
 
     /// A forked child with `len` bytes of pattern, a file at an offset and
     /// a pipe holding bytes; it says `R` on stdout, waits for a byte on
@@ -1442,17 +1467,6 @@ mod tests {
             }
             libc::write(1, [verdict].as_ptr().cast(), 1);
             libc::_exit(0)
-        }
-    }
-
-    fn exit_code(pid: i32) -> i32 {
-        let mut st = 0;
-        // SAFETY: reaps our own child into a live int.
-        assert_eq!(unsafe { libc::waitpid(pid, &mut st, 0) }, pid);
-        if libc::WIFEXITED(st) {
-            libc::WEXITSTATUS(st)
-        } else {
-            -libc::WTERMSIG(st)
         }
     }
 

@@ -19,6 +19,8 @@
 //! - [`ptrace`], [`remote`]: stopping a process from outside, reading
 //!   its state, and system calls injected into it (checkpoint/restore);
 //! - [`mem`]: giving the allocator's free memory back to the system.
+//! - [`uffd`]: dirty-page tracking of another process (userfaultfd in
+//!   async write-protect mode, the PAGEMAP_SCAN ioctl), for live migration.
 
 pub mod aio;
 pub mod cred;
@@ -37,3 +39,4 @@ pub mod seccomp;
 pub mod signal;
 pub mod spawn;
 pub mod title;
+pub mod uffd;

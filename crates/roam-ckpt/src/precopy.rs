@@ -1,0 +1,580 @@
+//! Pre-copy: the pages of a running process sent ahead of its freeze, in
+//! rounds, each round only the pages written since the last one; then,
+//! frozen, an image that names the pages the destination already holds
+//! instead of carrying them (the PRECOPIED section). See
+//! docs/design/migration.md.
+//!
+//! Dirty pages are tracked without soft-dirty bits (not in this kernel):
+//! a userfaultfd made inside the process by an injected call, in
+//! asynchronous write-protect mode, and `PAGEMAP_SCAN`, which reports the
+//! pages written since the last scan and protects them again in the same
+//! walk (`roam_sys::uffd`). A page read after its scan and written again
+//! before the freeze is simply reported again.
+//!
+//! Only private writable mappings are tracked: shared memory may be
+//! written through another process's page tables, which the target's
+//! protection does not see; their pages are read at the freeze, as in an
+//! eager capture. A sent page counts at the freeze only if its mapping is
+//! the very mapping it was tracked in (start, end, offset, file), so a
+//! mapping moved, resized or replaced since is read again.
+
+use std::collections::{BTreeSet, HashMap};
+use std::fs::File;
+use std::os::fd::{AsFd, OwnedFd};
+
+use roam_sys::procfs::{self, Vma};
+use roam_sys::ptrace;
+use roam_sys::remote::{Remote, Site};
+use roam_sys::uffd::{self, Scan, PAGE_IS_FILE, PAGE_IS_PRESENT, PAGE_IS_SWAPPED, PAGE_IS_WRITTEN};
+
+use crate::capture::{read_runs, stop_all, stores_pages, syscall_in_vdso, CaptureError, Held};
+use crate::image::{decode_pages, ImageError, PAGE};
+
+/// The dirty-page tracking of one running process, and what was sent.
+pub struct Tracker {
+    pid: i32,
+    /// Kept open: tracking lasts as long as the descriptor.
+    uffd: OwnedFd,
+    pagemap: File,
+    mem: File,
+    /// The mappings tracked, as /proc/PID/maps showed them when they were
+    /// registered.
+    tracked: Vec<Vma>,
+    /// Pages the destination holds, as they were when read.
+    sent: BTreeSet<u64>,
+    rounds: u32,
+}
+
+/// One round's pages.
+pub struct Round {
+    /// Page runs (the PAGES section's encoding), zero pages left out.
+    pub pages: Vec<u8>,
+    /// Bytes of pages found written since the last round.
+    pub written: u64,
+}
+
+/// Whether the pages of a mapping are tracked: those an image stores, of
+/// a private mapping that may be written.
+fn trackable(v: &Vma) -> bool {
+    stores_pages(v) && !v.shared && v.write
+}
+
+/// The same mapping (protection aside, which changes no page).
+fn same_mapping(a: &Vma, b: &Vma) -> bool {
+    (a.start, a.end, a.offset, a.dev, a.inode, a.shared, &a.path)
+        == (b.start, b.end, b.offset, b.dev, b.inode, b.shared, &b.path)
+}
+
+impl Tracker {
+    /// Starts tracking process `pid`: stops it for the few injected calls
+    /// that make its userfaultfd, then lets it run on. Run on the tracer
+    /// thread (ptrace).
+    pub fn start(pid: i32) -> Result<Tracker, CaptureError> {
+        let sys = |what| move |source| CaptureError::Sys { pid, what, source };
+        if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            return Err(CaptureError::NoProcess { pid });
+        }
+        let tids = stop_all(pid)?;
+        let held = Held::new(pid, tids.clone());
+        let made = (|| {
+            let site =
+                Site::Syscall(syscall_in_vdso(pid).map_err(sys("find a system-call instruction"))?);
+            ptrace::set_options(tids[0], libc::PTRACE_O_TRACESYSGOOD)
+                .map_err(sys("set the tracing options"))?;
+            let mut r = Remote::new(tids[0], site).map_err(sys("read the registers"))?;
+            let result = r
+                .call(libc::SYS_userfaultfd, &[uffd::USERFAULTFD_FLAGS])
+                .map_err(sys("make a userfaultfd in it"))
+                .and_then(|fd| {
+                    let taken =
+                        ptrace::take_fd(pid, fd as i32).map_err(sys("take its userfaultfd"));
+                    let closed = r
+                        .call(libc::SYS_close, &[fd])
+                        .map_err(sys("close its userfaultfd"));
+                    let taken = taken?;
+                    closed?;
+                    Ok(taken)
+                });
+            r.finish().map_err(sys("give the registers back"))?;
+            result
+        })();
+        held.release(false)?;
+        let uffd = made?;
+        uffd::enable_wp_async(uffd.as_fd()).map_err(sys("track its writes (userfaultfd)"))?;
+        let pagemap =
+            File::open(format!("/proc/{pid}/pagemap")).map_err(sys("open the page map"))?;
+        let mem = File::open(format!("/proc/{pid}/mem")).map_err(sys("open the memory"))?;
+        Ok(Tracker {
+            pid,
+            uffd,
+            pagemap,
+            mem,
+            tracked: Vec::new(),
+            sent: BTreeSet::new(),
+            rounds: 0,
+        })
+    }
+
+    /// Rounds done.
+    pub fn rounds(&self) -> u32 {
+        self.rounds
+    }
+
+    /// Bytes of pages the destination holds.
+    pub fn sent_bytes(&self) -> u64 {
+        (self.sent.len() * PAGE) as u64
+    }
+
+    /// One round, the process running: the pages written since the last
+    /// round (every present page of a mapping new since), protected again
+    /// and read.
+    pub fn round(&mut self) -> Result<Round, CaptureError> {
+        let pid = self.pid;
+        let sys = |what| move |source| CaptureError::Sys { pid, what, source };
+        let vmas = procfs::maps(pid).map_err(|_| CaptureError::Gone { pid })?;
+        self.forget_changed(&vmas);
+        let mut runs: Vec<(u64, usize)> = Vec::new();
+        let mut regions = Vec::new();
+        for v in vmas.iter().filter(|v| trackable(v)) {
+            let known = self.tracked.iter().any(|t| same_mapping(t, v));
+            if !known {
+                if uffd::register_wp(self.uffd.as_fd(), v.start, v.end).is_err() {
+                    // Not trackable after all: read at the freeze.
+                    continue;
+                }
+                self.tracked.push(v.clone());
+            }
+            regions.clear();
+            let scan = Scan {
+                // A mapping new to the tracking: every page, protected.
+                required: if known { PAGE_IS_WRITTEN } else { 0 },
+                returned: PAGE_IS_PRESENT | PAGE_IS_SWAPPED | PAGE_IS_FILE,
+                protect: true,
+            };
+            uffd::scan(self.pagemap.as_fd(), v.start, v.end, scan, &mut regions)
+                .map_err(sys("scan the page map for written pages"))?;
+            let file_backed = v.inode != 0;
+            for r in &regions {
+                // Holes are reported until protected; unmodified file pages
+                // are the file's.
+                let wanted = r.categories & (PAGE_IS_PRESENT | PAGE_IS_SWAPPED) != 0
+                    && !(file_backed && r.categories & PAGE_IS_FILE != 0);
+                if wanted {
+                    push_run(
+                        &mut runs,
+                        r.start,
+                        ((r.end - r.start) / PAGE as u64) as usize,
+                    );
+                }
+            }
+        }
+        let written = runs.iter().map(|&(_, n)| (n * PAGE) as u64).sum();
+        let (pages, _) = read_runs(pid, &self.mem, &runs).map_err(sys("read the memory"))?;
+        // What is sent replaces what was; a page now zero is no longer
+        // held (the destination's fresh memory is zero).
+        for &(addr, n) in &runs {
+            for i in 0..n as u64 {
+                self.sent.remove(&(addr + i * PAGE as u64));
+            }
+        }
+        for run in decode_pages(&pages).map_err(|e| sys("read the memory")(io_err(e)))? {
+            for i in 0..(run.data.len() / PAGE) as u64 {
+                self.sent.insert(run.addr + i * PAGE as u64);
+            }
+        }
+        self.rounds += 1;
+        Ok(Round { pages, written })
+    }
+
+    /// Forgets what was sent of mappings no longer there as they were.
+    fn forget_changed(&mut self, vmas: &[Vma]) {
+        let sent = &mut self.sent;
+        self.tracked.retain(|t| {
+            let still = vmas.iter().any(|v| same_mapping(t, v));
+            if !still {
+                let gone: Vec<u64> = sent.range(t.start..t.end).copied().collect();
+                for a in gone {
+                    sent.remove(&a);
+                }
+            }
+            still
+        });
+    }
+
+    /// At the freeze (the process stopped, `vmas` its mappings now): the
+    /// pages the destination holds as they are now, which the image names
+    /// instead of carrying.
+    pub(crate) fn clean(&mut self, vmas: &[Vma]) -> std::io::Result<BTreeSet<u64>> {
+        self.forget_changed(vmas);
+        let mut clean = BTreeSet::new();
+        let mut regions = Vec::new();
+        for t in &self.tracked {
+            regions.clear();
+            let scan = Scan {
+                required: PAGE_IS_WRITTEN,
+                returned: 0,
+                protect: false,
+            };
+            uffd::scan(self.pagemap.as_fd(), t.start, t.end, scan, &mut regions)?;
+            let mut written = regions.iter().peekable();
+            for &a in self.sent.range(t.start..t.end) {
+                while written.peek().is_some_and(|r| r.end <= a) {
+                    written.next();
+                }
+                if written.peek().is_none_or(|r| r.start > a) {
+                    clean.insert(a);
+                }
+            }
+        }
+        Ok(clean)
+    }
+}
+
+fn io_err(e: ImageError) -> std::io::Error {
+    std::io::Error::other(e.to_string())
+}
+
+/// Appends a run, merged with the last if contiguous.
+fn push_run(runs: &mut Vec<(u64, usize)>, addr: u64, n: usize) {
+    if let Some((a, m)) = runs.last_mut() {
+        if *a + (*m * PAGE) as u64 == addr {
+            *m += n;
+            return;
+        }
+    }
+    runs.push((addr, n));
+}
+
+/// Page runs: (address, pages).
+pub(crate) type Runs = Vec<(u64, usize)>;
+
+/// Splits page runs into those to read and those the destination holds
+/// (`clean`), in address order.
+pub(crate) fn split_runs(runs: &[(u64, usize)], clean: &BTreeSet<u64>) -> (Runs, Runs) {
+    if clean.is_empty() {
+        return (runs.to_vec(), Vec::new());
+    }
+    let (mut read, mut held) = (Vec::new(), Vec::new());
+    for &(addr, n) in runs {
+        for i in 0..n {
+            let a = addr + (i * PAGE) as u64;
+            push_run(
+                if clean.contains(&a) {
+                    &mut held
+                } else {
+                    &mut read
+                },
+                a,
+                1,
+            );
+        }
+    }
+    (read, held)
+}
+
+/// The PRECOPIED section: runs `address u64 | pages u32`, no data.
+pub(crate) fn encode_held(runs: &[(u64, usize)]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(runs.len() * 12);
+    for &(addr, n) in runs {
+        out.extend_from_slice(&addr.to_le_bytes());
+        out.extend_from_slice(&(n as u32).to_le_bytes());
+    }
+    out
+}
+
+/// Decodes the PRECOPIED section: runs in increasing, page-aligned,
+/// non-overlapping order, or an error.
+pub fn decode_held(mut b: &[u8]) -> Result<Vec<(u64, usize)>, ImageError> {
+    let bad = |m: &str| ImageError::Pages(m.to_string());
+    if !b.len().is_multiple_of(12) {
+        return Err(bad("a pre-copied run is cut"));
+    }
+    let mut out = Vec::with_capacity(b.len() / 12);
+    let mut min = 0u64;
+    while !b.is_empty() {
+        let addr = u64::from_le_bytes(b[..8].try_into().expect("8 bytes"));
+        let n = u32::from_le_bytes(b[8..12].try_into().expect("4 bytes"));
+        if n == 0 || addr % PAGE as u64 != 0 || addr < min {
+            return Err(bad("pre-copied runs out of order, empty or unaligned"));
+        }
+        min = addr
+            .checked_add(n as u64 * PAGE as u64)
+            .ok_or_else(|| bad("a pre-copied run past the end of memory"))?;
+        out.push((addr, n as usize));
+        b = &b[12..];
+    }
+    Ok(out)
+}
+
+/// The destination's side: the pages of the rounds, the last copy of each
+/// page kept, until the image says which of them to use.
+#[derive(Default)]
+pub struct PageStore {
+    /// Page address → its offset in `arena`.
+    index: HashMap<u64, usize>,
+    arena: Vec<u8>,
+}
+
+impl std::fmt::Debug for PageStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PageStore({} pages)", self.index.len())
+    }
+}
+
+impl PageStore {
+    /// Adds a round's pages (the PAGES encoding); at most `limit` bytes
+    /// held in all.
+    pub fn add(&mut self, encoded: &[u8], limit: u64) -> Result<(), ImageError> {
+        for run in decode_pages(encoded)? {
+            for (i, page) in run.data.chunks_exact(PAGE).enumerate() {
+                let addr = run.addr + (i * PAGE) as u64;
+                match self.index.get(&addr) {
+                    Some(&at) => self.arena[at..at + PAGE].copy_from_slice(page),
+                    None => {
+                        if (self.arena.len() + PAGE) as u64 > limit {
+                            return Err(ImageError::Pages(format!(
+                                "pre-copied pages past {limit} bytes"
+                            )));
+                        }
+                        self.index.insert(addr, self.arena.len());
+                        self.arena.extend_from_slice(page);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Bytes held.
+    pub fn bytes(&self) -> u64 {
+        self.arena.len() as u64
+    }
+
+    /// The page at `addr`.
+    pub fn page(&self, addr: u64) -> Option<&[u8]> {
+        self.index.get(&addr).map(|&at| &self.arena[at..at + PAGE])
+    }
+
+    /// `run`'s pages as slices of contiguous bytes held (one per stretch
+    /// stored in one piece), or the first page missing.
+    pub fn slices(&self, addr: u64, n: usize) -> Result<Vec<(u64, &[u8])>, u64> {
+        let mut out: Vec<(u64, &[u8])> = Vec::new();
+        let mut last: Option<(u64, usize, usize)> = None; // (addr, at, pages)
+        for i in 0..n {
+            let a = addr + (i * PAGE) as u64;
+            let at = *self.index.get(&a).ok_or(a)?;
+            match &mut last {
+                Some((_, start, m)) if *start + *m * PAGE == at => *m += 1,
+                _ => {
+                    if let Some((la, start, m)) = last.take() {
+                        out.push((la, &self.arena[start..start + m * PAGE]));
+                    }
+                    last = Some((a, at, 1));
+                }
+            }
+        }
+        if let Some((la, start, m)) = last {
+            out.push((la, &self.arena[start..start + m * PAGE]));
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::capture::capture_held_tracked;
+    use crate::image::encode_pages;
+    use crate::restore::{restore, Image, RestoreError, RestoreOpts};
+    use crate::testutil::{exit_code, pipe, read_byte, write_byte};
+    use std::os::fd::RawFd;
+
+    /// A forked child with `pages` pages of values it remembers (page p
+    /// all v[p]) and a small mapping of 16 more; says `R`. Each `w` on
+    /// stdin rewrites a third of the pages (and, the first time, zeroes
+    /// every 17th; the second, maps the small mapping anew with new
+    /// values) and says `R`; `g` checks every page and says `P` or `M`.
+    fn child(pages: usize, stdin: RawFd, stdout: RawFd) -> i32 {
+        // SAFETY: the child makes raw calls only, and exits.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0);
+        if pid != 0 {
+            return pid;
+        }
+        // SAFETY: all on this (child) process's own state; never returns.
+        unsafe {
+            libc::dup2(stdin, 0);
+            libc::dup2(stdout, 1);
+            libc::syscall(libc::SYS_close_range, 2u32, u32::MAX, 0u32);
+            let anon = |len: usize, at: *mut libc::c_void, fixed: libc::c_int| {
+                libc::mmap(
+                    at,
+                    len,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | fixed,
+                    -1,
+                    0,
+                ) as *mut u8
+            };
+            let all = pages + 16;
+            let m = anon(pages * PAGE, std::ptr::null_mut(), 0);
+            let small = anon(16 * PAGE, std::ptr::null_mut(), 0);
+            let v = anon(all, std::ptr::null_mut(), 0);
+            let page = |p: usize| {
+                if p < pages {
+                    m.add(p * PAGE)
+                } else {
+                    small.add((p - pages) * PAGE)
+                }
+            };
+            for p in 0..all {
+                *v.add(p) = (p % 251) as u8 + 1;
+                std::ptr::write_bytes(page(p), *v.add(p), PAGE);
+            }
+            libc::write(1, c"R".as_ptr().cast(), 1);
+            let mut generation = 0;
+            loop {
+                let mut c = 0u8;
+                while libc::read(0, (&mut c as *mut u8).cast(), 1) != 1 {}
+                if c == b'g' {
+                    break;
+                }
+                generation += 1;
+                for p in (0..pages).filter(|p| p % 3 == generation % 3) {
+                    *v.add(p) = (*v.add(p)).wrapping_add(1).max(1);
+                    std::ptr::write_bytes(page(p), *v.add(p), PAGE);
+                }
+                if generation == 1 {
+                    for p in (0..pages).step_by(17) {
+                        *v.add(p) = 0;
+                        std::ptr::write_bytes(page(p), 0, PAGE);
+                    }
+                }
+                if generation == 2 {
+                    libc::munmap(small.cast(), 16 * PAGE);
+                    anon(16 * PAGE, small.cast(), libc::MAP_FIXED);
+                    for p in pages..all {
+                        *v.add(p) = 200;
+                        std::ptr::write_bytes(page(p), 200, PAGE);
+                    }
+                }
+                libc::write(1, c"R".as_ptr().cast(), 1);
+            }
+            let mut verdict = b'P';
+            for p in 0..all {
+                if (0..PAGE).any(|i| *page(p).add(i) != *v.add(p)) {
+                    verdict = b'M';
+                }
+            }
+            libc::write(1, [verdict].as_ptr().cast(), 1);
+            libc::_exit(0)
+        }
+    }
+
+    #[test]
+    fn a_process_sent_in_rounds_is_rebuilt_from_them_and_its_last_writes() {
+        // Needs root (PR_SET_MM_MAP), as CI runs.
+        let pages = 2048;
+        let (in_r, in_w) = pipe();
+        let (out_r, out_w) = pipe();
+        let pid = child(pages, in_r, out_w);
+        assert_eq!(read_byte(out_r), b'R');
+        let mut t = Tracker::start(pid).unwrap();
+        let mut store = PageStore::default();
+        let first = t.round().unwrap();
+        assert!(first.written >= (pages * PAGE) as u64, "{}", first.written);
+        store.add(&first.pages, u64::MAX).unwrap();
+        write_byte(in_w, b'w');
+        assert_eq!(read_byte(out_r), b'R');
+        let second = t.round().unwrap();
+        // A third of the pages written, and the zeroed ones.
+        let third = (pages * PAGE / 3) as u64;
+        assert!(
+            second.written >= third && second.written < 2 * third,
+            "{} of {}",
+            second.written,
+            pages * PAGE
+        );
+        store.add(&second.pages, u64::MAX).unwrap();
+        assert_eq!(t.rounds(), 2);
+        write_byte(in_w, b'w');
+        assert_eq!(read_byte(out_r), b'R');
+        let (c, held) = capture_held_tracked(pid, 0, Some(&mut t)).unwrap();
+        held.release(true).unwrap();
+        assert_eq!(exit_code(pid), -libc::SIGKILL);
+        // The freeze read about a third of the pages and the new mapping.
+        assert!(
+            c.stored_bytes < (pages * PAGE / 2) as u64,
+            "{}",
+            c.stored_bytes
+        );
+        let opts = RestoreOpts {
+            stdio: [in_r, out_w, 2],
+            same_pid: true,
+            new_session: false,
+            creds: false,
+            user: None,
+            supervise: None,
+            pdeathsig: None,
+            root: None,
+        };
+        let mut img = Image::from_sections(c.sections).unwrap();
+        assert!(!img.precopied.is_empty());
+        assert!(matches!(
+            restore(&img, &opts),
+            Err(RestoreError::Precopied(_))
+        ));
+        assert!(img.attach_precopied(PageStore::default()).is_err());
+        img.attach_precopied(store).unwrap();
+        let r = restore(&img, &opts).unwrap();
+        write_byte(in_w, b'g');
+        let verdict = read_byte(out_r);
+        assert_eq!(exit_code(r.pid), 0);
+        assert_eq!(verdict, b'P');
+        // SAFETY: closing our descriptors.
+        unsafe {
+            for fd in [in_r, in_w, out_r, out_w] {
+                libc::close(fd);
+            }
+        }
+    }
+
+    #[test]
+    fn runs_split_into_read_and_held() {
+        let p = PAGE as u64;
+        let clean: BTreeSet<u64> = [p, 2 * p, 7 * p].into_iter().collect();
+        let (read, held) = split_runs(&[(0, 4), (6 * p, 2)], &clean);
+        assert_eq!(read, vec![(0, 1), (3 * p, 1), (6 * p, 1)]);
+        assert_eq!(held, vec![(p, 2), (7 * p, 1)]);
+        assert_eq!(decode_held(&encode_held(&held)).unwrap(), held);
+    }
+
+    #[test]
+    fn bad_held_runs_are_refused() {
+        let p = PAGE as u64;
+        let b = encode_held(&[(2 * p, 2), (p, 1)]);
+        assert!(decode_held(&b).is_err());
+        assert!(decode_held(&b[..13]).is_err());
+        assert!(decode_held(&encode_held(&[(5, 1)])).is_err());
+        assert!(decode_held(&encode_held(&[(u64::MAX - 4095, 2)])).is_err());
+    }
+
+    #[test]
+    fn the_store_keeps_the_last_copy_within_its_limit() {
+        let p = PAGE as u64;
+        let a = vec![1u8; PAGE];
+        let b = vec![2u8; PAGE];
+        let mut s = PageStore::default();
+        s.add(&encode_pages([(0, &a[..]), (p, &a[..])]), 1 << 20)
+            .unwrap();
+        s.add(&encode_pages([(p, &b[..]), (5 * p, &b[..])]), 1 << 20)
+            .unwrap();
+        assert_eq!(s.page(p).unwrap(), &b[..]);
+        assert_eq!(s.bytes(), 3 * p);
+        let slices = s.slices(0, 2).unwrap();
+        assert_eq!(slices.len(), 1);
+        assert_eq!(slices[0].1.len(), 2 * PAGE);
+        assert_eq!(s.slices(0, 3), Err(2 * p));
+        assert!(s.add(&encode_pages([(9 * p, &a[..])]), 3 * p).is_err());
+    }
+}

@@ -1,0 +1,255 @@
+//! Dirty-page tracking of another process without soft-dirty bits: a
+//! userfaultfd of the target's (made by a call injected into it, taken
+//! with pidfd_getfd) in asynchronous write-protect mode
+//! (`UFFD_FEATURE_WP_ASYNC`, Linux 6.7), and the `PAGEMAP_SCAN` ioctl on
+//! its /proc/PID/pagemap, which lists the pages written since they were
+//! last protected and protects them again in the same walk.
+//!
+//! In async mode a write to a protected page never waits for anyone: the
+//! kernel lifts the protection (the page counts as written) and the
+//! writer goes on. So nobody reads the userfaultfd; it only has to stay
+//! open while tracking lasts. The system headers of this machine predate
+//! these calls: their numbers and layouts are written here, checked
+//! against the kernel's uapi (include/uapi/linux/fs.h, userfaultfd.h).
+
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd};
+
+/// `UFFD_API`.
+const UFFD_API: u64 = 0xAA;
+/// `UFFD_FEATURE_WP_ASYNC`.
+const UFFD_FEATURE_WP_ASYNC: u64 = 1 << 15;
+/// `UFFDIO_REGISTER_MODE_WP`.
+const UFFDIO_REGISTER_MODE_WP: u64 = 1 << 1;
+/// `_IOWR(0xAA, 0x3F, struct uffdio_api)`.
+const UFFDIO_API: libc::c_ulong = 0xC018_AA3F;
+/// `_IOWR(0xAA, 0x00, struct uffdio_register)`.
+const UFFDIO_REGISTER: libc::c_ulong = 0xC020_AA00;
+/// `_IOWR('f', 16, struct pm_scan_arg)`.
+const PAGEMAP_SCAN: libc::c_ulong = 0xC060_6610;
+
+/// `PM_SCAN_WP_MATCHING`: protect the pages reported, in the same walk.
+const PM_SCAN_WP_MATCHING: u64 = 1 << 0;
+
+/// Page categories of `PAGEMAP_SCAN`.
+pub const PAGE_IS_WRITTEN: u64 = 1 << 1;
+pub const PAGE_IS_FILE: u64 = 1 << 2;
+pub const PAGE_IS_PRESENT: u64 = 1 << 3;
+pub const PAGE_IS_SWAPPED: u64 = 1 << 4;
+pub const PAGE_IS_PFNZERO: u64 = 1 << 5;
+
+/// The flags of the injected `userfaultfd` call: close-on-exec,
+/// non-blocking, and user-mode faults only (what an unprivileged process
+/// may ask for when vm.unprivileged_userfaultfd is 0; async protection is
+/// resolved by the kernel whoever writes).
+pub const USERFAULTFD_FLAGS: u64 = (libc::O_CLOEXEC | libc::O_NONBLOCK) as u64 | 1;
+
+#[repr(C)]
+struct UffdioApi {
+    api: u64,
+    features: u64,
+    ioctls: u64,
+}
+
+#[repr(C)]
+struct UffdioRegister {
+    start: u64,
+    len: u64,
+    mode: u64,
+    ioctls: u64,
+}
+
+#[repr(C)]
+struct PmScanArg {
+    size: u64,
+    flags: u64,
+    start: u64,
+    end: u64,
+    walk_end: u64,
+    vec: u64,
+    vec_len: u64,
+    max_pages: u64,
+    category_inverted: u64,
+    category_mask: u64,
+    category_anyof_mask: u64,
+    return_mask: u64,
+}
+
+const _: () = assert!(std::mem::size_of::<UffdioApi>() == 24);
+const _: () = assert!(std::mem::size_of::<UffdioRegister>() == 32);
+const _: () = assert!(std::mem::size_of::<PmScanArg>() == 96);
+
+/// One range of pages of the same categories (`struct page_region`).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PageRegion {
+    pub start: u64,
+    pub end: u64,
+    pub categories: u64,
+}
+
+const _: () = assert!(std::mem::size_of::<PageRegion>() == 24);
+
+/// Enables asynchronous write-protect tracking on a fresh userfaultfd.
+pub fn enable_wp_async(uffd: BorrowedFd<'_>) -> io::Result<()> {
+    let mut api = UffdioApi {
+        api: UFFD_API,
+        features: UFFD_FEATURE_WP_ASYNC,
+        ioctls: 0,
+    };
+    // SAFETY: UFFDIO_API reads and writes the struct we pass, which lives
+    // across the call and has the kernel's layout (checked above).
+    let rc = unsafe { libc::ioctl(uffd.as_raw_fd(), UFFDIO_API, &mut api) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if api.features & UFFD_FEATURE_WP_ASYNC == 0 {
+        return Err(io::Error::other(
+            "this kernel has no asynchronous write-protect userfaultfd",
+        ));
+    }
+    Ok(())
+}
+
+/// Registers `[start, end)` of the userfaultfd's process for
+/// write-protect tracking.
+pub fn register_wp(uffd: BorrowedFd<'_>, start: u64, end: u64) -> io::Result<()> {
+    let mut reg = UffdioRegister {
+        start,
+        len: end - start,
+        mode: UFFDIO_REGISTER_MODE_WP,
+        ioctls: 0,
+    };
+    // SAFETY: UFFDIO_REGISTER reads the range and mode and writes
+    // `ioctls` of the struct we pass; it touches no other memory of ours.
+    let rc = unsafe { libc::ioctl(uffd.as_raw_fd(), UFFDIO_REGISTER, &mut reg) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// What a scan asks for.
+#[derive(Debug, Clone, Copy)]
+pub struct Scan {
+    /// Categories a page must all have to be reported.
+    pub required: u64,
+    /// Categories reported with each region.
+    pub returned: u64,
+    /// Protect the reported pages again (they count as written again only
+    /// once written again).
+    pub protect: bool,
+}
+
+/// Scans `[start, end)` of the process of `pagemap` (its open
+/// /proc/PID/pagemap): the regions whose pages have the `scan.required`
+/// categories, appended to `out`, with the categories in `scan.returned`.
+pub fn scan(
+    pagemap: BorrowedFd<'_>,
+    start: u64,
+    end: u64,
+    scan: Scan,
+    out: &mut Vec<PageRegion>,
+) -> io::Result<()> {
+    let mut vec = vec![PageRegion::default(); 512];
+    let mut at = start;
+    while at < end {
+        let mut arg = PmScanArg {
+            size: std::mem::size_of::<PmScanArg>() as u64,
+            flags: if scan.protect { PM_SCAN_WP_MATCHING } else { 0 },
+            start: at,
+            end,
+            walk_end: 0,
+            vec: vec.as_mut_ptr() as u64,
+            vec_len: vec.len() as u64,
+            max_pages: 0,
+            category_inverted: 0,
+            category_mask: scan.required,
+            category_anyof_mask: 0,
+            return_mask: scan.returned | scan.required,
+        };
+        // SAFETY: PAGEMAP_SCAN reads `arg` and writes at most `vec_len`
+        // regions into `vec`, both ours and alive across the call, and
+        // `walk_end` of `arg`.
+        let n = unsafe { libc::ioctl(pagemap.as_raw_fd(), PAGEMAP_SCAN, &mut arg) };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        out.extend_from_slice(&vec[..n as usize]);
+        if arg.walk_end <= at {
+            break;
+        }
+        at = arg.walk_end;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::{AsFd, FromRawFd, OwnedFd};
+
+    /// Our own pages, tracked through our own userfaultfd and pagemap:
+    /// written pages are reported once, then again only once written
+    /// again.
+    #[test]
+    fn written_pages_are_reported_once_per_write() {
+        // SAFETY: userfaultfd takes flags and returns a new descriptor.
+        let fd = unsafe { libc::syscall(libc::SYS_userfaultfd, USERFAULTFD_FLAGS) };
+        if fd < 0 {
+            panic!("userfaultfd: {}", io::Error::last_os_error());
+        }
+        // SAFETY: a fresh descriptor nothing else owns.
+        let uffd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+        enable_wp_async(uffd.as_fd()).unwrap();
+        let len = 16 * 4096;
+        // SAFETY: a fresh private anonymous mapping, unmapped at the end.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        } as *mut u8;
+        assert_ne!(p as *mut libc::c_void, libc::MAP_FAILED);
+        let start = p as u64;
+        register_wp(uffd.as_fd(), start, start + len as u64).unwrap();
+        let pagemap = std::fs::File::open("/proc/self/pagemap").unwrap();
+        let written = |protect: bool| {
+            let mut out = Vec::new();
+            let s = Scan {
+                required: PAGE_IS_WRITTEN,
+                returned: PAGE_IS_PRESENT,
+                protect,
+            };
+            scan(pagemap.as_fd(), start, start + len as u64, s, &mut out).unwrap();
+            out.iter()
+                .filter(|r| r.categories & PAGE_IS_PRESENT != 0)
+                .map(|r| ((r.start - start) / 4096, (r.end - start) / 4096))
+                .collect::<Vec<_>>()
+        };
+        // SAFETY: within the mapping made above.
+        let poke = |page: usize| unsafe { *p.add(page * 4096) = 7 };
+        // Untouched pages are absent (holes, which a first scan reports
+        // as written but not present, and protects).
+        assert_eq!(written(true), vec![]);
+        poke(3);
+        poke(4);
+        poke(9);
+        assert_eq!(written(false), vec![(3, 5), (9, 10)]);
+        assert_eq!(written(true), vec![(3, 5), (9, 10)]);
+        // Protected now: nothing until written again.
+        assert_eq!(written(true), vec![]);
+        poke(4);
+        assert_eq!(written(true), vec![(4, 5)]);
+        // A page written for the first time after the holes were
+        // protected counts too.
+        poke(12);
+        assert_eq!(written(true), vec![(12, 13)]);
+        // SAFETY: the mapping made above, no longer used.
+        unsafe { libc::munmap(p as *mut libc::c_void, len) };
+    }
+}
