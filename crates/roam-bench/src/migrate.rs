@@ -6,8 +6,9 @@
 //!
 //! Program: tests/programs/migrate/writer.c (a heap of N MiB it keeps
 //! writing, a counter printed every second), with no heap (the minimal
-//! program), 100 MiB and 1 GiB. Each run moves the process n1 → n2 → n1 ...
-//! and checks at the end that its memory is whole. Needs root and `cc`.
+//! program), 100 MiB and 1 GiB, moved eagerly and with pre-copy. Each run
+//! moves the process n1 → n2 → n1 ... and checks at the end that its memory
+//! is whole. Needs root and `cc`.
 //! `cargo build --release && sudo target/release/roam-bench-migrate`.
 
 use std::io::{BufRead, BufReader, Write};
@@ -37,6 +38,7 @@ struct Args {
 const MINIMAL_TARGET_MS: f64 = 3.0;
 const HEAP100_TARGET_MS: f64 = 150.0;
 const RATE_TARGET_GBS: f64 = 1.0;
+const PRECOPY_FROZEN_TARGET_MS: f64 = 20.0;
 
 fn main() -> ExitCode {
     match run(Args::parse()) {
@@ -138,19 +140,21 @@ struct Sample {
     frozen_ms: f64,
     total_ms: f64,
     stored: f64,
+    precopied: f64,
 }
 
-/// `roam migrate PID NODE`, and what it reported.
-fn migrate(roam: &Path, tb: &Testbed, pid: u32, to: &str) -> anyhow::Result<Sample> {
+/// `roam migrate PID NODE --MODE`, and what it reported.
+fn migrate(roam: &Path, tb: &Testbed, pid: u32, to: &str, mode: &str) -> anyhow::Result<Sample> {
     let out = Command::new(roam)
         .env("ROAM_SOCKET", tb.socket())
-        .args(["migrate", &pid.to_string(), to])
+        .args(["migrate", &pid.to_string(), to, &format!("--{mode}")])
         .output()?;
     let said = String::from_utf8_lossy(&out.stderr).into_owned();
     if !out.status.success() {
         bail!("roam migrate: {said}");
     }
-    // "...: 100.2 MiB of memory, frozen 12.3 ms, 45.6 ms in all"
+    // "...: [100.0 MiB pre-copied in 3 rounds, then ]0.2 MiB while
+    // frozen; frozen 12.3 ms, 45.6 ms in all"
     let num_before = |tag: &str| -> anyhow::Result<f64> {
         let at = said
             .find(tag)
@@ -170,7 +174,12 @@ fn migrate(roam: &Path, tb: &Testbed, pid: u32, to: &str) -> anyhow::Result<Samp
     Ok(Sample {
         frozen_ms: frozen,
         total_ms: num_before("ms in all")?,
-        stored: num_before("MiB of memory")?,
+        stored: num_before("MiB while frozen")?,
+        precopied: if said.contains("pre-copied") {
+            num_before("MiB pre-copied")?
+        } else {
+            0.0
+        },
     })
 }
 
@@ -211,43 +220,63 @@ fn run(args: Args) -> anyhow::Result<()> {
     let (roam, roamd) = binaries()?;
     let writer = build_writer()?;
     let reps = args.reps.unwrap_or(if args.quick { 5 } else { 11 });
-    let mut sizes = vec![(0u64, reps), (100, reps)];
+    // (heap MiB, mode, moves)
+    let mut cases = vec![
+        (0u64, "eager", reps),
+        (100, "eager", reps),
+        (100, "precopy", reps),
+    ];
     if !args.quick {
-        sizes.push((1024, 3));
+        cases.push((1024, "eager", 3));
+        cases.push((1024, "precopy", 3));
     }
     let tb = Testbed::up(TestbedOpts::new(2, roamd)).context("testbed up")?;
     tb.wait_nodes_up(2, Duration::from_secs(20))?;
     println!(
-        "roam migrate between two testbed nodes (veth, TLS, relayed by the home); eager; medians; heap written at {} MiB/s",
+        "roam migrate between two testbed nodes (veth, TLS, relayed by the home); medians; heap written at {} MiB/s",
         args.write_rate
     );
     println!(
-        "{:>8} {:>5} {:>10} {:>10} {:>10} {:>10} {:>12} {:>10}",
-        "heap", "moves", "stored", "frozen ms", "total ms", "floor ms", "total/floor", "GB/s"
+        "{:>8} {:>8} {:>5} {:>10} {:>10} {:>10} {:>10} {:>10} {:>12} {:>8}",
+        "heap",
+        "mode",
+        "moves",
+        "pre-copied",
+        "frozen",
+        "frozen ms",
+        "total ms",
+        "floor ms",
+        "total/floor",
+        "GB/s"
     );
     let mut checks = Vec::new();
-    for (mib, n) in sizes {
+    let mut eager100 = None;
+    for (mib, mode, n) in cases {
         let job = start(&roam, &tb, &writer, mib, args.write_rate)?;
         let pid = job.child.id();
         let floor = floor_read(node_pid(&roam, &tb, pid)?)?;
         let mut s = Vec::new();
         for i in 0..n {
             let to = if i % 2 == 0 { "n2" } else { "n1" };
-            s.push(migrate(&roam, &tb, pid, to)?);
+            s.push(migrate(&roam, &tb, pid, to, mode)?);
         }
         finish(job)?;
-        let frozen = median(&mut s.iter().map(|x| x.frozen_ms).collect::<Vec<_>>());
-        let total = median(&mut s.iter().map(|x| x.total_ms).collect::<Vec<_>>());
-        let stored = s[0].stored;
-        let rate = stored * 1048576.0 / (total / 1e3) / 1e9;
+        let med = |f: fn(&Sample) -> f64| median(&mut s.iter().map(f).collect::<Vec<_>>());
+        let frozen = med(|x| x.frozen_ms);
+        let total = med(|x| x.total_ms);
+        let stored = med(|x| x.stored);
+        let precopied = med(|x| x.precopied);
+        let rate = (stored + precopied) * 1048576.0 / (total / 1e3) / 1e9;
         println!(
-            "{:>8} {:>5} {:>8.1}Mi {:>10.2} {:>10.2} {:>10.2} {:>11.1}x {:>10.2}",
+            "{:>8} {:>8} {:>5} {:>8.1}Mi {:>8.1}Mi {:>10.2} {:>10.2} {:>10.2} {:>11.1}x {:>8.2}",
             if mib == 0 {
                 "minimal".to_string()
             } else {
                 format!("{mib}Mi")
             },
+            mode,
             n,
+            precopied,
             stored,
             frozen,
             total,
@@ -255,14 +284,15 @@ fn run(args: Args) -> anyhow::Result<()> {
             total / floor.max(1e-3),
             rate
         );
-        match mib {
-            0 => checks.push((
+        match (mib, mode) {
+            (0, _) => checks.push((
                 "minimal program, total".to_string(),
                 total,
                 MINIMAL_TARGET_MS,
                 "ms",
             )),
-            100 => {
+            (100, "eager") => {
+                eager100 = Some(frozen);
                 checks.push((
                     "100 MiB eager, total".to_string(),
                     total,
@@ -283,6 +313,24 @@ fn run(args: Args) -> anyhow::Result<()> {
                     642.0 / total,
                     556.0 / frozen
                 );
+            }
+            (100, "precopy") => {
+                checks.push((
+                    format!(
+                        "100 MiB pre-copy, writing {} MiB/s, frozen",
+                        args.write_rate
+                    ),
+                    frozen,
+                    PRECOPY_FROZEN_TARGET_MS,
+                    "ms",
+                ));
+                if let Some(e) = eager100 {
+                    println!(
+                        "{:>8} pre-copy freezes {:.1}x shorter than eager",
+                        "",
+                        e / frozen.max(1e-3)
+                    );
+                }
             }
             _ => {}
         }

@@ -349,7 +349,7 @@ pub fn capture_held_tracked(
             Some(t) => t
                 .clean(&vmas)
                 .map_err(sys("find the pages written since they were sent"))?,
-            None => BTreeSet::new(),
+            None => Default::default(),
         };
         let mut records = Vec::new();
         // The runs of pages to store, found first, so that the section is

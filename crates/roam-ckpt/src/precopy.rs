@@ -11,24 +11,41 @@
 //! walk (`roam_sys::uffd`). A page read after its scan and written again
 //! before the freeze is simply reported again.
 //!
-//! Only private writable mappings are tracked: shared memory may be
-//! written through another process's page tables, which the target's
-//! protection does not see; their pages are read at the freeze, as in an
-//! eager capture. A sent page counts at the freeze only if its mapping is
-//! the very mapping it was tracked in (start, end, offset, file), so a
-//! mapping moved, resized or replaced since is read again.
+//! Only private mappings are tracked: shared memory may be written
+//! through another process's page tables, which the target's protection
+//! does not see; their pages are read at the freeze, as in an eager
+//! capture. Each page sent is remembered with the physical page that held
+//! it (its /proc/PID/pagemap entry: frame or swap slot, which the node
+//! daemon, root, may read): a page moved since by mremap, a mapping
+//! replaced, or a page the kernel moved, no longer matches and is read
+//! again at the freeze.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::os::fd::{AsFd, OwnedFd};
 
-use roam_sys::procfs::{self, Vma};
+use roam_sys::procfs::{self, Vma, PAGE_PRESENT, PAGE_SWAPPED};
 use roam_sys::ptrace;
 use roam_sys::remote::{Remote, Site};
 use roam_sys::uffd::{self, Scan, PAGE_IS_FILE, PAGE_IS_PRESENT, PAGE_IS_SWAPPED, PAGE_IS_WRITTEN};
 
 use crate::capture::{read_runs, stop_all, stores_pages, syscall_in_vdso, CaptureError, Held};
 use crate::image::{decode_pages, ImageError, PAGE};
+
+/// The physical page behind an address: its pagemap entry's frame (or
+/// swap slot) and its present and swapped bits; 0 for none (no page, or
+/// frames hidden from an unprivileged reader), which never matches.
+type Origin = u64;
+
+fn origin(entry: u64) -> Origin {
+    const FRAME: u64 = (1 << 55) - 1;
+    let o = entry & (FRAME | PAGE_PRESENT | PAGE_SWAPPED);
+    if o & FRAME == 0 {
+        0
+    } else {
+        o
+    }
+}
 
 /// The dirty-page tracking of one running process, and what was sent.
 pub struct Tracker {
@@ -37,11 +54,10 @@ pub struct Tracker {
     uffd: OwnedFd,
     pagemap: File,
     mem: File,
-    /// The mappings tracked, as /proc/PID/maps showed them when they were
-    /// registered.
-    tracked: Vec<Vma>,
-    /// Pages the destination holds, as they were when read.
-    sent: BTreeSet<u64>,
+    /// Pages the destination holds, as they were when read, and where
+    /// they came from then; with `true` for a page that was zero (not
+    /// sent: the destination's fresh memory is zero).
+    sent: BTreeMap<u64, (Origin, bool)>,
     rounds: u32,
 }
 
@@ -53,16 +69,10 @@ pub struct Round {
     pub written: u64,
 }
 
-/// Whether the pages of a mapping are tracked: those an image stores, of
-/// a private mapping that may be written.
+/// Whether the pages of a mapping may be pre-copied: those an image
+/// stores, of a private mapping.
 fn trackable(v: &Vma) -> bool {
-    stores_pages(v) && !v.shared && v.write
-}
-
-/// The same mapping (protection aside, which changes no page).
-fn same_mapping(a: &Vma, b: &Vma) -> bool {
-    (a.start, a.end, a.offset, a.dev, a.inode, a.shared, &a.path)
-        == (b.start, b.end, b.offset, b.dev, b.inode, b.shared, &b.path)
+    stores_pages(v) && !v.shared
 }
 
 impl Tracker {
@@ -109,8 +119,7 @@ impl Tracker {
             uffd,
             pagemap,
             mem,
-            tracked: Vec::new(),
-            sent: BTreeSet::new(),
+            sent: BTreeMap::new(),
             rounds: 0,
         })
     }
@@ -122,32 +131,32 @@ impl Tracker {
 
     /// Bytes of pages the destination holds.
     pub fn sent_bytes(&self) -> u64 {
-        (self.sent.len() * PAGE) as u64
+        (self.sent.values().filter(|&&(_, zero)| !zero).count() * PAGE) as u64
     }
 
     /// One round, the process running: the pages written since the last
-    /// round (every present page of a mapping new since), protected again
-    /// and read.
+    /// round (at first, every page), protected again and read. A page
+    /// never protected counts as written: so every page of a mapping new
+    /// since the last round.
     pub fn round(&mut self) -> Result<Round, CaptureError> {
         let pid = self.pid;
         let sys = |what| move |source| CaptureError::Sys { pid, what, source };
         let vmas = procfs::maps(pid).map_err(|_| CaptureError::Gone { pid })?;
-        self.forget_changed(&vmas);
         let mut runs: Vec<(u64, usize)> = Vec::new();
         let mut regions = Vec::new();
         for v in vmas.iter().filter(|v| trackable(v)) {
-            let known = self.tracked.iter().any(|t| same_mapping(t, v));
-            if !known {
-                if uffd::register_wp(self.uffd.as_fd(), v.start, v.end).is_err() {
-                    // Not trackable after all: read at the freeze.
-                    continue;
-                }
-                self.tracked.push(v.clone());
+            // Again each round: a mapping new since, or merged with one,
+            // is tracked too (the same userfaultfd may register again).
+            if uffd::register_wp(self.uffd.as_fd(), v.start, v.end).is_err() {
+                // Not trackable after all: read at the freeze.
+                continue;
             }
             regions.clear();
+            // Pages only: protecting a hole would leave a marker that the
+            // page map shows as a swapped page.
             let scan = Scan {
-                // A mapping new to the tracking: every page, protected.
-                required: if known { PAGE_IS_WRITTEN } else { 0 },
+                required: PAGE_IS_WRITTEN,
+                anyof: PAGE_IS_PRESENT | PAGE_IS_SWAPPED,
                 returned: PAGE_IS_PRESENT | PAGE_IS_SWAPPED | PAGE_IS_FILE,
                 protect: true,
             };
@@ -155,74 +164,96 @@ impl Tracker {
                 .map_err(sys("scan the page map for written pages"))?;
             let file_backed = v.inode != 0;
             for r in &regions {
-                // Holes are reported until protected; unmodified file pages
-                // are the file's.
-                let wanted = r.categories & (PAGE_IS_PRESENT | PAGE_IS_SWAPPED) != 0
-                    && !(file_backed && r.categories & PAGE_IS_FILE != 0);
+                // Unmodified file pages are the file's.
+                let wanted = !(file_backed && r.categories & PAGE_IS_FILE != 0);
                 if wanted {
-                    push_run(
-                        &mut runs,
-                        r.start,
-                        ((r.end - r.start) / PAGE as u64) as usize,
-                    );
+                    let n = ((r.end - r.start) / PAGE as u64) as usize;
+                    push_run(&mut runs, r.start, n);
                 }
             }
         }
         let written = runs.iter().map(|&(_, n)| (n * PAGE) as u64).sum();
-        let (pages, _) = read_runs(pid, &self.mem, &runs).map_err(sys("read the memory"))?;
-        // What is sent replaces what was; a page now zero is no longer
-        // held (the destination's fresh memory is zero).
+        // The physical pages first, then their bytes: a page replaced in
+        // between is found at the freeze by its frame.
+        let mut frames = Vec::with_capacity(runs.len());
         for &(addr, n) in &runs {
-            for i in 0..n as u64 {
-                self.sent.remove(&(addr + i * PAGE as u64));
+            frames.push(
+                procfs::pagemap_of(&self.pagemap, addr, n).map_err(sys("read the page map"))?,
+            );
+        }
+        // The process runs: memory scanned may be unmapped before it is
+        // read. Such a run is not sent (and no longer held): if it is
+        // there at the freeze, it is read then.
+        let pages = match read_runs(pid, &self.mem, &runs) {
+            Ok((pages, _)) => pages,
+            Err(_) => {
+                let mut pages = Vec::new();
+                for (i, run) in runs.iter().enumerate() {
+                    match read_runs(pid, &self.mem, std::slice::from_ref(run)) {
+                        Ok((p, _)) => pages.extend_from_slice(&p),
+                        Err(_) if procfs::proc_stat(pid as u32).is_ok() => frames[i].clear(),
+                        Err(_) => return Err(CaptureError::Gone { pid }),
+                    }
+                }
+                pages
+            }
+        };
+        // What is sent replaces what was: each page read, zero (left out
+        // of the round) until found among the pages sent.
+        for (&(addr, n), frames) in runs.iter().zip(&frames) {
+            for i in 0..n {
+                let a = addr + (i * PAGE) as u64;
+                match frames.get(i).map_or(0, |&e| origin(e)) {
+                    0 => self.sent.remove(&a),
+                    o => self.sent.insert(a, (o, true)),
+                };
             }
         }
         for run in decode_pages(&pages).map_err(|e| sys("read the memory")(io_err(e)))? {
             for i in 0..(run.data.len() / PAGE) as u64 {
-                self.sent.insert(run.addr + i * PAGE as u64);
+                if let Some(p) = self.sent.get_mut(&(run.addr + i * PAGE as u64)) {
+                    p.1 = false;
+                }
             }
         }
         self.rounds += 1;
         Ok(Round { pages, written })
     }
 
-    /// Forgets what was sent of mappings no longer there as they were.
-    fn forget_changed(&mut self, vmas: &[Vma]) {
-        let sent = &mut self.sent;
-        self.tracked.retain(|t| {
-            let still = vmas.iter().any(|v| same_mapping(t, v));
-            if !still {
-                let gone: Vec<u64> = sent.range(t.start..t.end).copied().collect();
-                for a in gone {
-                    sent.remove(&a);
-                }
-            }
-            still
-        });
-    }
-
     /// At the freeze (the process stopped, `vmas` its mappings now): the
-    /// pages the destination holds as they are now, which the image names
-    /// instead of carrying.
-    pub(crate) fn clean(&mut self, vmas: &[Vma]) -> std::io::Result<BTreeSet<u64>> {
-        self.forget_changed(vmas);
-        let mut clean = BTreeSet::new();
+    /// pages the destination holds as they are now (not written since they
+    /// were read, and where they were), each with `true` if zero: which
+    /// the image names instead of carrying, or leaves out.
+    pub(crate) fn clean(&mut self, vmas: &[Vma]) -> std::io::Result<BTreeMap<u64, bool>> {
+        let mut clean = BTreeMap::new();
         let mut regions = Vec::new();
-        for t in &self.tracked {
+        for v in vmas.iter().filter(|v| trackable(v)) {
+            if self.sent.range(v.start..v.end).next().is_none() {
+                continue;
+            }
             regions.clear();
             let scan = Scan {
                 required: PAGE_IS_WRITTEN,
+                anyof: 0,
                 returned: 0,
                 protect: false,
             };
-            uffd::scan(self.pagemap.as_fd(), t.start, t.end, scan, &mut regions)?;
+            uffd::scan(self.pagemap.as_fd(), v.start, v.end, scan, &mut regions)?;
+            let frames = procfs::pagemap_of(
+                &self.pagemap,
+                v.start,
+                ((v.end - v.start) / PAGE as u64) as usize,
+            )?;
             let mut written = regions.iter().peekable();
-            for &a in self.sent.range(t.start..t.end) {
+            for (&a, &(o, zero)) in self.sent.range(v.start..v.end) {
                 while written.peek().is_some_and(|r| r.end <= a) {
                     written.next();
                 }
-                if written.peek().is_none_or(|r| r.start > a) {
-                    clean.insert(a);
+                let now = frames
+                    .get(((a - v.start) / PAGE as u64) as usize)
+                    .map_or(0, |&e| origin(e));
+                if written.peek().is_none_or(|r| r.start > a) && o == now {
+                    clean.insert(a, zero);
                 }
             }
         }
@@ -249,8 +280,8 @@ fn push_run(runs: &mut Vec<(u64, usize)>, addr: u64, n: usize) {
 pub(crate) type Runs = Vec<(u64, usize)>;
 
 /// Splits page runs into those to read and those the destination holds
-/// (`clean`), in address order.
-pub(crate) fn split_runs(runs: &[(u64, usize)], clean: &BTreeSet<u64>) -> (Runs, Runs) {
+/// (`clean`: zero pages among them in neither), in address order.
+pub(crate) fn split_runs(runs: &[(u64, usize)], clean: &BTreeMap<u64, bool>) -> (Runs, Runs) {
     if clean.is_empty() {
         return (runs.to_vec(), Vec::new());
     }
@@ -258,15 +289,11 @@ pub(crate) fn split_runs(runs: &[(u64, usize)], clean: &BTreeSet<u64>) -> (Runs,
     for &(addr, n) in runs {
         for i in 0..n {
             let a = addr + (i * PAGE) as u64;
-            push_run(
-                if clean.contains(&a) {
-                    &mut held
-                } else {
-                    &mut read
-                },
-                a,
-                1,
-            );
+            match clean.get(&a) {
+                None => push_run(&mut read, a, 1),
+                Some(false) => push_run(&mut held, a, 1),
+                Some(true) => {}
+            }
         }
     }
     (read, held)
@@ -307,12 +334,16 @@ pub fn decode_held(mut b: &[u8]) -> Result<Vec<(u64, usize)>, ImageError> {
 }
 
 /// The destination's side: the pages of the rounds, the last copy of each
-/// page kept, until the image says which of them to use.
+/// page kept, until the image says which of them to use. Each round's
+/// bytes are kept as they came (no copy); a page sent again points to its
+/// newer copy.
 #[derive(Default)]
 pub struct PageStore {
-    /// Page address → its offset in `arena`.
-    index: HashMap<u64, usize>,
-    arena: Vec<u8>,
+    rounds: Vec<Vec<u8>>,
+    /// Page address → (round, offset of its bytes).
+    index: HashMap<u64, (u32, usize)>,
+    /// Bytes of all rounds kept.
+    held: u64,
 }
 
 impl std::fmt::Debug for PageStore {
@@ -324,57 +355,59 @@ impl std::fmt::Debug for PageStore {
 impl PageStore {
     /// Adds a round's pages (the PAGES encoding); at most `limit` bytes
     /// held in all.
-    pub fn add(&mut self, encoded: &[u8], limit: u64) -> Result<(), ImageError> {
-        for run in decode_pages(encoded)? {
-            for (i, page) in run.data.chunks_exact(PAGE).enumerate() {
+    pub fn add(&mut self, encoded: Vec<u8>, limit: u64) -> Result<(), ImageError> {
+        if self.held + encoded.len() as u64 > limit {
+            return Err(ImageError::Pages(format!(
+                "pre-copied pages past {limit} bytes"
+            )));
+        }
+        let round = self.rounds.len() as u32;
+        let base = encoded.as_ptr() as usize;
+        for run in decode_pages(&encoded)? {
+            let at = run.data.as_ptr() as usize - base;
+            for i in 0..run.data.len() / PAGE {
                 let addr = run.addr + (i * PAGE) as u64;
-                match self.index.get(&addr) {
-                    Some(&at) => self.arena[at..at + PAGE].copy_from_slice(page),
-                    None => {
-                        if (self.arena.len() + PAGE) as u64 > limit {
-                            return Err(ImageError::Pages(format!(
-                                "pre-copied pages past {limit} bytes"
-                            )));
-                        }
-                        self.index.insert(addr, self.arena.len());
-                        self.arena.extend_from_slice(page);
-                    }
-                }
+                self.index.insert(addr, (round, at + i * PAGE));
             }
         }
+        self.held += encoded.len() as u64;
+        self.rounds.push(encoded);
         Ok(())
     }
 
     /// Bytes held.
     pub fn bytes(&self) -> u64 {
-        self.arena.len() as u64
+        self.held
     }
 
     /// The page at `addr`.
     pub fn page(&self, addr: u64) -> Option<&[u8]> {
-        self.index.get(&addr).map(|&at| &self.arena[at..at + PAGE])
+        self.index
+            .get(&addr)
+            .map(|&(r, at)| &self.rounds[r as usize][at..at + PAGE])
     }
 
-    /// `run`'s pages as slices of contiguous bytes held (one per stretch
-    /// stored in one piece), or the first page missing.
+    /// The pages of run (`addr`, `n`) as slices of contiguous bytes held
+    /// (one per stretch kept in one piece), or the first page missing.
     pub fn slices(&self, addr: u64, n: usize) -> Result<Vec<(u64, &[u8])>, u64> {
         let mut out: Vec<(u64, &[u8])> = Vec::new();
-        let mut last: Option<(u64, usize, usize)> = None; // (addr, at, pages)
+        // (address, round, offset, pages) of the stretch being gathered.
+        let mut last: Option<(u64, u32, usize, usize)> = None;
         for i in 0..n {
             let a = addr + (i * PAGE) as u64;
-            let at = *self.index.get(&a).ok_or(a)?;
+            let (r, at) = *self.index.get(&a).ok_or(a)?;
             match &mut last {
-                Some((_, start, m)) if *start + *m * PAGE == at => *m += 1,
+                Some((_, lr, start, m)) if *lr == r && *start + *m * PAGE == at => *m += 1,
                 _ => {
-                    if let Some((la, start, m)) = last.take() {
-                        out.push((la, &self.arena[start..start + m * PAGE]));
+                    if let Some((la, lr, start, m)) = last.take() {
+                        out.push((la, &self.rounds[lr as usize][start..start + m * PAGE]));
                     }
-                    last = Some((a, at, 1));
+                    last = Some((a, r, at, 1));
                 }
             }
         }
-        if let Some((la, start, m)) = last {
-            out.push((la, &self.arena[start..start + m * PAGE]));
+        if let Some((la, lr, start, m)) = last {
+            out.push((la, &self.rounds[lr as usize][start..start + m * PAGE]));
         }
         Ok(out)
     }
@@ -483,7 +516,7 @@ mod tests {
         let mut store = PageStore::default();
         let first = t.round().unwrap();
         assert!(first.written >= (pages * PAGE) as u64, "{}", first.written);
-        store.add(&first.pages, u64::MAX).unwrap();
+        store.add(first.pages, u64::MAX).unwrap();
         write_byte(in_w, b'w');
         assert_eq!(read_byte(out_r), b'R');
         let second = t.round().unwrap();
@@ -495,7 +528,7 @@ mod tests {
             second.written,
             pages * PAGE
         );
-        store.add(&second.pages, u64::MAX).unwrap();
+        store.add(second.pages, u64::MAX).unwrap();
         assert_eq!(t.rounds(), 2);
         write_byte(in_w, b'w');
         assert_eq!(read_byte(out_r), b'R');
@@ -542,9 +575,12 @@ mod tests {
     #[test]
     fn runs_split_into_read_and_held() {
         let p = PAGE as u64;
-        let clean: BTreeSet<u64> = [p, 2 * p, 7 * p].into_iter().collect();
-        let (read, held) = split_runs(&[(0, 4), (6 * p, 2)], &clean);
-        assert_eq!(read, vec![(0, 1), (3 * p, 1), (6 * p, 1)]);
+        let clean: BTreeMap<u64, bool> =
+            [(p, false), (2 * p, false), (3 * p, true), (7 * p, false)]
+                .into_iter()
+                .collect();
+        let (read, held) = split_runs(&[(0, 5), (6 * p, 2)], &clean);
+        assert_eq!(read, vec![(0, 1), (4 * p, 1), (6 * p, 1)]);
         assert_eq!(held, vec![(p, 2), (7 * p, 1)]);
         assert_eq!(decode_held(&encode_held(&held)).unwrap(), held);
     }
@@ -565,16 +601,23 @@ mod tests {
         let a = vec![1u8; PAGE];
         let b = vec![2u8; PAGE];
         let mut s = PageStore::default();
-        s.add(&encode_pages([(0, &a[..]), (p, &a[..])]), 1 << 20)
+        s.add(encode_pages([(0, &a[..]), (p, &a[..])]), 1 << 20)
             .unwrap();
-        s.add(&encode_pages([(p, &b[..]), (5 * p, &b[..])]), 1 << 20)
+        s.add(encode_pages([(p, &b[..]), (5 * p, &b[..])]), 1 << 20)
             .unwrap();
         assert_eq!(s.page(p).unwrap(), &b[..]);
-        assert_eq!(s.bytes(), 3 * p);
+        assert_eq!(s.page(0).unwrap(), &a[..]);
+        // Two rounds of two pages, with their run headers.
+        assert_eq!(s.bytes(), 4 * p + 3 * 12);
+        // Page 1 was sent again: two stretches, the newer copy.
         let slices = s.slices(0, 2).unwrap();
-        assert_eq!(slices.len(), 1);
-        assert_eq!(slices[0].1.len(), 2 * PAGE);
+        assert_eq!(slices.len(), 2);
+        assert_eq!((slices[1].0, slices[1].1), (p, &b[..]));
+        let mut t = PageStore::default();
+        t.add(encode_pages([(0, &a[..]), (p, &b[..])]), 1 << 20)
+            .unwrap();
+        assert_eq!(t.slices(0, 2).unwrap()[0].1.len(), 2 * PAGE);
         assert_eq!(s.slices(0, 3), Err(2 * p));
-        assert!(s.add(&encode_pages([(9 * p, &a[..])]), 3 * p).is_err());
+        assert!(s.add(encode_pages([(9 * p, &a[..])]), 4 * p).is_err());
     }
 }

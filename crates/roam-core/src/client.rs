@@ -148,16 +148,23 @@ impl PendingClient {
 }
 
 /// Moves the remote process of `home_pid` to `node` (the placement's
-/// choice if None), calling `progress(sent, total)` as the image goes;
+/// choice if None), moving its memory as `mode` says, calling
+/// `progress(sent, total)` as the pages and the image go;
 /// returns how it went. See docs/design/migration.md.
 pub async fn migrate(
     path: &Path,
     home_pid: u32,
     node: Option<String>,
+    mode: roam_proto::types::MigrateMode,
     mut progress: impl FnMut(u64, u64),
 ) -> Result<roam_proto::types::MigrateReport, ClientError> {
     let mut c = Client::connect(path, "roam migrate").await?;
-    c.send(&LocalMsg::Migrate { home_pid, node }).await?;
+    c.send(&LocalMsg::Migrate {
+        home_pid,
+        node,
+        mode,
+    })
+    .await?;
     loop {
         match c.recv().await? {
             Some(LocalMsg::MigrateProgress { sent, total }) => progress(sent, total),

@@ -879,8 +879,14 @@ async fn serve_local(
                     }
                 }
             }
-            LocalMsg::Migrate { home_pid, node } => {
-                if let Err(e) = migrate::start(&home, &cred, home_pid, node.as_deref(), Some(&tx)) {
+            LocalMsg::Migrate {
+                home_pid,
+                node,
+                mode,
+            } => {
+                let started =
+                    migrate::start(&home, &cred, home_pid, node.as_deref(), Some(&tx), mode);
+                if let Err(e) = started {
                     tx.send("local", &LocalMsg::Migrated(Err(e)));
                 }
             }

@@ -664,6 +664,19 @@ fn handle_link_msg(shared: &Arc<NodeShared>, tx: &FrameTx, msg: LinkMsg) {
                 rx,
             ));
         }
+        // A migration's restore, after its pre-copy: to the task that
+        // holds the pages.
+        LinkMsg::Restore { req, .. } | LinkMsg::PreCopy { req, .. }
+            if shared.transfers.lock().unwrap().contains_key(&req) =>
+        {
+            if let Some(t) = shared.transfers.lock().unwrap().get(&req) {
+                let _ = t.send(msg);
+            }
+        }
+        LinkMsg::PreCopy { req, .. } => {
+            let rx = shared.open_transfer(req);
+            tokio::spawn(ckpt::migrate_in(shared.clone(), req, msg, rx));
+        }
         LinkMsg::Restore {
             req,
             session,
@@ -675,14 +688,15 @@ fn handle_link_msg(shared: &Arc<NodeShared>, tx: &FrameTx, msg: LinkMsg) {
             let shared = shared.clone();
             let tx = tx.clone();
             tokio::spawn(async move {
-                let result = ckpt::restore(&shared, req, session, home_pid, cred, *spec, rx).await;
+                let result =
+                    ckpt::restore(&shared, req, session, home_pid, cred, *spec, (rx, None)).await;
                 shared.transfers.lock().unwrap().remove(&req);
                 tx.send("link", &LinkMsg::Spawned { req, result });
             });
         }
-        LinkMsg::MigrateOut { req, session } => {
+        LinkMsg::MigrateOut { req, session, mode } => {
             let rx = shared.open_transfer(req);
-            tokio::spawn(ckpt::migrate_out(shared.clone(), req, session, rx));
+            tokio::spawn(ckpt::migrate_out(shared.clone(), req, session, mode, rx));
         }
         LinkMsg::Image { req, .. }
         | LinkMsg::ImageAck { req, .. }

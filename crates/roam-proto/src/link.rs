@@ -15,8 +15,8 @@ use serde::{Deserialize, Serialize};
 use crate::fs::{FsNotice, FsOp, FsReply};
 
 use crate::types::{
-    ArchInfo, Chan, Cred, ExitStatus, Handover, ImageSummary, KillRefusal, NodeLoad, ProcInfo,
-    RestoreSpec, SessionId, SessionReport, SpawnSpec, WireError, WireSignal,
+    ArchInfo, Chan, Cred, ExitStatus, Handover, ImageSummary, KillRefusal, MigrateMode, NodeLoad,
+    ProcInfo, RestoreSpec, SessionId, SessionReport, SpawnSpec, WireError, WireSignal,
 };
 
 /// The node's hello.
@@ -263,9 +263,23 @@ pub enum LinkMsg {
     /// it, stop its streams (`Captured`), send the image as transfer `req`,
     /// and keep the process frozen until `MigrateEnd`. See
     /// docs/design/migration.md.
+    ///
+    /// With pre-copy (`mode`), first send the pages in rounds while the
+    /// process runs, each round a `PreCopy` and its bytes in the same
+    /// transfer; the image then names the pages sent instead of carrying
+    /// them.
     MigrateOut {
         req: u64,
         session: SessionId,
+        mode: MigrateMode,
+    },
+    /// Node → home → new node: round `round` of pre-copied pages of
+    /// migration `req`, `len` bytes of page runs that follow in the
+    /// transfer. The new node keeps them until the `Restore`.
+    PreCopy {
+        req: u64,
+        round: u32,
+        len: u64,
     },
     /// Node → home: the process of `MigrateOut` `req` is frozen and
     /// captured (the image of this length follows, after

@@ -14,8 +14,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::link::LinkMsg;
 use crate::types::{
-    MigrateReport, Mode, NodeInfo, ProcInfo, RestoreSpec, SessionId, SpawnSpec, WireError,
-    WireSignal,
+    MigrateMode, MigrateReport, Mode, NodeInfo, ProcInfo, RestoreSpec, SessionId, SpawnSpec,
+    WireError, WireSignal,
 };
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -87,6 +87,7 @@ pub enum LocalMsg {
     Migrate {
         home_pid: u32,
         node: Option<String>,
+        mode: MigrateMode,
     },
     /// Stop placing processes on `node` (`on`), or place on it again.
     /// Root only. `roam drain` then migrates its processes away.

@@ -139,6 +139,21 @@ pub struct MigrateReport {
     /// migration (microseconds).
     pub frozen_us: u64,
     pub total_us: u64,
+    /// Pre-copy rounds done, and the bytes of pages they sent.
+    pub rounds: u32,
+    pub precopied: u64,
+}
+
+/// How a migration moves memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum MigrateMode {
+    /// Pre-copy for a process with more than a little memory, else eager.
+    #[default]
+    Auto,
+    /// Everything while frozen.
+    Eager,
+    /// Rounds of pages while the process runs, then a short freeze.
+    PreCopy,
 }
 
 /// Terminal set-up for a remote process whose proxy has a terminal.

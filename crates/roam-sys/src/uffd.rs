@@ -8,7 +8,12 @@
 //! In async mode a write to a protected page never waits for anyone: the
 //! kernel lifts the protection (the page counts as written) and the
 //! writer goes on. So nobody reads the userfaultfd; it only has to stay
-//! open while tracking lasts. The system headers of this machine predate
+//! open while tracking lasts.
+//!
+//! A hole (a page never populated) counts as written until a protecting
+//! scan marks it; the mark (a uffd-wp pte marker) then shows in
+//! /proc/PID/pagemap as a swapped page. Scans that should leave holes
+//! alone ask for present or swapped pages (`Scan::anyof`). The system headers of this machine predate
 //! these calls: their numbers and layouts are written here, checked
 //! against the kernel's uapi (include/uapi/linux/fs.h, userfaultfd.h).
 
@@ -134,6 +139,9 @@ pub fn register_wp(uffd: BorrowedFd<'_>, start: u64, end: u64) -> io::Result<()>
 pub struct Scan {
     /// Categories a page must all have to be reported.
     pub required: u64,
+    /// Categories of which a page must have one at least (0: no such
+    /// condition).
+    pub anyof: u64,
     /// Categories reported with each region.
     pub returned: u64,
     /// Protect the reported pages again (they count as written again only
@@ -165,7 +173,7 @@ pub fn scan(
             max_pages: 0,
             category_inverted: 0,
             category_mask: scan.required,
-            category_anyof_mask: 0,
+            category_anyof_mask: scan.anyof,
             return_mask: scan.returned | scan.required,
         };
         // SAFETY: PAGEMAP_SCAN reads `arg` and writes at most `vec_len`
@@ -222,6 +230,7 @@ mod tests {
             let mut out = Vec::new();
             let s = Scan {
                 required: PAGE_IS_WRITTEN,
+                anyof: 0,
                 returned: PAGE_IS_PRESENT,
                 protect,
             };

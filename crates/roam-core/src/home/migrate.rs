@@ -12,7 +12,8 @@ use std::time::Instant;
 use roam_proto::link::LinkMsg;
 use roam_proto::local::LocalMsg;
 use roam_proto::types::{
-    Cred, ErrorCode, Handover, ImageSummary, MigrateReport, Mode, RestoreSpec, SessionId, WireError,
+    Cred, ErrorCode, Handover, ImageSummary, MigrateMode, MigrateReport, Mode, RestoreSpec,
+    SessionId, WireError,
 };
 
 use super::{placement, Home, State};
@@ -42,6 +43,9 @@ pub(super) struct Migration {
     /// The old node's link went: no `Checkpointed` will come.
     old_gone: bool,
     reported: u64,
+    /// Pre-copy rounds relayed, and their bytes.
+    rounds: u32,
+    precopied: u64,
 }
 
 fn no_process(home_pid: u32) -> WireError {
@@ -53,13 +57,14 @@ fn no_process(home_pid: u32) -> WireError {
 
 /// `LocalMsg::Migrate` (and the balancer, with no caller): starts moving
 /// the process of `home_pid` to `node` (placement's choice if None).
-/// Returns the new node's name.
+/// Memory moves as `how` says. Returns the new node's name.
 pub(super) fn start(
     home: &Home,
     cred: &Cred,
     home_pid: u32,
     node: Option<&str>,
     caller: Option<&FrameTx>,
+    how: MigrateMode,
 ) -> Result<String, WireError> {
     let mode: Mode = *home.mode.lock().unwrap();
     let mut st = home.state.lock().unwrap();
@@ -163,9 +168,18 @@ pub(super) fn start(
             decided: false,
             old_gone: false,
             reported: 0,
+            rounds: 0,
+            precopied: 0,
         },
     );
-    src.send("link", &LinkMsg::MigrateOut { req, session });
+    src.send(
+        "link",
+        &LinkMsg::MigrateOut {
+            req,
+            session,
+            mode: how,
+        },
+    );
     tracing::info!("migrating home pid {home_pid} (session {session}) from {from} to {to}");
     Ok(to)
 }
@@ -174,6 +188,7 @@ pub(super) fn start(
 fn req_of(msg: &LinkMsg) -> Option<u64> {
     match msg {
         LinkMsg::Captured { req, .. }
+        | LinkMsg::PreCopy { req, .. }
         | LinkMsg::Image { req, .. }
         | LinkMsg::ImageAck { req, .. }
         | LinkMsg::ImageEnd { req, .. }
@@ -237,6 +252,14 @@ pub(super) fn from_node(st: &mut State, node: &str, msg: LinkMsg) {
             // The old node answers `Checkpointed` next: the end.
             Err(e) => tell(st, req, Err(e)),
         },
+        LinkMsg::PreCopy { len, .. } if from_old => {
+            m.rounds += 1;
+            m.precopied += len;
+            let to = m.to.clone();
+            if let Some(l) = link(st, &to) {
+                l.send("link", &msg);
+            }
+        }
         LinkMsg::Image { .. } | LinkMsg::ImageEnd { .. } if from_old => {
             if matches!(msg, LinkMsg::ImageEnd { .. }) {
                 m.sent = Some(Instant::now());
@@ -247,10 +270,10 @@ pub(super) fn from_node(st: &mut State, node: &str, msg: LinkMsg) {
             }
         }
         LinkMsg::ImageAck { offset, .. } if from_new => {
-            let total = m
-                .captured
-                .as_ref()
-                .map_or(0, |(_, s, h)| s.len + h.stdin_unread);
+            let total = m.precopied
+                + m.captured
+                    .as_ref()
+                    .map_or(0, |(_, s, h)| s.len + h.stdin_unread);
             if offset >= m.reported + PROGRESS_STEP || offset == total {
                 m.reported = offset;
                 if let Some(c) = &m.caller {
@@ -286,6 +309,14 @@ pub(super) fn from_node(st: &mut State, node: &str, msg: LinkMsg) {
                 end_session_move(st, session, &from);
                 if let Some(l) = link(st, &to) {
                     l.send("link", &LinkMsg::Forget { session });
+                    // Pre-copied pages it may hold for the move.
+                    l.send(
+                        "link",
+                        &LinkMsg::ImageEnd {
+                            req,
+                            result: Err(WireError::new(ErrorCode::Unavailable, why.clone())),
+                        },
+                    );
                 }
                 tell(st, req, Err(WireError::new(ErrorCode::Unavailable, why)));
                 st.migrations.remove(&req);
@@ -358,6 +389,8 @@ fn commit(st: &mut State, req: u64, pid: u32) {
         stored,
         frozen_us,
         total_us: now.duration_since(m.started).as_micros() as u64,
+        rounds: m.rounds,
+        precopied: m.precopied,
     };
     let dest = st.nodes.get(&to).and_then(|n| n.link.clone());
     let Some(s) = st.sessions.get_mut(&session) else {
@@ -396,8 +429,10 @@ fn commit(st: &mut State, req: u64, pid: u32) {
         None => (0.0, 0.0, 0.0),
     };
     tracing::info!(
-        "home pid {} moved from {from} to {to} (pid {pid}): {} bytes, frozen {:.1} ms, {:.1} ms in all (capture {capture:.1} ms, transfer {transfer:.1} ms, restore {restore:.1} ms)",
+        "home pid {} moved from {from} to {to} (pid {pid}): {} bytes pre-copied in {} rounds, {} bytes frozen, frozen {:.1} ms, {:.1} ms in all (capture {capture:.1} ms, transfer {transfer:.1} ms, restore {restore:.1} ms)",
         report_.home_pid,
+        report_.precopied,
+        report_.rounds,
         report_.image_len,
         report_.frozen_us as f64 / 1e3,
         report_.total_us as f64 / 1e3

@@ -17,12 +17,13 @@ use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use roam_ckpt::capture::{capture_held_with, Held};
+use roam_ckpt::capture::{capture_held_tracked, Held};
+use roam_ckpt::precopy::{PageStore, Tracker};
 use roam_ckpt::restore::{restore as restore_image, Image, RestoreOpts, Restored, User};
 use roam_proto::link::{LinkMsg, IMAGE_WINDOW};
 use roam_proto::types::{
-    Cred, ErrorCode, ImageSummary, RestoreSpec, SessionId, SessionReport, WireError, MAX_IMAGE,
-    MAX_UNREAD,
+    Cred, ErrorCode, ImageSummary, MigrateMode, RestoreSpec, SessionId, SessionReport, WireError,
+    MAX_IMAGE, MAX_UNREAD,
 };
 use roam_proto::MAX_DATA_CHUNK;
 use tokio::sync::{mpsc, oneshot};
@@ -38,6 +39,18 @@ const TRANSFER_IDLE: Duration = Duration::from_secs(60);
 /// The image architecture this node restores (its own).
 const NATIVE_ARCH: &str = "x86_64";
 
+/// Pre-copy: a process of at most this resident memory moves eagerly
+/// unless pre-copy is asked for (a round would cost more than it saves).
+const PRECOPY_MIN_RSS: u64 = 16 << 20;
+/// Pre-copy stops when a round found at most this much written...
+const PRECOPY_DONE: u64 = 1 << 20;
+/// ...or when a round found more than this share of the last one's (the
+/// rounds stop converging: the process writes about as fast as the link
+/// carries)...
+const PRECOPY_CONVERGING: f64 = 0.8;
+/// ...or after this many rounds.
+const PRECOPY_ROUNDS: u32 = 8;
+
 /// A capture's image, serialized.
 struct CapturedImage {
     bytes: Vec<u8>,
@@ -49,7 +62,14 @@ enum Job {
         pid: i32,
         own_filters: u32,
         leave_running: bool,
+        /// The pre-copy's tracking, if the capture ends one.
+        tracker: Option<Box<Tracker>>,
         reply: oneshot::Sender<Result<CapturedImage, String>>,
+    },
+    /// Starts tracking a process's writes for pre-copy.
+    Track {
+        pid: i32,
+        reply: oneshot::Sender<Result<Box<Tracker>, String>>,
     },
     /// Ends the hold of a capture without `leave_running`.
     Release {
@@ -102,10 +122,11 @@ fn run_job(job: Job, held: &mut HashMap<i32, Held>) {
             pid,
             own_filters,
             leave_running,
+            mut tracker,
             reply,
         } => {
             let t0 = Instant::now();
-            let result = capture_held_with(pid, own_filters)
+            let result = capture_held_tracked(pid, own_filters, tracker.as_deref_mut())
                 .map_err(|e| error_chain(&e))
                 .and_then(|(c, h)| {
                     if leave_running {
@@ -127,6 +148,12 @@ fn run_job(job: Job, held: &mut HashMap<i32, Held>) {
                     };
                     Ok(CapturedImage { bytes, summary })
                 });
+            let _ = reply.send(result);
+        }
+        Job::Track { pid, reply } => {
+            let result = Tracker::start(pid)
+                .map(Box::new)
+                .map_err(|e| error_chain(&e));
             let _ = reply.send(result);
         }
         Job::Release { pid, kill, reply } => {
@@ -195,8 +222,10 @@ async fn checkpoint_inner(
     mut rx: mpsc::UnboundedReceiver<LinkMsg>,
 ) -> Result<(), WireError> {
     let (pid, _) = session_of(shared, session)?;
-    let image = capture(shared, pid, leave_running).await?;
-    let sent = send_image(shared, req, &[&image.bytes], &mut rx).await;
+    let image = capture(shared, pid, leave_running, None).await?;
+    let sent = Outgoing::new(req)
+        .send(shared, &[&image.bytes], &mut rx)
+        .await;
     let saved = match sent {
         Ok(()) => {
             shared.send(&LinkMsg::ImageEnd {
@@ -243,20 +272,92 @@ async fn wait_saved(rx: &mut mpsc::UnboundedReceiver<LinkMsg>) -> Result<(), Wir
     }
 }
 
-/// Sends `parts`, one after the other, as transfer `req`, at most
-/// [`IMAGE_WINDOW`] ahead of the receiver's acknowledgements.
-async fn send_image(
-    shared: &NodeShared,
+/// The sending end of transfer `req`, whose offsets run on across what
+/// it sends (a migration's pre-copy rounds, unread input, image).
+struct Outgoing {
     req: u64,
-    parts: &[&[u8]],
-    rx: &mut mpsc::UnboundedReceiver<LinkMsg>,
-) -> Result<(), WireError> {
-    let mut acked = 0u64;
-    let mut offset = 0u64;
-    for chunk in parts.iter().flat_map(|p| p.chunks(MAX_DATA_CHUNK)) {
-        while offset - acked > IMAGE_WINDOW {
+    offset: u64,
+    acked: u64,
+}
+
+impl Outgoing {
+    fn new(req: u64) -> Outgoing {
+        Outgoing {
+            req,
+            offset: 0,
+            acked: 0,
+        }
+    }
+
+    /// Sends `parts`, one after the other, at most [`IMAGE_WINDOW`] ahead
+    /// of the receiver's acknowledgements.
+    async fn send(
+        &mut self,
+        shared: &NodeShared,
+        parts: &[&[u8]],
+        rx: &mut mpsc::UnboundedReceiver<LinkMsg>,
+    ) -> Result<(), WireError> {
+        let req = self.req;
+        for chunk in parts.iter().flat_map(|p| p.chunks(MAX_DATA_CHUNK)) {
+            self.wait_window(rx).await?;
+            shared.send(&LinkMsg::Image {
+                req,
+                offset: self.offset,
+                data: chunk.to_vec(),
+            });
+            self.offset += chunk.len() as u64;
+        }
+        Ok(())
+    }
+
+    /// Takes the acknowledgements that came, and fails if the transfer
+    /// was called off meanwhile.
+    fn poll(&mut self, rx: &mut mpsc::UnboundedReceiver<LinkMsg>) -> Result<(), WireError> {
+        loop {
+            match rx.try_recv() {
+                Ok(LinkMsg::ImageAck { offset: o, .. }) => self.acked = self.acked.max(o),
+                Ok(LinkMsg::MigrateEnd { .. }) => {
+                    return Err(err(ErrorCode::Unavailable, "the migration was called off"))
+                }
+                Ok(_) => {}
+                Err(mpsc::error::TryRecvError::Empty) => return Ok(()),
+                Err(mpsc::error::TryRecvError::Disconnected) => {
+                    return Err(err(ErrorCode::Unavailable, "the link went away"))
+                }
+            }
+        }
+    }
+
+    /// Waits until everything sent is acknowledged.
+    async fn drain(&mut self, rx: &mut mpsc::UnboundedReceiver<LinkMsg>) -> Result<(), WireError> {
+        while self.acked < self.offset {
+            self.wait_ack(rx).await?;
+        }
+        Ok(())
+    }
+
+    /// Waits until the window has room.
+    async fn wait_window(
+        &mut self,
+        rx: &mut mpsc::UnboundedReceiver<LinkMsg>,
+    ) -> Result<(), WireError> {
+        while self.offset - self.acked > IMAGE_WINDOW {
+            self.wait_ack(rx).await?;
+        }
+        Ok(())
+    }
+
+    /// Waits for the next acknowledgement.
+    async fn wait_ack(
+        &mut self,
+        rx: &mut mpsc::UnboundedReceiver<LinkMsg>,
+    ) -> Result<(), WireError> {
+        loop {
             match tokio::time::timeout(TRANSFER_IDLE, rx.recv()).await {
-                Ok(Some(LinkMsg::ImageAck { offset: o, .. })) => acked = acked.max(o),
+                Ok(Some(LinkMsg::ImageAck { offset: o, .. })) => {
+                    self.acked = self.acked.max(o);
+                    return Ok(());
+                }
                 Ok(Some(LinkMsg::ImageSaved { .. })) => {
                     return Err(err(ErrorCode::Unavailable, "the caller gave up the image"))
                 }
@@ -272,15 +373,12 @@ async fn send_image(
                 }
             }
         }
-        shared.send(&LinkMsg::Image {
-            req,
-            offset,
-            data: chunk.to_vec(),
-        });
-        offset += chunk.len() as u64;
     }
-    Ok(())
 }
+
+/// A restore's transfer: its messages, and a migration's pre-copied pages
+/// with the transfer offset where they end.
+pub(super) type Incoming = (mpsc::UnboundedReceiver<LinkMsg>, Option<(PageStore, u64)>);
 
 /// `Restore`: receives the image, rebuilds its process as the process of
 /// `session`, and returns its pid.
@@ -291,9 +389,13 @@ pub(super) async fn restore(
     home_pid: u32,
     cred: Cred,
     spec: RestoreSpec,
-    mut rx: mpsc::UnboundedReceiver<LinkMsg>,
+    (mut rx, precopied): Incoming,
 ) -> Result<u32, WireError> {
     let here = |m: String| format!("node {}: {m}", shared.name);
+    let (store, base) = match precopied {
+        Some((s, b)) => (Some(s), b),
+        None => (None, 0),
+    };
     if spec.arch != NATIVE_ARCH {
         return Err(err(
             ErrorCode::ExecFailed,
@@ -342,14 +444,27 @@ pub(super) async fn restore(
         ));
     }
     let root = shared.root();
-    let bytes = receive_image(shared, req, unread, spec.image_len, &mut rx).await?;
+    let bytes = receive(
+        shared,
+        req,
+        base,
+        unread + spec.image_len,
+        Some(spec.image_len),
+        &mut rx,
+    )
+    .await?;
     let (unread, image_bytes) = bytes.split_at(unread as usize);
     let sections = roam_ckpt::image::read_sized(image_bytes, Some(spec.image_len))
         .map_err(|e| err(ErrorCode::BadRequest, here(format!("bad image: {e}"))))?;
     let handover = spec.handover.map(|h| (h, unread.to_vec()));
     drop(bytes);
-    let image = Image::from_sections(sections)
+    let mut image = Image::from_sections(sections)
         .map_err(|e| err(ErrorCode::BadRequest, here(format!("bad image: {e}"))))?;
+    if let Some(store) = store {
+        image
+            .attach_precopied(store)
+            .map_err(|e| err(ErrorCode::BadRequest, here(format!("bad image: {e}"))))?;
+    }
     // A migration's image comes from a node, which captured a process of
     // the session's user: restored with that user's ids and rights.
     let mut cred = cred;
@@ -443,16 +558,18 @@ pub(super) async fn restore(
     Ok(pid)
 }
 
-/// Receives transfer `req`: `before` bytes (a migration's unread input),
-/// then an image of `image_len` bytes; acknowledges as it goes.
-async fn receive_image(
+/// Receives `len` bytes of transfer `req` from its offset `base` on,
+/// acknowledging as it goes. With `image` (the image's length, its last
+/// bytes: a migration's unread input may come first), the sender's
+/// `ImageEnd` ends them; without (a pre-copy round), the last byte does.
+async fn receive(
     shared: &NodeShared,
     req: u64,
-    before: u64,
-    image_len: u64,
+    base: u64,
+    len: u64,
+    image: Option<u64>,
     rx: &mut mpsc::UnboundedReceiver<LinkMsg>,
 ) -> Result<Vec<u8>, WireError> {
-    let len = before + image_len;
     let mut bytes: Vec<u8> = Vec::new();
     bytes.try_reserve_exact(len as usize).map_err(|_| {
         err(
@@ -461,30 +578,37 @@ async fn receive_image(
         )
     })?;
     loop {
+        if image.is_none() && bytes.len() as u64 == len {
+            return Ok(bytes);
+        }
         let msg = tokio::time::timeout(TRANSFER_IDLE, rx.recv())
             .await
             .map_err(|_| err(ErrorCode::Unavailable, "the image stopped coming"))?
             .ok_or_else(|| err(ErrorCode::Unavailable, "the image stopped coming"))?;
         match msg {
             LinkMsg::Image { offset, data, .. } => {
-                if offset != bytes.len() as u64 || offset + data.len() as u64 > len {
+                let at = offset.wrapping_sub(base);
+                if at != bytes.len() as u64 || at.saturating_add(data.len() as u64) > len {
                     return Err(err(
                         ErrorCode::BadRequest,
                         format!(
-                            "image data at {offset} (+{}) where {} of {len} bytes were expected",
+                            "image data at {offset} (+{}) where {} of {len} bytes from {base} were expected",
                             data.len(),
                             bytes.len()
                         ),
                     ));
                 }
                 bytes.extend_from_slice(&data);
-                shared.send(&LinkMsg::ImageAck {
-                    req,
-                    offset: bytes.len() as u64,
-                });
+                // A round's last bytes are acknowledged once kept.
+                if image.is_some() || (bytes.len() as u64) < len {
+                    shared.send(&LinkMsg::ImageAck {
+                        req,
+                        offset: base + bytes.len() as u64,
+                    });
+                }
             }
             LinkMsg::ImageEnd { result: Ok(s), .. } => {
-                if s.len != image_len || bytes.len() as u64 != len {
+                if Some(s.len) != image || bytes.len() as u64 != len {
                     return Err(err(
                         ErrorCode::BadRequest,
                         format!("the image ended at {} bytes of {len}", bytes.len()),
@@ -493,6 +617,90 @@ async fn receive_image(
                 return Ok(bytes);
             }
             LinkMsg::ImageEnd { result: Err(e), .. } => return Err(e),
+            _ => {}
+        }
+    }
+}
+
+/// `PreCopy` of a migration to this node: keeps the rounds' pages until
+/// the `Restore`, then restores the process with them, and answers
+/// `Spawned` (or nothing, if the migration was called off).
+pub(super) async fn migrate_in(
+    shared: Arc<NodeShared>,
+    req: u64,
+    first: LinkMsg,
+    rx: mpsc::UnboundedReceiver<LinkMsg>,
+) {
+    let result = migrate_in_inner(&shared, req, first, rx).await;
+    shared.transfers.lock().unwrap().remove(&req);
+    if let Some(result) = result {
+        shared.send(&LinkMsg::Spawned { req, result });
+    }
+}
+
+async fn migrate_in_inner(
+    shared: &Arc<NodeShared>,
+    req: u64,
+    first: LinkMsg,
+    mut rx: mpsc::UnboundedReceiver<LinkMsg>,
+) -> Option<Result<u32, WireError>> {
+    let here = |m: String| format!("node {}: {m}", shared.name);
+    let limit = MAX_IMAGE.min(roam_sys::procfs::mem_available().unwrap_or(u64::MAX));
+    let mut store = PageStore::default();
+    let mut received = 0u64;
+    let mut next = Some(first);
+    loop {
+        let msg = match next.take() {
+            Some(m) => m,
+            None => match tokio::time::timeout(TRANSFER_IDLE, rx.recv()).await {
+                Ok(Some(m)) => m,
+                _ => {
+                    tracing::warn!("migration {req}: the pre-copy stopped coming; dropped");
+                    return None;
+                }
+            },
+        };
+        match msg {
+            LinkMsg::PreCopy { len, .. } => {
+                let kept = async {
+                    if received.saturating_add(len) > limit {
+                        return Err(err(
+                            ErrorCode::NoCapacity,
+                            here(format!("pre-copied pages past {limit} bytes do not fit")),
+                        ));
+                    }
+                    let bytes = receive(shared, req, received, len, None, &mut rx).await?;
+                    store.add(bytes, limit).map_err(|e| {
+                        err(
+                            ErrorCode::BadRequest,
+                            here(format!("bad pre-copied pages: {e}")),
+                        )
+                    })
+                }
+                .await;
+                received += len;
+                shared.send(&LinkMsg::ImageAck {
+                    req,
+                    offset: received,
+                });
+                if let Err(e) = kept {
+                    return Some(Err(e));
+                }
+            }
+            LinkMsg::Restore {
+                session,
+                home_pid,
+                cred,
+                spec,
+                ..
+            } => {
+                let pre = Some((store, received));
+                return Some(restore(shared, req, session, home_pid, cred, *spec, (rx, pre)).await);
+            }
+            LinkMsg::ImageEnd { result: Err(e), .. } => {
+                tracing::info!("migration {req}: called off ({}); dropped", e.message);
+                return None;
+            }
             _ => {}
         }
     }
@@ -507,9 +715,10 @@ pub(super) async fn migrate_out(
     shared: Arc<NodeShared>,
     req: u64,
     session: SessionId,
+    mode: MigrateMode,
     mut rx: mpsc::UnboundedReceiver<LinkMsg>,
 ) {
-    let result = migrate_out_inner(&shared, req, session, &mut rx).await;
+    let result = migrate_out_inner(&shared, req, session, mode, &mut rx).await;
     shared.transfers.lock().unwrap().remove(&req);
     match &result {
         Ok(true) => tracing::info!("session {session}: migrated away"),
@@ -542,6 +751,7 @@ async fn capture(
     shared: &NodeShared,
     pid: i32,
     leave_running: bool,
+    tracker: Option<Box<Tracker>>,
 ) -> Result<CapturedImage, WireError> {
     let filters = own_filters(shared);
     shared
@@ -550,6 +760,7 @@ async fn capture(
             pid,
             own_filters: filters,
             leave_running,
+            tracker,
             reply,
         })
         .await
@@ -562,12 +773,21 @@ async fn migrate_out_inner(
     shared: &Arc<NodeShared>,
     req: u64,
     session: SessionId,
+    mode: MigrateMode,
     rx: &mut mpsc::UnboundedReceiver<LinkMsg>,
 ) -> Result<bool, WireError> {
     let here = |m: String| format!("node {}: {m}", shared.name);
+    let mut out = Outgoing::new(req);
     let captured = async {
         let (pid, cmds) = session_of(shared, session)?;
-        let image = capture(shared, pid, false).await?;
+        let tracker = if precopy_wanted(mode, pid) {
+            Some(precopy(shared, pid, &mut out, rx).await?)
+        } else {
+            None
+        };
+        let image = capture(shared, pid, false, tracker)
+            .await
+            .map_err(|e| ended_or(pid, e))?;
         let (tx, handed) = oneshot::channel();
         let _ = cmds.send(super::SessionCmd::Handover(tx));
         match handed.await {
@@ -598,7 +818,7 @@ async fn migrate_out_inner(
         req,
         result: Ok((image.summary, handover)),
     });
-    let sent = send_image(shared, req, &[&unread, &image.bytes], rx).await;
+    let sent = out.send(shared, &[&unread, &image.bytes], rx).await;
     shared.send(&LinkMsg::ImageEnd {
         req,
         result: sent.clone().map(|()| image.summary),
@@ -626,6 +846,81 @@ async fn migrate_out_inner(
                 Err(err(ErrorCode::NotFound, "the session was ended meanwhile"))
             }
         }
+    }
+}
+
+/// `e`, or, if process `pid` has ended (gone, or a zombie), that it
+/// ended: while its pages went ahead, typically.
+fn ended_or(pid: i32, e: WireError) -> WireError {
+    match roam_sys::procfs::proc_stat(pid as u32) {
+        Ok(st) if !matches!(st.state, 'Z' | 'X') => e,
+        _ => err(
+            ErrorCode::NotFound,
+            "the process ended during the migration",
+        ),
+    }
+}
+
+/// Whether a migration in `mode` pre-copies the memory of `pid`.
+fn precopy_wanted(mode: MigrateMode, pid: i32) -> bool {
+    match mode {
+        MigrateMode::Eager => false,
+        MigrateMode::PreCopy => true,
+        MigrateMode::Auto => roam_sys::procfs::proc_stat(pid as u32)
+            .is_ok_and(|s| s.rss_kib * 1024 > PRECOPY_MIN_RSS),
+    }
+}
+
+/// Pre-copy rounds of `pid`'s pages while it runs, each sent as a
+/// `PreCopy` and its bytes, until they converge (docs/design/migration.md);
+/// returns the tracking, for the capture that ends it.
+async fn precopy(
+    shared: &NodeShared,
+    pid: i32,
+    out: &mut Outgoing,
+    rx: &mut mpsc::UnboundedReceiver<LinkMsg>,
+) -> Result<Box<Tracker>, WireError> {
+    let here = |m: String| format!("node {}: {m}", shared.name);
+    let mut t = shared
+        .tracer
+        .ask(|reply| Job::Track { pid, reply })
+        .await
+        .ok_or_else(|| err(ErrorCode::Internal, "the tracer thread is gone"))?
+        .map_err(|e| err(ErrorCode::BadRequest, here(e)))?;
+    let mut last: Option<u64> = None;
+    loop {
+        let (back, round) = tokio::task::spawn_blocking(move || {
+            let r = t.round();
+            (t, r)
+        })
+        .await
+        .map_err(|_| err(ErrorCode::Internal, here("a pre-copy round failed".into())))?;
+        t = back;
+        let round =
+            round.map_err(|e| ended_or(pid, err(ErrorCode::BadRequest, here(error_chain(&e)))))?;
+        out.poll(rx)?;
+        shared.send(&LinkMsg::PreCopy {
+            req: out.req,
+            round: t.rounds() - 1,
+            len: round.pages.len() as u64,
+        });
+        out.send(shared, &[&round.pages], rx).await?;
+        // The next round begins once this one is kept: the rounds go at
+        // the link's pace, and the freeze finds the link empty.
+        out.drain(rx).await?;
+        let w = round.written;
+        tracing::debug!(
+            "pre-copy of pid {pid}: round {} found {w} bytes written, sent {}",
+            t.rounds(),
+            round.pages.len()
+        );
+        if w <= PRECOPY_DONE
+            || t.rounds() >= PRECOPY_ROUNDS
+            || last.is_some_and(|l| w as f64 > l as f64 * PRECOPY_CONVERGING)
+        {
+            return Ok(t);
+        }
+        last = Some(w);
     }
 }
 

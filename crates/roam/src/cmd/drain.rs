@@ -4,6 +4,7 @@
 use std::process::ExitCode;
 
 use roam_proto::local::LocalMsg;
+use roam_proto::types::MigrateMode;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -38,7 +39,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     pids.sort_unstable();
     let mut failed = 0;
     for pid in &pids {
-        match super::migrate::migrate(*pid, None, false) {
+        match super::migrate::migrate(*pid, None, MigrateMode::Auto, false) {
             Ok(r) => eprintln!("roam: {}", super::migrate::describe(&r)),
             Err(e) => {
                 // It may have ended meanwhile: only a live one counts.

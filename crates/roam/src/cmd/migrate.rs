@@ -1,10 +1,11 @@
-//! `roam migrate PID [NODE]`: move a running remote process to another
-//! node; its proxy, pipes and exit status stay (docs/design/migration.md).
+//! `roam migrate PID [NODE] [--eager | --precopy]`: move a running remote
+//! process to another node; its proxy, pipes and exit status stay
+//! (docs/design/migration.md).
 
 use std::process::ExitCode;
 
 use anyhow::Context;
-use roam_proto::types::MigrateReport;
+use roam_proto::types::{MigrateMode, MigrateReport};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -13,13 +14,26 @@ pub struct Args {
     /// The node to move it to (default: the placement's choice among the
     /// other nodes of its architecture).
     node: Option<String>,
+    /// Move all the memory while the process is frozen (the default
+    /// pre-copies a process of more than 16 MiB resident).
+    #[arg(long, conflicts_with = "precopy")]
+    eager: bool,
+    /// Send the memory in rounds while the process runs, then freeze it
+    /// for the pages written meanwhile, whatever its size.
+    #[arg(long)]
+    precopy: bool,
     /// Print nothing but errors.
     #[arg(short, long)]
     quiet: bool,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let r = migrate(args.pid, args.node, args.quiet)?;
+    let mode = match (args.eager, args.precopy) {
+        (true, _) => MigrateMode::Eager,
+        (_, true) => MigrateMode::PreCopy,
+        _ => MigrateMode::Auto,
+    };
+    let r = migrate(args.pid, args.node, mode, args.quiet)?;
     if !args.quiet {
         eprintln!("roam: {}", describe(&r));
     }
@@ -27,13 +41,19 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 }
 
 /// Migrates one process, showing progress on stderr for large images.
-pub fn migrate(pid: u32, node: Option<String>, quiet: bool) -> anyhow::Result<MigrateReport> {
+pub fn migrate(
+    pid: u32,
+    node: Option<String>,
+    mode: MigrateMode,
+    quiet: bool,
+) -> anyhow::Result<MigrateReport> {
     let socket = roam_core::client::socket_path();
     let mut shown = false;
     let r = crate::util::block_on(roam_core::client::migrate(
         &socket,
         pid,
         node,
+        mode,
         |sent, total| {
             if !quiet && total >= 32 << 20 {
                 eprint!(
@@ -53,8 +73,17 @@ pub fn migrate(pid: u32, node: Option<String>, quiet: bool) -> anyhow::Result<Mi
 
 /// "moved 1234 from n1 to n2 (pid 77): ..." for a report.
 pub fn describe(r: &MigrateReport) -> String {
+    let pre = if r.rounds > 0 {
+        format!(
+            "{:.1} MiB pre-copied in {} rounds, then ",
+            r.precopied as f64 / 1048576.0,
+            r.rounds
+        )
+    } else {
+        String::new()
+    };
     format!(
-        "moved {} from {} to {} (pid {} there): {:.1} MiB of memory, frozen {:.1} ms, {:.1} ms in all",
+        "moved {} from {} to {} (pid {} there): {pre}{:.1} MiB while frozen; frozen {:.1} ms, {:.1} ms in all",
         r.home_pid,
         r.from,
         r.to,

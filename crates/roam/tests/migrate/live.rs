@@ -242,6 +242,11 @@ fn a_drained_node_gives_its_processes_away_and_takes_no_more() {
 
 /// Builds tests/programs/ckpt/NAME.c where the nodes see it.
 fn build_state_program(name: &str) -> std::path::PathBuf {
+    build_program("ckpt", name)
+}
+
+/// Builds tests/programs/DIR/NAME.c where the nodes see it.
+fn build_program(dir_name: &str, name: &str) -> std::path::PathBuf {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("migrate-progs");
     std::fs::create_dir_all(&dir).unwrap();
@@ -250,7 +255,7 @@ fn build_state_program(name: &str) -> std::path::PathBuf {
     let st = std::process::Command::new("cc")
         .args(["-O1", "-pthread", "-o"])
         .arg(&tmp)
-        .arg(root.join(format!("tests/programs/ckpt/{name}.c")))
+        .arg(root.join(format!("tests/programs/{dir_name}/{name}.c")))
         .status()
         .unwrap();
     assert!(st.success(), "cc {name}.c");
@@ -296,7 +301,11 @@ fn state_checking_programs_and_debian_programs_survive_moves() {
         out.read_line(&mut line).unwrap();
         assert_eq!(line, "READY\n", "{name}");
         for to in ["n2", "n1"] {
-            let m = migrate(&c, None, job.id(), to);
+            // Eager: these short runs would often end while pre-copy
+            // rounds go ahead (the test of pre-copy is below).
+            let m = as_user(&c, None, &["migrate", &job.id().to_string(), to, "--eager"])
+                .output()
+                .unwrap();
             assert!(m.status.success(), "{name}: {}", text(&m.stderr));
         }
         job.stdin.take().unwrap().write_all(b"go\n").unwrap();
@@ -360,16 +369,21 @@ fn state_checking_programs_and_debian_programs_survive_moves() {
         std::thread::sleep(Duration::from_millis(100));
         let mut moved = 0;
         for to in ["n2", "n1"] {
-            let m = migrate(&c, None, job.id(), to);
+            // Eager: these short runs would often end while pre-copy
+            // rounds go ahead (the test of pre-copy is below).
+            let m = as_user(&c, None, &["migrate", &job.id().to_string(), to, "--eager"])
+                .output()
+                .unwrap();
             // A short program may end before its second move.
             if m.status.success() {
                 moved += 1;
             } else {
+                // (or during it, while its pages went ahead).
+                let said = text(&m.stderr);
                 assert!(
-                    text(&m.stderr).contains("no remote process"),
-                    "{}: {}",
+                    said.contains("no remote process") || said.contains("ended during"),
+                    "{}: {said}",
                     argv[0],
-                    text(&m.stderr)
                 );
             }
         }
@@ -385,4 +399,61 @@ fn state_checking_programs_and_debian_programs_survive_moves() {
         );
     }
     let _ = std::fs::remove_dir_all(&work);
+}
+
+/// A process that keeps writing its 64 MiB heap moves with pre-copy (and
+/// eagerly, and as the default chooses) n1 -> n2 -> n1 -> n2 -> n1, and
+/// finds every page as it last wrote it.
+#[test]
+fn a_process_writing_its_memory_moves_with_precopy_and_finds_it_whole() {
+    let c = Cluster::home_files(2);
+    let writer = build_program("migrate", "writer");
+    let writer = writer.to_str().unwrap();
+    // 64 MiB written at 20 MiB/s, a counter every 100 ms.
+    let mut job = as_user(
+        &c,
+        None,
+        &["run", "--node", "n1", writer, "64", "20", "100"],
+    )
+    .stdin(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let home_pid = job.id();
+    let mut out = BufReader::new(job.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    assert_eq!(line, "READY\n");
+    for (to, how) in [
+        ("n2", "--precopy"),
+        ("n1", "--precopy"),
+        ("n2", "--eager"),
+        ("n1", "-q"),
+    ] {
+        let m = as_user(&c, None, &["migrate", &home_pid.to_string(), to, how])
+            .output()
+            .unwrap();
+        assert!(m.status.success(), "migrate {how}: {}", text(&m.stderr));
+        let said = text(&m.stderr);
+        if how == "--precopy" {
+            assert!(said.contains("pre-copied in"), "{said}");
+        }
+        if how == "--eager" {
+            assert!(!said.contains("pre-copied"), "{said}");
+        }
+        let p = c.ps().into_iter().find(|p| p.home_pid == home_pid).unwrap();
+        assert_eq!(p.node, to);
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    job.stdin.take().unwrap().write_all(b"check\n").unwrap();
+    let mut rest = String::new();
+    out.read_to_string(&mut rest).unwrap();
+    let status = wait_timeout(&mut job, Duration::from_secs(30));
+    assert!(status.success(), "{rest}");
+    let last = rest.lines().last().unwrap_or("");
+    assert!(last.starts_with("PASS "), "{rest}");
+    // Counters printed once each, in order, across the moves.
+    let counters: Vec<u64> = rest.lines().filter_map(|l| l.parse().ok()).collect();
+    assert!(counters.windows(2).all(|w| w[1] == w[0] + 1), "{rest}");
+    let log = c.log("home");
+    assert!(log.contains("pre-copied in"), "{log}");
 }
