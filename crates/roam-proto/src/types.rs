@@ -238,7 +238,10 @@ impl std::str::FromStr for Mode {
 /// A node's load, carried by each heartbeat.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct NodeLoad {
-    /// CPU use over the last interval, 0..=100 (all cores).
+    /// CPU use over the last interval, in percent of the node's `cpus`:
+    /// 0..=100 for the machine's (`cpu_source = "host"`); above 100 when
+    /// the processes of a node measured by its network namespace want more
+    /// than its `cpus` (`cpu_source = "netns"`).
     pub cpu_pct: f32,
     /// Memory in use (total - available), 0..=100.
     pub mem_pct: f32,
