@@ -74,6 +74,8 @@ struct HomeSession {
     migrating: Option<u64>,
     /// Signals and resizes from its proxy held while it migrates.
     held: Vec<LinkMsg>,
+    /// Times it moved to another node.
+    moves: u32,
 }
 
 /// A proxy that reattached before its node rejoined.
@@ -514,6 +516,7 @@ fn register_node(
                 exited: false,
                 migrating: None,
                 held: Vec::new(),
+                moves: 0,
             },
         );
     }
@@ -1223,6 +1226,7 @@ fn start_spawn(
             exited: false,
             migrating: None,
             held: Vec::new(),
+            moves: 0,
         },
     );
     link.send(
@@ -1484,11 +1488,12 @@ async fn ps(home: &Arc<Home>, cred: &Cred) -> Vec<ProcInfo> {
     let st = &mut home.state.lock().unwrap();
     st.ps_pending.remove(&req);
     // Only sessions the home knows (and still has) are listed.
-    all.retain(|p| {
-        st.sessions
-            .get(&p.session)
-            .is_some_and(|s| s.node == p.node)
-            && (cred.is_root() || p.uid == cred.uid)
+    all.retain_mut(|p| {
+        let Some(s) = st.sessions.get(&p.session).filter(|s| s.node == p.node) else {
+            return false;
+        };
+        p.moves = s.moves;
+        cred.is_root() || p.uid == cred.uid
     });
     all.sort_by_key(|p| p.home_pid);
     all

@@ -716,6 +716,7 @@ fn list_procs(shared: &NodeShared) -> Vec<ProcInfo> {
                 elapsed_s: st
                     .as_ref()
                     .map_or(h.started.elapsed().as_secs(), |s| s.elapsed_s),
+                moves: 0,
             }
         })
         .collect()

@@ -336,6 +336,9 @@ pub struct ProcInfo {
     pub command: String,
     /// Seconds the process has run.
     pub elapsed_s: u64,
+    /// Times it moved to another node (`roam migrate`, `roam drain`, the
+    /// balancer) since it started: the home counts; nodes send 0.
+    pub moves: u32,
 }
 
 /// A session as a node reports it when it (re)joins the home, so that a
