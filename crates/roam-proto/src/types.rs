@@ -352,6 +352,75 @@ pub struct SessionReport {
     pub command: String,
 }
 
+/// The home's automatic balancer, as `roam balance` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BalanceStatus {
+    pub enabled: bool,
+    /// Its settings (`[balance]` in the home's config; the interval as used,
+    /// at least the heartbeat).
+    pub interval_ms: u64,
+    pub high_pct: u32,
+    pub low_pct: u32,
+    pub sustain: u32,
+    pub cooldown_ms: u64,
+    pub min_gap_pct: u32,
+    /// Each node's last sample and how long it has been loaded or idle.
+    pub nodes: Vec<BalanceNode>,
+    /// The balancer's moves, oldest first (the last few), the one under
+    /// way included.
+    pub moves: Vec<BalanceMove>,
+}
+
+/// A node as the balancer sees it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BalanceNode {
+    pub name: String,
+    pub cpu_pct: f32,
+    /// Samples in a row above `high_pct`, and below `low_pct`.
+    pub above: u32,
+    pub below: u32,
+}
+
+/// One move of the balancer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BalanceMove {
+    /// Numbers the moves since the home started (for `roam balance -f`).
+    pub seq: u64,
+    pub home_pid: u32,
+    pub command: String,
+    pub from: String,
+    pub to: String,
+    /// The process's CPU use on its old node, in percent of its CPUs.
+    pub cpu_pct: f32,
+    /// Milliseconds since it began.
+    pub ago_ms: u64,
+    pub outcome: MoveOutcome,
+}
+
+/// How a balancer move went.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MoveOutcome {
+    /// Under way.
+    Moving,
+    /// The process runs on the new node.
+    Moved,
+    /// It stays where it was (the reason is in the home's log).
+    Failed,
+    /// It ended, or its node went, meanwhile.
+    Gone,
+}
+
+impl std::fmt::Display for MoveOutcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            MoveOutcome::Moving => "moving",
+            MoveOutcome::Moved => "moved",
+            MoveOutcome::Failed => "failed, it stays",
+            MoveOutcome::Gone => "gone meanwhile",
+        })
+    }
+}
+
 /// Error categories carried over the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ErrorCode {
