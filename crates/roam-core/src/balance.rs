@@ -12,13 +12,15 @@
 //! - **One move at a time**, and none while one is under way.
 //! - **Cool-down.** A process the balancer moved (or tried to) is left
 //!   alone for `cooldown_ms`.
-//! - **A real gain, hence no ping-pong.** The source's CPU use must exceed
-//!   the destination's by `min_gap_pct`, and the destination with the
-//!   process must stay below the source's use before the move: with `S`
-//!   and `D` the two nodes' loads and `p` the process's, `D + p < S`. Then
-//!   the sum of the squares of the loads falls with every move, so moves
-//!   cannot go round in circles while the loads stay as they are; in
-//!   particular a process is never moved straight back.
+//! - **A real gain, hence no ping-pong.** The destination with the process
+//!   must stay `min_gap_pct` below the source's use before the move: with
+//!   `S` and `D` the two nodes' loads and `p` the process's (in the
+//!   destination's CPUs), `D + p + min_gap_pct <= S`. So `D + p < S`, and
+//!   the sum of the squares of the loads falls with every move: moves
+//!   cannot go round in circles while the loads stay as they are, and a
+//!   process is never moved straight back. The gap is also the margin for
+//!   measurement: a process alone on its node (`S` about `p` plus the
+//!   daemon's own bit) never qualifies, however idle the other node.
 //! - **Which process.** On the most loaded source, the movable process
 //!   with the most CPU use that fits a destination (`p` at least
 //!   [`MIN_PROC_PCT`]); movable: not on a terminal, not migrating already,
@@ -217,8 +219,7 @@ impl Balancer {
                     let there = cpu * src.cpus.max(1) as f32 / d.cpus.max(1) as f32;
                     d.name != src.name
                         && d.arch == src.arch
-                        && src.cpu_pct - d.cpu_pct >= self.cfg.min_gap_pct as f32
-                        && d.cpu_pct + there < src.cpu_pct
+                        && d.cpu_pct + there + self.cfg.min_gap_pct as f32 <= src.cpu_pct
                 };
                 if let Some(d) = dests.iter().find(fits) {
                     return Some(Move {
@@ -398,7 +399,7 @@ mod tests {
         for (n1, n2) in [
             (80.0, 0.0),   // not above high (strictly)
             (100.0, 40.0), // not below low (strictly)
-            (85.0, 39.0),  // a gap of 46, but...
+            (85.0, 39.0),  // 39 + 40 + 50 > 85
         ] {
             let mut cfg = cfg();
             if n1 == 85.0 {
@@ -451,6 +452,10 @@ mod tests {
         let mut t = Instant::now();
         let nodes = [node("n1", 95.0), node("n2", 0.0)];
         assert!(run(&mut b, &mut t, 10, &nodes, &[proc_(1, "n1", 95.0)]).is_empty());
+        // Even when its own use is measured lower than its node's (other
+        // windows, the daemon's own time): within the gap.
+        let nodes = [node("n1", 100.0), node("n2", 3.0)];
+        assert!(run(&mut b, &mut t, 10, &nodes, &[proc_(1, "n1", 85.0)]).is_empty());
 
         // A hog (not roam's) and a roam process on n1: the roam process
         // moves; afterwards n1 (the hog) and n2 are both busy, and nothing

@@ -43,7 +43,8 @@
 //! low_pct = 40                       # a node below it may take work
 //! sustain = 3                        # for this many samples in a row
 //! cooldown_ms = 60000                # a moved process stays put this long
-//! min_gap_pct = 30                   # source and destination this far apart at least
+//! min_gap_pct = 30                   # the destination, with the process, stays this far
+//!                                    # below the source
 //! ```
 
 use std::collections::BTreeMap;
@@ -212,7 +213,9 @@ pub struct BalanceConfig {
     /// this long.
     #[serde(default = "default_cooldown")]
     pub cooldown_ms: u64,
-    /// The source's CPU use must exceed the destination's by this much.
+    /// The destination's CPU use with the process added must stay this
+    /// far below the source's (the gain a move must bring, and the margin
+    /// against measurement noise).
     #[serde(default = "default_min_gap")]
     pub min_gap_pct: u32,
 }

@@ -58,7 +58,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 /// "balancer on: every 2.0 s, ..." on one line.
 fn summary(s: &BalanceStatus) -> String {
     format!(
-        "balancer {}: every {:.1} s, moves work from a node above {}% CPU to one below {}% once both held {} samples in a row and are {} points apart; a moved process stays {} s",
+        "balancer {}: every {:.1} s, moves work from a node above {}% CPU to one below {}% once both held {} samples in a row, if the destination with it stays {} points below the source; a moved process stays {} s",
         if s.enabled { "on" } else { "off" },
         s.interval_ms as f64 / 1e3,
         s.high_pct,
