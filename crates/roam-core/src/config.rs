@@ -23,6 +23,10 @@
 //! files_mount = "/run/roam/files"    # where the node mounts them
 //! identity = "home"                  # remote processes see their home pid, parent, host name
 //! # arch = "aarch64"                 # declare another architecture: an emulated node
+//! cpu_source = "host"                # the load heartbeats report: "host" (/proc/stat) or
+//!                                    # "netns" (CPU time of the processes in the daemon's
+//!                                    # network namespace: nodes that share a machine)
+//! # cpus = 4                         # CPUs the node stands for (default: the machine's)
 //!
 //! [node.runners]                     # other architectures this node runs, and how
 //! aarch64 = "/usr/bin/qemu-aarch64-static"
@@ -31,6 +35,16 @@
 //! [membership]
 //! heartbeat_ms = 1000
 //! timeout_ms = 4000
+//!
+//! [balance]                          # the home's automatic balancer (docs/design/migration.md)
+//! enabled = false                    # at start; `roam balance on|off` changes it
+//! interval_ms = 2000                 # one sample each (at least the heartbeat)
+//! high_pct = 80                      # a node above this CPU % is loaded
+//! low_pct = 40                       # a node below it may take work
+//! sustain = 3                        # for this many samples in a row
+//! cooldown_ms = 60000                # a moved process stays put this long
+//! min_gap_pct = 30                   # the destination, with the process, stays this far
+//!                                    # below the source
 //! ```
 
 use std::collections::BTreeMap;
@@ -147,6 +161,92 @@ pub struct NodeConfig {
     /// Whose identity remote processes see (docs/design/identity.md).
     #[serde(default)]
     pub identity: IdentityMode,
+    /// What the CPU use in the node's heartbeats measures.
+    #[serde(default)]
+    pub cpu_source: CpuSource,
+    /// The CPUs the node stands for (unset: the machine's): the capacity
+    /// its CPU use is a percentage of, with `cpu_source = "netns"`, and the
+    /// count placement and the balancer reckon with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpus: Option<u32>,
+}
+
+/// What a node's CPU use, in its heartbeats, measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum CpuSource {
+    /// The machine's, from /proc/stat: right for a node that has its
+    /// machine to itself.
+    #[default]
+    Host,
+    /// The CPU time of the processes in the node daemon's network
+    /// namespace (its own, its remote processes', anything else started
+    /// in it), as a percentage of `cpus`: right for nodes that share a
+    /// machine (the testbed, containers), where /proc/stat is everyone's.
+    /// It exceeds 100 when they want more than `cpus` CPUs.
+    Netns,
+}
+
+/// The home's automatic balancer (`[balance]`): it moves processes from
+/// loaded nodes to idle ones (docs/design/migration.md, "The balancer").
+/// Percentages are of a node's CPUs, as its heartbeats report them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BalanceConfig {
+    /// On at start (`roam balance on|off` changes it while the home runs).
+    #[serde(default)]
+    pub enabled: bool,
+    /// Time between two samples of the nodes' loads (at least the
+    /// heartbeat: a shorter one is raised to it).
+    #[serde(default = "default_balance_interval")]
+    pub interval_ms: u64,
+    /// A node whose CPU use is above this is loaded...
+    #[serde(default = "default_high")]
+    pub high_pct: u32,
+    /// ...and one below this may take work.
+    #[serde(default = "default_low")]
+    pub low_pct: u32,
+    /// Both must hold for this many samples in a row before a move.
+    #[serde(default = "default_sustain")]
+    pub sustain: u32,
+    /// A process the balancer moved (or tried to) is not moved again for
+    /// this long.
+    #[serde(default = "default_cooldown")]
+    pub cooldown_ms: u64,
+    /// The destination's CPU use with the process added must stay this
+    /// far below the source's (the gain a move must bring, and the margin
+    /// against measurement noise).
+    #[serde(default = "default_min_gap")]
+    pub min_gap_pct: u32,
+}
+
+impl Default for BalanceConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            interval_ms: default_balance_interval(),
+            high_pct: default_high(),
+            low_pct: default_low(),
+            sustain: default_sustain(),
+            cooldown_ms: default_cooldown(),
+            min_gap_pct: default_min_gap(),
+        }
+    }
+}
+
+impl BalanceConfig {
+    fn check(&self) -> Result<(), String> {
+        if self.low_pct >= self.high_pct {
+            return Err(format!(
+                "balance.low_pct ({}) must be below balance.high_pct ({})",
+                self.low_pct, self.high_pct
+            ));
+        }
+        if self.sustain == 0 || self.interval_ms == 0 {
+            return Err("balance.sustain and balance.interval_ms must not be 0".into());
+        }
+        Ok(())
+    }
 }
 
 /// Whose identity a node's remote processes see.
@@ -237,6 +337,9 @@ pub struct Config {
     pub node: Option<NodeConfig>,
     #[serde(default)]
     pub membership: MembershipConfig,
+    /// The home's balancer (ignored by a node).
+    #[serde(default)]
+    pub balance: BalanceConfig,
 }
 
 /// The socket the CLI uses when `ROAM_SOCKET` is not set.
@@ -262,6 +365,24 @@ fn default_heartbeat() -> u64 {
 }
 fn default_timeout() -> u64 {
     4000
+}
+fn default_balance_interval() -> u64 {
+    2000
+}
+fn default_high() -> u32 {
+    80
+}
+fn default_low() -> u32 {
+    40
+}
+fn default_sustain() -> u32 {
+    3
+}
+fn default_cooldown() -> u64 {
+    60_000
+}
+fn default_min_gap() -> u32 {
+    30
 }
 
 mod mode_serde {
@@ -369,7 +490,11 @@ impl Config {
         }
         if let Some(n) = &self.node {
             n.check()?;
+            if n.cpus == Some(0) {
+                return Err("node.cpus must not be 0".into());
+            }
         }
+        self.balance.check()?;
         let m = &self.membership;
         if m.heartbeat_ms == 0 || m.timeout_ms <= m.heartbeat_ms {
             return Err(format!(
@@ -488,6 +613,34 @@ home_name = "home"
             .unwrap();
         assert!(n.emulated());
         assert_eq!(n.declared_arch().to_string(), foreign);
+    }
+
+    #[test]
+    fn parses_load_sources_and_the_balancer() {
+        let c = Config::parse(Path::new("x"), NODE).unwrap();
+        let n = c.node.as_ref().unwrap();
+        assert_eq!((n.cpu_source, n.cpus), (CpuSource::Host, None));
+        assert_eq!(c.balance, BalanceConfig::default());
+        assert!(!c.balance.enabled);
+        let netns = NODE.replace("[node]\n", "[node]\ncpu_source = \"netns\"\ncpus = 1\n");
+        let c = Config::parse(Path::new("x"), &netns).unwrap();
+        let n = c.node.as_ref().unwrap();
+        assert_eq!((n.cpu_source, n.cpus), (CpuSource::Netns, Some(1)));
+        assert_eq!(Config::parse(Path::new("x"), &c.to_toml()).unwrap(), c);
+        for bad in ["cpu_source = \"cgroup\"\n", "cpus = 0\n"] {
+            let t = NODE.replace("[node]\n", &format!("[node]\n{bad}"));
+            assert!(Config::parse(Path::new("x"), &t).is_err(), "{bad}");
+        }
+        let on = format!("{HOME}\n[balance]\nenabled = true\nhigh_pct = 70\nsustain = 2\n");
+        let c = Config::parse(Path::new("x"), &on).unwrap();
+        assert!(c.balance.enabled);
+        assert_eq!((c.balance.high_pct, c.balance.low_pct), (70, 40));
+        assert_eq!(c.balance.sustain, 2);
+        assert_eq!(Config::parse(Path::new("x"), &c.to_toml()).unwrap(), c);
+        for bad in ["low_pct = 90\n", "sustain = 0\n", "bogus = 1\n"] {
+            let t = format!("{HOME}\n[balance]\n{bad}");
+            assert!(Config::parse(Path::new("x"), &t).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -30,6 +30,7 @@ use crate::config::Config;
 use crate::placement::{self, Candidate};
 use crate::wire::{writer_loop, FrameTx};
 
+mod balance;
 mod ckpt;
 mod migrate;
 
@@ -74,6 +75,10 @@ struct HomeSession {
     migrating: Option<u64>,
     /// Signals and resizes from its proxy held while it migrates.
     held: Vec<LinkMsg>,
+    /// It runs on a terminal (its proxy's): it does not migrate yet.
+    tty: bool,
+    /// Times it moved to another node.
+    moves: u32,
 }
 
 /// A proxy that reattached before its node rejoined.
@@ -165,6 +170,9 @@ pub struct Home {
     /// The next file server's epoch: random at start, so a restarted home
     /// never repeats one.
     next_epoch: std::sync::atomic::AtomicU64,
+    /// The automatic balancer (`roam balance`). Locked after `state` when
+    /// both are.
+    balance: Mutex<balance::BalanceState>,
 }
 
 /// File-system calls the home performs at once, over all nodes.
@@ -243,6 +251,10 @@ pub async fn run(cfg: &Config, identity: Identity) -> std::io::Result<()> {
         watched: roam_rfs::server::WatchedDevs::default(),
         watch: std::sync::OnceLock::new(),
         next_epoch: std::sync::atomic::AtomicU64::new(rand::random::<u64>() >> 1 | 1),
+        balance: Mutex::new(balance::BalanceState::new(
+            cfg.balance.clone(),
+            Duration::from_millis(cfg.membership.heartbeat_ms),
+        )),
     });
     start_watch(&home);
     let tcp = TcpListener::bind(home_cfg.listen).await.map_err(|e| {
@@ -259,6 +271,7 @@ pub async fn run(cfg: &Config, identity: Identity) -> std::io::Result<()> {
         cfg.socket.display()
     );
     tokio::spawn(monitor(home.clone()));
+    tokio::spawn(balance::run(home.clone()));
     tokio::spawn(accept_local(home.clone(), unix));
     let identity = Arc::new(identity);
     loop {
@@ -514,6 +527,10 @@ fn register_node(
                 exited: false,
                 migrating: None,
                 held: Vec::new(),
+                // Not known after a home restart: the node refuses to
+                // migrate it if it is.
+                tty: false,
+                moves: 0,
             },
         );
     }
@@ -1215,6 +1232,7 @@ fn start_spawn(
         .map(|a| String::from_utf8_lossy(a).into_owned())
         .collect::<Vec<_>>()
         .join(" ");
+    let tty = spec.tty.is_some();
     st.sessions.insert(
         session,
         HomeSession {
@@ -1229,6 +1247,8 @@ fn start_spawn(
             exited: false,
             migrating: None,
             held: Vec::new(),
+            tty,
+            moves: 0,
         },
     );
     link.send(
@@ -1353,6 +1373,13 @@ async fn answer_request(home: &Arc<Home>, cred: &Cred, msg: LocalMsg) -> LocalMs
             LocalMsg::ModeIs(mode)
         }
         LocalMsg::Reserve { count, arch } => reserve(home, cred, count, arch.as_deref()),
+        LocalMsg::GetBalance => {
+            LocalMsg::BalanceIs(Box::new(home.balance.lock().unwrap().status(cred)))
+        }
+        LocalMsg::SetBalance { on } => match balance::set(home, cred, on) {
+            Ok(s) => LocalMsg::BalanceIs(Box::new(s)),
+            Err(e) => LocalMsg::Error(e),
+        },
         LocalMsg::SetDraining { node, on } => {
             if !cred.is_root() {
                 return LocalMsg::Error(WireError::new(
@@ -1490,11 +1517,12 @@ async fn ps(home: &Arc<Home>, cred: &Cred) -> Vec<ProcInfo> {
     let st = &mut home.state.lock().unwrap();
     st.ps_pending.remove(&req);
     // Only sessions the home knows (and still has) are listed.
-    all.retain(|p| {
-        st.sessions
-            .get(&p.session)
-            .is_some_and(|s| s.node == p.node)
-            && (cred.is_root() || p.uid == cred.uid)
+    all.retain_mut(|p| {
+        let Some(s) = st.sessions.get(&p.session).filter(|s| s.node == p.node) else {
+            return false;
+        };
+        p.moves = s.moves;
+        cred.is_root() || p.uid == cred.uid
     });
     all.sort_by_key(|p| p.home_pid);
     all

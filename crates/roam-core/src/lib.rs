@@ -11,10 +11,12 @@
 //! - [`client`]: talking to the local roamd;
 //! - [`binfmt`]: binfmt_misc entries for transparent exec of foreign programs;
 //! - [`placement`]: the placement policy;
+//! - [`balance`]: the automatic balancer's policy;
 //! - [`runner`]: running foreign-architecture programs (qemu-user);
 //! - [`stream`]: resumable, flow-controlled byte streams;
 //! - [`daemon`]: wiring the roles together.
 
+pub mod balance;
 pub mod binfmt;
 pub mod ckpt_client;
 pub mod client;

@@ -33,6 +33,7 @@ use crate::stream::{InStream, OutStream};
 use crate::wire::{writer_loop, FrameTx};
 
 mod ckpt;
+mod load;
 
 /// How long after a process exits its stdout/stderr may stay open (held by
 /// a child it left behind) before the node stops waiting for their end.
@@ -542,7 +543,8 @@ async fn connect_once(shared: &Arc<NodeShared>, identity: &Identity) -> Result<(
     *shared.link.lock().unwrap() = Some(tx.clone());
     shared.fs.set_link(Some(tx.clone()));
 
-    let mut cpu_prev = roam_sys::procfs::cpu_sample().unwrap_or_default();
+    let mut cpu = load::CpuMeter::new(&shared.cfg);
+    let cpus = load::cpus(&shared.cfg);
     // The first sample needs a full interval behind it to mean anything.
     let mut tick = tokio::time::interval_at(
         tokio::time::Instant::now() + shared.heartbeat,
@@ -578,14 +580,12 @@ async fn connect_once(shared: &Arc<NodeShared>, identity: &Identity) -> Result<(
                 if last_heard.elapsed() > shared.timeout {
                     break Err(LinkError::Silent(last_heard.elapsed()));
                 }
-                let now = roam_sys::procfs::cpu_sample().unwrap_or_default();
                 let load = NodeLoad {
-                    cpu_pct: roam_sys::procfs::cpu_pct(cpu_prev, now),
+                    cpu_pct: cpu.sample(),
                     mem_pct: roam_sys::procfs::mem_pct().unwrap_or(0.0),
                     procs: shared.sessions.lock().unwrap().len() as u32,
-                    cpus: std::thread::available_parallelism().map_or(1, |n| n.get() as u32),
+                    cpus,
                 };
-                cpu_prev = now;
                 tx.send("link", &LinkMsg::Heartbeat { load });
             }
         }
@@ -730,6 +730,7 @@ fn list_procs(shared: &NodeShared) -> Vec<ProcInfo> {
                 elapsed_s: st
                     .as_ref()
                     .map_or(h.started.elapsed().as_secs(), |s| s.elapsed_s),
+                moves: 0,
             }
         })
         .collect()

@@ -342,6 +342,7 @@ mod tests {
                 rss_kib: 5,
                 command: "c".into(),
                 elapsed_s: 6,
+                moves: 1,
             }]))
             .unwrap(),
         ];

@@ -14,8 +14,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::link::LinkMsg;
 use crate::types::{
-    MigrateMode, MigrateReport, Mode, NodeInfo, ProcInfo, RestoreSpec, SessionId, SpawnSpec,
-    WireError, WireSignal,
+    BalanceStatus, MigrateMode, MigrateReport, Mode, NodeInfo, ProcInfo, RestoreSpec, SessionId,
+    SpawnSpec, WireError, WireSignal,
 };
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -46,6 +46,11 @@ pub enum LocalMsg {
     GetMode,
     SetMode {
         mode: Mode,
+    },
+    /// Read the balancer's state, or turn it on or off (root).
+    GetBalance,
+    SetBalance {
+        on: bool,
     },
     /// Reserve `count` distinct nodes for a `-N` job (parallel semantics).
     Reserve {
@@ -104,6 +109,7 @@ pub enum LocalMsg {
     NodeList(Vec<NodeInfo>),
     ProcList(Vec<ProcInfo>),
     ModeIs(Mode),
+    BalanceIs(Box<BalanceStatus>),
     Reserved {
         token: u64,
         nodes: Vec<String>,

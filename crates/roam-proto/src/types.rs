@@ -253,7 +253,10 @@ impl std::str::FromStr for Mode {
 /// A node's load, carried by each heartbeat.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct NodeLoad {
-    /// CPU use over the last interval, 0..=100 (all cores).
+    /// CPU use over the last interval, in percent of the node's `cpus`:
+    /// 0..=100 for the machine's (`cpu_source = "host"`); above 100 when
+    /// the processes of a node measured by its network namespace want more
+    /// than its `cpus` (`cpu_source = "netns"`).
     pub cpu_pct: f32,
     /// Memory in use (total - available), 0..=100.
     pub mem_pct: f32,
@@ -348,6 +351,9 @@ pub struct ProcInfo {
     pub command: String,
     /// Seconds the process has run.
     pub elapsed_s: u64,
+    /// Times it moved to another node (`roam migrate`, `roam drain`, the
+    /// balancer) since it started: the home counts; nodes send 0.
+    pub moves: u32,
 }
 
 /// A session as a node reports it when it (re)joins the home, so that a
@@ -359,6 +365,75 @@ pub struct SessionReport {
     pub node_pid: u32,
     pub uid: u32,
     pub command: String,
+}
+
+/// The home's automatic balancer, as `roam balance` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BalanceStatus {
+    pub enabled: bool,
+    /// Its settings (`[balance]` in the home's config; the interval as used,
+    /// at least the heartbeat).
+    pub interval_ms: u64,
+    pub high_pct: u32,
+    pub low_pct: u32,
+    pub sustain: u32,
+    pub cooldown_ms: u64,
+    pub min_gap_pct: u32,
+    /// Each node's last sample and how long it has been loaded or idle.
+    pub nodes: Vec<BalanceNode>,
+    /// The balancer's moves, oldest first (the last few), the one under
+    /// way included.
+    pub moves: Vec<BalanceMove>,
+}
+
+/// A node as the balancer sees it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BalanceNode {
+    pub name: String,
+    pub cpu_pct: f32,
+    /// Samples in a row above `high_pct`, and below `low_pct`.
+    pub above: u32,
+    pub below: u32,
+}
+
+/// One move of the balancer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BalanceMove {
+    /// Numbers the moves since the home started (for `roam balance -f`).
+    pub seq: u64,
+    pub home_pid: u32,
+    pub command: String,
+    pub from: String,
+    pub to: String,
+    /// The process's CPU use on its old node, in percent of its CPUs.
+    pub cpu_pct: f32,
+    /// Milliseconds since it began.
+    pub ago_ms: u64,
+    pub outcome: MoveOutcome,
+}
+
+/// How a balancer move went.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MoveOutcome {
+    /// Under way.
+    Moving,
+    /// The process runs on the new node.
+    Moved,
+    /// It stays where it was (the reason is in the home's log).
+    Failed,
+    /// It ended, or its node went, meanwhile.
+    Gone,
+}
+
+impl std::fmt::Display for MoveOutcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            MoveOutcome::Moving => "moving",
+            MoveOutcome::Moved => "moved",
+            MoveOutcome::Failed => "failed, it stays",
+            MoveOutcome::Gone => "gone meanwhile",
+        })
+    }
 }
 
 /// Error categories carried over the wire.

@@ -1,5 +1,6 @@
-//! What roam reads from `/proc`: CPU and memory use, the state and usage of
-//! a process, and the machine's name.
+//! What roam reads from `/proc`: CPU and memory use (the machine's, or the
+//! CPU time of the processes of a network namespace), the state and usage
+//! of a process, and the machine's name.
 
 use std::io;
 
@@ -217,6 +218,90 @@ pub fn all_pids() -> io::Result<Vec<u32>> {
     Ok(std::fs::read_dir("/proc")?
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
         .collect())
+}
+
+/// The network namespace of process `pid` (`None`: the caller), as the
+/// inode number of `/proc/PID/ns/net` (equal for processes that share it).
+pub fn net_ns(pid: Option<u32>) -> io::Result<u64> {
+    use std::os::unix::fs::MetadataExt;
+    let path = match pid {
+        Some(p) => format!("/proc/{p}/ns/net"),
+        None => "/proc/self/ns/net".to_owned(),
+    };
+    Ok(std::fs::metadata(path)?.ino())
+}
+
+/// The CPU time so far of one process, as `/proc/PID/stat` says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProcCpu {
+    pub pid: u32,
+    /// When it started, in clock ticks since boot: with the pid, tells a
+    /// process from a later one that reused its pid.
+    pub start_ticks: u64,
+    /// User + system time of all its threads, in milliseconds.
+    pub cpu_ms: u64,
+}
+
+/// Every process in network namespace `ns` (see [`net_ns`]) and its CPU
+/// time so far. Processes that exit while they are read are left out.
+pub fn netns_cpu(ns: u64) -> io::Result<Vec<ProcCpu>> {
+    let tck = clock_ticks();
+    let mut out = Vec::new();
+    for pid in all_pids()? {
+        if net_ns(Some(pid)).ok() != Some(ns) {
+            continue;
+        }
+        let Ok(stat) = std::fs::read(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        if let Some((start_ticks, ticks)) = parse_stat_cpu(&stat) {
+            out.push(ProcCpu {
+                pid,
+                start_ticks,
+                cpu_ms: ticks * 1000 / tck,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Start time and user + system ticks (fields 22, 14 and 15) of a
+/// `/proc/PID/stat` line.
+fn parse_stat_cpu(stat: &[u8]) -> Option<(u64, u64)> {
+    let close = stat.iter().rposition(|&b| b == b')')?;
+    let rest = std::str::from_utf8(&stat[close + 1..]).ok()?;
+    let f: Vec<&str> = rest.split_ascii_whitespace().collect();
+    let num = |n: usize| -> Option<u64> { f.get(n - 3)?.parse().ok() };
+    Some((num(22)?, num(14)? + num(15)?))
+}
+
+#[cfg(test)]
+mod netns_cpu_tests {
+    use super::*;
+
+    #[test]
+    fn parses_start_and_cpu_ticks() {
+        // Fields 3..22 after a comm holding ") (".
+        let line = b"42 (a) (b) R 1 42 42 0 -1 0 0 0 0 0 70 30 0 0 20 0 1 0 5000 100 10";
+        assert_eq!(parse_stat_cpu(line), Some((5000, 100)));
+        assert_eq!(parse_stat_cpu(b"42 (x) R 1"), None);
+    }
+
+    #[test]
+    fn this_process_is_in_its_own_namespace_with_its_cpu_time() {
+        let ns = net_ns(None).unwrap();
+        assert_eq!(net_ns(Some(std::process::id())).unwrap(), ns);
+        // Spend some CPU time.
+        let t = std::time::Instant::now();
+        let mut x = 0u64;
+        while t.elapsed() < std::time::Duration::from_millis(50) {
+            x = x.wrapping_add(std::hint::black_box(1));
+        }
+        let all = netns_cpu(ns).unwrap();
+        let me = all.iter().find(|p| p.pid == std::process::id()).unwrap();
+        assert!(me.cpu_ms >= 30, "{me:?} ({x})");
+        assert!(me.start_ticks > 0);
+    }
 }
 
 /// Whether a process with this pid exists (kill(pid, 0) succeeds or fails

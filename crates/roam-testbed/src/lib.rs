@@ -53,8 +53,8 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 use roam_core::config::{
-    Config, ConfigError, Files, HomeConfig, IdentityMode, MembershipConfig, NodeConfig, Role,
-    RunnerConfig, TlsConfig,
+    BalanceConfig, Config, ConfigError, CpuSource, Files, HomeConfig, IdentityMode,
+    MembershipConfig, NodeConfig, Role, RunnerConfig, TlsConfig,
 };
 use roam_elf::Arch;
 use roam_proto::types::{Mode, NodeInfo, NodeState};
@@ -114,6 +114,8 @@ pub struct TestbedOpts {
     /// Whose identity remote processes see (`identity` in the nodes'
     /// configs): the home's by default.
     pub identity: IdentityMode,
+    /// The home's balancer settings (`[balance]`): off by default.
+    pub balance: BalanceConfig,
 }
 
 impl TestbedOpts {
@@ -131,6 +133,7 @@ impl TestbedOpts {
             runners: Vec::new(),
             home_files: false,
             identity: IdentityMode::Home,
+            balance: BalanceConfig::default(),
         }
     }
 }
@@ -438,6 +441,11 @@ impl State {
                     }),
                     files_mount: PathBuf::from("/run/roam/files"),
                     identity: opts.identity,
+                    // Every node shares this machine's /proc/stat: each
+                    // measures its own namespace's processes, and stands
+                    // for a one-CPU machine.
+                    cpu_source: CpuSource::Netns,
+                    cpus: Some(1),
                     runners: runners
                         .into_iter()
                         .map(|a| (a.to_string(), qemu_runner(a)))
@@ -448,6 +456,7 @@ impl State {
                 heartbeat_ms: opts.heartbeat_ms,
                 timeout_ms: opts.timeout_ms,
             },
+            balance: opts.balance.clone(),
         }
     }
 }

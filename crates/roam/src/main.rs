@@ -41,6 +41,8 @@ enum Cmd {
     Migrate(cmd::migrate::Args),
     /// Move every process off a node and place nothing more on it.
     Drain(cmd::drain::Args),
+    /// Show the automatic balancer, or turn it on or off (on | off).
+    Balance(cmd::balance::Args),
     /// Create cluster credentials (init, issue).
     #[command(disable_help_flag = true)]
     Cluster(AdminArgs),
@@ -106,6 +108,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Restore(a) => cmd::restore::run(a),
         Cmd::Migrate(a) => cmd::migrate::run(a),
         Cmd::Drain(a) => cmd::drain::run(a),
+        Cmd::Balance(a) => cmd::balance::run(a),
         Cmd::Cluster(a) => exec_admin("cluster", a.args),
         Cmd::Testbed(a) => exec_admin("testbed", a.args),
         Cmd::Binfmt(a) => exec_admin("binfmt", a.args),

@@ -156,6 +156,8 @@ pub(super) fn start_restore(
             exited: false,
             migrating: None,
             held: Vec::new(),
+            tty: false,
+            moves: 0,
         },
     );
     st.transfers.insert(

@@ -402,6 +402,7 @@ fn commit(st: &mut State, req: u64, pid: u32) {
     };
     s.node = to.clone();
     s.node_pid = pid;
+    s.moves += 1;
     if let Some(p) = &s.proxy {
         p.send(
             "local",

@@ -1,3 +1,4 @@
+pub mod balance;
 pub mod checkpoint;
 pub mod drain;
 pub mod kill;

@@ -24,13 +24,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     println!(
-        "{:>7} {:<10} {:>7} {:<10} {:1} {:>10} {:>7} COMMAND",
-        "PID", "NODE", "NPID", "USER", "S", "TIME", "RSS"
+        "{:>7} {:<10} {:>7} {:<10} {:1} {:>10} {:>7} {:>5} COMMAND",
+        "PID", "NODE", "NPID", "USER", "S", "TIME", "RSS", "MOVES"
     );
     for p in procs {
         let user = roam_sys::cred::user_name(p.uid).unwrap_or_else(|| p.uid.to_string());
         println!(
-            "{:>7} {:<10} {:>7} {:<10} {:1} {:>10} {:>7} {}",
+            "{:>7} {:<10} {:>7} {:<10} {:1} {:>10} {:>7} {:>5} {}",
             p.home_pid,
             p.node,
             p.node_pid,
@@ -38,6 +38,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             p.state,
             fmt_cpu(p.cpu_ms),
             fmt_kib(p.rss_kib),
+            p.moves,
             p.command
         );
     }

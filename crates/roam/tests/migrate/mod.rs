@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use super::{text, wait_timeout, wait_until, Cluster};
 
+mod balance;
 mod live;
 
 /// Prints 0..n, one line every 50 ms, then `tail` (a file's first line,
