@@ -129,11 +129,6 @@ impl Tracker {
         self.rounds
     }
 
-    /// Bytes of pages the destination holds.
-    pub fn sent_bytes(&self) -> u64 {
-        (self.sent.values().filter(|&&(_, zero)| !zero).count() * PAGE) as u64
-    }
-
     /// One round, the process running: the pages written since the last
     /// round (at first, every page), protected again and read. A page
     /// never protected counts as written: so every page of a mapping new
@@ -376,12 +371,14 @@ impl PageStore {
     }
 
     /// Bytes held.
-    pub fn bytes(&self) -> u64 {
+    #[cfg(test)]
+    fn bytes(&self) -> u64 {
         self.held
     }
 
     /// The page at `addr`.
-    pub fn page(&self, addr: u64) -> Option<&[u8]> {
+    #[cfg(test)]
+    fn page(&self, addr: u64) -> Option<&[u8]> {
         self.index
             .get(&addr)
             .map(|&(r, at)| &self.rounds[r as usize][at..at + PAGE])
