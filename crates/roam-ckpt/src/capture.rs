@@ -277,8 +277,34 @@ pub fn capture_held_with(pid: i32, own_filters: u32) -> Result<(Captured, Held),
 pub fn capture_held_tracked(
     pid: i32,
     own_filters: u32,
-    mut tracker: Option<&mut crate::precopy::Tracker>,
+    tracker: Option<&mut crate::precopy::Tracker>,
 ) -> Result<(Captured, Held), CaptureError> {
+    let (mut c, pages, held) = capture_pending(pid, own_filters, tracker)?;
+    match pages.read_all() {
+        Ok((payload, stored_bytes)) => {
+            c.sections.push(Section {
+                kind: kind::PAGES,
+                payload,
+            });
+            c.stored_bytes = stored_bytes;
+            Ok((c, held))
+        }
+        Err(e) => {
+            let _ = held.release(false);
+            Err(e)
+        }
+    }
+}
+
+/// [`capture_held_tracked`] but for the memory itself: every section but
+/// PAGES, and the pages to store, found but not read yet (the process
+/// being held, they do not change), to be read by [`PendingPages::stream`]
+/// as they are written out, or all at once.
+pub fn capture_pending(
+    pid: i32,
+    own_filters: u32,
+    mut tracker: Option<&mut crate::precopy::Tracker>,
+) -> Result<(Captured, PendingPages, Held), CaptureError> {
     let sys = |what| move |source| CaptureError::Sys { pid, what, source };
     if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
         return Err(CaptureError::NoProcess { pid });
@@ -387,16 +413,13 @@ pub fn capture_held_tracked(
                 payload: crate::precopy::encode_held(&held),
             });
         }
-        let (encoded, stored_bytes) =
-            read_runs(pid, &mem, &runs).map_err(sys("read the memory"))?;
-        sections.push(Section {
-            kind: kind::PAGES,
-            payload: encoded,
-        });
-        Ok(Captured {
-            sections,
-            stored_bytes,
-        })
+        Ok((
+            Captured {
+                sections,
+                stored_bytes: 0,
+            },
+            PendingPages { pid, mem, runs },
+        ))
     })();
     let mut ended = None;
     for r in remotes {
@@ -407,7 +430,7 @@ pub fn capture_held_tracked(
     let ended = ended.map(sys("give the registers back"));
     let held = Held { pid, tids };
     match (result, ended) {
-        (Ok(c), None) => Ok((c, held)),
+        (Ok((c, pages)), None) => Ok((c, pages, held)),
         (Err(e), _) | (Ok(_), Some(e)) => {
             let _ = held.release(false);
             Err(e)
@@ -873,6 +896,131 @@ fn page_runs(pagemap: &std::fs::File, v: &Vma, out: &mut Vec<(u64, usize)>) -> i
     Ok(())
 }
 
+/// The pages of a held process, found (runs of pages worth storing) but
+/// not read yet.
+#[derive(Debug)]
+pub struct PendingPages {
+    pid: i32,
+    mem: std::fs::File,
+    runs: Vec<(u64, usize)>,
+}
+
+/// Why streaming the pages out stopped.
+#[derive(Debug, Error)]
+pub enum StreamError {
+    #[error("cannot read the memory of process {pid}")]
+    Read { pid: i32, source: io::Error },
+    #[error("cannot write the pages out")]
+    Sink(#[source] io::Error),
+}
+
+/// The pages read and handed on at a time when streamed (2 MiB blocks:
+/// the buffers are backed by huge pages).
+const STREAM_CHUNK_PAGES: usize = 1024;
+
+impl PendingPages {
+    /// At most how many bytes the PAGES section takes (zero pages are
+    /// left out as they are read).
+    pub fn max_bytes(&self) -> u64 {
+        self.runs.iter().map(|&(_, n)| 12 + (n * PAGE) as u64).sum()
+    }
+
+    /// The PAGES section, read at once, and the bytes of memory stored.
+    pub fn read_all(&self) -> Result<(Vec<u8>, u64), CaptureError> {
+        read_runs(self.pid, &self.mem, &self.runs).map_err(|source| CaptureError::Sys {
+            pid: self.pid,
+            what: "read the memory",
+            source,
+        })
+    }
+
+    /// Hands the PAGES section to `sink` piece by piece (runs of pages,
+    /// in order), each piece read while the one before is with `sink`: a
+    /// thread reads out of the process into one buffer while the caller
+    /// writes the other. Returns the bytes of memory stored.
+    pub fn stream(
+        &self,
+        mut sink: impl FnMut(&[u8]) -> io::Result<()>,
+    ) -> Result<u64, StreamError> {
+        let read_err = |source| StreamError::Read {
+            pid: self.pid,
+            source,
+        };
+        let batches = batches(&self.runs, STREAM_CHUNK_PAGES);
+        if batches.len() <= 1 {
+            let (payload, stored) = read_runs(self.pid, &self.mem, &self.runs).map_err(read_err)?;
+            sink(&payload).map_err(StreamError::Sink)?;
+            return Ok(stored);
+        }
+        let cap = STREAM_CHUNK_PAGES * (PAGE + 12);
+        let (full_tx, full_rx) = std::sync::mpsc::sync_channel::<io::Result<Vec<u8>>>(1);
+        let (free_tx, free_rx) = std::sync::mpsc::channel::<Vec<u8>>();
+        for _ in 0..2 {
+            let mut buf = Vec::with_capacity(cap);
+            roam_sys::mem::huge_pages_for(&mut buf);
+            let _ = free_tx.send(buf);
+        }
+        std::thread::scope(|s| {
+            s.spawn(move || {
+                for batch in &batches {
+                    // The caller stopped (its sink failed): so does this.
+                    let Ok(mut buf) = free_rx.recv() else { return };
+                    buf.clear();
+                    let read = batch.iter().try_for_each(|&(addr, n)| {
+                        read_run(self.pid, &self.mem, &mut buf, addr, n)
+                    });
+                    let failed = read.is_err();
+                    if full_tx.send(read.map(|()| buf)).is_err() || failed {
+                        return;
+                    }
+                }
+            });
+            // Owns the receiving end: returning early ends the reader.
+            let consume = move || {
+                let mut stored = 0u64;
+                for buf in full_rx {
+                    let buf = buf.map_err(read_err)?;
+                    stored += stored_in(&buf).map_err(read_err)?;
+                    sink(&buf).map_err(StreamError::Sink)?;
+                    let _ = free_tx.send(buf);
+                }
+                Ok(stored)
+            };
+            consume()
+        })
+    }
+}
+
+/// Runs of pages grouped `per` pages at most a group, a run longer than
+/// that cut in pieces.
+fn batches(runs: &[(u64, usize)], per: usize) -> Vec<Vec<(u64, usize)>> {
+    let mut out: Vec<Vec<(u64, usize)>> = Vec::new();
+    let mut room = 0;
+    for &(mut addr, mut n) in runs {
+        while n > 0 {
+            if room == 0 {
+                out.push(Vec::new());
+                room = per;
+            }
+            let take = n.min(room);
+            out.last_mut().expect("pushed").push((addr, take));
+            addr += (take * PAGE) as u64;
+            n -= take;
+            room -= take;
+        }
+    }
+    out
+}
+
+/// Bytes of memory in encoded runs of pages.
+fn stored_in(encoded: &[u8]) -> io::Result<u64> {
+    Ok(crate::image::decode_pages(encoded)
+        .map_err(|e| io::Error::other(e.to_string()))?
+        .iter()
+        .map(|r| r.data.len() as u64)
+        .sum())
+}
+
 /// The PAGES section: each run read in one call straight into its place,
 /// then zero pages taken out in place; and the bytes stored.
 pub(crate) fn read_runs(
@@ -884,22 +1032,32 @@ pub(crate) fn read_runs(
     let mut out = Vec::with_capacity(total);
     roam_sys::mem::huge_pages_for(&mut out);
     for &(addr, n) in runs {
-        let head = out.len();
-        out.extend_from_slice(&addr.to_le_bytes());
-        out.extend_from_slice(&(n as u32).to_le_bytes());
-        // process_vm_readv copies once; pages it may not read (PROT_NONE)
-        // come through /proc/PID/mem, which reads as the tracer.
-        if ptrace::read_memory_append(pid, &mut out, n * PAGE, addr).is_err() {
-            roam_sys::mem::read_at_append(mem, &mut out, n * PAGE, addr)?;
-        }
-        drop_zero_pages(&mut out, head);
+        read_run(pid, mem, &mut out, addr, n)?;
     }
-    let stored = crate::image::decode_pages(&out)
-        .map_err(|e| io::Error::other(e.to_string()))?
-        .iter()
-        .map(|r| r.data.len() as u64)
-        .sum();
+    let stored = stored_in(&out)?;
     Ok((out, stored))
+}
+
+/// Appends the run of `n` pages at `addr` to `out` (a run header, then
+/// the pages), its zero pages taken out.
+fn read_run(
+    pid: i32,
+    mem: &std::fs::File,
+    out: &mut Vec<u8>,
+    addr: u64,
+    n: usize,
+) -> io::Result<()> {
+    let head = out.len();
+    out.extend_from_slice(&addr.to_le_bytes());
+    out.extend_from_slice(&(n as u32).to_le_bytes());
+    // process_vm_readv copies once; pages it may not read (PROT_NONE)
+    // come through /proc/PID/mem, which reads as the tracer.
+    if ptrace::read_memory_append(pid, out, n * PAGE, addr).is_err() {
+        out.truncate(head + 12);
+        roam_sys::mem::read_at_append(mem, out, n * PAGE, addr)?;
+    }
+    drop_zero_pages(out, head);
+    Ok(())
 }
 
 /// Rewrites the run whose header is at `head` (the last in `out`) without
@@ -1134,6 +1292,78 @@ mod tests {
         if let Err(e) = result {
             std::panic::resume_unwind(e);
         }
+    }
+
+    #[test]
+    fn pages_streamed_in_pieces_are_the_pages_read_at_once() {
+        // 19 MiB: more than a few pieces, the last one partial.
+        let len = 19 << 20;
+        let (pid, _) = child_with_pattern(len, false);
+        let result = std::panic::catch_unwind(|| {
+            let (_, pages, held) = capture_pending(pid, 0, None).unwrap();
+            let (whole, stored) = pages.read_all().unwrap();
+            let mut pieces = 0;
+            let mut streamed = Vec::new();
+            let n = pages
+                .stream(|piece| {
+                    pieces += 1;
+                    streamed.extend_from_slice(piece);
+                    Ok(())
+                })
+                .unwrap();
+            assert!(pieces > 4, "{pieces} pieces");
+            assert_eq!(n, stored);
+            // The same pages (a run cut between two pieces is two runs).
+            let flat = |enc: &[u8]| -> Vec<(u64, Vec<u8>)> {
+                decode_pages(enc)
+                    .unwrap()
+                    .iter()
+                    .flat_map(|r| {
+                        r.data
+                            .chunks(PAGE)
+                            .enumerate()
+                            .map(|(i, p)| (r.addr + (i * PAGE) as u64, p.to_vec()))
+                            .collect::<Vec<_>>()
+                    })
+                    .collect()
+            };
+            assert!(flat(&streamed) == flat(&whole), "streamed pages differ");
+            // A sink that fails stops the stream with its error.
+            let mut calls = 0;
+            let e = pages
+                .stream(|_| {
+                    calls += 1;
+                    if calls == 2 {
+                        Err(io::Error::other("disk full"))
+                    } else {
+                        Ok(())
+                    }
+                })
+                .unwrap_err();
+            assert!(matches!(e, StreamError::Sink(_)), "{e}");
+            assert_eq!(calls, 2);
+            held.release(false).unwrap();
+        });
+        reap(pid);
+        if let Err(e) = result {
+            std::panic::resume_unwind(e);
+        }
+    }
+
+    #[test]
+    fn runs_are_batched_and_cut_to_the_batch_size() {
+        let runs = [(0x1000u64, 3usize), (0x10000, 10), (0x100000, 1)];
+        let b = batches(&runs, 4);
+        assert_eq!(
+            b,
+            vec![
+                vec![(0x1000, 3), (0x10000, 1)],
+                vec![(0x11000, 4)],
+                vec![(0x15000, 4)],
+                vec![(0x19000, 1), (0x100000, 1)],
+            ]
+        );
+        assert!(batches(&[], 4).is_empty());
     }
 
     #[test]

@@ -14,7 +14,8 @@
 //! Memory pages are stored by [`encode_pages`]: runs of present pages, zero
 //! pages left out.
 
-use std::io::{self, Read, Write};
+use std::io::{self, Read, Seek, Write};
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use thiserror::Error;
@@ -76,8 +77,38 @@ fn section_crc(kind: u32, len: u64, payload: &[u8]) -> u32 {
     let mut h = crc32fast::Hasher::new();
     h.update(&kind.to_le_bytes());
     h.update(&len.to_le_bytes());
-    h.update(payload);
+    h.combine(&crc_of(payload));
     h.finalize()
+}
+
+/// Payloads larger than this are checksummed by two threads, a half each
+/// (the halves' checksums combined): a mapped image's pages are faulted in
+/// by the first pass over them, which the checksum is.
+const CRC_IN_TWO_ABOVE: usize = 16 << 20;
+
+/// The CRC-32 state of `data` (to be combined).
+fn crc_of(data: &[u8]) -> crc32fast::Hasher {
+    let mut first = crc32fast::Hasher::new();
+    if data.len() <= CRC_IN_TWO_ABOVE {
+        first.update(data);
+        return first;
+    }
+    let (a, b) = data.split_at(data.len() / 2);
+    let second = std::thread::scope(|s| {
+        let other = s.spawn(|| {
+            let mut h = crc32fast::Hasher::new();
+            h.update(b);
+            h
+        });
+        first.update(a);
+        other.join()
+    });
+    match second {
+        Ok(second) => first.combine(&second),
+        // Cannot happen (hashing does not panic); done here then.
+        Err(_) => first.update(b),
+    }
+    first
 }
 
 /// Writes an image: the header at once, then sections, then the end.
@@ -100,6 +131,44 @@ impl<W: Write> Writer<W> {
         self.raw(kind, payload)?;
         self.sections += 1;
         Ok(())
+    }
+
+    /// Appends a section whose payload `fill` produces piece by piece
+    /// (given a sink for the pieces), its length and checksum unknown until
+    /// the end: the header is written last, in its place. Returns what
+    /// `fill` returns.
+    pub fn section_streamed<T>(
+        &mut self,
+        kind: u32,
+        fill: impl FnOnce(&mut dyn FnMut(&[u8]) -> io::Result<()>) -> io::Result<T>,
+    ) -> io::Result<T>
+    where
+        W: Seek,
+    {
+        assert_ne!(kind, END, "END is written by finish");
+        let head = self.w.stream_position()?;
+        self.w.write_all(&[0u8; 16])?;
+        let mut crc = crc32fast::Hasher::new();
+        let mut len = 0u64;
+        let out = fill(&mut |piece: &[u8]| {
+            crc.update(piece);
+            len += piece.len() as u64;
+            self.w.write_all(piece)
+        })?;
+        // The checksum covers kind and length before the payload: the
+        // payload's, computed first, is appended to theirs.
+        let mut whole = crc32fast::Hasher::new();
+        whole.update(&kind.to_le_bytes());
+        whole.update(&len.to_le_bytes());
+        whole.combine(&crc);
+        let end = self.w.stream_position()?;
+        self.w.seek(io::SeekFrom::Start(head))?;
+        self.w.write_all(&kind.to_le_bytes())?;
+        self.w.write_all(&len.to_le_bytes())?;
+        self.w.write_all(&whole.finalize().to_le_bytes())?;
+        self.w.seek(io::SeekFrom::Start(end))?;
+        self.sections += 1;
+        Ok(out)
     }
 
     fn raw(&mut self, kind: u32, payload: &[u8]) -> io::Result<()> {
@@ -165,6 +234,12 @@ impl Write for AtomicFile {
 
     fn flush(&mut self) -> io::Result<()> {
         self.w.as_mut().expect("written until committed").flush()
+    }
+}
+
+impl Seek for AtomicFile {
+    fn seek(&mut self, pos: io::SeekFrom) -> io::Result<u64> {
+        self.w.as_mut().expect("written until committed").seek(pos)
     }
 }
 
@@ -277,16 +352,7 @@ fn read_section(
 ) -> Result<Section, ImageError> {
     let mut h = [0u8; 16];
     fill(r, &mut h, *at, "a section header")?;
-    let kind = u32::from_le_bytes(h[0..4].try_into().expect("4 bytes"));
-    let len = u64::from_le_bytes(h[4..12].try_into().expect("8 bytes"));
-    let crc = u32::from_le_bytes(h[12..16].try_into().expect("4 bytes"));
-    if len > MAX_SECTION || (kind == END && len != 8) {
-        return Err(ImageError::TooLarge {
-            index,
-            at: *at,
-            len,
-        });
-    }
+    let (kind, len, crc) = section_header(&h, *at, index)?;
     let start = *at;
     *at += 16;
     // A bogus length cannot make us allocate it: at most what the image
@@ -310,6 +376,65 @@ fn read_section(
         });
     }
     Ok(Section { kind, payload })
+}
+
+/// A section header's kind, length and checksum, the length checked.
+fn section_header(h: &[u8; 16], at: u64, index: u64) -> Result<(u32, u64, u32), ImageError> {
+    let kind = u32::from_le_bytes(h[0..4].try_into().expect("4 bytes"));
+    let len = u64::from_le_bytes(h[4..12].try_into().expect("8 bytes"));
+    let crc = u32::from_le_bytes(h[12..16].try_into().expect("4 bytes"));
+    if len > MAX_SECTION || (kind == END && len != 8) {
+        return Err(ImageError::TooLarge { index, at, len });
+    }
+    Ok((kind, len, crc))
+}
+
+/// Checks a whole image held in memory (a mapped file) as [`read`] does,
+/// without copying it: each section's kind and the range of its payload
+/// in `image`.
+pub fn index(image: &[u8]) -> Result<Vec<(u32, Range<usize>)>, ImageError> {
+    read_header(&mut &image[..])?;
+    let mut at = 16usize;
+    let mut out = Vec::new();
+    loop {
+        let index = out.len() as u64;
+        let h: &[u8; 16] = image
+            .get(at..at + 16)
+            .and_then(|h| h.try_into().ok())
+            .ok_or(ImageError::Truncated {
+                at: image.len() as u64,
+                what: "a section header",
+            })?;
+        let (kind, len, crc) = section_header(h, at as u64, index)?;
+        let start = at + 16;
+        let range = start..start.saturating_add(len as usize);
+        let payload = image.get(range.clone()).ok_or(ImageError::Truncated {
+            at: image.len() as u64,
+            what: "a section",
+        })?;
+        if section_crc(kind, len, payload) != crc {
+            return Err(ImageError::Checksum {
+                index,
+                kind,
+                at: at as u64,
+            });
+        }
+        at = range.end;
+        if kind == END {
+            let found = u64::from_le_bytes(payload.try_into().expect("8 bytes"));
+            if found != index {
+                return Err(ImageError::Count {
+                    found,
+                    counted: index,
+                });
+            }
+            if at != image.len() {
+                return Err(ImageError::Trailing);
+            }
+            return Ok(out);
+        }
+        out.push((kind, range));
+    }
 }
 
 /// Encodes memory pages for a section: `pages` gives (address, one page)
@@ -411,6 +536,15 @@ mod tests {
     }
 
     #[test]
+    fn a_large_payload_checksummed_in_two_halves_is_its_crc() {
+        let big: Vec<u8> = (0..CRC_IN_TWO_ABOVE + 12_345)
+            .map(|i| (i * 31 % 253) as u8)
+            .collect();
+        assert_eq!(crc_of(&big).finalize(), crc32(&big));
+        assert_eq!(crc_of(b"123456789").finalize(), 0xCBF4_3926);
+    }
+
+    #[test]
     fn sections_round_trip() {
         let big = vec![7u8; 100_000];
         let img = image(&[(1, b"meta"), (2, b""), (3, &big)]);
@@ -451,6 +585,50 @@ mod tests {
         let mut longer = img.clone();
         longer.push(0);
         assert!(matches!(read(&longer[..]), Err(ImageError::Trailing)));
+    }
+
+    #[test]
+    fn an_image_in_memory_is_indexed_and_checked_as_one_read() {
+        let img = image(&[(1, b"meta data"), (4, &[1, 2, 3, 4, 5]), (9, b"")]);
+        let idx = index(&img).unwrap();
+        let sections = read(&img[..]).unwrap();
+        assert_eq!(idx.len(), sections.len());
+        for ((kind, range), s) in idx.iter().zip(&sections) {
+            assert_eq!((*kind, &img[range.clone()]), (s.kind, &s.payload[..]));
+        }
+        for cut in 0..img.len() {
+            assert!(index(&img[..cut]).is_err(), "cut at {cut}");
+        }
+        for i in 0..img.len() {
+            let mut bad = img.clone();
+            bad[i] ^= 0x40;
+            assert!(index(&bad).is_err(), "byte {i} went unnoticed");
+        }
+        let mut longer = img.clone();
+        longer.push(0);
+        assert!(matches!(index(&longer), Err(ImageError::Trailing)));
+        let mut huge = img.clone();
+        huge[20..28].copy_from_slice(&u64::MAX.to_le_bytes());
+        assert!(matches!(index(&huge), Err(ImageError::TooLarge { .. })));
+    }
+
+    #[test]
+    fn a_streamed_section_is_the_section_written_at_once() {
+        let big: Vec<u8> = (0..300_000u32).map(|i| (i * 7) as u8).collect();
+        let mut w = Writer::new(io::Cursor::new(Vec::new())).unwrap();
+        w.section(1, b"meta").unwrap();
+        let pieces = w
+            .section_streamed(3, |sink| {
+                for piece in big.chunks(65_536) {
+                    sink(piece)?;
+                }
+                Ok(big.chunks(65_536).count())
+            })
+            .unwrap();
+        assert_eq!(pieces, 5);
+        w.section_streamed(4, |_| Ok(())).unwrap();
+        let streamed = w.finish().unwrap().into_inner();
+        assert_eq!(streamed, image(&[(1, b"meta"), (3, &big), (4, b"")]));
     }
 
     #[test]

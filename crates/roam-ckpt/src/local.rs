@@ -10,8 +10,9 @@ use std::time::{Duration, Instant};
 
 use thiserror::Error;
 
-use crate::capture::{capture_held, CaptureError};
-use crate::image::{write_atomically, ImageError};
+use crate::capture::{capture_pending, kind, CaptureError, Captured, StreamError};
+use crate::image::{decode_pages, write_atomically, ImageError, Section, PAGE};
+use crate::precopy::{decode_held, PageStore, Tracker};
 use crate::restore::{restore, Image, RestoreError, RestoreOpts, Restored};
 
 /// The image's file in a checkpoint directory.
@@ -28,6 +29,8 @@ pub enum LocalError {
     Restore(#[from] RestoreError),
     #[error(transparent)]
     Image(#[from] ImageError),
+    #[error(transparent)]
+    Stream(StreamError),
     #[error("cannot write the image {path}")]
     Write { path: PathBuf, source: io::Error },
 }
@@ -50,6 +53,13 @@ pub struct Report {
 /// `progress(done, total)` is called as a large image is written. Without
 /// `leave_running` the process is killed only once its image is written
 /// and synced: if writing fails (a full disk), it runs on.
+///
+/// With `leave_running` the memory is copied out while the process runs
+/// (a pre-copy round, its writes tracked), then it is stopped only to
+/// copy what it wrote meanwhile and its other state, and the image is
+/// written once it runs again (see [`live_capture`]). Without, it is read
+/// out of the stopped process and written as it is read (a thread reading
+/// while the other writes), with no copy held in between.
 pub fn checkpoint(
     pid: i32,
     dir: &Path,
@@ -63,34 +73,62 @@ pub fn checkpoint(
         source,
     };
     std::fs::create_dir_all(dir).map_err(werr)?;
-    let (c, held) = capture_held(pid)?;
     // With `leave_running`, it runs on while the image is written; else it
     // stays stopped until the image is safe, and runs on if it is not.
-    let held = if leave_running {
-        held.release(false)?;
-        None
+    let (mut c, pages, held, frozen) = if leave_running {
+        let (c, frozen) = live_capture(pid)?;
+        (c, None, None, frozen)
     } else {
-        Some(held)
+        let (c, pages, held) = capture_pending(pid, 0, None)?;
+        (c, Some(pages), Some(held), Duration::ZERO)
     };
-    let frozen = t0.elapsed();
-    let total_bytes: u64 = c.sections.iter().map(|s| s.payload.len() as u64).sum();
+    let total_bytes: u64 = c
+        .sections
+        .iter()
+        .map(|s| s.payload.len() as u64)
+        .sum::<u64>()
+        + pages.as_ref().map_or(0, |p| p.max_bytes());
     let show = total_bytes > PROGRESS_ABOVE;
     let mut done = 0u64;
+    let mut step = |n: usize| {
+        done += n as u64;
+        if show {
+            progress(done.min(total_bytes), total_bytes);
+        }
+    };
+    let mut streamed = None;
     let written = write_atomically(&path, |w| {
         for s in &c.sections {
             w.section(s.kind, &s.payload)?;
-            done += s.payload.len() as u64;
-            if show {
-                progress(done, total_bytes);
+            step(s.payload.len());
+        }
+        if let Some(pages) = &pages {
+            let r = w.section_streamed(kind::PAGES, |sink| {
+                Ok(pages.stream(|piece| {
+                    sink(piece)?;
+                    step(piece.len());
+                    Ok(())
+                }))
+            })?;
+            match r {
+                Ok(stored) => c.stored_bytes = stored,
+                // The sink's own error (a full disk) is the write's.
+                Err(StreamError::Sink(e)) => return Err(e),
+                Err(e) => {
+                    streamed = Some(e);
+                    return Err(io::Error::other("the memory could not be read"));
+                }
             }
         }
         Ok(())
-    })
-    .map_err(werr);
+    });
     if let Some(held) = held {
         held.release(written.is_ok())?;
     }
-    written?;
+    if let Some(e) = streamed {
+        return Err(LocalError::Stream(e));
+    }
+    written.map_err(werr)?;
     let frozen = if leave_running { frozen } else { t0.elapsed() };
     let image = std::fs::metadata(&path).map_err(werr)?.len();
     Ok(Report {
@@ -99,6 +137,77 @@ pub fn checkpoint(
         frozen,
         total: t0.elapsed(),
     })
+}
+
+/// Captures `pid` and lets it run on, stopping it as briefly as its
+/// writes allow: one pre-copy round reads every page while it runs (its
+/// writes tracked, see [`crate::precopy`]); then it is stopped, and only
+/// the pages written since are read, with the rest of its state. The
+/// image's PAGES are the round's copy of the clean pages and the pages
+/// read stopped, merged. Where writes cannot be tracked (an older kernel),
+/// every page is read stopped. Returns the sections and how long the
+/// process was stopped.
+fn live_capture(pid: i32) -> Result<(Captured, Duration), LocalError> {
+    let mut tracked = Tracker::start(pid).ok().and_then(|mut t| {
+        let round = t.round().ok()?;
+        let mut store = PageStore::default();
+        store.add(round.pages, u64::MAX).ok()?;
+        Some((t, store))
+    });
+    let t0 = Instant::now();
+    let (mut c, pages, held) = capture_pending(pid, 0, tracked.as_mut().map(|(t, _)| t))?;
+    let read = pages.read_all();
+    held.release(false)?;
+    let frozen = t0.elapsed();
+    let (dirty, stored) = read?;
+    let held_runs = match c.sections.iter().position(|s| s.kind == kind::PRECOPIED) {
+        Some(i) => decode_held(&c.sections.remove(i).payload)?,
+        None => Vec::new(),
+    };
+    let payload = match (&tracked, held_runs.is_empty()) {
+        (Some((_, store)), false) => merge_pages(&dirty, &held_runs, store)?,
+        _ => dirty,
+    };
+    c.stored_bytes = stored
+        + held_runs
+            .iter()
+            .map(|&(_, n)| (n * PAGE) as u64)
+            .sum::<u64>();
+    c.sections.push(Section {
+        kind: kind::PAGES,
+        payload,
+    });
+    Ok((c, frozen))
+}
+
+/// One PAGES section out of the pages read stopped (`dirty`, encoded) and
+/// the runs `held` in the pre-copy's `store`, in address order.
+fn merge_pages(
+    dirty: &[u8],
+    held: &[(u64, usize)],
+    store: &PageStore,
+) -> Result<Vec<u8>, LocalError> {
+    let mut runs: Vec<(u64, &[u8])> = decode_pages(dirty)?
+        .into_iter()
+        .map(|r| (r.addr, r.data))
+        .collect();
+    for &(addr, n) in held {
+        let slices = store.slices(addr, n).map_err(|a| {
+            LocalError::Image(ImageError::Pages(format!("the pre-copy lost page {a:#x}")))
+        })?;
+        runs.extend(slices);
+    }
+    runs.sort_unstable_by_key(|r| r.0);
+    let mut out = Vec::with_capacity(runs.iter().map(|r| 12 + r.1.len()).sum());
+    roam_sys::mem::huge_pages_for(&mut out);
+    for (addr, data) in runs {
+        out.extend_from_slice(&addr.to_le_bytes());
+        out.extend_from_slice(&((data.len() / PAGE) as u32).to_le_bytes());
+        out.extend_from_slice(data);
+    }
+    // Checked as a restore will: in order, not overlapping.
+    decode_pages(&out)?;
+    Ok(out)
 }
 
 /// Rebuilds the image in `dir` as a child of the caller, on the caller's

@@ -22,7 +22,7 @@
 
 use std::collections::BTreeMap;
 use std::io;
-use std::os::fd::{OwnedFd, RawFd};
+use std::os::fd::{AsFd, OwnedFd, RawFd};
 use std::os::unix::fs::OpenOptionsExt;
 
 use roam_sys::procfs::{self, Vma};
@@ -94,33 +94,66 @@ pub struct Image {
     pub files: Vec<FdRecord>,
     pub context: Context,
     /// The PAGES section (runs, decoded as they are written).
-    pub pages: Vec<u8>,
+    pub pages: Pages,
     /// The PRECOPIED section's runs: pages the destination of a migration
     /// holds from its pre-copy rounds (see [`Image::attach_precopied`]).
     pub precopied: Vec<(u64, usize)>,
     store: Option<PageStore>,
 }
 
+/// The PAGES section's bytes: read into memory (an image received), or
+/// the part of a mapped image file that holds them (an image restored from
+/// a file: no copy before the one into the stub).
+#[derive(Debug)]
+pub enum Pages {
+    Owned(Vec<u8>),
+    Mapped(
+        std::sync::Arc<roam_sys::mem::Mapped>,
+        std::ops::Range<usize>,
+    ),
+}
+
+impl std::ops::Deref for Pages {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            Pages::Owned(v) => v,
+            Pages::Mapped(m, r) => &m[r.clone()],
+        }
+    }
+}
+
 impl Image {
     /// Decodes the sections of an image ([`crate::image::read`]'s).
-    pub fn from_sections(sections: Vec<Section>) -> Result<Image, RestoreError> {
+    pub fn from_sections(mut sections: Vec<Section>) -> Result<Image, RestoreError> {
+        let at = sections
+            .iter()
+            .position(|s| s.kind == kind::PAGES)
+            .ok_or(RestoreError::Missing("pages"))?;
+        let pages = Pages::Owned(std::mem::take(&mut sections[at].payload));
+        let list: Vec<(u32, &[u8])> = sections.iter().map(|s| (s.kind, &s.payload[..])).collect();
+        Image::decode(&list, pages)
+    }
+
+    /// Decodes an image from its sections' payloads (kind, bytes) and its
+    /// PAGES section.
+    fn decode(sections: &[(u32, &[u8])], pages: Pages) -> Result<Image, RestoreError> {
         fn one<T: DeserializeOwned>(
-            sections: &[Section],
+            sections: &[(u32, &[u8])],
             k: u32,
             what: &'static str,
         ) -> Result<T, RestoreError> {
-            let s = sections
+            let (_, payload) = sections
                 .iter()
-                .find(|s| s.kind == k)
+                .find(|(kind, _)| *kind == k)
                 .ok_or(RestoreError::Missing(what))?;
-            postcard::from_bytes(&s.payload)
-                .map_err(|source| RestoreError::Malformed { what, source })
+            postcard::from_bytes(payload).map_err(|source| RestoreError::Malformed { what, source })
         }
         let threads = sections
             .iter()
-            .filter(|s| s.kind == kind::THREAD)
-            .map(|s| {
-                postcard::from_bytes(&s.payload).map_err(|source| RestoreError::Malformed {
+            .filter(|(k, _)| *k == kind::THREAD)
+            .map(|(_, payload)| {
+                postcard::from_bytes(payload).map_err(|source| RestoreError::Malformed {
                     what: "thread",
                     source,
                 })
@@ -129,25 +162,19 @@ impl Image {
         if threads.is_empty() {
             return Err(RestoreError::Missing("thread"));
         }
-        let mut sections = sections;
-        let at = sections
-            .iter()
-            .position(|s| s.kind == kind::PAGES)
-            .ok_or(RestoreError::Missing("pages"))?;
-        let pages = std::mem::take(&mut sections[at].payload);
         // Checked now: a bad run is found before any stub exists.
         decode_pages(&pages)?;
-        let precopied = match sections.iter().find(|s| s.kind == kind::PRECOPIED) {
-            Some(s) => decode_held(&s.payload)?,
+        let precopied = match sections.iter().find(|(k, _)| *k == kind::PRECOPIED) {
+            Some((_, payload)) => decode_held(payload)?,
             None => Vec::new(),
         };
         Ok(Image {
-            meta: one(&sections, kind::META, "meta")?,
+            meta: one(sections, kind::META, "meta")?,
             threads,
-            process: one(&sections, kind::PROCESS, "process")?,
-            maps: one(&sections, kind::MAPS, "maps")?,
-            files: one(&sections, kind::FILES, "files")?,
-            context: one(&sections, kind::CONTEXT, "context")?,
+            process: one(sections, kind::PROCESS, "process")?,
+            maps: one(sections, kind::MAPS, "maps")?,
+            files: one(sections, kind::FILES, "files")?,
+            context: one(sections, kind::CONTEXT, "context")?,
             pages,
             precopied,
             store: None,
@@ -187,12 +214,24 @@ impl Image {
         Ok((meta, len))
     }
 
-    /// Reads and decodes the image file at `path`.
+    /// Checks and decodes the image file at `path`, mapped, not read: its
+    /// pages are copied once, from the file's pages into the stub.
     pub fn load(path: &std::path::Path) -> Result<Image, RestoreError> {
         let f =
             std::fs::File::open(path).map_err(sys(format!("open the image {}", path.display())))?;
-        let size = f.metadata().ok().map(|m| m.len());
-        Image::from_sections(crate::image::read_sized(io::BufReader::new(f), size)?)
+        let map = std::sync::Arc::new(
+            roam_sys::mem::Mapped::file(&f)
+                .map_err(sys(format!("map the image {}", path.display())))?,
+        );
+        let index = crate::image::index(&map)?;
+        let pages = index
+            .iter()
+            .find(|(k, _)| *k == kind::PAGES)
+            .ok_or(RestoreError::Missing("pages"))?
+            .1
+            .clone();
+        let list: Vec<(u32, &[u8])> = index.iter().map(|(k, r)| (*k, &map[r.clone()])).collect();
+        Image::decode(&list, Pages::Mapped(map.clone(), pages))
     }
 
     /// Whether `user` may restore the image: every uid and gid of its
@@ -316,6 +355,105 @@ pub fn restore(img: &Image, opts: &RestoreOpts) -> Result<Restored, RestoreError
             Err(e)
         }
     }
+}
+
+/// Images with more pages than this are written into the stub by two
+/// threads.
+const FILL_IN_TWO_ABOVE: usize = 8 << 20;
+
+/// Images with fewer pages than this are written without a userfaultfd
+/// (making one costs more than it saves).
+const UFFD_ABOVE: usize = 1 << 20;
+
+/// Private anonymous memory with stored pages (heap, stack, anonymous
+/// mappings): what a userfaultfd fills.
+fn anon_private(m: &MapRecord) -> bool {
+    m.stored && !m.shared && !m.path.starts_with(b"/") && !SPECIAL.contains(&&m.path[..])
+}
+
+/// Runs `work` on the pieces, in two threads for a half each if they are
+/// many bytes; returns what both return, concatenated.
+fn in_two<'p>(
+    pieces: Vec<(u64, &'p [u8])>,
+    work: impl Fn(&[(u64, &'p [u8])]) -> Result<Vec<(u64, &'p [u8])>, RestoreError> + Sync,
+) -> Result<Vec<(u64, &'p [u8])>, RestoreError> {
+    let total: usize = pieces.iter().map(|(_, d)| d.len()).sum();
+    if total < FILL_IN_TWO_ABOVE {
+        return work(&pieces);
+    }
+    let (first, second) = halves(&pieces, total / 2);
+    std::thread::scope(|s| {
+        let other = s.spawn(|| work(&second));
+        let mut mine = work(&first)?;
+        let other = other.join().unwrap_or_else(|_| {
+            Err(RestoreError::Sys {
+                what: "write the pages".into(),
+                source: io::Error::other("the writing thread panicked"),
+            })
+        })?;
+        mine.extend(other);
+        Ok(mine)
+    })
+}
+
+/// Fills pieces through a userfaultfd; returns what it left (pages that
+/// were there already, or a piece outside what it registered).
+fn copy_pieces<'p>(uffd: &OwnedFd, pieces: &[(u64, &'p [u8])]) -> Vec<(u64, &'p [u8])> {
+    let mut left = Vec::new();
+    for &(addr, data) in pieces {
+        let mut done = 0;
+        while done < data.len() {
+            done += roam_sys::uffd::copy(uffd.as_fd(), addr + done as u64, &data[done..]);
+            if done < data.len() {
+                // That page the other way; the rest here again.
+                left.push((addr + done as u64, &data[done..done + PAGE]));
+                done += PAGE;
+            }
+        }
+    }
+    left
+}
+
+/// Writes pieces of memory (address, bytes) into process `pid`.
+fn write_pieces(pid: i32, pieces: &[(u64, &[u8])]) -> Result<(), RestoreError> {
+    for &(addr, data) in pieces {
+        let n = ptrace::write_memory(pid, addr, data)
+            .map_err(sys(format!("write the pages at {addr:#x}")))?;
+        if n != data.len() {
+            return Err(RestoreError::Sys {
+                what: format!("write the pages at {addr:#x}"),
+                source: io::Error::other(format!("{n} of {} bytes", data.len())),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Splits pieces of memory in two: the first `bytes` (a piece cut at a
+/// page if need be), and the rest.
+#[allow(clippy::type_complexity)]
+fn halves<'p>(
+    pieces: &[(u64, &'p [u8])],
+    bytes: usize,
+) -> (Vec<(u64, &'p [u8])>, Vec<(u64, &'p [u8])>) {
+    let (mut first, mut second) = (Vec::new(), Vec::new());
+    let mut left = bytes;
+    for &(addr, data) in pieces {
+        if left >= data.len() {
+            left -= data.len();
+            first.push((addr, data));
+        } else if left > 0 {
+            let cut = left.next_multiple_of(PAGE).min(data.len());
+            first.push((addr, &data[..cut]));
+            if cut < data.len() {
+                second.push((addr + cut as u64, &data[cut..]));
+            }
+            left = 0;
+        } else {
+            second.push((addr, data));
+        }
+    }
+    (first, second)
 }
 
 struct Builder<'a> {
@@ -811,33 +949,69 @@ impl Builder<'_> {
         Ok(())
     }
 
-    /// Writes the stored pages (from the tracer, process_vm_writev).
+    /// Writes the stored pages. Those of private anonymous memory (most)
+    /// go through a userfaultfd of the stub's (`UFFDIO_COPY`: each page
+    /// allocated and filled in one step, where a write would fault it in,
+    /// zero it, then copy); the others, and any the userfaultfd could not
+    /// fill, with process_vm_writev once it is closed. A large image is
+    /// written by two threads, half each: the kernel allocates the stub's
+    /// pages in parallel.
     fn fill_pages(&mut self) -> Result<(), RestoreError> {
-        let write = |addr: u64, data: &[u8]| {
-            let n = ptrace::write_memory(self.pid, addr, data)
-                .map_err(sys(format!("write the pages at {addr:#x}")))?;
-            if n != data.len() {
-                return Err(RestoreError::Sys {
-                    what: format!("write the pages at {addr:#x}"),
-                    source: io::Error::other(format!("{n} of {} bytes", data.len())),
-                });
-            }
-            Ok(())
-        };
-        for run in decode_pages(&self.img.pages)? {
-            write(run.addr, run.data)?;
-        }
+        let mut pieces: Vec<(u64, &[u8])> = decode_pages(&self.img.pages)?
+            .into_iter()
+            .map(|r| (r.addr, r.data))
+            .collect();
         if let Some(store) = &self.img.store {
             for &(addr, n) in &self.img.precopied {
                 let slices = store.slices(addr, n).map_err(|a| {
                     RestoreError::Precopied(format!("page {a:#x} was not among them"))
                 })?;
-                for (a, data) in slices {
-                    write(a, data)?;
-                }
+                pieces.extend(slices);
             }
         }
+        let pid = self.pid;
+        let total: usize = pieces.iter().map(|(_, d)| d.len()).sum();
+        let mut rest = pieces;
+        if total >= UFFD_ABOVE {
+            if let Some(uffd) = self.missing_pages_uffd()? {
+                let (anon, other) = rest.into_iter().partition(|&(addr, data)| {
+                    self.img.maps.iter().any(|m| {
+                        anon_private(m) && m.start <= addr && addr + data.len() as u64 <= m.end
+                    })
+                });
+                rest = other;
+                rest.extend(in_two(anon, |half| Ok(copy_pieces(&uffd, half)))?);
+                // Closed (the stub's copy was closed at once): the
+                // registrations end, and writes may fault pages in.
+                drop(uffd);
+            }
+        }
+        in_two(rest, |half| write_pieces(pid, half).map(|()| Vec::new()))?;
         Ok(())
+    }
+
+    /// A userfaultfd of the stub's, every private anonymous mapping with
+    /// stored pages registered on it for missing pages; none (the pages
+    /// are then written) if the kernel or a mapping refuses.
+    fn missing_pages_uffd(&mut self) -> Result<Option<OwnedFd>, RestoreError> {
+        let Ok(fd) = self
+            .main()
+            .call(libc::SYS_userfaultfd, &[roam_sys::uffd::USERFAULTFD_FLAGS])
+        else {
+            return Ok(None);
+        };
+        let taken = ptrace::take_fd(self.pid, fd as i32);
+        self.call("close the userfaultfd", libc::SYS_close, &[fd])?;
+        let Ok(uffd) = taken else { return Ok(None) };
+        if roam_sys::uffd::enable_missing(uffd.as_fd()).is_err() {
+            return Ok(None);
+        }
+        for m in self.img.maps.iter().filter(|m| anon_private(m)) {
+            if roam_sys::uffd::register_missing(uffd.as_fd(), m.start, m.end).is_err() {
+                return Ok(None);
+            }
+        }
+        Ok(Some(uffd))
     }
 
     /// Gives mappings made writable for filling their own protection.
@@ -1416,6 +1590,32 @@ mod tests {
     use super::*;
     use crate::capture::capture;
     use crate::testutil::{exit_code, pipe, read_byte, write_byte};
+
+    #[test]
+    fn pages_split_in_two_halves_at_a_page_and_lose_nothing() {
+        let a = vec![1u8; 3 * PAGE];
+        let b = vec![2u8; 2 * PAGE];
+        let pieces = [(0x10000u64, &a[..]), (0x40000, &b[..])];
+        for bytes in [0, 1, PAGE, 2 * PAGE + 5, 3 * PAGE, 4 * PAGE, 5 * PAGE] {
+            let (first, second) = halves(&pieces, bytes);
+            let mut all: Vec<(u64, &[u8])> = first.iter().chain(&second).copied().collect();
+            all.sort_by_key(|p| p.0);
+            let mut pages = Vec::new();
+            for (addr, data) in &all {
+                assert!(!data.is_empty() && data.len() % PAGE == 0, "at {bytes}");
+                for (i, page) in data.chunks(PAGE).enumerate() {
+                    pages.push((addr + (i * PAGE) as u64, page[0]));
+                }
+            }
+            let want: Vec<(u64, u8)> = (0..3)
+                .map(|i| (0x10000 + i * PAGE as u64, 1))
+                .chain((0..2).map(|i| (0x40000 + i * PAGE as u64, 2)))
+                .collect();
+            assert_eq!(pages, want, "split at {bytes}");
+            let got: usize = first.iter().map(|p| p.1.len()).sum();
+            assert_eq!(got, bytes.next_multiple_of(PAGE).min(5 * PAGE));
+        }
+    }
 
     /// A forked child with `len` bytes of pattern, a file at an offset and
     /// a pipe holding bytes; it says `R` on stdout, waits for a byte on

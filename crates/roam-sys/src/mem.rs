@@ -1,4 +1,5 @@
-//! The C allocator's memory, and filling large buffers.
+//! The C allocator's memory, filling large buffers, and files mapped to be
+//! read in place.
 
 /// Gives the allocator's free memory back to the system (glibc's
 /// `malloc_trim`: the top of the heap, and whole free pages inside it).
@@ -82,8 +83,90 @@ pub fn read_at_append(
     Ok(())
 }
 
+/// A file mapped read-only into memory (MAP_PRIVATE): its bytes without a
+/// copy into a buffer, the file's pages mapped as they are first read. The file must not shrink while
+/// mapped (reading past its new end would raise SIGBUS): map only files
+/// this process owns, such as a checkpoint image it is restoring.
+pub struct Mapped {
+    ptr: *mut u8,
+    len: usize,
+}
+
+// SAFETY: the mapping is read-only and owned by the `Mapped`; sharing
+// `&[u8]` of it between threads is as safe as of any immutable buffer.
+unsafe impl Send for Mapped {}
+// SAFETY: as above: nothing writes to it.
+unsafe impl Sync for Mapped {}
+
+impl Mapped {
+    /// Maps the whole of `f` (its current length).
+    pub fn file(f: &std::fs::File) -> std::io::Result<Mapped> {
+        use std::os::fd::AsRawFd;
+        let len = usize::try_from(f.metadata()?.len())
+            .map_err(|_| std::io::Error::other("file too large to map"))?;
+        if len == 0 {
+            return Ok(Mapped {
+                ptr: std::ptr::NonNull::dangling().as_ptr(),
+                len: 0,
+            });
+        }
+        // SAFETY: a new read-only private mapping of a descriptor we hold,
+        // at an address the kernel picks; checked for failure below.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ,
+                libc::MAP_PRIVATE,
+                f.as_raw_fd(),
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(Mapped { ptr: p.cast(), len })
+    }
+}
+
+impl std::ops::Deref for Mapped {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        // SAFETY: `ptr` maps `len` readable bytes (or is dangling with
+        // length 0) for as long as `self` lives.
+        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
+    }
+}
+
+impl Drop for Mapped {
+    fn drop(&mut self) {
+        if self.len > 0 {
+            // SAFETY: unmaps exactly the mapping this value made; no slice
+            // of it outlives `self` (they borrow it).
+            unsafe { libc::munmap(self.ptr.cast(), self.len) };
+        }
+    }
+}
+
+impl std::fmt::Debug for Mapped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Mapped({} bytes)", self.len)
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_mapped_file_reads_as_its_bytes() {
+        use std::io::Write;
+        let mut f = tempfile_in_tmp();
+        f.write_all(b"mapped bytes").unwrap();
+        let m = super::Mapped::file(&f).unwrap();
+        assert_eq!(&m[..], b"mapped bytes");
+        let empty = super::Mapped::file(&tempfile_in_tmp()).unwrap();
+        assert!(empty.is_empty());
+    }
+
     #[test]
     fn trim_after_freeing_releases_memory() {
         let v: Vec<Vec<u8>> = (0..64).map(|i| vec![i as u8; 100_000]).collect();

@@ -24,12 +24,16 @@ use std::os::fd::{AsRawFd, BorrowedFd};
 const UFFD_API: u64 = 0xAA;
 /// `UFFD_FEATURE_WP_ASYNC`.
 const UFFD_FEATURE_WP_ASYNC: u64 = 1 << 15;
+/// `UFFDIO_REGISTER_MODE_MISSING`.
+const UFFDIO_REGISTER_MODE_MISSING: u64 = 1 << 0;
 /// `UFFDIO_REGISTER_MODE_WP`.
 const UFFDIO_REGISTER_MODE_WP: u64 = 1 << 1;
 /// `_IOWR(0xAA, 0x3F, struct uffdio_api)`.
 const UFFDIO_API: libc::c_ulong = 0xC018_AA3F;
 /// `_IOWR(0xAA, 0x00, struct uffdio_register)`.
 const UFFDIO_REGISTER: libc::c_ulong = 0xC020_AA00;
+/// `_IOWR(0xAA, 0x03, struct uffdio_copy)`.
+const UFFDIO_COPY: libc::c_ulong = 0xC028_AA03;
 /// `_IOWR('f', 16, struct pm_scan_arg)`.
 const PAGEMAP_SCAN: libc::c_ulong = 0xC060_6610;
 
@@ -65,6 +69,15 @@ struct UffdioRegister {
 }
 
 #[repr(C)]
+struct UffdioCopy {
+    dst: u64,
+    src: u64,
+    len: u64,
+    mode: u64,
+    copy: i64,
+}
+
+#[repr(C)]
 struct PmScanArg {
     size: u64,
     flags: u64,
@@ -83,6 +96,7 @@ struct PmScanArg {
 const _: () = assert!(std::mem::size_of::<UffdioApi>() == 24);
 const _: () = assert!(std::mem::size_of::<UffdioRegister>() == 32);
 const _: () = assert!(std::mem::size_of::<PmScanArg>() == 96);
+const _: () = assert!(std::mem::size_of::<UffdioCopy>() == 40);
 
 /// One range of pages of the same categories (`struct page_region`).
 #[repr(C)]
@@ -116,13 +130,41 @@ pub fn enable_wp_async(uffd: BorrowedFd<'_>) -> io::Result<()> {
     Ok(())
 }
 
+/// Opens a fresh userfaultfd for filling missing pages (no features).
+pub fn enable_missing(uffd: BorrowedFd<'_>) -> io::Result<()> {
+    let mut api = UffdioApi {
+        api: UFFD_API,
+        features: 0,
+        ioctls: 0,
+    };
+    // SAFETY: as in `enable_wp_async`.
+    let rc = unsafe { libc::ioctl(uffd.as_raw_fd(), UFFDIO_API, &mut api) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Registers `[start, end)` of the userfaultfd's process for
 /// write-protect tracking.
 pub fn register_wp(uffd: BorrowedFd<'_>, start: u64, end: u64) -> io::Result<()> {
+    register(uffd, start, end, UFFDIO_REGISTER_MODE_WP)
+}
+
+/// Registers `[start, end)` of the userfaultfd's process for missing
+/// pages, which [`copy`] then fills. (Faults there from inside the kernel,
+/// such as `process_vm_writev`'s, fail while it is registered: the
+/// userfaultfd is for user-mode faults only; closing it ends the
+/// registration.)
+pub fn register_missing(uffd: BorrowedFd<'_>, start: u64, end: u64) -> io::Result<()> {
+    register(uffd, start, end, UFFDIO_REGISTER_MODE_MISSING)
+}
+
+fn register(uffd: BorrowedFd<'_>, start: u64, end: u64, mode: u64) -> io::Result<()> {
     let mut reg = UffdioRegister {
         start,
         len: end - start,
-        mode: UFFDIO_REGISTER_MODE_WP,
+        mode,
         ioctls: 0,
     };
     // SAFETY: UFFDIO_REGISTER reads the range and mode and writes
@@ -132,6 +174,39 @@ pub fn register_wp(uffd: BorrowedFd<'_>, start: u64, end: u64) -> io::Result<()>
         return Err(io::Error::last_os_error());
     }
     Ok(())
+}
+
+/// Fills missing pages at `dst` in the userfaultfd's process with `src`
+/// (whole pages): each page is allocated and copied into at once, never
+/// zeroed first nor faulted. Returns how many bytes from the start were
+/// filled: all of them, or fewer where a page was already there or the
+/// range is not registered (the caller writes the rest another way).
+pub fn copy(uffd: BorrowedFd<'_>, dst: u64, src: &[u8]) -> usize {
+    let mut done = 0usize;
+    while done < src.len() {
+        let mut c = UffdioCopy {
+            dst: dst + done as u64,
+            src: src[done..].as_ptr() as u64,
+            len: (src.len() - done) as u64,
+            mode: 0,
+            copy: 0,
+        };
+        // SAFETY: UFFDIO_COPY reads `len` bytes at `src` (inside the live
+        // slice `src`), writes them into the other process's registered
+        // range, and writes `copy` of the struct we pass.
+        let rc = unsafe { libc::ioctl(uffd.as_raw_fd(), UFFDIO_COPY, &mut c) };
+        if c.copy > 0 {
+            done += c.copy as usize;
+        }
+        if rc == 0 {
+            continue;
+        }
+        let again = io::Error::last_os_error().raw_os_error() == Some(libc::EAGAIN);
+        if !(again && c.copy > 0) {
+            break;
+        }
+    }
+    done.min(src.len())
 }
 
 /// What a scan asks for.

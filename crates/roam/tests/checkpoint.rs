@@ -39,8 +39,14 @@ fn tmp(name: &str) -> PathBuf {
 
 /// Builds tests/programs/ckpt/NAME.c (dynamic or static) once per run.
 fn build(name: &str, static_: bool) -> PathBuf {
+    build_from("ckpt", name, static_)
+}
+
+/// Builds tests/programs/DIR/NAME.c.
+fn build_from(dir: &str, name: &str, static_: bool) -> PathBuf {
     let src = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../tests/programs/ckpt")
+        .join("../../tests/programs")
+        .join(dir)
         .join(format!("{name}.c"));
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("ckpt-progs");
     std::fs::create_dir_all(&dir).unwrap();
@@ -154,6 +160,54 @@ state_tests! {
     sleep_in_progress: "sleep" &[], 0;
     nanosleep_in_progress: "nanosleep" &[], 0;
     pipe_read: "pipe_read" &[], 0;
+}
+
+/// A process writing its memory as fast as it can is checkpointed while it
+/// runs (`--leave-running`: a pre-copy round, then a short stop for what it
+/// wrote meanwhile), twice, and the second image restored: every page is
+/// as it was at that stop (writer.c checks each page's round against its
+/// own count), and the original ran on meanwhile.
+#[test]
+fn a_process_writing_its_memory_is_checkpointed_live_and_restored_whole() {
+    let bin = build_from("migrate", "writer", false);
+    let work = tmp("live-writer");
+    // 64 MiB written at 200 MiB/s: pages change while the round reads.
+    let mut child = clean(&bin)
+        .args(["64", "200", "100"])
+        .current_dir(&work)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    wait_line(&mut out, "READY");
+    std::thread::sleep(Duration::from_millis(300));
+    let image = work.join("image");
+    checkpoint(child.id(), &image, true);
+    std::thread::sleep(Duration::from_millis(300));
+    checkpoint(child.id(), &image, true);
+    // It ran on: it still counts, then passes its own check.
+    wait_line(&mut out, "12");
+    child.stdin.take().unwrap().write_all(b"check\n").unwrap();
+    let mut rest = String::new();
+    out.read_to_string(&mut rest).unwrap();
+    assert!(child.wait().unwrap().success(), "the original: {rest}");
+    let mut r = restore(&image);
+    let mut text = String::new();
+    let mut rout = BufReader::new(r.stdout.take().unwrap());
+    // A counter line from the restored process, then its check.
+    rout.read_line(&mut text).unwrap();
+    r.stdin.take().unwrap().write_all(b"check\n").unwrap();
+    rout.read_to_string(&mut text).unwrap();
+    let mut err = String::new();
+    r.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    let st = r.wait().unwrap();
+    assert!(
+        text.contains("PASS") && st.success(),
+        "restored: {st:?}\nstdout: {text}\nstderr: {err}"
+    );
+    let _ = std::fs::remove_dir_all(&work);
 }
 
 /// A real program's output, uninterrupted and checkpointed after `delay`
