@@ -180,12 +180,27 @@ fn leave_running_frozen(bin: &Path, mib: Option<u64>, dir: &Path) -> anyhow::Res
     Ok(r.frozen.as_secs_f64() * 1e3)
 }
 
-/// CRIU dump + restore of the same program, if CRIU runs here.
-fn criu(bin: &Path, mib: Option<u64>, dir: &Path) -> Result<(f64, f64), String> {
-    let check = Command::new("criu")
+/// The CRIU to measure: `$ROAM_BENCH_CRIU`, else the one
+/// `scripts/criu-trixie.sh` puts in /opt/criu-trixie (Debian trixie's 4.x:
+/// bookworm's 3.17 fails on this kernel's vDSO), else `criu` on the PATH.
+fn criu_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("ROAM_BENCH_CRIU") {
+        return PathBuf::from(p);
+    }
+    let local = Path::new("/opt/criu-trixie/criu");
+    if local.exists() {
+        return local.to_path_buf();
+    }
+    PathBuf::from("criu")
+}
+
+/// Whether CRIU runs here (`criu check`), and its version line.
+fn criu_check() -> Result<String, String> {
+    let criu = criu_bin();
+    let check = Command::new(&criu)
         .arg("check")
         .output()
-        .map_err(|e| format!("criu: {e}"))?;
+        .map_err(|e| format!("{}: {e}", criu.display()))?;
     if !check.status.success() {
         let err = String::from_utf8_lossy(&check.stderr);
         let last = err
@@ -194,12 +209,37 @@ fn criu(bin: &Path, mib: Option<u64>, dir: &Path) -> Result<(f64, f64), String> 
             .unwrap_or("failed");
         return Err(format!("`criu check` fails here: {last}"));
     }
+    let v = Command::new(&criu)
+        .arg("--version")
+        .output()
+        .map_err(|e| e.to_string())?;
+    Ok(String::from_utf8_lossy(&v.stdout)
+        .lines()
+        .next()
+        .unwrap_or("?")
+        .trim()
+        .to_string())
+}
+
+/// One CRIU dump (its own frozen time, from `--display-stats`) and
+/// restore of the same program, images on tmpfs: (dump, frozen, restore)
+/// in ms.
+fn criu_once(bin: &Path, mib: Option<u64>, dir: &Path) -> Result<(f64, f64, f64), String> {
+    let criu = criu_bin();
     let child = start(bin, mib).map_err(|e| e.to_string())?;
+    let pid = child.id();
     let _ = std::fs::remove_dir_all(dir);
     std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
     let t = Instant::now();
-    let d = Command::new("criu")
-        .args(["dump", "--shell-job", "-t", &child.id().to_string(), "-D"])
+    let d = Command::new(&criu)
+        .args([
+            "dump",
+            "--shell-job",
+            "--display-stats",
+            "-t",
+            &pid.to_string(),
+            "-D",
+        ])
         .arg(dir)
         .output()
         .map_err(|e| e.to_string())?;
@@ -208,20 +248,34 @@ fn criu(bin: &Path, mib: Option<u64>, dir: &Path) -> Result<(f64, f64), String> 
     if !d.status.success() {
         return Err(format!("criu dump: {}", String::from_utf8_lossy(&d.stderr)));
     }
+    let stats =
+        String::from_utf8_lossy(&d.stdout).into_owned() + &String::from_utf8_lossy(&d.stderr);
+    let frozen = stats
+        .lines()
+        .find_map(|l| l.strip_prefix("Frozen time: "))
+        .and_then(|v| v.trim_end_matches(" us").trim().parse::<f64>().ok())
+        .map_or(f64::NAN, |us| us / 1e3);
     let t = Instant::now();
-    let r = Command::new("criu")
+    let r = Command::new(&criu)
         .args(["restore", "--shell-job", "-d", "-D"])
         .arg(dir)
         .output()
         .map_err(|e| e.to_string())?;
     let restore = t.elapsed().as_secs_f64() * 1e3;
+    // The restored process (the same pid, detached) goes; its pid is
+    // free again before the next run.
+    let _ = roam_sys::signal::kill(pid as i32, libc::SIGKILL);
+    let gone = Instant::now();
+    while Path::new(&format!("/proc/{pid}")).exists() && gone.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
     if !r.status.success() {
         return Err(format!(
             "criu restore: {}",
             String::from_utf8_lossy(&r.stderr)
         ));
     }
-    Ok((dump, restore))
+    Ok((dump, frozen, restore))
 }
 
 fn run(args: Args) -> anyhow::Result<()> {
@@ -244,6 +298,7 @@ fn run(args: Args) -> anyhow::Result<()> {
             (&heap, Some(mib))
         }
     };
+    let criu = criu_check();
     println!("roam checkpoint/restore, images on tmpfs; medians; floor = one copy of the same memory out of the process");
     println!(
         "{:>8} {:>5} {:>10} {:>10} {:>10} {:>10} {:>10} {:>12} {:>14}",
@@ -322,12 +377,33 @@ fn run(args: Args) -> anyhow::Result<()> {
             )),
             _ => {}
         }
-        match criu(bin, arg, &dir.with_extension("criu")) {
-            Ok((d, r)) => println!(
-                "{:>8} CRIU dump {d:.1} ms + restore {r:.1} ms: roam is {:.2}x faster",
-                "",
-                (d + r) / total
-            ),
+        match &criu {
+            Ok(version) => {
+                let mut runs = Vec::new();
+                for _ in 0..n {
+                    match criu_once(bin, arg, &dir.with_extension("criu")) {
+                        Ok(r) => runs.push(r),
+                        Err(why) => {
+                            println!("  CRIU failed: {why}");
+                            break;
+                        }
+                    }
+                }
+                if !runs.is_empty() {
+                    let (d, f, r) = (
+                        median(&mut runs.iter().map(|x| x.0).collect::<Vec<_>>()),
+                        median(&mut runs.iter().map(|x| x.1).collect::<Vec<_>>()),
+                        median(&mut runs.iter().map(|x| x.2).collect::<Vec<_>>()),
+                    );
+                    println!(
+                        "{:>8} CRIU ({version}): dump {d:.1} ms (frozen {f:.1}) + restore {r:.1} ms = {:.1} ms; roam is {:.2}x faster, frozen {:.2}x shorter",
+                        "",
+                        d + r,
+                        (d + r) / total,
+                        f / frozen
+                    );
+                }
+            }
             Err(why) if mib == 0 => println!("  CRIU not measured: {why}"),
             Err(_) => {}
         }

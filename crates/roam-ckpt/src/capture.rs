@@ -935,12 +935,13 @@ impl PendingPages {
     }
 
     /// Hands the PAGES section to `sink` piece by piece (runs of pages,
-    /// in order), each piece read while the one before is with `sink`: a
-    /// thread reads out of the process into one buffer while the caller
-    /// writes the other. Returns the bytes of memory stored.
+    /// in order) with each piece's CRC-32 state, each piece read while the
+    /// one before is with `sink`: a thread reads out of the process into
+    /// one buffer (and checksums it, while it is in the cache) while the
+    /// caller writes the other. Returns the bytes of memory stored.
     pub fn stream(
         &self,
-        mut sink: impl FnMut(&[u8]) -> io::Result<()>,
+        mut sink: impl FnMut(&[u8], &crc32fast::Hasher) -> io::Result<()>,
     ) -> Result<u64, StreamError> {
         let read_err = |source| StreamError::Read {
             pid: self.pid,
@@ -949,11 +950,12 @@ impl PendingPages {
         let batches = batches(&self.runs, STREAM_CHUNK_PAGES);
         if batches.len() <= 1 {
             let (payload, stored) = read_runs(self.pid, &self.mem, &self.runs).map_err(read_err)?;
-            sink(&payload).map_err(StreamError::Sink)?;
+            sink(&payload, &crc_of(&payload)).map_err(StreamError::Sink)?;
             return Ok(stored);
         }
         let cap = STREAM_CHUNK_PAGES * (PAGE + 12);
-        let (full_tx, full_rx) = std::sync::mpsc::sync_channel::<io::Result<Vec<u8>>>(1);
+        type Piece = (Vec<u8>, crc32fast::Hasher);
+        let (full_tx, full_rx) = std::sync::mpsc::sync_channel::<io::Result<Piece>>(1);
         let (free_tx, free_rx) = std::sync::mpsc::channel::<Vec<u8>>();
         for _ in 0..2 {
             let mut buf = Vec::with_capacity(cap);
@@ -970,7 +972,11 @@ impl PendingPages {
                         read_run(self.pid, &self.mem, &mut buf, addr, n)
                     });
                     let failed = read.is_err();
-                    if full_tx.send(read.map(|()| buf)).is_err() || failed {
+                    let piece = read.map(|()| {
+                        let crc = crc_of(&buf);
+                        (buf, crc)
+                    });
+                    if full_tx.send(piece).is_err() || failed {
                         return;
                     }
                 }
@@ -978,10 +984,10 @@ impl PendingPages {
             // Owns the receiving end: returning early ends the reader.
             let consume = move || {
                 let mut stored = 0u64;
-                for buf in full_rx {
-                    let buf = buf.map_err(read_err)?;
+                for piece in full_rx {
+                    let (buf, crc) = piece.map_err(read_err)?;
                     stored += stored_in(&buf).map_err(read_err)?;
-                    sink(&buf).map_err(StreamError::Sink)?;
+                    sink(&buf, &crc).map_err(StreamError::Sink)?;
                     let _ = free_tx.send(buf);
                 }
                 Ok(stored)
@@ -1010,6 +1016,13 @@ fn batches(runs: &[(u64, usize)], per: usize) -> Vec<Vec<(u64, usize)>> {
         }
     }
     out
+}
+
+/// The CRC-32 state of `data`.
+fn crc_of(data: &[u8]) -> crc32fast::Hasher {
+    let mut h = crc32fast::Hasher::new();
+    h.update(data);
+    h
 }
 
 /// Bytes of memory in encoded runs of pages.
@@ -1305,8 +1318,9 @@ mod tests {
             let mut pieces = 0;
             let mut streamed = Vec::new();
             let n = pages
-                .stream(|piece| {
+                .stream(|piece, crc| {
                     pieces += 1;
+                    assert_eq!(crc.clone().finalize(), crate::image::crc32(piece));
                     streamed.extend_from_slice(piece);
                     Ok(())
                 })
@@ -1331,7 +1345,7 @@ mod tests {
             // A sink that fails stops the stream with its error.
             let mut calls = 0;
             let e = pages
-                .stream(|_| {
+                .stream(|_, _| {
                     calls += 1;
                     if calls == 2 {
                         Err(io::Error::other("disk full"))

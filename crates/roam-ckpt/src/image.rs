@@ -111,6 +111,10 @@ fn crc_of(data: &[u8]) -> crc32fast::Hasher {
     first
 }
 
+/// Takes the pieces of a streamed section, each with its CRC-32 state if
+/// known (see [`Writer::section_streamed`]).
+pub type PieceSink<'a> = dyn FnMut(&[u8], Option<&crc32fast::Hasher>) -> io::Result<()> + 'a;
+
 /// Writes an image: the header at once, then sections, then the end.
 pub struct Writer<W: Write> {
     w: W,
@@ -135,12 +139,13 @@ impl<W: Write> Writer<W> {
 
     /// Appends a section whose payload `fill` produces piece by piece
     /// (given a sink for the pieces), its length and checksum unknown until
-    /// the end: the header is written last, in its place. Returns what
-    /// `fill` returns.
+    /// the end: the header is written last, in its place. Each piece may
+    /// come with its CRC-32 state (computed where it was made, on another
+    /// thread), else it is computed here. Returns what `fill` returns.
     pub fn section_streamed<T>(
         &mut self,
         kind: u32,
-        fill: impl FnOnce(&mut dyn FnMut(&[u8]) -> io::Result<()>) -> io::Result<T>,
+        fill: impl FnOnce(&mut PieceSink<'_>) -> io::Result<T>,
     ) -> io::Result<T>
     where
         W: Seek,
@@ -150,8 +155,11 @@ impl<W: Write> Writer<W> {
         self.w.write_all(&[0u8; 16])?;
         let mut crc = crc32fast::Hasher::new();
         let mut len = 0u64;
-        let out = fill(&mut |piece: &[u8]| {
-            crc.update(piece);
+        let out = fill(&mut |piece: &[u8], piece_crc: Option<&crc32fast::Hasher>| {
+            match piece_crc {
+                Some(h) => crc.combine(h),
+                None => crc.update(piece),
+            }
             len += piece.len() as u64;
             self.w.write_all(piece)
         })?;
@@ -619,8 +627,11 @@ mod tests {
         w.section(1, b"meta").unwrap();
         let pieces = w
             .section_streamed(3, |sink| {
-                for piece in big.chunks(65_536) {
-                    sink(piece)?;
+                for (i, piece) in big.chunks(65_536).enumerate() {
+                    // Some pieces with their checksum, some without.
+                    let mut h = crc32fast::Hasher::new();
+                    h.update(piece);
+                    sink(piece, (i % 2 == 0).then_some(&h))?;
                 }
                 Ok(big.chunks(65_536).count())
             })

@@ -104,8 +104,8 @@ pub fn checkpoint(
         }
         if let Some(pages) = &pages {
             let r = w.section_streamed(kind::PAGES, |sink| {
-                Ok(pages.stream(|piece| {
-                    sink(piece)?;
+                Ok(pages.stream(|piece, crc| {
+                    sink(piece, Some(crc))?;
                     step(piece.len());
                     Ok(())
                 }))
