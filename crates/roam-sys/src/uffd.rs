@@ -1,3 +1,9 @@
+//! Userfaultfds of other processes, for two uses.
+//!
+//! Filling a process being rebuilt ([`enable_missing`],
+//! [`register_missing`], [`copy`]): its mappings registered for missing
+//! pages, `UFFDIO_COPY` allocates each page and fills it in one step.
+//!
 //! Dirty-page tracking of another process without soft-dirty bits: a
 //! userfaultfd of the target's (made by a call injected into it, taken
 //! with pidfd_getfd) in asynchronous write-protect mode
