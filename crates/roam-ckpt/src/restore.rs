@@ -488,6 +488,36 @@ impl Builder<'_> {
         Ok(at)
     }
 
+    /// Makes `calls` (what each is for, number, arguments) in the stub in
+    /// as few stops as the injection page holds code for (see
+    /// [`Remote::batch`]): the code after the site's own, the results in
+    /// the page's last KiB. Every call is made; the first that failed is
+    /// the error.
+    fn calls(&mut self, calls: &[(String, libc::c_long, [u64; 6])]) -> Result<(), RestoreError> {
+        const CODE: u64 = 16;
+        const RESULTS: u64 = 3072;
+        let per = ((RESULTS - CODE) as usize - 1) / remote::BATCH_CALL_BYTES;
+        let (code_at, results_at) = (self.site + CODE, self.site + RESULTS);
+        for chunk in calls.chunks(per) {
+            let list: Vec<(libc::c_long, [u64; 6])> =
+                chunk.iter().map(|(_, nr, args)| (*nr, *args)).collect();
+            let got = self
+                .main()
+                .batch(code_at, results_at, &list)
+                .map_err(sys("make calls in the stub"))?;
+            for ((what, _, _), rax) in chunk.iter().zip(got) {
+                let v = rax as i64;
+                if (-4095..0).contains(&v) {
+                    return Err(RestoreError::Sys {
+                        what: format!("{what} (in the stub)"),
+                        source: io::Error::from_raw_os_error(-v as i32),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// A NUL-terminated path in the scratch page.
     fn put_path(&self, path: &[u8]) -> Result<u64, RestoreError> {
         if path.len() >= PAGE - 1 {
@@ -799,6 +829,7 @@ impl Builder<'_> {
         // Files open for mapping, by path and mode (a library has several
         // mappings).
         let mut opened: BTreeMap<(Vec<u8>, bool), u64> = BTreeMap::new();
+        let mut mmaps: Vec<(String, libc::c_long, [u64; 6])> = Vec::new();
         let maps = &self.img.maps;
         for m in maps {
             if SPECIAL.contains(&&m.path[..]) || m.path == b"[vsyscall]" {
@@ -868,10 +899,10 @@ impl Builder<'_> {
                 (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | grows, u64::MAX)
             };
             let offset = if fd == u64::MAX { 0 } else { m.offset };
-            let got = self.call(
-                &format!("map {:#x}-{:#x}", m.start, m.end),
+            mmaps.push((
+                format!("map {:#x}-{:#x}", m.start, m.end),
                 libc::SYS_mmap,
-                &[
+                [
                     m.start,
                     len,
                     prot as u64,
@@ -879,15 +910,17 @@ impl Builder<'_> {
                     fd,
                     offset,
                 ],
-            );
-            got?;
+            ));
         }
-        for fd in opened.into_values() {
-            self.call("close a mapped file", libc::SYS_close, &[fd])?;
+        // The mappings in one go, then the descriptors they were made from.
+        for fd in opened.into_values().chain(shm.into_values()) {
+            mmaps.push((
+                "close a mapped file".into(),
+                libc::SYS_close,
+                [fd, 0, 0, 0, 0, 0],
+            ));
         }
-        for fd in shm.into_values() {
-            self.call("close shared memory", libc::SYS_close, &[fd])?;
-        }
+        self.calls(&mmaps)?;
         for (id, deleted) in sysv.into_values() {
             if deleted {
                 self.call(
@@ -1016,18 +1049,21 @@ impl Builder<'_> {
 
     /// Gives mappings made writable for filling their own protection.
     fn protect_all(&mut self) -> Result<(), RestoreError> {
-        let maps = self.img.maps.clone();
-        for m in maps.iter().filter(|m| m.stored && m.prot & 2 == 0) {
-            if SPECIAL.contains(&&m.path[..]) || m.path == b"[vsyscall]" {
-                continue;
-            }
-            self.call(
-                "protect a mapping",
-                libc::SYS_mprotect,
-                &[m.start, m.end - m.start, prot_of(m) as u64],
-            )?;
-        }
-        Ok(())
+        let calls: Vec<(String, libc::c_long, [u64; 6])> = self
+            .img
+            .maps
+            .iter()
+            .filter(|m| m.stored && m.prot & 2 == 0)
+            .filter(|m| !SPECIAL.contains(&&m.path[..]) && m.path != b"[vsyscall]")
+            .map(|m| {
+                (
+                    format!("protect {:#x}-{:#x}", m.start, m.end),
+                    libc::SYS_mprotect,
+                    [m.start, m.end - m.start, prot_of(m) as u64, 0, 0, 0],
+                )
+            })
+            .collect();
+        self.calls(&calls)
     }
 
     /// brk, code/data/stack/arg/env areas, auxv and exe

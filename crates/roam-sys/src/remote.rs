@@ -164,6 +164,40 @@ impl Remote {
         Ok(ptrace::regs(self.tid)?.rax)
     }
 
+    /// Issues `calls` one after the other in a single stop, through code
+    /// written at `code_at` (in a writable, executable page of the
+    /// thread's) that loads each call's registers, makes it, and stores
+    /// its `rax` at `results_at` + 8 × its index, then traps: one ptrace
+    /// round trip for them all instead of one each. Every call is made
+    /// whatever the ones before returned; the raw `rax` of each is
+    /// returned. Needs a [`Site::Trap`] site (the page is the site's).
+    pub fn batch(
+        &mut self,
+        code_at: u64,
+        results_at: u64,
+        calls: &[(libc::c_long, [u64; 6])],
+    ) -> io::Result<Vec<u64>> {
+        if !matches!(self.site, Site::Trap(_)) {
+            return Err(io::Error::other("batched calls need a trap site"));
+        }
+        let code = batch_code(results_at, calls);
+        ptrace::write_memory(self.tid, code_at, &code)?;
+        let mut r = self.saved;
+        r.rip = code_at;
+        r.orig_rax = u64::MAX;
+        self.moved = true;
+        ptrace::set_regs(self.tid, &r)?;
+        ptrace::cont(self.tid, 0)?;
+        self.wait_for(|signal| signal == libc::SIGTRAP)?;
+        self.at_exit = false;
+        let mut raw = vec![0u8; 8 * calls.len()];
+        ptrace::read_memory(self.tid, results_at, &mut raw)?;
+        Ok(raw
+            .chunks_exact(8)
+            .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
+            .collect())
+    }
+
     /// Waits for the stop `want` accepts; other signals are dropped (the
     /// thread is not running its own code meanwhile).
     fn wait_for(&self, want: impl Fn(i32) -> bool) -> io::Result<()> {
@@ -226,6 +260,41 @@ impl Remote {
             ptrace::set_regs(self.tid, &self.saved)
         }
     }
+}
+
+/// Bytes of x86-64 code per call of a batch (see [`batch_code`]).
+pub const BATCH_CALL_BYTES: usize = 7 * 10 + 2 + 10;
+
+/// The code of a batch: per call `mov` of the number and six arguments
+/// into rax, rdi, rsi, rdx, r10, r8, r9 (10 bytes each), `syscall`, and
+/// `mov [results_at + 8i], rax`; `int3` after the last.
+fn batch_code(results_at: u64, calls: &[(libc::c_long, [u64; 6])]) -> Vec<u8> {
+    // REX prefix and opcode of `mov r64, imm64` for each register.
+    const REGS: [[u8; 2]; 7] = [
+        [0x48, 0xB8], // rax
+        [0x48, 0xBF], // rdi
+        [0x48, 0xBE], // rsi
+        [0x48, 0xBA], // rdx
+        [0x49, 0xBA], // r10
+        [0x49, 0xB8], // r8
+        [0x49, 0xB9], // r9
+    ];
+    let mut code = Vec::with_capacity(calls.len() * BATCH_CALL_BYTES + 1);
+    for (i, (nr, args)) in calls.iter().enumerate() {
+        let values = [
+            *nr as u64, args[0], args[1], args[2], args[3], args[4], args[5],
+        ];
+        for (reg, v) in REGS.iter().zip(values) {
+            code.extend_from_slice(reg);
+            code.extend_from_slice(&v.to_le_bytes());
+        }
+        code.extend_from_slice(&[0x0f, 0x05]);
+        // mov moffs64, rax
+        code.extend_from_slice(&[0x48, 0xA3]);
+        code.extend_from_slice(&(results_at + 8 * i as u64).to_le_bytes());
+    }
+    code.push(0xCC);
+    code
 }
 
 /// Starts a stub for a restore: a child process with `stdio` as its
@@ -367,6 +436,20 @@ unsafe fn stub_child(stdio: [RawFd; 3], new_session: bool, root: Option<&crate::
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_batch_loads_calls_a_syscall_and_stores_each_then_traps() {
+        let code = batch_code(0x1000, &[(39, [1, 2, 3, 4, 5, 6]), (60, [0; 6])]);
+        assert_eq!(code.len(), 2 * BATCH_CALL_BYTES + 1);
+        assert_eq!(&code[..10], &[0x48, 0xB8, 39, 0, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(&code[10..12], &[0x48, 0xBF]);
+        assert_eq!(code[12], 1);
+        assert_eq!(&code[70..72], &[0x0f, 0x05]);
+        assert_eq!(&code[72..74], &[0x48, 0xA3]);
+        assert_eq!(&code[74..82], &0x1000u64.to_le_bytes());
+        assert_eq!(&code[82 + 74..82 + 82], &0x1008u64.to_le_bytes());
+        assert_eq!(code.last(), Some(&0xCC));
+    }
 
     fn regs_with(rax: i64, orig: i64) -> libc::user_regs_struct {
         // SAFETY: plain integers; all-zero is valid.
