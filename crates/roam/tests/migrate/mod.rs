@@ -288,7 +288,12 @@ fn a_process_keeps_its_home_files_when_it_moves() {
     let mut first = as_user(&c, None, &["run", "--node", "n1", "python3", "-c", &prog])
         .spawn()
         .unwrap();
-    wait_counting(&c, first.id());
+    // Counting (its first lines written): a Python still starting up, its
+    // modules coming through the node's file system, is another test's
+    // (see docs/design/checkpoint.md, Known problems).
+    wait_until("the first lines", Duration::from_secs(20), || {
+        std::fs::read_to_string(&log).is_ok_and(|t| t.lines().count() >= 2)
+    });
     let img = scratch.dir("img");
     let out = as_user(
         &c,
@@ -303,7 +308,7 @@ fn a_process_keeps_its_home_files_when_it_moves() {
         .spawn()
         .unwrap();
     let status = wait_timeout(&mut second, Duration::from_secs(30));
-    assert!(status.success(), "{}", stderr_of(&mut second));
+    assert!(status.success(), "{status:?} {}", stderr_of(&mut second));
     let lines: Vec<u32> = std::fs::read_to_string(&log)
         .unwrap()
         .lines()
