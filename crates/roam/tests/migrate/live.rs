@@ -355,10 +355,19 @@ fn state_checking_programs_and_debian_programs_survive_moves() {
             .spawn()
             .unwrap();
         let mut so = job.stdout.take().unwrap();
+        let got = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let seen = got.clone();
         let reader = std::thread::spawn(move || {
             let mut v = Vec::new();
-            so.read_to_end(&mut v).unwrap();
-            v
+            let mut buf = [0u8; 4096];
+            loop {
+                let n = so.read(&mut buf).unwrap();
+                if n == 0 {
+                    break v;
+                }
+                v.extend_from_slice(&buf[..n]);
+                seen.store(v.len(), std::sync::atomic::Ordering::Relaxed);
+            }
         });
         // Moved once it runs the program (not while its exec is under way).
         let node_pid = c.wait_listed(job.id()).node_pid;
@@ -366,6 +375,14 @@ fn state_checking_programs_and_debian_programs_survive_moves() {
             std::fs::read_to_string(format!("/proc/{node_pid}/comm"))
                 .is_ok_and(|comm| comm.trim_end() == argv[0])
         });
+        if argv[0] == "python3" {
+            // Once it counts: a Python caught while it starts up is
+            // sometimes rebuilt wrong (docs/design/checkpoint.md, Known
+            // problems).
+            wait_until("its first line", Duration::from_secs(20), || {
+                got.load(std::sync::atomic::Ordering::Relaxed) > 0
+            });
+        }
         std::thread::sleep(Duration::from_millis(100));
         let mut moved = 0;
         for to in ["n2", "n1"] {
