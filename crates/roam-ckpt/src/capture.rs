@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
 use thiserror::Error;
 
-use crate::image::{is_zero, Section, PAGE};
+use crate::image::{crc_of, is_zero, Section, PAGE};
 
 /// Section kinds of an image.
 pub mod kind {
@@ -1016,13 +1016,6 @@ fn batches(runs: &[(u64, usize)], per: usize) -> Vec<Vec<(u64, usize)>> {
         }
     }
     out
-}
-
-/// The CRC-32 state of `data`.
-fn crc_of(data: &[u8]) -> crc32fast::Hasher {
-    let mut h = crc32fast::Hasher::new();
-    h.update(data);
-    h
 }
 
 /// Bytes of memory in encoded runs of pages.

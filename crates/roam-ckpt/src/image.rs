@@ -87,7 +87,7 @@ fn section_crc(kind: u32, len: u64, payload: &[u8]) -> u32 {
 const CRC_IN_TWO_ABOVE: usize = 16 << 20;
 
 /// The CRC-32 state of `data` (to be combined).
-fn crc_of(data: &[u8]) -> crc32fast::Hasher {
+pub(crate) fn crc_of(data: &[u8]) -> crc32fast::Hasher {
     let mut first = crc32fast::Hasher::new();
     if data.len() <= CRC_IN_TWO_ABOVE {
         first.update(data);
