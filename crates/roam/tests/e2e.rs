@@ -283,7 +283,7 @@ fn ps_kill_and_the_proxys_identity() {
         "run",
         "sh",
         "-c",
-        "trap 'echo got-usr1' USR1; while :; do sleep 0.05; done",
+        "trap 'echo got-usr1' USR1; echo ready; while :; do sleep 0.05; done",
     ]);
     let pid = child.id();
     let p = c.wait_listed(pid);
@@ -298,13 +298,17 @@ fn ps_kill_and_the_proxys_identity() {
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
     assert!(cmdline.starts_with(b"sh\0-c\0trap"), "{}", text(&cmdline));
 
-    // A signal to the proxy reaches the remote process.
+    // A signal to the proxy reaches the remote process (once its trap is
+    // set: before, USR1 would end it).
+    let mut stdout = child.stdout.take().unwrap();
+    let mut ready = [0u8; 6];
+    stdout.read_exact(&mut ready).unwrap();
+    assert_eq!(&ready, b"ready\n");
     let status = Command::new("kill")
         .args(["-USR1", &pid.to_string()])
         .status()
         .unwrap();
     assert!(status.success());
-    let mut stdout = child.stdout.take().unwrap();
     let mut buf = [0u8; 9];
     stdout.read_exact(&mut buf).unwrap();
     assert_eq!(&buf, b"got-usr1\n");
