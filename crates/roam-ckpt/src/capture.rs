@@ -418,7 +418,12 @@ pub fn capture_pending(
                 sections,
                 stored_bytes: 0,
             },
-            PendingPages { pid, mem, runs },
+            PendingPages {
+                pid,
+                mem,
+                runs,
+                zeros: ZerosKept::of(&vmas),
+            },
         ))
     })();
     let mut ended = None;
@@ -903,6 +908,33 @@ pub struct PendingPages {
     pid: i32,
     mem: std::fs::File,
     runs: Vec<(u64, usize)>,
+    zeros: ZerosKept,
+}
+
+/// The address ranges whose zero pages are stored all the same: private
+/// file mappings, where a page left out of the image comes back from the
+/// file, not as zeros. (The dynamic loader zeroes the part of a library's
+/// last data page past its file data, the start of its .bss: a page it
+/// may leave all zero, and that the file holds other bytes for.)
+#[derive(Debug, Default, Clone)]
+pub(crate) struct ZerosKept(Vec<(u64, u64)>);
+
+impl ZerosKept {
+    /// The ranges of `vmas` (in address order, as the maps list them).
+    pub(crate) fn of(vmas: &[Vma]) -> ZerosKept {
+        ZerosKept(
+            vmas.iter()
+                .filter(|v| v.inode != 0 && !v.shared)
+                .map(|v| (v.start, v.end))
+                .collect(),
+        )
+    }
+
+    /// Whether the page at `addr` is stored even if zero.
+    fn keeps(&self, addr: u64) -> bool {
+        let i = self.0.partition_point(|&(_, end)| end <= addr);
+        self.0.get(i).is_some_and(|&(start, _)| start <= addr)
+    }
 }
 
 /// Why streaming the pages out stopped.
@@ -927,10 +959,12 @@ impl PendingPages {
 
     /// The PAGES section, read at once, and the bytes of memory stored.
     pub fn read_all(&self) -> Result<(Vec<u8>, u64), CaptureError> {
-        read_runs(self.pid, &self.mem, &self.runs).map_err(|source| CaptureError::Sys {
-            pid: self.pid,
-            what: "read the memory",
-            source,
+        read_runs(self.pid, &self.mem, &self.runs, &self.zeros).map_err(|source| {
+            CaptureError::Sys {
+                pid: self.pid,
+                what: "read the memory",
+                source,
+            }
         })
     }
 
@@ -949,7 +983,8 @@ impl PendingPages {
         };
         let batches = batches(&self.runs, STREAM_CHUNK_PAGES);
         if batches.len() <= 1 {
-            let (payload, stored) = read_runs(self.pid, &self.mem, &self.runs).map_err(read_err)?;
+            let (payload, stored) =
+                read_runs(self.pid, &self.mem, &self.runs, &self.zeros).map_err(read_err)?;
             sink(&payload, &crc_of(&payload)).map_err(StreamError::Sink)?;
             return Ok(stored);
         }
@@ -969,7 +1004,7 @@ impl PendingPages {
                     let Ok(mut buf) = free_rx.recv() else { return };
                     buf.clear();
                     let read = batch.iter().try_for_each(|&(addr, n)| {
-                        read_run(self.pid, &self.mem, &mut buf, addr, n)
+                        read_run(self.pid, &self.mem, &mut buf, addr, n, &self.zeros)
                     });
                     let failed = read.is_err();
                     let piece = read.map(|()| {
@@ -1028,30 +1063,33 @@ fn stored_in(encoded: &[u8]) -> io::Result<u64> {
 }
 
 /// The PAGES section: each run read in one call straight into its place,
-/// then zero pages taken out in place; and the bytes stored.
+/// then zero pages taken out in place (but those `zeros` keeps); and the
+/// bytes stored.
 pub(crate) fn read_runs(
     pid: i32,
     mem: &std::fs::File,
     runs: &[(u64, usize)],
+    zeros: &ZerosKept,
 ) -> io::Result<(Vec<u8>, u64)> {
     let total: usize = runs.iter().map(|&(_, n)| 12 + n * PAGE).sum();
     let mut out = Vec::with_capacity(total);
     roam_sys::mem::huge_pages_for(&mut out);
     for &(addr, n) in runs {
-        read_run(pid, mem, &mut out, addr, n)?;
+        read_run(pid, mem, &mut out, addr, n, zeros)?;
     }
     let stored = stored_in(&out)?;
     Ok((out, stored))
 }
 
 /// Appends the run of `n` pages at `addr` to `out` (a run header, then
-/// the pages), its zero pages taken out.
+/// the pages), its zero pages taken out (but those `zeros` keeps).
 fn read_run(
     pid: i32,
     mem: &std::fs::File,
     out: &mut Vec<u8>,
     addr: u64,
     n: usize,
+    zeros: &ZerosKept,
 ) -> io::Result<()> {
     let head = out.len();
     out.extend_from_slice(&addr.to_le_bytes());
@@ -1062,31 +1100,34 @@ fn read_run(
         out.truncate(head + 12);
         roam_sys::mem::read_at_append(mem, out, n * PAGE, addr)?;
     }
-    drop_zero_pages(out, head);
+    drop_zero_pages(out, head, zeros);
     Ok(())
 }
 
 /// Rewrites the run whose header is at `head` (the last in `out`) without
-/// its zero pages: split into runs around them, moved down in place. A
-/// new header (12 bytes) always follows a dropped page (4096), so writes
-/// never overtake reads.
-fn drop_zero_pages(out: &mut Vec<u8>, head: usize) {
+/// its zero pages (but those `zeros` keeps): split into runs around them,
+/// moved down in place. A new header (12 bytes) always follows a dropped
+/// page (4096), so writes never overtake reads.
+fn drop_zero_pages(out: &mut Vec<u8>, head: usize, zeros: &ZerosKept) {
     let addr = u64::from_le_bytes(out[head..head + 8].try_into().expect("8 bytes"));
     let n = (out.len() - head - 12) / PAGE;
     let data = head + 12;
-    if !(0..n).any(|i| is_zero(&out[data + i * PAGE..data + (i + 1) * PAGE])) {
+    let page = |i: usize| data + i * PAGE;
+    let dropped = |out: &[u8], i: usize| {
+        is_zero(&out[page(i)..page(i) + PAGE]) && !zeros.keeps(addr + (i * PAGE) as u64)
+    };
+    if !(0..n).any(|i| dropped(out, i)) {
         return;
     }
     let mut w = head;
     let mut i = 0;
     while i < n {
-        let page = |i: usize| data + i * PAGE;
-        if is_zero(&out[page(i)..page(i) + PAGE]) {
+        if dropped(out, i) {
             i += 1;
             continue;
         }
         let first = i;
-        while i < n && !is_zero(&out[page(i)..page(i) + PAGE]) {
+        while i < n && !dropped(out, i) {
             i += 1;
         }
         let a = addr + (first * PAGE) as u64;
@@ -1384,7 +1425,7 @@ mod tests {
         for m in marks {
             out.extend(std::iter::repeat_n(m, PAGE));
         }
-        drop_zero_pages(&mut out, head);
+        drop_zero_pages(&mut out, head, &ZerosKept::default());
         assert_eq!(&out[..5], &[9; 5]);
         let runs = crate::image::decode_pages(&out[5..]).unwrap();
         let got: Vec<(u64, Vec<u8>)> = runs
@@ -1405,8 +1446,46 @@ mod tests {
         out.extend_from_slice(&1u32.to_le_bytes());
         out.extend(std::iter::repeat_n(5u8, PAGE));
         let before = out.clone();
-        drop_zero_pages(&mut out, 0);
+        drop_zero_pages(&mut out, 0, &ZerosKept::default());
         assert_eq!(out, before);
+    }
+
+    #[test]
+    fn zero_pages_of_private_file_mappings_are_kept() {
+        let vma = |start: u64, end: u64, inode: u64, shared: bool| Vma {
+            start,
+            end,
+            read: true,
+            write: true,
+            exec: false,
+            shared,
+            offset: 0,
+            dev: (0, 0),
+            inode,
+            path: Vec::new(),
+        };
+        // Anonymous, private file, shared file, private file.
+        let zeros = ZerosKept::of(&[
+            vma(0x10_000, 0x12_000, 0, false),
+            vma(0x12_000, 0x14_000, 7, false),
+            vma(0x20_000, 0x21_000, 8, true),
+            vma(0x30_000, 0x31_000, 9, false),
+        ]);
+        let kept: Vec<u64> = (0x10..0x32)
+            .map(|p| p << 12)
+            .filter(|&a| zeros.keeps(a))
+            .collect();
+        assert_eq!(kept, vec![0x12_000, 0x13_000, 0x30_000]);
+        // A run across the anonymous and the file mapping, all zero: only
+        // the file's pages stay.
+        let mut out = Vec::new();
+        out.extend_from_slice(&0x10_000u64.to_le_bytes());
+        out.extend_from_slice(&4u32.to_le_bytes());
+        out.resize(12 + 4 * PAGE, 0);
+        drop_zero_pages(&mut out, 0, &zeros);
+        let runs = crate::image::decode_pages(&out).unwrap();
+        assert_eq!(runs.len(), 1);
+        assert_eq!((runs[0].addr, runs[0].data.len()), (0x12_000, 2 * PAGE));
     }
 
     #[test]

@@ -29,7 +29,9 @@ use roam_sys::ptrace;
 use roam_sys::remote::{Remote, Site};
 use roam_sys::uffd::{self, Scan, PAGE_IS_FILE, PAGE_IS_PRESENT, PAGE_IS_SWAPPED, PAGE_IS_WRITTEN};
 
-use crate::capture::{read_runs, stop_all, stores_pages, syscall_in_vdso, CaptureError, Held};
+use crate::capture::{
+    read_runs, stop_all, stores_pages, syscall_in_vdso, CaptureError, Held, ZerosKept,
+};
 use crate::image::{decode_pages, ImageError, PAGE};
 
 /// The physical page behind an address: its pagemap entry's frame (or
@@ -179,12 +181,13 @@ impl Tracker {
         // The process runs: memory scanned may be unmapped before it is
         // read. Such a run is not sent (and no longer held): if it is
         // there at the freeze, it is read then.
-        let pages = match read_runs(pid, &self.mem, &runs) {
+        let zeros = ZerosKept::of(&vmas);
+        let pages = match read_runs(pid, &self.mem, &runs, &zeros) {
             Ok((pages, _)) => pages,
             Err(_) => {
                 let mut pages = Vec::new();
                 for (i, run) in runs.iter().enumerate() {
-                    match read_runs(pid, &self.mem, std::slice::from_ref(run)) {
+                    match read_runs(pid, &self.mem, std::slice::from_ref(run), &zeros) {
                         Ok((p, _)) => pages.extend_from_slice(&p),
                         Err(_) if procfs::proc_stat(pid as u32).is_ok() => frames[i].clear(),
                         Err(_) => return Err(CaptureError::Gone { pid }),

@@ -9,8 +9,10 @@
  * Mappings (each filled with its own pattern before READY):
  *   anon private    MAP_PRIVATE|MAP_ANONYMOUS, 16 pages
  *   anon shared     MAP_SHARED|MAP_ANONYMOUS, 8 pages
- *   file private    MAP_PRIVATE of an 8-page file; pages 1 and 5 modified
- *                   (copy-on-write: the file keeps the original data)
+ *   file private    MAP_PRIVATE of an 8-page file; pages 1 and 5 modified,
+ *                   page 3 zeroed (copy-on-write: the file keeps the
+ *                   original data; a zeroed page must come back zero, not
+ *                   as the file's, as a library's first .bss page must)
  *   file shared     MAP_SHARED of a 4-page file, written through the mapping
  *   memfd x2        a memfd (fd closed afterwards) mapped MAP_SHARED at two
  *                   addresses, 4 pages
@@ -276,6 +278,7 @@ int main(void)
     unsigned char *fpriv = map(8 * PG, RW, MAP_PRIVATE, fpriv_fd);
     fill(fpriv, R_FPRIV_MOD, 1, 1);
     fill(fpriv, R_FPRIV_MOD, 5, 1);
+    memset(fpriv + 3 * PG, 0, PG);
 
     int fshm_fd = make_file(shared_path, R_FSHM, 4);
     unsigned char *fshm = map(4 * PG, RW, MAP_SHARED, fshm_fd);
@@ -324,7 +327,13 @@ int main(void)
 
     check("file private", fpriv, R_FPRIV, 0, 1);
     check("file private", fpriv, R_FPRIV_MOD, 1, 1);
-    check("file private", fpriv, R_FPRIV, 2, 3);
+    check("file private", fpriv, R_FPRIV, 2, 1);
+    for (size_t i = 0; i < PG; i++)
+        if (fpriv[3 * PG + i] != 0) {
+            fail("file private: zeroed page 3 holds %#x at %zu", fpriv[3 * PG + i], i);
+            break;
+        }
+    check("file private", fpriv, R_FPRIV, 4, 1);
     check("file private", fpriv, R_FPRIV_MOD, 5, 1);
     check("file private", fpriv, R_FPRIV, 6, 2);
     check_file("file private", fpriv_fd, R_FPRIV, 0, 8);

@@ -376,9 +376,9 @@ fn state_checking_programs_and_debian_programs_survive_moves() {
                 .is_ok_and(|comm| comm.trim_end() == argv[0])
         });
         if argv[0] == "python3" {
-            // Once it counts: a Python caught while it starts up is
-            // sometimes rebuilt wrong (docs/design/checkpoint.md, Known
-            // problems).
+            // Once it counts: `python3` may be a launcher script (pyenv's)
+            // that holds pipes to its helpers while it starts, which
+            // checkpoints refuse.
             wait_until("its first line", Duration::from_secs(20), || {
                 got.load(std::sync::atomic::Ordering::Relaxed) > 0
             });

@@ -296,9 +296,10 @@ fn a_process_keeps_its_home_files_when_it_moves() {
     let mut first = as_user(&c, None, &["run", "--node", "n1", "python3", "-c", &prog])
         .spawn()
         .unwrap();
-    // Counting (its first lines written): a Python still starting up, its
-    // modules coming through the node's file system, is another test's
-    // (see docs/design/checkpoint.md, Known problems).
+    // Counting (its first lines written): `python3` may be a launcher
+    // script (pyenv's) that holds pipes to its helpers while it starts,
+    // which checkpoints refuse. (maps.c checks the page that a process
+    // caught in its loader needs: see docs/design/checkpoint.md.)
     wait_until("the first lines", Duration::from_secs(20), || {
         std::fs::read_to_string(&log).is_ok_and(|t| t.lines().count() >= 2)
     });
