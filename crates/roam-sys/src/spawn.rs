@@ -705,11 +705,70 @@ fn errno() -> i32 {
 /// memory: nothing here writes to memory but the child's own stack and
 /// errno). Makes only async-signal-safe calls and does
 /// not allocate.
+/// Closes every descriptor from 3 up but those in `keep` (sorted here, in
+/// place: no allocation after fork). Async-signal-safe. Returns -1 with
+/// errno set if close_range fails for another reason than its absence
+/// (then descriptors up to `max_fd` are closed one by one).
+fn close_all_but(keep: &mut [RawFd], max_fd: RawFd) -> i32 {
+    // Insertion sort: a few entries.
+    for i in 1..keep.len() {
+        let mut j = i;
+        while j > 0 && keep[j - 1] > keep[j] {
+            keep.swap(j - 1, j);
+            j -= 1;
+        }
+    }
+    let mut first: RawFd = 3;
+    for &k in keep.iter().chain(std::iter::once(&RawFd::MAX)) {
+        if k < first {
+            continue;
+        }
+        if k > first {
+            let last = if k == RawFd::MAX { k } else { k - 1 };
+            // SAFETY: close_range takes two numbers and flags; closing
+            // descriptors of this (forked) child is its own business.
+            let rc =
+                unsafe { libc::syscall(libc::SYS_close_range, first as u32, last as u32, 0u32) };
+            if rc < 0 {
+                if errno() != libc::ENOSYS {
+                    return -1;
+                }
+                for fd in first..=last.min(max_fd) {
+                    // SAFETY: as above.
+                    unsafe { libc::close(fd) };
+                }
+            }
+        }
+        if k == RawFd::MAX {
+            break;
+        }
+        first = k + 1;
+    }
+    0
+}
+
 unsafe fn child_after_fork(p: &Prepared, status_fd: RawFd) -> ! {
     // SAFETY: every call below is an async-signal-safe system call wrapper
     // operating on fds we own in this child and on memory prepared before
     // fork that stays alive (the parent's copy of it is ours after fork).
     unsafe {
+        // First of all, drop every descriptor the child does not need: the
+        // daemon's among them, /dev/fuse of the node's view of the home's
+        // files included. Holding that one, a child caught in a call on
+        // that file system (entering its root, chdir) when the daemon dies
+        // would wait for an answer only it could give, unkillably, and the
+        // mount would never fail its callers.
+        let mut keep = [-1 as RawFd; 10];
+        keep[0] = status_fd;
+        keep[1..4].copy_from_slice(&p.stdio);
+        keep[4] = p.ctty.unwrap_or(-1);
+        if let Some(j) = p.job_pipes {
+            keep[5..9].copy_from_slice(&j);
+        }
+        keep[9] = p.supervise.as_ref().map_or(-1, |s| s.1);
+        if close_all_but(&mut keep, p.max_fd) < 0 {
+            child_fail(status_fd, Stage::CloseFds, errno());
+        }
         if libc::setsid() < 0 {
             child_fail(status_fd, Stage::Setsid, errno());
         }
@@ -1286,6 +1345,35 @@ pub fn set_child_subreaper() -> io::Result<()> {
 mod tests {
     use super::*;
     use std::io::Write;
+
+    #[test]
+    fn a_child_keeps_only_the_descriptors_it_needs() {
+        // Twelve descriptors; the child keeps four of them (unsorted, with
+        // a duplicate and a -1), closes the rest, and says which it has.
+        let null = std::fs::File::open("/dev/null").unwrap();
+        let fds: Vec<OwnedFd> = (0..12).map(|_| null.try_clone().unwrap().into()).collect();
+        let raw: Vec<RawFd> = fds.iter().map(|f| f.as_raw_fd()).collect();
+        let mut keep = [raw[7], -1, raw[2], raw[11], raw[2], raw[5]];
+        // SAFETY: the child makes only async-signal-safe calls, then _exit.
+        let pid = unsafe { libc::fork() };
+        if pid == 0 {
+            let rc = close_all_but(&mut keep, 1 << 16);
+            let mut bits = 0i32;
+            for (i, &fd) in raw.iter().enumerate() {
+                // SAFETY: F_GETFD only asks.
+                if unsafe { libc::fcntl(fd, libc::F_GETFD) } >= 0 {
+                    bits |= 1 << i;
+                }
+            }
+            let ok = rc == 0 && bits == (1 << 2 | 1 << 5 | 1 << 7 | 1 << 11);
+            // SAFETY: ends the forked child.
+            unsafe { libc::_exit(if ok { 0 } else { 1 }) };
+        }
+        let mut status = 0;
+        // SAFETY: waits for our child.
+        assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+        assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0);
+    }
 
     #[test]
     fn unread_bytes_come_back_from_a_pipe() {
