@@ -233,7 +233,7 @@ fn run(args: Args) -> anyhow::Result<()> {
     let tb = Testbed::up(TestbedOpts::new(2, roamd)).context("testbed up")?;
     tb.wait_nodes_up(2, Duration::from_secs(20))?;
     println!(
-        "roam migrate between two testbed nodes (veth, TLS, relayed by the home); medians; heap written at {} MiB/s",
+        "roam migrate between two testbed nodes (veth, TLS, node to node); medians; heap written at {} MiB/s",
         args.write_rate
     );
     println!(

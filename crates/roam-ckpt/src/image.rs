@@ -196,6 +196,31 @@ impl<W: Write> Writer<W> {
     }
 }
 
+/// An image made of `sections` without copying their payloads: the pieces
+/// whose concatenation is the image [`Writer`] writes (headers between the
+/// payloads, moved in). For an image sent rather than stored.
+pub fn into_pieces(sections: Vec<Section>) -> io::Result<Vec<Vec<u8>>> {
+    let n = sections.len() as u64;
+    let mut pieces = Vec::with_capacity(2 * sections.len() + 2);
+    let mut head = Writer::new(Vec::with_capacity(64))?.w;
+    for s in sections {
+        assert_ne!(s.kind, END, "END is written here");
+        let len = s.payload.len() as u64;
+        head.extend_from_slice(&s.kind.to_le_bytes());
+        head.extend_from_slice(&len.to_le_bytes());
+        head.extend_from_slice(&section_crc(s.kind, len, &s.payload).to_le_bytes());
+        pieces.push(std::mem::replace(&mut head, Vec::with_capacity(16)));
+        pieces.push(s.payload);
+    }
+    let mut end = Writer {
+        w: head,
+        sections: 0,
+    };
+    end.raw(END, &n.to_le_bytes())?;
+    pieces.push(end.w);
+    Ok(pieces)
+}
+
 /// A file written under a temporary name (`NAME.partial`) and renamed to
 /// its name only once complete and synced ([`AtomicFile::commit`]);
 /// dropped uncommitted, the temporary file goes: a failure (a full disk)
@@ -640,6 +665,30 @@ mod tests {
         w.section_streamed(4, |_| Ok(())).unwrap();
         let streamed = w.finish().unwrap().into_inner();
         assert_eq!(streamed, image(&[(1, b"meta"), (3, &big), (4, b"")]));
+    }
+
+    #[test]
+    fn an_image_in_pieces_is_the_image_written_at_once() {
+        let big: Vec<u8> = (0..300_000u32).map(|i| (i * 7) as u8).collect();
+        let sections = vec![
+            Section {
+                kind: 1,
+                payload: b"meta".to_vec(),
+            },
+            Section {
+                kind: 3,
+                payload: big.clone(),
+            },
+            Section {
+                kind: 4,
+                payload: Vec::new(),
+            },
+        ];
+        let pieces = into_pieces(sections).unwrap();
+        // The payloads are moved in, not copied.
+        assert!(pieces.iter().any(|p| p.len() == big.len()));
+        assert_eq!(pieces.concat(), image(&[(1, b"meta"), (3, &big), (4, b"")]));
+        assert_eq!(into_pieces(Vec::new()).unwrap().concat(), image(&[]));
     }
 
     #[test]

@@ -27,6 +27,8 @@
 //!                                    # "netns" (CPU time of the processes in the daemon's
 //!                                    # network namespace: nodes that share a machine)
 //! # cpus = 4                         # CPUs the node stands for (default: the machine's)
+//! # peer_listen = "0.0.0.0:7171"     # where other nodes send migrations directly (unset:
+//!                                    # migrations to this node go through the home)
 //!
 //! [node.runners]                     # other architectures this node runs, and how
 //! aarch64 = "/usr/bin/qemu-aarch64-static"
@@ -169,6 +171,13 @@ pub struct NodeConfig {
     /// count placement and the balancer reckon with.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cpus: Option<u32>,
+    /// Where the node takes migrations straight from other nodes (TLS with
+    /// the cluster's certificates, as every link). Its port is told to the
+    /// home, which gives other nodes the address the node's link comes
+    /// from with that port. Unset: migrations to this node go through the
+    /// home.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer_listen: Option<SocketAddr>,
 }
 
 /// What a node's CPU use, in its heartbeats, measures.

@@ -42,6 +42,9 @@ const RESERVATION_TTL: Duration = Duration::from_secs(30);
 struct NodeEntry {
     number: u32,
     addr: SocketAddr,
+    /// Its peer listener (its link's address, the port it said), where
+    /// migrations to it go directly.
+    peer: Option<SocketAddr>,
     arch: ArchInfo,
     state: NodeState,
     load: NodeLoad,
@@ -459,6 +462,7 @@ fn register_node(
         NodeEntry {
             number,
             addr,
+            peer: hello.peer_port.map(|port| SocketAddr::new(addr.ip(), port)),
             arch: hello.arch.clone(),
             state: NodeState::Up,
             load: NodeLoad::default(),

@@ -34,6 +34,7 @@ use crate::wire::{writer_loop, FrameTx};
 
 mod ckpt;
 mod load;
+mod peer;
 
 /// How long after a process exits its stdout/stderr may stay open (held by
 /// a child it left behind) before the node stops waiting for their end.
@@ -98,6 +99,17 @@ pub struct NodeShared {
     /// Joins to the home so far, counted once each join's forget list went
     /// to the sessions (a migration waiting for its verdict watches it).
     joins: std::sync::atomic::AtomicU64,
+    /// The node's certificates, for peer links.
+    tls: Identity,
+    /// The port of the peer listener, if it listens.
+    peer_port: Option<u16>,
+    /// Migrations the home announced (`Expect`): by request id, the node
+    /// their peer link comes from.
+    expected: Mutex<HashMap<u64, String>>,
+    /// Peer links of migrations coming in: where their acknowledgements go.
+    peer_acks: Mutex<HashMap<u64, FrameTx>>,
+    /// Peer links to other nodes, by name, kept for the migrations after.
+    peers: Mutex<HashMap<String, FrameTx>>,
 }
 
 /// The home's files, mounted, and the transport the mount calls through.
@@ -130,9 +142,25 @@ struct OwnedSpawn {
 
 impl NodeShared {
     fn send(&self, msg: &LinkMsg) {
-        if let Some(link) = self.link.lock().unwrap().as_ref() {
-            link.send("link", msg);
-        }
+        self.link_send(msg);
+    }
+
+    /// Sends an encoded frame to the home; false if the link is down.
+    fn link_send_frame(&self, frame: Vec<u8>) -> bool {
+        self.link
+            .lock()
+            .unwrap()
+            .as_ref()
+            .is_some_and(|link| link.send_frame(frame))
+    }
+
+    /// Sends `msg` to the home; false if the link is down.
+    fn link_send(&self, msg: &LinkMsg) -> bool {
+        self.link
+            .lock()
+            .unwrap()
+            .as_ref()
+            .is_some_and(|link| link.send("link", msg))
     }
 
     fn reports(&self) -> Vec<SessionReport> {
@@ -172,6 +200,38 @@ impl NodeShared {
         }
     }
 
+    /// Acknowledges bytes of transfer `req`: to the home (progress), and to
+    /// its sender over a peer link, if it came that way.
+    fn ack(&self, req: u64, offset: u64) {
+        let msg = LinkMsg::ImageAck { req, offset };
+        if let Some(p) = self.peer_acks.lock().unwrap().get(&req) {
+            p.send("peer", &msg);
+        }
+        self.send(&msg);
+    }
+
+    /// A `PreCopy` (from the home or a peer link): to the migration that
+    /// keeps the rounds, or the first of a new one.
+    fn precopy(self: &Arc<Self>, req: u64, msg: LinkMsg) {
+        let open = self.transfers.lock().unwrap().get(&req).cloned();
+        match open {
+            Some(t) => {
+                let _ = t.send(msg);
+            }
+            None => {
+                let rx = self.open_transfer(req);
+                tokio::spawn(ckpt::migrate_in(self.clone(), req, msg, rx));
+            }
+        }
+    }
+
+    /// Transfer `req` is over: whatever was kept for it goes.
+    fn end_transfer(&self, req: u64) {
+        self.transfers.lock().unwrap().remove(&req);
+        self.expected.lock().unwrap().remove(&req);
+        self.peer_acks.lock().unwrap().remove(&req);
+    }
+
     /// Registers transfer `req`; its messages arrive on the receiver.
     fn open_transfer(&self, req: u64) -> mpsc::UnboundedReceiver<LinkMsg> {
         let (tx, rx) = mpsc::unbounded_channel();
@@ -207,6 +267,16 @@ pub async fn run(cfg: &Config, identity: Identity) -> std::io::Result<()> {
     let spawner = start_spawner(pids.clone());
     let trace_gate = Arc::new(tokio::sync::Mutex::new(()));
     let tracer = ckpt::Tracer::start(trace_gate.clone());
+    let peers = match node_cfg.peer_listen {
+        Some(addr) => Some(tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+            std::io::Error::new(e.kind(), format!("cannot listen for peers on {addr}: {e}"))
+        })?),
+        None => None,
+    };
+    let peer_port = peers
+        .as_ref()
+        .and_then(|l| l.local_addr().ok())
+        .map(|a| a.port());
     let shared = Arc::new(NodeShared {
         name: cfg.name.clone(),
         cfg: node_cfg,
@@ -224,7 +294,15 @@ pub async fn run(cfg: &Config, identity: Identity) -> std::io::Result<()> {
         trace_gate,
         transfers: Mutex::default(),
         joins: Default::default(),
+        tls: identity.clone(),
+        peer_port,
+        expected: Mutex::default(),
+        peer_acks: Mutex::default(),
+        peers: Mutex::default(),
     });
+    if let Some(l) = peers {
+        tokio::spawn(peer::listen(shared.clone(), l));
+    }
     // Identity forwarding: its requests go out on the link, when up.
     let weak = Arc::downgrade(&shared);
     shared.identity.set_sender(move |msg| {
@@ -510,6 +588,7 @@ async fn connect_once(shared: &Arc<NodeShared>, identity: &Identity) -> Result<(
         arch: shared.runners.arch_info(),
         sessions: shared.reports(),
         warnings: shared.runners.warnings(),
+        peer_port: shared.peer_port,
     };
     writer.write_hello("link hello", &hello).await?;
     let reply: LinkHelloReply =
@@ -666,16 +745,14 @@ fn handle_link_msg(shared: &Arc<NodeShared>, tx: &FrameTx, msg: LinkMsg) {
         }
         // A migration's restore, after its pre-copy: to the task that
         // holds the pages.
-        LinkMsg::Restore { req, .. } | LinkMsg::PreCopy { req, .. }
-            if shared.transfers.lock().unwrap().contains_key(&req) =>
-        {
+        LinkMsg::Restore { req, .. } if shared.transfers.lock().unwrap().contains_key(&req) => {
             if let Some(t) = shared.transfers.lock().unwrap().get(&req) {
                 let _ = t.send(msg);
             }
         }
-        LinkMsg::PreCopy { req, .. } => {
-            let rx = shared.open_transfer(req);
-            tokio::spawn(ckpt::migrate_in(shared.clone(), req, msg, rx));
+        LinkMsg::PreCopy { req, .. } => shared.precopy(req, msg),
+        LinkMsg::Expect { req, from } => {
+            shared.expected.lock().unwrap().insert(req, from);
         }
         LinkMsg::Restore {
             req,
@@ -690,13 +767,25 @@ fn handle_link_msg(shared: &Arc<NodeShared>, tx: &FrameTx, msg: LinkMsg) {
             tokio::spawn(async move {
                 let result =
                     ckpt::restore(&shared, req, session, home_pid, cred, *spec, (rx, None)).await;
-                shared.transfers.lock().unwrap().remove(&req);
+                shared.end_transfer(req);
                 tx.send("link", &LinkMsg::Spawned { req, result });
             });
         }
-        LinkMsg::MigrateOut { req, session, mode } => {
+        LinkMsg::MigrateOut {
+            req,
+            session,
+            mode,
+            direct,
+        } => {
             let rx = shared.open_transfer(req);
-            tokio::spawn(ckpt::migrate_out(shared.clone(), req, session, mode, rx));
+            tokio::spawn(ckpt::migrate_out(
+                shared.clone(),
+                req,
+                session,
+                mode,
+                direct,
+                rx,
+            ));
         }
         LinkMsg::Image { req, .. }
         | LinkMsg::ImageAck { req, .. }

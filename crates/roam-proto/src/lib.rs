@@ -37,7 +37,10 @@ pub use frame::{
 };
 
 /// The protocol version. Bump it on any change to a message's encoding.
-pub const PROTOCOL_VERSION: u32 = 8;
+pub const PROTOCOL_VERSION: u32 = 9;
 
 /// The default TCP port a home daemon listens on.
 pub const DEFAULT_PORT: u16 = 7170;
+
+/// The usual port of a node's peer listener (`peer_listen`).
+pub const DEFAULT_PEER_PORT: u16 = 7171;

@@ -13,11 +13,38 @@
 use serde::{Deserialize, Serialize};
 
 use crate::fs::{FsNotice, FsOp, FsReply};
+use crate::ProtoError;
 
 use crate::types::{
     ArchInfo, Chan, Cred, ExitStatus, Handover, ImageSummary, KillRefusal, MigrateMode, NodeLoad,
     ProcInfo, RestoreSpec, SessionId, SessionReport, SpawnSpec, WireError, WireSignal,
 };
+
+/// The index of [`LinkMsg::Image`] among `LinkMsg`'s variants (checked by
+/// a test against the derived encoding).
+const IMAGE_VARIANT: u32 = 29;
+
+/// The frame [`crate::encode_frame`] makes of `LinkMsg::Image { req,
+/// offset, data }`, made from borrowed bytes: without first copying them
+/// into a message.
+pub fn encode_image_frame(req: u64, offset: u64, data: &[u8]) -> Result<Vec<u8>, ProtoError> {
+    struct ImageRef<'a> {
+        req: u64,
+        offset: u64,
+        data: &'a [u8],
+    }
+    impl Serialize for ImageRef<'_> {
+        fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            use serde::ser::SerializeStructVariant;
+            let mut v = s.serialize_struct_variant("LinkMsg", IMAGE_VARIANT, "Image", 3)?;
+            v.serialize_field("req", &self.req)?;
+            v.serialize_field("offset", &self.offset)?;
+            v.serialize_field("data", serde_bytes::Bytes::new(self.data))?;
+            v.end()
+        }
+    }
+    crate::encode_frame("link", &ImageRef { req, offset, data })
+}
 
 /// The node's hello.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -30,6 +57,30 @@ pub struct LinkHello {
     pub sessions: Vec<SessionReport>,
     /// Runner problems found at start-up, reported to the operator.
     pub warnings: Vec<String>,
+    /// The port of the node's peer listener (`peer_listen`), on the
+    /// address its link comes from: where other nodes send it migrations
+    /// directly. None: migrations to it go through the home.
+    pub peer_port: Option<u16>,
+}
+
+/// Where a migration's pages go directly, node to node: the new node's
+/// name (its certificate's) and its peer listener.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerPath {
+    pub node: String,
+    pub addr: std::net::SocketAddr,
+}
+
+/// The hello on a peer link (node to node, TLS with the cluster's
+/// certificates both ways; the sender is the node its certificate names).
+/// Then `PreCopy`, `Image` and `ImageEnd` of migrations come one way, each
+/// taken only if the home said that migration was to come from that node
+/// ([`LinkMsg::Expect`]), and `ImageAck` the other. A link stays open for
+/// the migrations after.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerHello {
+    /// The sender's protocol use of the link (reserved; 0).
+    pub flags: u32,
 }
 
 /// The home's answer to a hello.
@@ -268,10 +319,22 @@ pub enum LinkMsg {
     /// process runs, each round a `PreCopy` and its bytes in the same
     /// transfer; the image then names the pages sent instead of carrying
     /// them.
+    ///
+    /// With `direct`, the pre-copy rounds and the image go straight to the
+    /// new node over a peer link ([`PeerHello`]); only `PreCopy` and
+    /// `ImageEnd` are told to the home too (it counts them; it passes on an
+    /// `ImageEnd` that failed, which the peer link may not have carried).
     MigrateOut {
         req: u64,
         session: SessionId,
         mode: MigrateMode,
+        direct: Option<PeerPath>,
+    },
+    /// Home → new node: migration `req` comes over a peer link from node
+    /// `from` (see [`PeerHello`]).
+    Expect {
+        req: u64,
+        from: String,
     },
     /// Node → home → new node: round `round` of pre-copied pages of
     /// migration `req`, `len` bytes of page runs that follow in the
@@ -300,3 +363,30 @@ pub enum LinkMsg {
 
 /// Bytes of an image a sender may have in flight, unacknowledged.
 pub const IMAGE_WINDOW: u64 = 32 << 20;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_image_frame_from_borrowed_bytes_is_the_messages_frame() {
+        for (req, offset, data) in [
+            (1u64, 0u64, Vec::new()),
+            (u64::MAX, 123_456_789, vec![7u8; 3]),
+            (42, 1 << 40, (0..200_000u32).map(|i| i as u8).collect()),
+        ] {
+            let owned = crate::encode_frame(
+                "link",
+                &LinkMsg::Image {
+                    req,
+                    offset,
+                    data: data.clone(),
+                },
+            )
+            .unwrap();
+            assert_eq!(encode_image_frame(req, offset, &data).unwrap(), owned);
+            let back: LinkMsg = crate::decode_body("link", &owned[4..]).unwrap();
+            assert_eq!(back, LinkMsg::Image { req, offset, data });
+        }
+    }
+}

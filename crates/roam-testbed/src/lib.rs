@@ -446,6 +446,11 @@ impl State {
                     // for a one-CPU machine.
                     cpu_source: CpuSource::Netns,
                     cpus: Some(1),
+                    // Migrations go node to node, over the bridge.
+                    peer_listen: Some(std::net::SocketAddr::from((
+                        [0, 0, 0, 0],
+                        roam_proto::DEFAULT_PEER_PORT,
+                    ))),
                     runners: runners
                         .into_iter()
                         .map(|a| (a.to_string(), qemu_runner(a)))

@@ -9,7 +9,7 @@
 
 use std::time::Instant;
 
-use roam_proto::link::LinkMsg;
+use roam_proto::link::{LinkMsg, PeerPath};
 use roam_proto::local::LocalMsg;
 use roam_proto::types::{
     Cred, ErrorCode, Handover, ImageSummary, MigrateMode, MigrateReport, Mode, RestoreSpec,
@@ -46,6 +46,8 @@ pub(super) struct Migration {
     /// Pre-copy rounds relayed, and their bytes.
     rounds: u32,
     precopied: u64,
+    /// The pages go node to node (a peer link), not through the home.
+    direct: bool,
 }
 
 fn no_process(home_pid: u32) -> WireError {
@@ -145,7 +147,11 @@ pub(super) fn start(
         }
     };
     let src = super::ckpt::node_link(&st, &from)?;
-    super::ckpt::node_link(&st, &to)?;
+    let dst = super::ckpt::node_link(&st, &to)?;
+    let direct = st.nodes.get(&to).and_then(|n| n.peer).map(|addr| PeerPath {
+        node: to.clone(),
+        addr,
+    });
     st.next_req += 1;
     let req = st.next_req;
     st.sessions
@@ -170,17 +176,33 @@ pub(super) fn start(
             reported: 0,
             rounds: 0,
             precopied: 0,
+            direct: direct.is_some(),
         },
     );
+    if direct.is_some() {
+        // Before the old node is asked: it may connect at once.
+        dst.send(
+            "link",
+            &LinkMsg::Expect {
+                req,
+                from: from.clone(),
+            },
+        );
+    }
+    let path = match &direct {
+        Some(p) => format!("directly to {}", p.addr),
+        None => "through the home".to_owned(),
+    };
     src.send(
         "link",
         &LinkMsg::MigrateOut {
             req,
             session,
             mode: how,
+            direct,
         },
     );
-    tracing::info!("migrating home pid {home_pid} (session {session}) from {from} to {to}");
+    tracing::info!("migrating home pid {home_pid} (session {session}) from {from} to {to}, {path}");
     Ok(to)
 }
 
@@ -256,17 +278,24 @@ pub(super) fn from_node(st: &mut State, node: &str, msg: LinkMsg) {
             m.rounds += 1;
             m.precopied += len;
             let to = m.to.clone();
-            if let Some(l) = link(st, &to) {
-                l.send("link", &msg);
+            if !m.direct {
+                if let Some(l) = link(st, &to) {
+                    l.send("link", &msg);
+                }
             }
         }
         LinkMsg::Image { .. } | LinkMsg::ImageEnd { .. } if from_old => {
+            // Direct, the peer link carries them; but an end that failed
+            // may be why it broke: the new node hears it from here too.
+            let relay = !m.direct || matches!(msg, LinkMsg::ImageEnd { result: Err(_), .. });
             if matches!(msg, LinkMsg::ImageEnd { .. }) {
                 m.sent = Some(Instant::now());
             }
             let to = m.to.clone();
-            if let Some(l) = link(st, &to) {
-                l.send("link", &msg);
+            if relay {
+                if let Some(l) = link(st, &to) {
+                    l.send("link", &msg);
+                }
             }
         }
         LinkMsg::ImageAck { offset, .. } if from_new => {
@@ -287,8 +316,10 @@ pub(super) fn from_node(st: &mut State, node: &str, msg: LinkMsg) {
                 }
             }
             let from = m.from.clone();
-            if let Some(l) = link(st, &from) {
-                l.send("link", &msg);
+            if !m.direct {
+                if let Some(l) = link(st, &from) {
+                    l.send("link", &msg);
+                }
             }
         }
         LinkMsg::Spawned { result, .. } if from_new => match result {

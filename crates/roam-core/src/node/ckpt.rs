@@ -9,8 +9,10 @@
 //!
 //! Images travel over the link as a transfer (`Image` frames of at most
 //! [`MAX_DATA_CHUNK`] bytes, at most [`IMAGE_WINDOW`] unacknowledged, then
-//! `ImageEnd`), through the home, to and from the `roam` command. See
-//! docs/design/checkpoint.md.
+//! `ImageEnd`), through the home, to and from the `roam` command; a
+//! migration's go straight to the new node over a peer link when it has a
+//! peer listener (see [`super::peer`]). See docs/design/checkpoint.md and
+//! docs/design/migration.md.
 
 use std::collections::HashMap;
 use std::os::fd::AsRawFd;
@@ -20,7 +22,7 @@ use std::time::{Duration, Instant};
 use roam_ckpt::capture::{capture_held_tracked, Held};
 use roam_ckpt::precopy::{PageStore, Tracker};
 use roam_ckpt::restore::{restore as restore_image, Image, RestoreOpts, Restored, User};
-use roam_proto::link::{LinkMsg, IMAGE_WINDOW};
+use roam_proto::link::{LinkMsg, PeerPath, IMAGE_WINDOW};
 use roam_proto::types::{
     Cred, ErrorCode, ImageSummary, MigrateMode, RestoreSpec, SessionId, SessionReport, WireError,
     MAX_IMAGE, MAX_UNREAD,
@@ -31,6 +33,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::{prepare_stdio, start_session, NodeShared};
 use crate::config::IdentityMode;
 use crate::error_chain;
+use crate::wire::FrameTx;
 
 /// How long a transfer waits for its peer's next message before giving
 /// up (the caller went away without a word, the link is gone).
@@ -51,10 +54,17 @@ const PRECOPY_CONVERGING: f64 = 0.8;
 /// ...or after this many rounds.
 const PRECOPY_ROUNDS: u32 = 8;
 
-/// A capture's image, serialized.
+/// A capture's image, serialized: its pieces in order (the section
+/// headers between the payloads, which are not copied).
 struct CapturedImage {
-    bytes: Vec<u8>,
+    pieces: Vec<Vec<u8>>,
     summary: ImageSummary,
+}
+
+impl CapturedImage {
+    fn parts(&self) -> Vec<&[u8]> {
+        self.pieces.iter().map(Vec::as_slice).collect()
+    }
 }
 
 enum Job {
@@ -135,18 +145,18 @@ fn run_job(job: Job, held: &mut HashMap<i32, Held>) {
                         held.insert(pid, h);
                     }
                     let frozen_us = t0.elapsed().as_micros() as u64;
-                    let bytes = serialize(&c.sections).map_err(|e| {
+                    let pieces = roam_ckpt::image::into_pieces(c.sections).map_err(|e| {
                         if let Some(h) = held.remove(&pid) {
                             let _ = h.release(false);
                         }
                         format!("cannot serialize the image: {e}")
                     })?;
                     let summary = ImageSummary {
-                        len: bytes.len() as u64,
+                        len: pieces.iter().map(|p| p.len() as u64).sum(),
                         stored: c.stored_bytes,
                         frozen_us,
                     };
-                    Ok(CapturedImage { bytes, summary })
+                    Ok(CapturedImage { pieces, summary })
                 });
             let _ = reply.send(result);
         }
@@ -176,15 +186,6 @@ fn run_job(job: Job, held: &mut HashMap<i32, Held>) {
             let _ = reply.send(result);
         }
     }
-}
-
-fn serialize(sections: &[roam_ckpt::image::Section]) -> std::io::Result<Vec<u8>> {
-    let len: usize = sections.iter().map(|s| s.payload.len() + 64).sum();
-    let mut w = roam_ckpt::image::Writer::new(Vec::with_capacity(len + 64))?;
-    for s in sections {
-        w.section(s.kind, &s.payload)?;
-    }
-    w.finish()
 }
 
 fn err(code: ErrorCode, message: impl Into<String>) -> WireError {
@@ -224,7 +225,7 @@ async fn checkpoint_inner(
     let (pid, _) = session_of(shared, session)?;
     let image = capture(shared, pid, leave_running, None).await?;
     let sent = Outgoing::new(req)
-        .send(shared, &[&image.bytes], &mut rx)
+        .send(shared, &image.parts(), &mut rx)
         .await;
     let saved = match sent {
         Ok(()) => {
@@ -278,6 +279,9 @@ struct Outgoing {
     req: u64,
     offset: u64,
     acked: u64,
+    /// The peer link the bytes go over, straight to the new node (else
+    /// through the home).
+    peer: Option<FrameTx>,
 }
 
 impl Outgoing {
@@ -286,7 +290,18 @@ impl Outgoing {
             req,
             offset: 0,
             acked: 0,
+            peer: None,
         }
+    }
+
+    /// Sends a message the home must see (it counts the rounds, decides on
+    /// the end), and the new node too, over the peer link if there is one
+    /// (the home passes it on otherwise).
+    fn tell(&self, shared: &NodeShared, msg: &LinkMsg) {
+        if let Some(p) = &self.peer {
+            p.send("peer", msg);
+        }
+        shared.send(msg);
     }
 
     /// Sends `parts`, one after the other, at most [`IMAGE_WINDOW`] ahead
@@ -300,11 +315,18 @@ impl Outgoing {
         let req = self.req;
         for chunk in parts.iter().flat_map(|p| p.chunks(MAX_DATA_CHUNK)) {
             self.wait_window(rx).await?;
-            shared.send(&LinkMsg::Image {
-                req,
-                offset: self.offset,
-                data: chunk.to_vec(),
-            });
+            let frame = roam_proto::link::encode_image_frame(req, self.offset, chunk)
+                .map_err(|e| err(ErrorCode::Internal, e.to_string()))?;
+            let sent = match &self.peer {
+                Some(p) => p.send_frame(frame),
+                None => shared.link_send_frame(frame),
+            };
+            if !sent {
+                return Err(err(
+                    ErrorCode::Unavailable,
+                    format!("node {}: the link the image went over broke", shared.name),
+                ));
+            }
             self.offset += chunk.len() as u64;
         }
         Ok(())
@@ -601,10 +623,7 @@ async fn receive(
                 bytes.extend_from_slice(&data);
                 // A round's last bytes are acknowledged once kept.
                 if image.is_some() || (bytes.len() as u64) < len {
-                    shared.send(&LinkMsg::ImageAck {
-                        req,
-                        offset: base + bytes.len() as u64,
-                    });
+                    shared.ack(req, base + bytes.len() as u64);
                 }
             }
             LinkMsg::ImageEnd { result: Ok(s), .. } => {
@@ -632,7 +651,7 @@ pub(super) async fn migrate_in(
     rx: mpsc::UnboundedReceiver<LinkMsg>,
 ) {
     let result = migrate_in_inner(&shared, req, first, rx).await;
-    shared.transfers.lock().unwrap().remove(&req);
+    shared.end_transfer(req);
     if let Some(result) = result {
         shared.send(&LinkMsg::Spawned { req, result });
     }
@@ -649,6 +668,9 @@ async fn migrate_in_inner(
     let mut store = PageStore::default();
     let mut received = 0u64;
     let mut next = Some(first);
+    // The image, come over a peer link before the home's `Restore` did
+    // (they travel different ways): kept for the restore.
+    let mut early: Vec<LinkMsg> = Vec::new();
     loop {
         let msg = match next.take() {
             Some(m) => m,
@@ -679,10 +701,7 @@ async fn migrate_in_inner(
                 }
                 .await;
                 received += len;
-                shared.send(&LinkMsg::ImageAck {
-                    req,
-                    offset: received,
-                });
+                shared.ack(req, received);
                 if let Err(e) = kept {
                     return Some(Err(e));
                 }
@@ -695,11 +714,36 @@ async fn migrate_in_inner(
                 ..
             } => {
                 let pre = Some((store, received));
+                let rx = if early.is_empty() {
+                    rx
+                } else {
+                    let (tx, ahead) = mpsc::unbounded_channel();
+                    for m in early {
+                        let _ = tx.send(m);
+                    }
+                    tokio::spawn(async move {
+                        while let Some(m) = rx.recv().await {
+                            if tx.send(m).is_err() {
+                                return;
+                            }
+                        }
+                    });
+                    ahead
+                };
                 return Some(restore(shared, req, session, home_pid, cred, *spec, (rx, pre)).await);
             }
             LinkMsg::ImageEnd { result: Err(e), .. } => {
                 tracing::info!("migration {req}: called off ({}); dropped", e.message);
                 return None;
+            }
+            m @ (LinkMsg::Image { .. } | LinkMsg::ImageEnd { .. }) => {
+                if early.len() as u64 * MAX_DATA_CHUNK as u64 > IMAGE_WINDOW + MAX_UNREAD {
+                    return Some(Err(err(
+                        ErrorCode::BadRequest,
+                        here("image data past the window before its restore".into()),
+                    )));
+                }
+                early.push(m);
             }
             _ => {}
         }
@@ -716,9 +760,10 @@ pub(super) async fn migrate_out(
     req: u64,
     session: SessionId,
     mode: MigrateMode,
+    direct: Option<PeerPath>,
     mut rx: mpsc::UnboundedReceiver<LinkMsg>,
 ) {
-    let result = migrate_out_inner(&shared, req, session, mode, &mut rx).await;
+    let result = migrate_out_inner(&shared, req, session, mode, direct, &mut rx).await;
     shared.transfers.lock().unwrap().remove(&req);
     match &result {
         Ok(true) => tracing::info!("session {session}: migrated away"),
@@ -774,12 +819,19 @@ async fn migrate_out_inner(
     req: u64,
     session: SessionId,
     mode: MigrateMode,
+    direct: Option<PeerPath>,
     rx: &mut mpsc::UnboundedReceiver<LinkMsg>,
 ) -> Result<bool, WireError> {
     let here = |m: String| format!("node {}: {m}", shared.name);
     let mut out = Outgoing::new(req);
+    let t0 = Instant::now();
     let captured = async {
         let (pid, cmds) = session_of(shared, session)?;
+        // The peer link first: if the new node cannot be reached, the
+        // process is not touched.
+        if let Some(path) = &direct {
+            out.peer = Some(super::peer::open(shared, path).await?);
+        }
         let tracker = if precopy_wanted(mode, pid) {
             Some(precopy(shared, pid, &mut out, rx).await?)
         } else {
@@ -814,15 +866,29 @@ async fn migrate_out_inner(
         }
     };
     let joins = shared.joins.load(std::sync::atomic::Ordering::SeqCst);
+    let t_captured = t0.elapsed();
     shared.send(&LinkMsg::Captured {
         req,
         result: Ok((image.summary, handover)),
     });
-    let sent = out.send(shared, &[&unread, &image.bytes], rx).await;
-    shared.send(&LinkMsg::ImageEnd {
-        req,
-        result: sent.clone().map(|()| image.summary),
-    });
+    let mut parts = vec![unread.as_slice()];
+    parts.extend(image.parts());
+    let sent = out.send(shared, &parts, rx).await;
+    tracing::info!(
+        "migration {req}: {} bytes captured {:.1} ms after the request (frozen for {:.1} ms of it), sent {} in {:.1} ms",
+        image.summary.len,
+        t_captured.as_secs_f64() * 1e3,
+        image.summary.frozen_us as f64 / 1e3,
+        if out.peer.is_some() { "directly" } else { "through the home" },
+        (t0.elapsed() - t_captured).as_secs_f64() * 1e3
+    );
+    out.tell(
+        shared,
+        &LinkMsg::ImageEnd {
+            req,
+            result: sent.clone().map(|()| image.summary),
+        },
+    );
     drop(image);
     let commit = match sent {
         Ok(()) => verdict(shared, &cmds, joins, rx).await,
@@ -899,11 +965,14 @@ async fn precopy(
         let round =
             round.map_err(|e| ended_or(pid, err(ErrorCode::BadRequest, here(error_chain(&e)))))?;
         out.poll(rx)?;
-        shared.send(&LinkMsg::PreCopy {
-            req: out.req,
-            round: t.rounds() - 1,
-            len: round.pages.len() as u64,
-        });
+        out.tell(
+            shared,
+            &LinkMsg::PreCopy {
+                req: out.req,
+                round: t.rounds() - 1,
+                len: round.pages.len() as u64,
+            },
+        );
         out.send(shared, &[&round.pages], rx).await?;
         // The next round begins once this one is kept: the rounds go at
         // the link's pace, and the freeze finds the link empty.

@@ -168,6 +168,7 @@ mod tests {
             identity: Default::default(),
             cpu_source: CpuSource::Netns,
             cpus: Some(1),
+            peer_listen: None,
         };
         let mut m = CpuMeter::new(&cfg);
         assert!(matches!(m, CpuMeter::Netns { .. }));

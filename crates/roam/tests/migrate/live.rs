@@ -111,6 +111,72 @@ fn a_process_moves_between_nodes_with_its_streams_and_status() {
     echo_moves(&c, Some(65534));
     let log = c.log("home");
     assert!(log.contains("moved from n1 to n2"), "{log}");
+    // Node to node, not through the home.
+    let n2 = c.tb.node_addr("n2").unwrap();
+    assert!(
+        log.contains(&format!("from n1 to n2, directly to {n2}:7171")),
+        "{log}"
+    );
+    let log = c.log("n1");
+    assert!(log.contains("sent directly in"), "{log}");
+}
+
+/// A peer listener takes only cluster members (TLS with the cluster's
+/// certificates), and from them only the migrations the home announced
+/// from them; migrations go on working after both kinds of intruder.
+#[test]
+fn a_peer_link_takes_only_migrations_the_home_announced() {
+    use roam_net::framed::{FrameReader, FrameWriter};
+    let c = Cluster::up(2);
+    let addr = std::net::SocketAddr::from((c.tb.node_addr("n2").unwrap(), 7171));
+    // Not TLS at all: dropped.
+    let mut raw = std::net::TcpStream::connect(addr).unwrap();
+    raw.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    std::io::Write::write_all(&mut raw, b"GET / HTTP/1.0\r\n\r\n").unwrap();
+    let mut buf = [0u8; 64];
+    let n = std::io::Read::read(&mut raw, &mut buf).unwrap_or(0);
+    assert!(n == 0 || buf[0] == 0x15, "not dropped: {:?}", &buf[..n]);
+    // A member (n1's own certificate) sending a migration nobody
+    // announced: the link is closed, nothing is delivered.
+    let creds = c.tb.dir().join("creds");
+    let id = roam_net::tls::Identity::load(
+        &creds.join("ca.pem"),
+        &creds.join("n1.pem"),
+        &creds.join("n1.key"),
+    )
+    .unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let closed = rt.block_on(async {
+        let stream = roam_net::tls::connect(&id, addr, "n2", Duration::from_secs(5))
+            .await
+            .unwrap();
+        let (r, w) = tokio::io::split(stream);
+        let mut w = FrameWriter::new(w);
+        w.write_hello("peer hello", &roam_proto::link::PeerHello { flags: 0 })
+            .await
+            .unwrap();
+        let frame = roam_proto::link::encode_image_frame(424_242, 0, b"not an image").unwrap();
+        w.write_raw(&frame).await.unwrap();
+        let mut r = FrameReader::new(r);
+        tokio::time::timeout(Duration::from_secs(30), r.read_frame()).await
+    });
+    assert!(
+        matches!(closed, Ok(Ok(None)) | Ok(Err(_))),
+        "the link stayed open: {closed:?}"
+    );
+    let log = c.log("n2");
+    assert!(
+        log.contains("sends migration 424242, which the home did not announce from it"),
+        "{log}"
+    );
+    // Migrations still go, directly.
+    let job = big(&c, 8);
+    let out = migrate(&c, None, job.id(), "n2");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    finish_big(job, 8);
 }
 
 /// Starts a process holding `mib` MiB on n1 that prints `ready`, waits
