@@ -815,6 +815,11 @@ fn refuse_unsupported(pid: i32, own_filters: u32) -> Result<(), CaptureError> {
     Ok(())
 }
 
+/// Whether process `pid` has ended (gone, or a zombie).
+fn ended(pid: i32) -> bool {
+    procfs::proc_stat(pid as u32).map_or(true, |s| matches!(s.state, 'Z' | 'X'))
+}
+
 /// Seizes and stops every thread, again until no new one appears.
 pub(crate) fn stop_all(pid: i32) -> Result<Vec<i32>, CaptureError> {
     let mut stopped = BTreeSet::new();
@@ -839,7 +844,8 @@ pub(crate) fn stop_all(pid: i32) -> Result<Vec<i32>, CaptureError> {
                 // A thread that ended meanwhile is no loss, unless it is
                 // the whole process.
                 Ok(_) | Err(_) if tid != pid => {}
-                Err(source) if source.raw_os_error() != Some(libc::ESRCH) => {
+                // A zombie cannot be seized (EPERM): it ended.
+                Err(source) if source.raw_os_error() != Some(libc::ESRCH) && !ended(pid) => {
                     release(&stopped);
                     return Err(CaptureError::Sys {
                         pid,
@@ -1486,6 +1492,28 @@ mod tests {
         let runs = crate::image::decode_pages(&out).unwrap();
         assert_eq!(runs.len(), 1);
         assert_eq!((runs[0].addr, runs[0].data.len()), (0x12_000, 2 * PAGE));
+    }
+
+    #[test]
+    fn a_process_that_ended_is_gone_not_an_error_of_ours() {
+        // A child that has exited and is not reaped yet: what a process
+        // that ends as its checkpoint starts looks like.
+        // SAFETY: the child only exits.
+        let pid = unsafe { libc::fork() };
+        if pid == 0 {
+            // SAFETY: ends the forked child.
+            unsafe { libc::_exit(3) };
+        }
+        while procfs::proc_stat(pid as u32).map_or(true, |s| s.state != 'Z') {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        let e = capture(pid, true).unwrap_err();
+        assert!(matches!(e, CaptureError::Gone { .. }), "{e}");
+        assert!(e.to_string().contains("went away"), "{e}");
+        let mut status = 0;
+        // SAFETY: reaps our child.
+        assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+        assert_eq!(libc::WEXITSTATUS(status), 3);
     }
 
     #[test]

@@ -1741,6 +1741,37 @@ mod tests {
     }
 
     #[test]
+    fn images_of_another_machine_are_refused_clearly() {
+        let (in_r, in_w) = pipe();
+        let (out_r, out_w) = pipe();
+        let pid = child(PAGE, in_r, out_w);
+        assert_eq!(read_byte(out_r), b'R');
+        let c = capture(pid, false).unwrap();
+        assert_eq!(exit_code(pid), -libc::SIGKILL);
+        let img = Image::from_sections(c.sections.clone()).unwrap();
+        img.check_machine().unwrap();
+        // Another architecture.
+        let mut other = Image::from_sections(c.sections.clone()).unwrap();
+        other.meta.arch = "aarch64".into();
+        let e = other.check_machine().unwrap_err();
+        assert!(matches!(e, RestoreError::Arch { .. }), "{e}");
+        assert!(e.to_string().contains("aarch64"), "{e}");
+        // FP state of a CPU with a feature this one lacks (XSTATE_BV bit
+        // 62 is reserved: no CPU enables it in XCR0).
+        let mut other = Image::from_sections(c.sections).unwrap();
+        other.threads[0].xstate[512 + 7] |= 0x40;
+        let e = other.check_machine().unwrap_err();
+        assert!(matches!(e, RestoreError::CpuFeatures { .. }), "{e}");
+        assert!(e.to_string().contains("this CPU lacks"), "{e}");
+        // SAFETY: closing our descriptors.
+        unsafe {
+            for fd in [in_r, in_w, out_r, out_w] {
+                libc::close(fd);
+            }
+        }
+    }
+
+    #[test]
     fn holes_avoid_every_taken_range() {
         let taken = [
             (0x7fff_0000_0000, 0x7fff_ffff_0000),
