@@ -111,6 +111,9 @@ pub enum Pages {
         std::sync::Arc<roam_sys::mem::Mapped>,
         std::ops::Range<usize>,
     ),
+    /// The part of a received buffer (a whole image, and more) that holds
+    /// them: not copied out of it.
+    Received(Vec<u8>, std::ops::Range<usize>),
 }
 
 impl std::ops::Deref for Pages {
@@ -119,6 +122,7 @@ impl std::ops::Deref for Pages {
         match self {
             Pages::Owned(v) => v,
             Pages::Mapped(m, r) => &m[r.clone()],
+            Pages::Received(v, r) => &v[r.clone()],
         }
     }
 }
@@ -133,6 +137,30 @@ impl Image {
         let pages = Pages::Owned(std::mem::take(&mut sections[at].payload));
         let list: Vec<(u32, &[u8])> = sections.iter().map(|s| (s.kind, &s.payload[..])).collect();
         Image::decode(&list, pages)
+    }
+
+    /// Checks and decodes the image that `buf` holds from `start` to its
+    /// end (a received transfer: what comes before is not the image's), its
+    /// pages left where they are.
+    pub fn from_received(buf: Vec<u8>, start: usize) -> Result<Image, RestoreError> {
+        let whole = buf.get(start..).ok_or(RestoreError::Missing("image"))?;
+        let index: Vec<(u32, std::ops::Range<usize>)> = crate::image::index(whole)?
+            .into_iter()
+            .map(|(k, r)| (k, r.start + start..r.end + start))
+            .collect();
+        let pages = index
+            .iter()
+            .find(|(k, _)| *k == kind::PAGES)
+            .ok_or(RestoreError::Missing("pages"))?
+            .1
+            .clone();
+        let small: Vec<(u32, Vec<u8>)> = index
+            .iter()
+            .filter(|(k, _)| *k != kind::PAGES)
+            .map(|(k, r)| (*k, buf[r.clone()].to_vec()))
+            .collect();
+        let list: Vec<(u32, &[u8])> = small.iter().map(|(k, p)| (*k, &p[..])).collect();
+        Image::decode(&list, Pages::Received(buf, pages))
     }
 
     /// Decodes an image from its sections' payloads (kind, bytes) and its
@@ -1732,6 +1760,43 @@ mod tests {
         let verdict = read_byte(out_r);
         assert_eq!(exit_code(r.pid), 0);
         assert_eq!(verdict, b'P');
+        // SAFETY: closing our descriptors.
+        unsafe {
+            for fd in [in_r, in_w, out_r, out_w] {
+                libc::close(fd);
+            }
+        }
+    }
+
+    #[test]
+    fn a_received_image_is_decoded_in_place_as_checked_as_any() {
+        let (in_r, in_w) = pipe();
+        let (out_r, out_w) = pipe();
+        let pid = child(3 * PAGE, in_r, out_w);
+        assert_eq!(read_byte(out_r), b'R');
+        let c = capture(pid, false).unwrap();
+        assert_eq!(exit_code(pid), -libc::SIGKILL);
+        let mut w = crate::image::Writer::new(Vec::new()).unwrap();
+        for s in &c.sections {
+            w.section(s.kind, &s.payload).unwrap();
+        }
+        let image = w.finish().unwrap();
+        // Unread input before it, as a migration's transfer has.
+        let buf = [b"unread".to_vec(), image.clone()].concat();
+        let got = Image::from_received(buf.clone(), 6).unwrap();
+        let want = Image::from_sections(c.sections).unwrap();
+        assert_eq!(&got.pages[..], &want.pages[..]);
+        assert!(matches!(got.pages, Pages::Received(..)));
+        assert_eq!(got.maps, want.maps);
+        assert_eq!(got.threads.len(), want.threads.len());
+        // A flipped byte anywhere in the image, or a cut, is an error.
+        for at in [6, 6 + image.len() / 2, buf.len() - 1] {
+            let mut bad = buf.clone();
+            bad[at] ^= 0x20;
+            assert!(Image::from_received(bad, 6).is_err(), "flip at {at}");
+        }
+        assert!(Image::from_received(buf[..buf.len() - 1].to_vec(), 6).is_err());
+        assert!(Image::from_received(buf.clone(), buf.len() + 1).is_err());
         // SAFETY: closing our descriptors.
         unsafe {
             for fd in [in_r, in_w, out_r, out_w] {

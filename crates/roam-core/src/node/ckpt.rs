@@ -475,12 +475,11 @@ pub(super) async fn restore(
         &mut rx,
     )
     .await?;
-    let (unread, image_bytes) = bytes.split_at(unread as usize);
-    let sections = roam_ckpt::image::read_sized(image_bytes, Some(spec.image_len))
-        .map_err(|e| err(ErrorCode::BadRequest, here(format!("bad image: {e}"))))?;
-    let handover = spec.handover.map(|h| (h, unread.to_vec()));
-    drop(bytes);
-    let mut image = Image::from_sections(sections)
+    let handover = spec
+        .handover
+        .map(|h| (h, bytes[..unread as usize].to_vec()));
+    // Checked and decoded where it was received: the pages stay there.
+    let mut image = Image::from_received(bytes, unread as usize)
         .map_err(|e| err(ErrorCode::BadRequest, here(format!("bad image: {e}"))))?;
     if let Some(store) = store {
         image
@@ -763,7 +762,11 @@ pub(super) async fn migrate_out(
     direct: Option<PeerPath>,
     mut rx: mpsc::UnboundedReceiver<LinkMsg>,
 ) {
+    let to = direct.as_ref().map(|p| p.node.clone());
     let result = migrate_out_inner(&shared, req, session, mode, direct, &mut rx).await;
+    if let (Some(to), false) = (to, matches!(result, Ok(true))) {
+        super::peer::forget(&shared, &to);
+    }
     shared.transfers.lock().unwrap().remove(&req);
     match &result {
         Ok(true) => tracing::info!("session {session}: migrated away"),

@@ -82,6 +82,13 @@ pub(super) async fn open(shared: &Arc<NodeShared>, path: &PeerPath) -> Result<Fr
     Ok(tx)
 }
 
+/// Drops the link to `node` kept for later migrations: after a failed
+/// one, it may be the reason (a link cut without a word looks open), and
+/// the next migration there opens a new one.
+pub(super) fn forget(shared: &NodeShared, node: &str) {
+    shared.peers.lock().unwrap().remove(node);
+}
+
 /// Takes the acknowledgements of a link to a new node until it ends;
 /// why it did.
 async fn acks<R: tokio::io::AsyncRead + Unpin>(

@@ -167,11 +167,11 @@ fn a_peer_link_takes_only_migrations_the_home_announced() {
         matches!(closed, Ok(Ok(None)) | Ok(Err(_))),
         "the link stayed open: {closed:?}"
     );
-    let log = c.log("n2");
-    assert!(
-        log.contains("sends migration 424242, which the home did not announce from it"),
-        "{log}"
-    );
+    // (Logged once the link is closed.)
+    wait_until("the refusal logged", Duration::from_secs(10), || {
+        c.log("n2")
+            .contains("sends migration 424242, which the home did not announce from it")
+    });
     // Migrations still go, directly.
     let job = big(&c, 8);
     let out = migrate(&c, None, job.id(), "n2");
@@ -539,4 +539,72 @@ fn a_process_writing_its_memory_moves_with_precopy_and_finds_it_whole() {
     assert!(counters.windows(2).all(|w| w[1] == w[0] + 1), "{rest}");
     let log = c.log("home");
     assert!(log.contains("pre-copied in"), "{log}");
+}
+
+/// The new node's link is cut while the pages go ahead in rounds: the
+/// migration fails once the home finds the node gone, the process runs on
+/// where it was, whole; once the link is back, it moves (over a new peer
+/// link: the one cut is not reused).
+#[test]
+fn a_link_cut_during_precopy_leaves_the_process_running_where_it_was() {
+    let c = Cluster::home_files(2);
+    let writer = build_program("migrate", "writer");
+    let writer = writer.to_str().unwrap();
+    // 400 MiB written at 50 MiB/s: rounds long enough to cut one.
+    let mut job = as_user(
+        &c,
+        None,
+        &["run", "--node", "n1", writer, "400", "50", "100"],
+    )
+    .stdin(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let home_pid = job.id();
+    let mut out = BufReader::new(job.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    assert_eq!(line, "READY\n");
+    let mut m = as_user(
+        &c,
+        None,
+        &["migrate", &home_pid.to_string(), "n2", "--precopy"],
+    )
+    .spawn()
+    .unwrap();
+    let mut err = m.stderr.take().unwrap();
+    let mut seen = Vec::new();
+    let mut b = [0u8; 1];
+    // The first pages are across: a round is under way.
+    while !text(&seen).contains("moving") {
+        assert_eq!(err.read(&mut b).unwrap(), 1, "{}", text(&seen));
+        seen.push(b[0]);
+    }
+    c.tb.cut_link("n2").unwrap();
+    m.stderr = Some(err);
+    let status = wait_timeout(&mut m, Duration::from_secs(60));
+    let said = text(&seen) + &stderr_of(&mut m);
+    c.tb.heal_link("n2").unwrap();
+    assert!(!status.success(), "{said}");
+    assert!(said.contains("goes on on n1"), "{said}");
+    let p = c.ps().into_iter().find(|p| p.home_pid == home_pid).unwrap();
+    assert_eq!(p.node, "n1");
+    // Back: it moves now.
+    c.tb.wait_nodes_up(2, Duration::from_secs(30)).unwrap();
+    let m = as_user(
+        &c,
+        None,
+        &["migrate", &home_pid.to_string(), "n2", "--precopy"],
+    )
+    .output()
+    .unwrap();
+    assert!(m.status.success(), "{}", text(&m.stderr));
+    job.stdin.take().unwrap().write_all(b"check\n").unwrap();
+    let mut rest = String::new();
+    out.read_to_string(&mut rest).unwrap();
+    let status = wait_timeout(&mut job, Duration::from_secs(30));
+    assert!(status.success(), "{rest}");
+    assert!(
+        rest.lines().last().unwrap_or("").starts_with("PASS "),
+        "{rest}"
+    );
 }
