@@ -1009,9 +1009,7 @@ impl PendingPages {
                     // The caller stopped (its sink failed): so does this.
                     let Ok(mut buf) = free_rx.recv() else { return };
                     buf.clear();
-                    let read = batch.iter().try_for_each(|&(addr, n)| {
-                        read_run(self.pid, &self.mem, &mut buf, addr, n, &self.zeros)
-                    });
+                    let read = read_batch(self.pid, &self.mem, &mut buf, batch, &self.zeros);
                     let failed = read.is_err();
                     let piece = read.map(|()| {
                         let crc = crc_of(&buf);
@@ -1080,11 +1078,48 @@ pub(crate) fn read_runs(
     let total: usize = runs.iter().map(|&(_, n)| 12 + n * PAGE).sum();
     let mut out = Vec::with_capacity(total);
     roam_sys::mem::huge_pages_for(&mut out);
-    for &(addr, n) in runs {
-        read_run(pid, mem, &mut out, addr, n, zeros)?;
+    // In batches: a dropped page moves what follows it in its batch only.
+    for batch in batches(runs, STREAM_CHUNK_PAGES) {
+        read_batch(pid, mem, &mut out, &batch, zeros)?;
     }
     let stored = stored_in(&out)?;
     Ok((out, stored))
+}
+
+/// Appends `runs` to `out` as [`read_run`] does each, read together (one
+/// process_vm_readv per thousand runs: a heap with a hole every few pages
+/// has thousands), then their zero pages taken out in one pass; one by
+/// one if some page may not be read that way.
+fn read_batch(
+    pid: i32,
+    mem: &std::fs::File,
+    out: &mut Vec<u8>,
+    runs: &[(u64, usize)],
+    zeros: &ZerosKept,
+) -> io::Result<()> {
+    let start = out.len();
+    let pages: Vec<(u64, usize)> = runs.iter().map(|&(a, n)| (a, n * PAGE)).collect();
+    let head = |i: usize| {
+        let mut h = [0u8; 12];
+        h[..8].copy_from_slice(&runs[i].0.to_le_bytes());
+        h[8..].copy_from_slice(&(runs[i].1 as u32).to_le_bytes());
+        h
+    };
+    if ptrace::read_runs_append(pid, out, &pages, head).is_err() {
+        return runs
+            .iter()
+            .try_for_each(|&(addr, n)| read_run(pid, mem, out, addr, n, zeros));
+    }
+    // Each run moved down to where the last one ended, without its zero
+    // pages: never past the bytes still to be moved.
+    let (mut src, mut dst) = (start, start);
+    for &(_, n) in runs {
+        let next = src + 12 + n * PAGE;
+        dst = compact_run(out, src, dst, zeros);
+        src = next;
+    }
+    out.truncate(dst);
+    Ok(())
 }
 
 /// Appends the run of `n` pages at `addr` to `out` (a run header, then
@@ -1106,26 +1141,31 @@ fn read_run(
         out.truncate(head + 12);
         roam_sys::mem::read_at_append(mem, out, n * PAGE, addr)?;
     }
-    drop_zero_pages(out, head, zeros);
+    let end = compact_run(out, head, head, zeros);
+    out.truncate(end);
     Ok(())
 }
 
-/// Rewrites the run whose header is at `head` (the last in `out`) without
-/// its zero pages (but those `zeros` keeps): split into runs around them,
-/// moved down in place. A new header (12 bytes) always follows a dropped
-/// page (4096), so writes never overtake reads.
-fn drop_zero_pages(out: &mut Vec<u8>, head: usize, zeros: &ZerosKept) {
-    let addr = u64::from_le_bytes(out[head..head + 8].try_into().expect("8 bytes"));
-    let n = (out.len() - head - 12) / PAGE;
-    let data = head + 12;
+/// Moves the run whose header is at `src` down to `dst` (at most `src`)
+/// without its zero pages (but those `zeros` keeps): split into runs
+/// around them. Returns where it ends. A new header (12 bytes) always
+/// follows a dropped page (4096), so writes never overtake reads, of this
+/// run or of those after it.
+fn compact_run(out: &mut [u8], src: usize, dst: usize, zeros: &ZerosKept) -> usize {
+    let addr = u64::from_le_bytes(out[src..src + 8].try_into().expect("8 bytes"));
+    let n = u32::from_le_bytes(out[src + 8..src + 12].try_into().expect("4 bytes")) as usize;
+    let data = src + 12;
     let page = |i: usize| data + i * PAGE;
     let dropped = |out: &[u8], i: usize| {
         is_zero(&out[page(i)..page(i) + PAGE]) && !zeros.keeps(addr + (i * PAGE) as u64)
     };
     if !(0..n).any(|i| dropped(out, i)) {
-        return;
+        if src != dst {
+            out.copy_within(src..data + n * PAGE, dst);
+        }
+        return dst + 12 + n * PAGE;
     }
-    let mut w = head;
+    let mut w = dst;
     let mut i = 0;
     while i < n {
         if dropped(out, i) {
@@ -1142,7 +1182,7 @@ fn drop_zero_pages(out: &mut Vec<u8>, head: usize, zeros: &ZerosKept) {
         out.copy_within(page(first)..page(i), w + 12);
         w += 12 + (i - first) * PAGE;
     }
-    out.truncate(w);
+    w
 }
 
 #[cfg(test)]
@@ -1431,7 +1471,8 @@ mod tests {
         for m in marks {
             out.extend(std::iter::repeat_n(m, PAGE));
         }
-        drop_zero_pages(&mut out, head, &ZerosKept::default());
+        let end = compact_run(&mut out, head, head, &ZerosKept::default());
+        out.truncate(end);
         assert_eq!(&out[..5], &[9; 5]);
         let runs = crate::image::decode_pages(&out[5..]).unwrap();
         let got: Vec<(u64, Vec<u8>)> = runs
@@ -1452,8 +1493,72 @@ mod tests {
         out.extend_from_slice(&1u32.to_le_bytes());
         out.extend(std::iter::repeat_n(5u8, PAGE));
         let before = out.clone();
-        drop_zero_pages(&mut out, 0, &ZerosKept::default());
+        let end = compact_run(&mut out, 0, 0, &ZerosKept::default());
+        out.truncate(end);
         assert_eq!(out, before);
+    }
+
+    #[test]
+    fn runs_read_together_are_the_runs_read_one_by_one() {
+        // Our own memory: 10 pages, pages 2, 5 and 9 zero; page 7 PROT_NONE
+        // in the second case (process_vm_readv cannot read it: one by one
+        // then, through /proc/self/mem).
+        for guard in [false, true] {
+            // SAFETY: a fresh private anonymous mapping of ours.
+            let m = unsafe {
+                libc::mmap(
+                    std::ptr::null_mut(),
+                    10 * PAGE,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                    -1,
+                    0,
+                )
+            } as *mut u8;
+            for p in [0usize, 1, 3, 4, 6, 7, 8] {
+                // SAFETY: inside the mapping.
+                unsafe { std::ptr::write_bytes(m.add(p * PAGE), p as u8 + 1, PAGE) };
+            }
+            if guard {
+                // SAFETY: a page of our mapping.
+                unsafe { libc::mprotect(m.add(7 * PAGE).cast(), PAGE, libc::PROT_NONE) };
+            }
+            let base = m as u64;
+            let runs = [
+                (base, 4),
+                (base + 4 * PAGE as u64, 1),
+                (base + 5 * PAGE as u64, 5),
+            ];
+            let mem = std::fs::File::open("/proc/self/mem").unwrap();
+            let mut out = vec![7u8; 3]; // what came before stays
+            read_batch(
+                std::process::id() as i32,
+                &mem,
+                &mut out,
+                &runs,
+                &ZerosKept::default(),
+            )
+            .unwrap();
+            assert_eq!(&out[..3], &[7; 3]);
+            let got: Vec<(u64, Vec<u8>)> = decode_pages(&out[3..])
+                .unwrap()
+                .iter()
+                .map(|r| (r.addr, r.data.chunks(PAGE).map(|p| p[0]).collect()))
+                .collect();
+            let at = |p: usize| base + (p * PAGE) as u64;
+            assert_eq!(
+                got,
+                vec![
+                    (at(0), vec![1, 2]),
+                    (at(3), vec![4]),
+                    (at(4), vec![5]),
+                    (at(6), vec![7, 8, 9]),
+                ],
+                "guard: {guard}"
+            );
+            // SAFETY: our mapping, no longer used.
+            unsafe { libc::munmap(m.cast(), 10 * PAGE) };
+        }
     }
 
     #[test]
@@ -1488,7 +1593,8 @@ mod tests {
         out.extend_from_slice(&0x10_000u64.to_le_bytes());
         out.extend_from_slice(&4u32.to_le_bytes());
         out.resize(12 + 4 * PAGE, 0);
-        drop_zero_pages(&mut out, 0, &zeros);
+        let end = compact_run(&mut out, 0, 0, &zeros);
+        out.truncate(end);
         let runs = crate::image::decode_pages(&out).unwrap();
         assert_eq!(runs.len(), 1);
         assert_eq!((runs[0].addr, runs[0].data.len()), (0x12_000, 2 * PAGE));

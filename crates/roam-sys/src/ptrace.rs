@@ -291,6 +291,75 @@ pub fn read_memory(pid: i32, addr: u64, buf: &mut [u8]) -> io::Result<usize> {
     Ok(n as usize)
 }
 
+/// The most iovecs process_vm_readv takes on each side (UIO_MAXIOV).
+const MAX_IOV: usize = 1024;
+
+/// Appends to `out`, for each run `(addr, len)` of `runs`, its `head`
+/// (`H` bytes, made by the caller) then `len` bytes of process `pid`'s
+/// memory at `addr`: read straight into `out`'s spare capacity with one
+/// process_vm_readv per [`MAX_IOV`] runs instead of one per run. All or
+/// nothing: a short read (an unreadable page) is an error (EFAULT) and
+/// leaves `out` as it was.
+pub fn read_runs_append<const H: usize>(
+    pid: i32,
+    out: &mut Vec<u8>,
+    runs: &[(u64, usize)],
+    head: impl Fn(usize) -> [u8; H],
+) -> io::Result<()> {
+    let total: usize = runs.iter().map(|&(_, len)| H + len).sum();
+    out.reserve(total);
+    let spare = out.spare_capacity_mut();
+    let mut local: Vec<libc::iovec> = Vec::with_capacity(runs.len().min(MAX_IOV));
+    let mut remote: Vec<libc::iovec> = Vec::with_capacity(runs.len().min(MAX_IOV));
+    let mut pos = 0usize;
+    for (i, chunk) in runs.chunks(MAX_IOV).enumerate() {
+        local.clear();
+        remote.clear();
+        let mut want = 0usize;
+        for (j, &(addr, len)) in chunk.iter().enumerate() {
+            for (k, b) in head(i * MAX_IOV + j).into_iter().enumerate() {
+                spare[pos + k].write(b);
+            }
+            pos += H;
+            local.push(libc::iovec {
+                iov_base: spare[pos..].as_mut_ptr().cast(),
+                iov_len: len,
+            });
+            remote.push(libc::iovec {
+                iov_base: addr as *mut libc::c_void,
+                iov_len: len,
+            });
+            pos += len;
+            want += len;
+        }
+        // SAFETY: each local iovec covers `len` bytes of spare capacity
+        // (reserved above for every head and run, in order, none
+        // overlapping); the remote ones name memory of the other process,
+        // which the kernel checks and never dereferences here. The counts
+        // are at most UIO_MAXIOV.
+        let n = unsafe {
+            libc::process_vm_readv(
+                pid,
+                local.as_ptr(),
+                local.len() as libc::c_ulong,
+                remote.as_ptr(),
+                remote.len() as libc::c_ulong,
+                0,
+            )
+        };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if n as usize != want {
+            return Err(io::Error::from_raw_os_error(libc::EFAULT));
+        }
+    }
+    // SAFETY: every byte up to `total` was written: the heads above, the
+    // runs by process_vm_readv (all of each chunk, checked).
+    unsafe { out.set_len(out.len() + total) };
+    Ok(())
+}
+
 /// Appends `len` bytes of process `pid`'s memory at `addr` to `out`, read
 /// straight into its spare capacity (process_vm_readv: one copy, not
 /// zeroed first). All or nothing: a short read (an unreadable page) is an
