@@ -368,3 +368,74 @@ fn binfmt_runs_foreign_programs_from_any_shell() {
     let status = text(&c.run(&["binfmt", "status"]).stdout);
     assert!(!status.contains("roam-aarch64:"), "{status}");
 }
+
+/// A foreign program under its runner (qemu-user, on native nodes that
+/// run aarch64 through it) migrates between nodes with it: the runner is
+/// an x86_64 process like any other, its guest's memory in its own. The
+/// writer (`tests/programs/migrate/writer.c`, built for aarch64) moves
+/// n1 -> n2 -> n1, its counters come once each and in order, and it finds
+/// every page of its heap as it last wrote it.
+#[test]
+fn a_foreign_program_migrates_with_its_runner() {
+    let mut opts = TestbedOpts::new(2, bin_dir().join("roamd"));
+    opts.runners = vec![Arch::Aarch64];
+    // The binary is built in the home's tree (under /tmp on CI).
+    opts.home_files = true;
+    let tb = Testbed::up(opts).expect("testbed up");
+    tb.wait_nodes_up(2, Duration::from_secs(20))
+        .expect("nodes up");
+    let c = Cluster { tb };
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("migrate-progs");
+    std::fs::create_dir_all(&dir).unwrap();
+    let bin = dir.join("writer-aarch64");
+    let tmp = dir.join(format!(".writer-aarch64-{}", std::process::id()));
+    let st = Command::new("aarch64-linux-gnu-gcc")
+        .args(["-static", "-O1", "-o"])
+        .arg(&tmp)
+        .arg(root.join("tests/programs/migrate/writer.c"))
+        .status()
+        .expect("aarch64-linux-gnu-gcc (gcc-aarch64-linux-gnu)");
+    assert!(st.success(), "aarch64-linux-gnu-gcc writer.c");
+    std::fs::rename(&tmp, &bin).unwrap();
+    // 8 MiB written at 2 MiB/s, a counter every 100 ms.
+    let mut job = c
+        .roam()
+        .args(["run", "--node", "n1"])
+        .arg(&bin)
+        .args(["8", "2", "100"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let home_pid = job.id();
+    let mut out = BufReader::new(job.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    assert_eq!(line, "READY\n");
+    for to in ["n2", "n1"] {
+        std::thread::sleep(Duration::from_millis(300));
+        let m = c
+            .roam()
+            .args(["migrate", &home_pid.to_string(), to])
+            .output()
+            .unwrap();
+        assert!(m.status.success(), "migrate to {to}: {}", text(&m.stderr));
+        let p = c.ps().into_iter().find(|p| p.home_pid == home_pid).unwrap();
+        assert_eq!(p.node, to);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    job.stdin.take().unwrap().write_all(b"check\n").unwrap();
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut out, &mut rest).unwrap();
+    let status = wait_timeout(&mut job, Duration::from_secs(30));
+    assert!(status.success(), "{rest}");
+    assert!(
+        rest.lines().last().unwrap_or("").starts_with("PASS "),
+        "{rest}"
+    );
+    let counters: Vec<u64> = rest.lines().filter_map(|l| l.parse().ok()).collect();
+    assert!(counters.len() > 3, "{rest}");
+    assert!(counters.windows(2).all(|w| w[1] == w[0] + 1), "{rest}");
+}
