@@ -110,6 +110,9 @@ pub struct NodeShared {
     peer_acks: Mutex<HashMap<u64, FrameTx>>,
     /// Peer links to other nodes, by name, kept for the migrations after.
     peers: Mutex<HashMap<String, FrameTx>>,
+    /// Told when a transfer opens or a migration is announced (what peer
+    /// links wait for).
+    opened: tokio::sync::Notify,
 }
 
 /// The home's files, mounted, and the transport the mount calls through.
@@ -236,6 +239,7 @@ impl NodeShared {
     fn open_transfer(&self, req: u64) -> mpsc::UnboundedReceiver<LinkMsg> {
         let (tx, rx) = mpsc::unbounded_channel();
         self.transfers.lock().unwrap().insert(req, tx);
+        self.opened.notify_waiters();
         rx
     }
 
@@ -299,6 +303,7 @@ pub async fn run(cfg: &Config, identity: Identity) -> std::io::Result<()> {
         expected: Mutex::default(),
         peer_acks: Mutex::default(),
         peers: Mutex::default(),
+        opened: tokio::sync::Notify::new(),
     });
     if let Some(l) = peers {
         tokio::spawn(peer::listen(shared.clone(), l));
@@ -753,6 +758,7 @@ fn handle_link_msg(shared: &Arc<NodeShared>, tx: &FrameTx, msg: LinkMsg) {
         LinkMsg::PreCopy { req, .. } => shared.precopy(req, msg),
         LinkMsg::Expect { req, from } => {
             shared.expected.lock().unwrap().insert(req, from);
+            shared.opened.notify_waiters();
         }
         LinkMsg::Restore {
             req,

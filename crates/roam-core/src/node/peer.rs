@@ -17,7 +17,7 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use roam_net::framed::{FrameReader, FrameWriter};
 use roam_net::tls;
@@ -195,7 +195,7 @@ async fn relay<R: tokio::io::AsyncRead + Unpin>(
             other => return Err(format!("node {name} sent {other:?} on a peer link")),
         };
         if !open.contains(&req) {
-            let announced = wait_for(|| {
+            let announced = wait_for(shared, || {
                 shared
                     .expected
                     .lock()
@@ -219,7 +219,7 @@ async fn relay<R: tokio::io::AsyncRead + Unpin>(
                 // The image may come before the home's `Restore` opens its
                 // transfer: it waits for it (the sender, for acks).
                 let mut queue = None;
-                wait_for(|| {
+                wait_for(shared, || {
                     queue = shared.transfers.lock().unwrap().get(&req).cloned();
                     queue.is_some()
                 })
@@ -240,16 +240,20 @@ async fn relay<R: tokio::io::AsyncRead + Unpin>(
     }
 }
 
-/// Waits until `ready` holds, for a while; whether it did.
-async fn wait_for(mut ready: impl FnMut() -> bool) -> bool {
-    let since = Instant::now();
+/// Waits until `ready` holds, for a while (woken when a transfer opens or
+/// a migration is announced); whether it did.
+async fn wait_for(shared: &NodeShared, mut ready: impl FnMut() -> bool) -> bool {
+    let until = tokio::time::Instant::now() + ANNOUNCED_WITHIN;
     loop {
+        let opened = shared.opened.notified();
+        tokio::pin!(opened);
+        // Registered before the check: a change right after it wakes us.
+        opened.as_mut().enable();
         if ready() {
             return true;
         }
-        if since.elapsed() > ANNOUNCED_WITHIN {
-            return false;
+        if tokio::time::timeout_at(until, opened).await.is_err() {
+            return ready();
         }
-        tokio::time::sleep(Duration::from_millis(2)).await;
     }
 }
