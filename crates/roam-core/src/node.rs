@@ -144,8 +144,13 @@ struct OwnedSpawn {
 }
 
 impl NodeShared {
-    fn send(&self, msg: &LinkMsg) {
-        self.link_send(msg);
+    /// Sends `msg` to the home; false if the link is down.
+    fn send(&self, msg: &LinkMsg) -> bool {
+        self.link
+            .lock()
+            .unwrap()
+            .as_ref()
+            .is_some_and(|link| link.send("link", msg))
     }
 
     /// Sends an encoded frame to the home; false if the link is down.
@@ -155,15 +160,6 @@ impl NodeShared {
             .unwrap()
             .as_ref()
             .is_some_and(|link| link.send_frame(frame))
-    }
-
-    /// Sends `msg` to the home; false if the link is down.
-    fn link_send(&self, msg: &LinkMsg) -> bool {
-        self.link
-            .lock()
-            .unwrap()
-            .as_ref()
-            .is_some_and(|link| link.send("link", msg))
     }
 
     fn reports(&self) -> Vec<SessionReport> {
