@@ -1,0 +1,54 @@
+//! A remote executable for the GridRPC demo and tests: serves the
+//! functions of `demo.idl` to the client that started it.
+
+use roam_rpc::worker::{Args, Worker};
+use roam_rpc::Data;
+
+fn main() {
+    let mut w = Worker::new(include_str!("demo.idl")).unwrap_or_else(|e| {
+        eprintln!("demo_worker: {e}");
+        std::process::exit(2)
+    });
+    let reg = |w: &mut Worker, name: &str, f: fn(&mut Args) -> Result<(), String>| {
+        w.register(name, f).expect("in the interface");
+    };
+    reg(&mut w, "dmmul", |a| {
+        let n = a.int("n")? as usize;
+        let (x, y) = (a.doubles("A")?.to_vec(), a.doubles("B")?.to_vec());
+        let c = a.doubles_mut("C")?;
+        for i in 0..n {
+            for k in 0..n {
+                let aik = x[i * n + k];
+                for j in 0..n {
+                    c[i * n + j] += aik * y[k * n + j];
+                }
+            }
+        }
+        Ok(())
+    });
+    let mut total: i64 = 0;
+    w.register("count", move |a: &mut Args| {
+        total += a.int("add")?;
+        a.set("total", total)
+    })
+    .expect("in the interface");
+    reg(&mut w, "where", |a| {
+        let mut name = std::env::var("ROAM_NODE").unwrap_or_default().into_bytes();
+        name.resize(64, 0);
+        a.set("node", Data::Char(name))
+    });
+    reg(&mut w, "nap", |a| {
+        let ms = a.int("ms")?;
+        std::thread::sleep(std::time::Duration::from_millis(ms.max(0) as u64));
+        a.set("slept", ms as i32)
+    });
+    reg(&mut w, "fail", |a| Err(a.str("why")?));
+    reg(&mut w, "crash", |a| {
+        std::process::exit(a.int("code")? as i32)
+    });
+    reg(&mut w, "null", |_| Ok(()));
+    if let Err(e) = w.serve_env() {
+        eprintln!("demo_worker: {e}");
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,20 @@
+//! roam-rpc: GridRPC (the OGF standard of Ninf-G and OmniRPC) over roam.
+//!
+//! - [`idl`]: the interface language of remote executables;
+//! - [`data`]: argument values and their byte-order-independent encoding;
+//! - [`proto`]: the client–worker frames and authentication;
+//! - [`worker`]: the library a remote executable serves calls with;
+//! - [`client`]: the client engine (handles, sessions, the wait family);
+//! - [`capi`]: the standard C API over the engine (`include/grpc.h`).
+//!
+//! See docs/design/rpc.md.
+
+pub mod capi;
+pub mod client;
+pub mod data;
+pub mod idl;
+pub mod proto;
+pub mod worker;
+
+pub use client::{Client, Code, Config, Handle, RpcError};
+pub use data::Data;

@@ -1,0 +1,269 @@
+//! The worker side: a remote executable registers its functions and
+//! serves calls until its client hangs up.
+//!
+//! ```no_run
+//! use roam_rpc::worker::{Args, Worker};
+//! let mut w = Worker::new("Define add(IN int a, IN int b, OUT int c)").unwrap();
+//! w.register("add", |a: &mut Args| {
+//!     let c = a.int("a")? + a.int("b")?;
+//!     a.set("c", c)
+//! }).unwrap();
+//! w.serve_env().unwrap();
+//! ```
+//!
+//! Calls run one at a time, in order, on the serving thread: a function
+//! keeps whatever state it likes between calls (the handle that started
+//! the worker keeps it running).
+
+use std::collections::HashMap;
+use std::io::{BufReader, BufWriter, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+use crate::data::{self, Data, Dir};
+use crate::idl::{self, Function, Idl, IdlError};
+use crate::proto::{self, Hello, ProtoError};
+
+/// The environment a client gives a worker it starts.
+pub const ENV_CONNECT: &str = "ROAM_RPC_CONNECT";
+pub const ENV_KEY: &str = "ROAM_RPC_KEY";
+pub const ENV_ID: &str = "ROAM_RPC_ID";
+
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error("interface: {0}")]
+    Idl(#[from] IdlError),
+    #[error("{0} is not in the interface")]
+    Unknown(String),
+    #[error("not started by a roam-rpc client: {0} is not set or malformed")]
+    Env(&'static str),
+    #[error("cannot reach the client at {addrs}: {error}")]
+    Connect {
+        addrs: String,
+        error: std::io::Error,
+    },
+    #[error("talking to the client: {0}")]
+    Proto(#[from] ProtoError),
+}
+
+/// What a function fails with: the message the caller gets.
+pub type CallError = String;
+
+type Handler = Box<dyn FnMut(&mut Args) -> Result<(), CallError> + Send>;
+
+/// A call's arguments: one value per parameter; OUT ones arrive as zeros
+/// of their size, for the function to fill.
+pub struct Args<'f> {
+    pub func: &'f Function,
+    pub values: Vec<Data>,
+}
+
+impl Args<'_> {
+    fn index(&self, name: &str) -> Result<usize, CallError> {
+        self.func
+            .params
+            .iter()
+            .position(|p| p.name == name)
+            .ok_or_else(|| format!("{} has no parameter {name}", self.func.name))
+    }
+
+    pub fn get(&self, name: &str) -> Result<&Data, CallError> {
+        Ok(&self.values[self.index(name)?])
+    }
+
+    pub fn get_mut(&mut self, name: &str) -> Result<&mut Data, CallError> {
+        let i = self.index(name)?;
+        Ok(&mut self.values[i])
+    }
+
+    /// An integer scalar.
+    pub fn int(&self, name: &str) -> Result<i64, CallError> {
+        self.get(name)?
+            .as_i64()
+            .ok_or_else(|| format!("{name} is not an integer scalar"))
+    }
+
+    pub fn doubles(&self, name: &str) -> Result<&[f64], CallError> {
+        match self.get(name)? {
+            Data::Double(v) => Ok(v),
+            _ => Err(format!("{name} is not double")),
+        }
+    }
+
+    pub fn doubles_mut(&mut self, name: &str) -> Result<&mut [f64], CallError> {
+        match self.get_mut(name)? {
+            Data::Double(v) => Ok(v),
+            _ => Err(format!("{name} is not double")),
+        }
+    }
+
+    pub fn str(&self, name: &str) -> Result<String, CallError> {
+        match self.get(name)? {
+            Data::Str(s) => Ok(String::from_utf8_lossy(s).into_owned()),
+            _ => Err(format!("{name} is not a string")),
+        }
+    }
+
+    /// Sets an OUT or INOUT value; its type and size must be the
+    /// interface's.
+    pub fn set(&mut self, name: &str, value: impl Into<Data>) -> Result<(), CallError> {
+        let value = value.into();
+        let slot = self.get_mut(name)?;
+        if slot.ty() != value.ty() || slot.len() != value.len() {
+            return Err(format!(
+                "{name} must be {} {:?}, not {} {:?}",
+                slot.len(),
+                slot.ty(),
+                value.len(),
+                value.ty()
+            ));
+        }
+        *slot = value;
+        Ok(())
+    }
+}
+
+/// A remote executable's functions.
+pub struct Worker {
+    idl: Idl,
+    handlers: HashMap<String, Handler>,
+    max_frame: usize,
+}
+
+impl Worker {
+    /// A worker with this interface (IDL text).
+    pub fn new(idl_text: &str) -> Result<Worker, WorkerError> {
+        Ok(Worker {
+            idl: idl::parse(idl_text)?,
+            handlers: HashMap::new(),
+            max_frame: proto::DEFAULT_MAX_FRAME,
+        })
+    }
+
+    pub fn idl(&self) -> &Idl {
+        &self.idl
+    }
+
+    /// Serves calls of `name` with `f`.
+    pub fn register(
+        &mut self,
+        name: &str,
+        f: impl FnMut(&mut Args) -> Result<(), CallError> + Send + 'static,
+    ) -> Result<(), WorkerError> {
+        if self.idl.function(name).is_none() {
+            return Err(WorkerError::Unknown(name.into()));
+        }
+        self.handlers.insert(name.into(), Box::new(f));
+        Ok(())
+    }
+
+    /// Connects to the client named in the environment and serves it
+    /// until it hangs up or says goodbye.
+    pub fn serve_env(&mut self) -> Result<(), WorkerError> {
+        let addrs = std::env::var(ENV_CONNECT).map_err(|_| WorkerError::Env(ENV_CONNECT))?;
+        let key = std::env::var(ENV_KEY)
+            .ok()
+            .and_then(|k| proto::key_from_hex(&k))
+            .ok_or(WorkerError::Env(ENV_KEY))?;
+        let id: u32 = std::env::var(ENV_ID)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .ok_or(WorkerError::Env(ENV_ID))?;
+        // The key is not for the program's children.
+        std::env::remove_var(ENV_KEY);
+        let stream = connect_any(&addrs)?;
+        self.serve(stream, id, &key)
+    }
+
+    /// Serves one client over `stream`.
+    pub fn serve(&mut self, stream: TcpStream, id: u32, key: &[u8; 32]) -> Result<(), WorkerError> {
+        let _ = stream.set_nodelay(true);
+        let mut r =
+            BufReader::with_capacity(256 * 1024, stream.try_clone().map_err(ProtoError::Io)?);
+        let mut w = BufWriter::with_capacity(256 * 1024, stream);
+        let hello = Hello {
+            id,
+            nonce: proto::nonce(),
+            interface: self.idl.to_string(),
+        };
+        proto::write_frame(&mut w, proto::HELLO, &hello.encode()).map_err(ProtoError::Io)?;
+        w.flush().map_err(ProtoError::Io)?;
+        let auth = proto::expect_frame(&mut r, proto::AUTH, proto::HANDSHAKE_MAX)?;
+        let ok = proto::worker_check(key, &hello, &auth)?;
+        proto::write_frame(&mut w, proto::AUTH_OK, &ok).map_err(ProtoError::Io)?;
+        w.flush().map_err(ProtoError::Io)?;
+        loop {
+            let Some((kind, body)) = proto::read_frame(&mut r, self.max_frame)? else {
+                return Ok(());
+            };
+            match kind {
+                proto::BYE => return Ok(()),
+                proto::CALL => {
+                    let reply = self.call(&body)?;
+                    proto::write_frame(&mut w, proto::REPLY, &reply).map_err(ProtoError::Io)?;
+                    w.flush().map_err(ProtoError::Io)?;
+                }
+                other => {
+                    return Err(ProtoError::Unexpected {
+                        want: proto::CALL,
+                        got: other,
+                    }
+                    .into())
+                }
+            }
+        }
+    }
+
+    /// Runs one call; the reply's body.
+    fn call(&mut self, body: &[u8]) -> Result<Vec<u8>, WorkerError> {
+        let (id, name, raw) = proto::decode_call(body)?;
+        let fail = |status: u8, msg: &str| {
+            let mut b = proto::reply_head(id, status);
+            b.extend_from_slice(msg.as_bytes());
+            b
+        };
+        let (Some(func), Some(handler)) = (self.idl.function(name), self.handlers.get_mut(name))
+        else {
+            return Ok(fail(
+                proto::NO_FUNCTION,
+                &format!("this worker has no function {name}"),
+            ));
+        };
+        let values = match data::decode_call(func, raw) {
+            Ok(v) => v,
+            Err(e) => return Ok(fail(proto::BAD_ARGS, &e.to_string())),
+        };
+        let mut args = Args { func, values };
+        if let Err(msg) = handler(&mut args) {
+            return Ok(fail(proto::FAILED, &msg));
+        }
+        let mut b = proto::reply_head(id, proto::OK);
+        if let Err(e) = data::encode(func, &args.values, Dir::Reply, &mut b) {
+            return Ok(fail(proto::FAILED, &e.to_string()));
+        }
+        Ok(b)
+    }
+}
+
+/// Connects to the first of `addrs` (comma-separated) that answers.
+fn connect_any(addrs: &str) -> Result<TcpStream, WorkerError> {
+    let mut last = std::io::Error::other("no address");
+    for a in addrs.split(',').filter(|a| !a.is_empty()) {
+        match a.parse::<SocketAddr>() {
+            Ok(sa) => match TcpStream::connect_timeout(&sa, Duration::from_secs(5)) {
+                Ok(s) => return Ok(s),
+                Err(e) => last = e,
+            },
+            Err(_) => {
+                last = std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    format!("bad address {a}"),
+                )
+            }
+        }
+    }
+    Err(WorkerError::Connect {
+        addrs: addrs.into(),
+        error: last,
+    })
+}

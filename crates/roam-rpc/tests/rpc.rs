@@ -1,0 +1,320 @@
+//! GridRPC end to end on the netns testbed: real roamd daemons, workers
+//! started as roam remote processes, the C API from a C program and the
+//! Rust API from these tests. The testbed serves the home's files, so the
+//! nodes run the worker from this build tree wherever it is.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use roam_proto::types::ProcInfo;
+use roam_rpc::{Client, Code, Config, Data};
+use roam_testbed::{Testbed, TestbedOpts};
+
+/// target/debug (or release): where the binaries and the library are.
+fn build_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test path");
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("target dir")
+        .to_owned()
+}
+
+fn worker() -> PathBuf {
+    build_dir().join("examples/demo_worker")
+}
+
+const IDL: &str = include_str!("../examples/demo.idl");
+
+struct Bed {
+    tb: Testbed,
+}
+
+impl Bed {
+    fn up() -> Bed {
+        let mut opts = TestbedOpts::new(2, build_dir().join("roamd"));
+        opts.home_files = true;
+        let tb = Testbed::up(opts).expect("testbed up");
+        tb.wait_nodes_up(2, Duration::from_secs(20))
+            .expect("nodes up");
+        Bed { tb }
+    }
+
+    fn config(&self) -> Config {
+        let mut c = Config::new();
+        c.roam = build_dir().join("roam");
+        c.socket = Some(self.tb.socket().to_owned());
+        c.executable(worker(), IDL).expect("idl");
+        c
+    }
+
+    fn ps(&self) -> Vec<ProcInfo> {
+        let out = Command::new(build_dir().join("roam"))
+            .args(["ps", "--json"])
+            .env("ROAM_SOCKET", self.tb.socket())
+            .output()
+            .expect("roam ps");
+        assert!(out.status.success());
+        serde_json::from_slice(&out.stdout).expect("ps json")
+    }
+
+    fn workers(&self) -> Vec<ProcInfo> {
+        self.ps()
+            .into_iter()
+            .filter(|p| p.command.contains("demo_worker"))
+            .collect()
+    }
+}
+
+fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+#[test]
+fn the_c_api_runs_calls_on_the_workers() {
+    if !root() {
+        eprintln!("skipped: the testbed needs root");
+        return;
+    }
+    let bed = Bed::up();
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("rpc-c-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let client = dir.join("dmmul_client");
+    let src = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let cc = Command::new("cc")
+        .args(["-O2", "-Wall", "-Wextra", "-Werror"])
+        .arg(src.join("examples/c/dmmul_client.c"))
+        .arg("-I")
+        .arg(src.join("include"))
+        .arg("-L")
+        .arg(build_dir())
+        .args(["-lroam_rpc", "-lm", "-o"])
+        .arg(&client)
+        .output()
+        .expect("cc runs");
+    assert!(
+        cc.status.success(),
+        "cc: {}",
+        String::from_utf8_lossy(&cc.stderr)
+    );
+    let cfg = dir.join("client.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "roam = {:?}\nsocket = {:?}\n[[executable]]\npath = {:?}\nidl = {:?}\n",
+            build_dir().join("roam"),
+            bed.tb.socket(),
+            worker(),
+            src.join("examples/demo.idl"),
+        ),
+    )
+    .unwrap();
+    let out = Command::new(&client)
+        .arg(&cfg)
+        .arg("n2")
+        .env("LD_LIBRARY_PATH", build_dir())
+        .output()
+        .expect("client runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("ALL PASS"),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Every worker ended with the client.
+    wait_until("the workers to end", || bed.workers().is_empty());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_bound_handle_keeps_its_worker_and_its_state_and_roam_ps_shows_it() {
+    if !root() {
+        eprintln!("skipped: the testbed needs root");
+        return;
+    }
+    let bed = Bed::up();
+    let client = Client::new(bed.config()).unwrap();
+    let h = client.handle_on("n1", "count").unwrap();
+    for (add, want) in [(5, 5i64), (7, 12), (-2, 10)] {
+        let out = h.call(&[Data::from(add), Data::Long(vec![])]).unwrap();
+        assert_eq!(out, vec![Data::from(want)]);
+    }
+    let ws = bed.workers();
+    assert_eq!(ws.len(), 1, "{ws:?}");
+    assert_eq!(ws[0].node, "n1");
+    // The remote executable runs where the handle says, as a roam process.
+    let w = client.handle_on("n1", "where").unwrap();
+    let out = w.call(&[Data::Char(vec![])]).unwrap();
+    let Data::Char(name) = &out[0] else {
+        panic!("{out:?}")
+    };
+    assert!(name.starts_with(b"n1\0"), "{name:?}");
+    drop(h);
+    drop(w);
+    wait_until("the bound workers to end", || bed.workers().is_empty());
+    client.shutdown();
+}
+
+#[test]
+fn default_handles_spread_calls_and_run_them_again_when_a_worker_dies() {
+    if !root() {
+        eprintln!("skipped: the testbed needs root");
+        return;
+    }
+    let bed = Bed::up();
+    let mut cfg = bed.config();
+    cfg.retries = 1;
+    let client = Client::new(cfg).unwrap();
+    let h = client.handle("nap").unwrap();
+    let ids: Vec<i32> = (0..2)
+        .map(|_| {
+            h.call_async(&[Data::from(1500), Data::Int(vec![])])
+                .unwrap()
+        })
+        .collect();
+    wait_until("two workers", || bed.workers().len() == 2);
+    let mut nodes: Vec<String> = bed.workers().into_iter().map(|p| p.node).collect();
+    nodes.sort();
+    assert_eq!(nodes, ["n1", "n2"], "one worker per node");
+    // Kill one worker in the middle of its call: the call runs again on
+    // the other and still succeeds.
+    let victim = bed.workers()[0].home_pid;
+    let kill = Command::new(build_dir().join("roam"))
+        .args(["kill", "-KILL", &victim.to_string()])
+        .env("ROAM_SOCKET", bed.tb.socket())
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    for id in ids {
+        assert_eq!(client.wait(id).unwrap(), vec![Data::from(1500)]);
+    }
+    client.shutdown();
+    wait_until("the workers to end", || bed.workers().is_empty());
+}
+
+#[test]
+fn failures_end_in_the_standard_errors() {
+    if !root() {
+        eprintln!("skipped: the testbed needs root");
+        return;
+    }
+    let bed = Bed::up();
+    let mut cfg = bed.config();
+    cfg.timeout = Some(Duration::from_millis(500));
+    let client = Client::new(cfg).unwrap();
+    // Names that do not exist.
+    assert_eq!(
+        client.handle("nosuch").err().unwrap().code,
+        Code::FunctionNotFound
+    );
+    let e = client.handle_on("n9", "null").err().unwrap();
+    assert_eq!(e.code, Code::ServerNotFound, "{e}");
+    // Arguments that do not match the interface.
+    let h = client.handle_on("n1", "dmmul").unwrap();
+    let e = h
+        .call(&[
+            Data::from(2),
+            Data::from(vec![1.0; 3]),
+            Data::from(vec![1.0; 4]),
+            Data::Double(vec![]),
+        ])
+        .unwrap_err();
+    assert_eq!(e.code, Code::OtherErrorCode);
+    assert!(
+        e.msg.contains("A has 3 elements, the interface says 4"),
+        "{e}"
+    );
+    // The function's own failure.
+    let f = client.handle_on("n1", "fail").unwrap();
+    let e = f.call(&[Data::from("bad input")]).unwrap_err();
+    assert_eq!(e.code, Code::SessionFailed);
+    assert!(e.msg.contains("bad input"), "{e}");
+    // A timeout, and the handle works again after it.
+    let n = client.handle_on("n2", "nap").unwrap();
+    let e = n.call(&[Data::from(5000), Data::Int(vec![])]).unwrap_err();
+    assert!(
+        e.code == Code::SessionFailed && e.msg.contains("timed out"),
+        "{e}"
+    );
+    assert_eq!(
+        n.call(&[Data::from(1), Data::Int(vec![])]).unwrap(),
+        vec![Data::from(1)]
+    );
+    // A worker that crashes in a call.
+    let c = client.handle_on("n2", "crash").unwrap();
+    let e = c.call(&[Data::from(3)]).unwrap_err();
+    assert_eq!(e.code, Code::CommunicationFailed, "{e}");
+    assert!(e.msg.contains("exit status: 3"), "{e}");
+    client.shutdown();
+
+    // A worker whose interface is not the configuration's.
+    let mut cfg = bed.config();
+    cfg.executables.clear();
+    cfg.executable(
+        worker(),
+        "Define dmmul(IN int n, IN double A[n], OUT double C[n])",
+    )
+    .unwrap();
+    let client = Client::new(cfg).unwrap();
+    let e = client.handle_on("n1", "dmmul").err().unwrap();
+    assert_eq!(e.code, Code::RpcRefused);
+    assert!(
+        e.msg.contains("says dmmul(IN int n, IN double A[n][n]"),
+        "{e}"
+    );
+    // An executable that is not a worker at all.
+    let mut cfg = bed.config();
+    cfg.executables.clear();
+    cfg.start_timeout = Duration::from_secs(5);
+    cfg.executable("/bin/true", "Define null()").unwrap();
+    let client = Client::new(cfg).unwrap();
+    let e = client.handle_on("n1", "null").err().unwrap();
+    assert_eq!(e.code, Code::RpcRefused);
+    assert!(e.msg.contains("ended before it connected"), "{e}");
+    wait_until("the workers to end", || bed.workers().is_empty());
+}
+
+#[test]
+fn the_rust_sweep_example_farms_out_its_jobs() {
+    if !root() {
+        eprintln!("skipped: the testbed needs root");
+        return;
+    }
+    let bed = Bed::up();
+    let dir =
+        Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("rpc-sweep-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = dir.join("client.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "roam = {:?}\nsocket = {:?}\n[[executable]]\npath = {:?}\nidl = {:?}\n",
+            build_dir().join("roam"),
+            bed.tb.socket(),
+            worker(),
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/demo.idl"),
+        ),
+    )
+    .unwrap();
+    let out = Command::new(build_dir().join("examples/sweep"))
+        .arg(&cfg)
+        .arg("12")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("12/12"),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
