@@ -46,6 +46,7 @@ fn main() {
     reg(&mut w, "crash", |a| {
         std::process::exit(a.int("code")? as i32)
     });
+    reg(&mut w, "echo", |_| Ok(()));
     reg(&mut w, "null", |_| Ok(()));
     if let Err(e) = w.serve_env() {
         eprintln!("demo_worker: {e}");
