@@ -34,7 +34,7 @@ fn main() {
     for j in 0..jobs {
         let a: Vec<f64> = (0..n * n).map(|i| (i % 3) as f64 * j as f64).collect();
         let id = h
-            .call_async(&[
+            .call_async(vec![
                 Data::from(n as i32),
                 Data::from(a.clone()),
                 Data::from(b.clone()),

@@ -393,7 +393,7 @@ pub unsafe extern "C" fn roam_rpc_call_v(
             unsafe { std::ptr::copy_nonoverlapping(v.as_mut_ptr(), ptr.0, len) };
         }
     });
-    let id = match client.call_async(&h, &values, Some(hook)) {
+    let id = match client.call_async(&h, values, Some(hook)) {
         Ok(id) => id,
         Err(e) => return fail(e),
     };

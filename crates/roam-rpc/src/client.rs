@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 
-use crate::data::{self, Data, Dir};
+use crate::data::{self, Body, Data, DataError, Dir, Order};
 use crate::idl::{self, Function, Idl};
 use crate::proto::{self, Hello, ProtoError};
 use crate::worker::{ENV_CONNECT, ENV_ID, ENV_KEY};
@@ -268,12 +268,14 @@ struct State {
 
 struct Pending {
     key: [u8; 32],
-    conn: Option<Result<(TcpStream, Hello), String>>,
+    conn: Option<Result<(TcpStream, Hello, Order), String>>,
 }
 
 struct Worker {
     id: u32,
     node: String,
+    /// The byte order of arrays on its connection.
+    order: Order,
     writer: Mutex<TcpStream>,
     child: Mutex<Child>,
     outstanding: AtomicUsize,
@@ -290,7 +292,7 @@ struct Session {
     worker: u32,
     pooled: bool,
     counts: Vec<usize>,
-    body: Arc<Vec<u8>>,
+    args: Arc<Vec<Data>>,
     retries_left: u32,
     deadline: Option<Instant>,
     hook: Option<Hook>,
@@ -434,17 +436,7 @@ impl Client {
                 ok[st.rr % ok.len()].name.clone()
             }
         };
-        // Where the worker can reach us: our address toward each node.
-        let mut addrs: Vec<String> = Vec::new();
-        for n in &nodes {
-            if let Some(ip) = local_ip_toward(&n.addr) {
-                let a = SocketAddr::new(ip, self.inner.port).to_string();
-                if !addrs.contains(&a) {
-                    addrs.push(a);
-                }
-            }
-        }
-        addrs.push(SocketAddr::new(IpAddr::from([127, 0, 0, 1]), self.inner.port).to_string());
+        let addrs = callback_addresses(&nodes, self.inner.port);
         let key: [u8; 32] = rand::random();
         let id = {
             let mut st = self.lock();
@@ -459,7 +451,7 @@ impl Client {
             .arg(&target)
             .arg("--")
             .arg(&e.path)
-            .env(ENV_CONNECT, addrs.join(","))
+            .env(ENV_CONNECT, addrs)
             .env(ENV_KEY, proto::key_hex(&key))
             .env(ENV_ID, id.to_string())
             .stdin(Stdio::null());
@@ -506,7 +498,7 @@ impl Client {
         };
         st.pending.remove(&id);
         drop(st);
-        let (stream, hello) = match conn {
+        let (stream, hello, order) = match conn {
             Ok(c) => c,
             Err(msg) => {
                 let _ = child.kill();
@@ -555,6 +547,7 @@ impl Client {
         let w = Arc::new(Worker {
             id,
             node: target,
+            order,
             writer: Mutex::new(stream),
             child: Mutex::new(child),
             outstanding: AtomicUsize::new(0),
@@ -568,6 +561,14 @@ impl Client {
             .spawn(move || client.read_replies(w, reader, max))
             .map_err(|err| RpcError::new(Code::OtherErrorCode, err.to_string()))?;
         Ok(id)
+    }
+
+    /// Where a program on any of the cluster's nodes reaches port `port`
+    /// of this machine: this machine's address on the route toward each
+    /// node, then 127.0.0.1, comma-separated (what workers get in
+    /// `ROAM_RPC_CONNECT`).
+    pub fn callback_addresses(&self, port: u16) -> Result<String, RpcError> {
+        Ok(callback_addresses(&self.nodes()?, port))
     }
 
     fn nodes(&self) -> Result<Vec<roam_proto::types::NodeInfo>, RpcError> {
@@ -599,9 +600,10 @@ impl Client {
     fn read_replies(&self, w: Arc<Worker>, stream: TcpStream, max: usize) {
         let mut r = BufReader::with_capacity(256 * 1024, stream);
         let why = loop {
-            match proto::read_frame(&mut r, max) {
-                Ok(Some((proto::REPLY, body))) => {
-                    if let Err(e) = self.on_reply(&w, &body) {
+            match proto::read_frame_head(&mut r, max) {
+                Ok(Some((proto::REPLY, len))) => {
+                    let mut body = Body::new(&mut r, len, "reply");
+                    if let Err(e) = self.on_reply(&w, &mut body) {
                         break format!("bad reply: {e}");
                     }
                 }
@@ -613,47 +615,55 @@ impl Client {
         self.worker_lost(&w, &why);
     }
 
-    fn on_reply(&self, w: &Worker, body: &[u8]) -> Result<(), ProtoError> {
-        let (id, status, rest) = proto::decode_reply(body)?;
-        let id = i32::try_from(id).map_err(|_| ProtoError::Malformed("reply id"))?;
-        let mut st = self.lock();
-        let Some(s) = st
-            .sessions
-            .get_mut(&id)
-            .filter(|s| s.worker == w.id && s.done.is_none())
-        else {
+    /// Takes one reply off the stream. Values are decoded straight into
+    /// their arrays, without the lock held.
+    fn on_reply<R: std::io::Read>(&self, w: &Worker, body: &mut Body<R>) -> Result<(), DataError> {
+        let id = u64::from_be_bytes(body.take()?);
+        let [status] = body.take::<1>()?;
+        let wanted = i32::try_from(id).ok().and_then(|id| {
+            let st = self.lock();
+            let s = st.sessions.get(&id)?;
+            (s.worker == w.id && s.done.is_none()).then(|| (id, s.func.clone(), s.counts.clone()))
+        });
+        let Some((id, func, counts)) = wanted else {
             // A cancelled or timed-out call's late answer.
-            return Ok(());
+            return body.skip_rest();
         };
         let result = match status {
-            proto::OK => data::decode_reply(&s.func, &s.counts, rest).map_err(|e| {
-                RpcError::new(
-                    Code::CommunicationFailed,
-                    format!("corrupt reply from {}: {e}", w.node),
-                )
-            }),
-            proto::NO_FUNCTION => Err(RpcError::new(
-                Code::FunctionNotFound,
-                String::from_utf8_lossy(rest).into_owned(),
-            )),
-            _ => Err(RpcError::new(
-                Code::SessionFailed,
-                format!(
-                    "{} on {}: {}",
-                    s.func.name,
-                    w.node,
-                    String::from_utf8_lossy(rest)
-                ),
-            )),
+            proto::OK => data::decode_reply(&func, &counts, body, w.order),
+            _ => body.rest(64 * 1024).map(|m| Vec::from([Data::Str(m)])),
         };
-        w.outstanding.fetch_sub(1, Ordering::SeqCst);
-        let corrupt = matches!(&result, Err(e) if e.code == Code::CommunicationFailed);
-        self.complete(&mut st, id, result);
-        drop(st);
-        if corrupt {
-            return Err(ProtoError::Malformed("reply values"));
+        let corrupt = result.as_ref().err().cloned();
+        let result = match (status, result) {
+            (_, Err(e)) => Err(RpcError::new(
+                Code::CommunicationFailed,
+                format!("corrupt reply from {}: {e}", w.node),
+            )),
+            (proto::OK, Ok(v)) => Ok(v),
+            (status, Ok(mut m)) => {
+                let Some(Data::Str(m)) = m.pop() else {
+                    unreachable!("a message")
+                };
+                let m = String::from_utf8_lossy(&m).into_owned();
+                Err(match status {
+                    proto::NO_FUNCTION => RpcError::new(Code::FunctionNotFound, m),
+                    _ => RpcError::new(
+                        Code::SessionFailed,
+                        format!("{} on {}: {m}", func.name, w.node),
+                    ),
+                })
+            }
+        };
+        let mut st = self.lock();
+        if st.sessions.get(&id).is_some_and(|s| s.done.is_none()) {
+            w.outstanding.fetch_sub(1, Ordering::SeqCst);
+            self.complete(&mut st, id, result);
         }
-        Ok(())
+        drop(st);
+        match corrupt {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
     }
 
     /// Marks session `id` done with `result` (running its hook first).
@@ -749,16 +759,16 @@ impl Client {
 
     /// Sends a pooled session's call to another worker.
     fn redispatch(&self, id: i32) -> Result<(), RpcError> {
-        let (exe, body) = {
+        let (exe, args) = {
             let st = self.lock();
             let s = st
                 .sessions
                 .get(&id)
                 .ok_or_else(|| RpcError::new(Code::InvalidSessionId, "session gone"))?;
-            (s.exe, s.body.clone())
+            (s.exe, s.args.clone())
         };
         let w = self.pooled_worker(exe)?;
-        self.send(id, &w, &body)
+        self.send(id, &w, &args)
     }
 
     /// The least busy worker of `exe`'s pool, or a new one.
@@ -805,7 +815,7 @@ impl Client {
             .ok_or_else(|| RpcError::new(Code::CommunicationFailed, "the new worker died at once"))
     }
 
-    fn send(&self, id: i32, w: &Worker, body: &[u8]) -> Result<(), RpcError> {
+    fn send(&self, id: i32, w: &Worker, args: &[Data]) -> Result<(), RpcError> {
         {
             let mut st = self.lock();
             let s = st
@@ -819,9 +829,17 @@ impl Client {
             let st = self.lock();
             st.sessions[&id].func.name.clone()
         };
-        let call = proto::encode_call(id as u64, &func_name, body);
+        let func = self.lock().sessions[&id].func.clone();
+        // Arrays go straight from the caller's values when the worker's
+        // byte order allows.
+        let pieces = data::encode(&func, args, Dir::Call, w.order)
+            .map_err(|e| RpcError::new(Code::OtherErrorCode, e.to_string()))?;
+        let head = proto::call_head(id as u64, &func_name);
+        let mut parts: Vec<&[u8]> = vec![&head];
+        parts.extend(pieces.iter().map(|p| p.bytes()));
         let mut wr = w.writer.lock().unwrap_or_else(|p| p.into_inner());
-        if let Err(e) = proto::write_frame(&mut *wr, proto::CALL, &call).and_then(|_| wr.flush()) {
+        let sent = proto::write_frame_parts(&mut *wr, proto::CALL, &parts);
+        if let Err(e) = sent.and_then(|_| wr.flush()) {
             drop(wr);
             // The reader sees the end too and fails or retries the call.
             let _ = w
@@ -838,13 +856,14 @@ impl Client {
     pub fn call_async(
         &self,
         h: &Handle,
-        args: &[Data],
+        args: Vec<Data>,
         hook: Option<Hook>,
     ) -> Result<i32, RpcError> {
-        let mut body = Vec::new();
-        data::encode(&h.func, args, Dir::Call, &mut body)
+        // Checked before anything starts (in this machine's order, which
+        // borrows the arrays: nothing is copied).
+        data::encode(&h.func, &args, Dir::Call, Order::native())
             .map_err(|e| RpcError::new(Code::OtherErrorCode, e.to_string()))?;
-        let counts = data::counts(&h.func, args)
+        let counts = data::counts(&h.func, &args)
             .map_err(|e| RpcError::new(Code::OtherErrorCode, e.to_string()))?;
         let w = match &h.bound {
             Some((server, cur)) => {
@@ -863,7 +882,7 @@ impl Client {
             }
             None => self.pooled_worker(h.exe)?,
         };
-        let body = Arc::new(body);
+        let args = Arc::new(args);
         let id = {
             let mut st = self.lock();
             let id = st.next_session;
@@ -876,7 +895,7 @@ impl Client {
                     worker: w.id,
                     pooled: h.bound.is_none(),
                     counts,
-                    body: body.clone(),
+                    args: args.clone(),
                     retries_left: self.inner.cfg.retries,
                     deadline: self.inner.cfg.timeout.map(|t| Instant::now() + t),
                     hook,
@@ -886,7 +905,7 @@ impl Client {
             );
             id
         };
-        self.send(id, &w, &body)?;
+        self.send(id, &w, &args)?;
         Ok(id)
     }
 
@@ -1076,19 +1095,19 @@ impl Handle {
     }
 
     /// Calls and waits: the OUT and INOUT values, in order.
-    pub fn call(&self, args: &[Data]) -> Result<Vec<Data>, RpcError> {
+    pub fn call(&self, args: Vec<Data>) -> Result<Vec<Data>, RpcError> {
         let id = self.client.call_async(self, args, None)?;
         self.client.wait(id)
     }
 
     /// Starts a call; wait with [`Client::wait`] (or the wait family), or
     /// await [`Handle::call_future`].
-    pub fn call_async(&self, args: &[Data]) -> Result<i32, RpcError> {
+    pub fn call_async(&self, args: Vec<Data>) -> Result<i32, RpcError> {
         self.client.call_async(self, args, None)
     }
 
     /// A call as a future, for async programs.
-    pub fn call_future(&self, args: &[Data]) -> Result<Call, RpcError> {
+    pub fn call_future(&self, args: Vec<Data>) -> Result<Call, RpcError> {
         let id = self.client.call_async(self, args, None)?;
         Ok(Call {
             client: self.client.clone(),
@@ -1183,17 +1202,32 @@ fn handshake(inner: &Inner, stream: TcpStream) -> Result<(), ProtoError> {
             _ => return Err(ProtoError::Auth("no worker of this id is expected")),
         }
     };
-    let (auth, ours) = proto::client_auth(&key, &hello);
+    let order = Order::agree(Order::native(), hello.order);
+    let (auth, ours) = proto::client_auth(&key, &hello, order);
     proto::write_frame(&mut s, proto::AUTH, &auth)?;
     let ok = proto::expect_frame(&mut s, proto::AUTH_OK, proto::HANDSHAKE_MAX)?;
     proto::client_check(&key, &ours, &hello, &ok)?;
     s.set_read_timeout(None)?;
     let mut st = inner.st.lock().unwrap_or_else(|p| p.into_inner());
     if let Some(p) = st.pending.get_mut(&hello.id) {
-        p.conn = Some(Ok((s, hello)));
+        p.conn = Some(Ok((s, hello, order)));
         inner.cv.notify_all();
     }
     Ok(())
+}
+
+fn callback_addresses(nodes: &[roam_proto::types::NodeInfo], port: u16) -> String {
+    let mut addrs: Vec<String> = Vec::new();
+    for n in nodes {
+        if let Some(ip) = local_ip_toward(&n.addr) {
+            let a = SocketAddr::new(ip, port).to_string();
+            if !addrs.contains(&a) {
+                addrs.push(a);
+            }
+        }
+    }
+    addrs.push(SocketAddr::new(IpAddr::from([127, 0, 0, 1]), port).to_string());
+    addrs.join(",")
 }
 
 /// The address of this machine on the route toward `addr` ("host:port").

@@ -1,13 +1,22 @@
-//! Argument values and their encoding: big-endian on the wire whatever the
-//! byte order of either side, so clients and workers of any architecture
-//! understand each other.
+//! Argument values and their encoding.
 //!
 //! A call carries the IN and INOUT parameters in declaration order, a
-//! reply the OUT and INOUT ones. Each value is a count (u64) followed by
-//! its elements; a string is a u32 length and its bytes. The decoder
-//! checks every count against the sizes the interface gives (computed
-//! from the integer scalars), and against the bytes left, before it
-//! allocates anything.
+//! reply the OUT and INOUT ones. Each value is a count (u64, big-endian)
+//! followed by its elements; a string is a u32 big-endian length and its
+//! bytes. Elements travel in the byte order the two ends agreed on at
+//! their handshake ([`Order`]): little-endian when both are, big-endian
+//! otherwise, so ends of any byte order understand each other and two
+//! little-endian ends (most clusters) send arrays straight from memory,
+//! with no conversion.
+//!
+//! Encoding gives [`Piece`]s: headers, and array bytes borrowed from the
+//! caller's values when no conversion is needed. Decoding reads from the
+//! stream into the arrays' own memory ([`Body`]), checking every count
+//! against the sizes the interface gives (computed from the integer
+//! scalars) and against the bytes the frame has left, before it allocates
+//! anything.
+
+use std::io::Read;
 
 use crate::idl::{DimError, Function, Type};
 
@@ -88,35 +97,6 @@ impl Data {
             Data::Double(v) => v.as_mut_ptr().cast(),
         }
     }
-
-    fn encode(&self, out: &mut Vec<u8>) {
-        if let Data::Str(s) = self {
-            out.extend_from_slice(&(s.len() as u32).to_be_bytes());
-            out.extend_from_slice(s);
-            return;
-        }
-        out.extend_from_slice(&(self.len() as u64).to_be_bytes());
-        out.reserve(self.len() * self.ty().size());
-        match self {
-            Data::Char(v) => out.extend_from_slice(v),
-            Data::Short(v) => v
-                .iter()
-                .for_each(|x| out.extend_from_slice(&x.to_be_bytes())),
-            Data::Int(v) => v
-                .iter()
-                .for_each(|x| out.extend_from_slice(&x.to_be_bytes())),
-            Data::Long(v) => v
-                .iter()
-                .for_each(|x| out.extend_from_slice(&x.to_be_bytes())),
-            Data::Float(v) => v
-                .iter()
-                .for_each(|x| out.extend_from_slice(&x.to_be_bytes())),
-            Data::Double(v) => v
-                .iter()
-                .for_each(|x| out.extend_from_slice(&x.to_be_bytes())),
-            Data::Str(_) => unreachable!("handled above"),
-        }
-    }
 }
 
 macro_rules! from_scalar {
@@ -174,6 +154,8 @@ pub enum DataError {
     Truncated(&'static str),
     #[error("{0} has {1} bytes too many")]
     Trailing(&'static str, usize),
+    #[error("reading the {0}: {1}")]
+    Io(&'static str, String),
 }
 
 /// Which parameters a message carries.
@@ -206,9 +188,90 @@ pub fn counts(f: &Function, args: &[Data]) -> Result<Vec<usize>, DataError> {
         .collect()
 }
 
+/// The byte order of array elements on one connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Order {
+    Big,
+    Little,
+}
+
+impl Order {
+    /// This machine's.
+    pub fn native() -> Order {
+        if cfg!(target_endian = "little") {
+            Order::Little
+        } else {
+            Order::Big
+        }
+    }
+    /// What two ends with these native orders use: little-endian only when
+    /// both are.
+    pub fn agree(a: Order, b: Order) -> Order {
+        if a == Order::Little && b == Order::Little {
+            Order::Little
+        } else {
+            Order::Big
+        }
+    }
+    pub fn code(self) -> u8 {
+        match self {
+            Order::Big => 0,
+            Order::Little => 1,
+        }
+    }
+    pub fn from_code(c: u8) -> Option<Order> {
+        match c {
+            0 => Some(Order::Big),
+            1 => Some(Order::Little),
+            _ => None,
+        }
+    }
+}
+
+/// Part of an encoded message: a header, or array bytes.
+#[derive(Debug)]
+pub enum Piece<'a> {
+    Owned(Vec<u8>),
+    /// Straight from a value's memory (no conversion needed).
+    Borrowed(&'a [u8]),
+}
+
+impl Piece<'_> {
+    pub fn bytes(&self) -> &[u8] {
+        match self {
+            Piece::Owned(v) => v,
+            Piece::Borrowed(b) => b,
+        }
+    }
+}
+
+/// The bytes of `v`'s elements in `order`: borrowed when that is how
+/// they are in memory.
+fn elements<'a, T: bytemuck::Pod>(v: &'a [T], order: Order, swap: fn(T) -> T) -> Piece<'a> {
+    if order == Order::native() || std::mem::size_of::<T>() == 1 {
+        Piece::Borrowed(bytemuck::cast_slice(v))
+    } else {
+        let swapped: Vec<T> = v.iter().map(|&x| swap(x)).collect();
+        Piece::Owned(bytemuck::cast_slice(&swapped).to_vec())
+    }
+}
+
+fn swap_f32(x: f32) -> f32 {
+    f32::from_bits(x.to_bits().swap_bytes())
+}
+
+fn swap_f64(x: f64) -> f64 {
+    f64::from_bits(x.to_bits().swap_bytes())
+}
+
 /// Checks `args` (one per parameter) against `f` for direction `dir` and
-/// encodes the values it carries.
-pub fn encode(f: &Function, args: &[Data], dir: Dir, out: &mut Vec<u8>) -> Result<(), DataError> {
+/// encodes the values it carries, elements in `order`.
+pub fn encode<'a>(
+    f: &Function,
+    args: &'a [Data],
+    dir: Dir,
+    order: Order,
+) -> Result<Vec<Piece<'a>>, DataError> {
     if args.len() != f.params.len() {
         return Err(DataError::Arity {
             func: f.name.clone(),
@@ -217,6 +280,8 @@ pub fn encode(f: &Function, args: &[Data], dir: Dir, out: &mut Vec<u8>) -> Resul
         });
     }
     let n = counts(f, args)?;
+    let mut out: Vec<Piece<'a>> = Vec::new();
+    let mut head: Vec<u8> = Vec::new();
     for (i, (p, a)) in f.params.iter().zip(args).enumerate() {
         if !dir.carries(p.mode) {
             continue;
@@ -237,28 +302,181 @@ pub fn encode(f: &Function, args: &[Data], dir: Dir, out: &mut Vec<u8>) -> Resul
                 got: a.len(),
             });
         }
-        a.encode(out);
+        let data = match a {
+            Data::Str(s) => {
+                head.extend_from_slice(&(s.len() as u32).to_be_bytes());
+                head.extend_from_slice(s);
+                continue;
+            }
+            Data::Char(v) => elements(v, order, |x| x),
+            Data::Short(v) => elements(v, order, i16::swap_bytes),
+            Data::Int(v) => elements(v, order, i32::swap_bytes),
+            Data::Long(v) => elements(v, order, i64::swap_bytes),
+            Data::Float(v) => elements(v, order, swap_f32),
+            Data::Double(v) => elements(v, order, swap_f64),
+        };
+        head.extend_from_slice(&(a.len() as u64).to_be_bytes());
+        // Small arrays (scalars) join the header: fewer pieces to write.
+        if data.bytes().len() <= 256 {
+            head.extend_from_slice(data.bytes());
+        } else {
+            out.push(Piece::Owned(std::mem::take(&mut head)));
+            out.push(data);
+        }
     }
-    Ok(())
+    if !head.is_empty() {
+        out.push(Piece::Owned(head));
+    }
+    Ok(out)
+}
+
+/// [`encode`] into one buffer.
+pub fn encode_vec(
+    f: &Function,
+    args: &[Data],
+    dir: Dir,
+    order: Order,
+) -> Result<Vec<u8>, DataError> {
+    Ok(encode(f, args, dir, order)?
+        .iter()
+        .flat_map(|p| p.bytes().iter().copied())
+        .collect())
+}
+
+/// Arrays this large are read into transparent huge pages.
+const HUGE_ARRAY: usize = 4 << 20;
+
+/// The rest of a frame's body, read from its stream: nothing past its end
+/// is read, and nothing larger than what is left is allocated.
+pub struct Body<R> {
+    r: R,
+    left: usize,
+    what: &'static str,
+}
+
+impl<R: Read> Body<R> {
+    /// `left` bytes of `what` (a call or a reply) to come from `r`.
+    pub fn new(r: R, left: usize, what: &'static str) -> Body<R> {
+        Body { r, left, what }
+    }
+
+    pub fn left(&self) -> usize {
+        self.left
+    }
+
+    /// Fills `buf` from the body.
+    pub fn fill(&mut self, buf: &mut [u8]) -> Result<(), DataError> {
+        if buf.len() > self.left {
+            return Err(DataError::Truncated(self.what));
+        }
+        self.r
+            .read_exact(buf)
+            .map_err(|e| DataError::Io(self.what, e.to_string()))?;
+        self.left -= buf.len();
+        Ok(())
+    }
+
+    pub fn take<const N: usize>(&mut self) -> Result<[u8; N], DataError> {
+        let mut b = [0u8; N];
+        self.fill(&mut b)?;
+        Ok(b)
+    }
+
+    /// Up to `max` bytes of what is left (a message).
+    pub fn rest(&mut self, max: usize) -> Result<Vec<u8>, DataError> {
+        let mut b = vec![0u8; self.left.min(max)];
+        self.fill(&mut b)?;
+        self.skip_rest()?;
+        Ok(b)
+    }
+
+    /// Reads and drops what is left, so the stream's next frame comes
+    /// next.
+    pub fn skip_rest(&mut self) -> Result<(), DataError> {
+        let mut sink = vec![0u8; self.left.min(1 << 16)];
+        while self.left > 0 {
+            let n = self.left.min(sink.len());
+            self.fill(&mut sink[..n])?;
+        }
+        Ok(())
+    }
+
+    /// Errors unless the body was read to its end.
+    fn finish(&self) -> Result<(), DataError> {
+        match self.left {
+            0 => Ok(()),
+            n => Err(DataError::Trailing(self.what, n)),
+        }
+    }
+
+    /// One value of type `ty`, elements in `order`.
+    fn value(&mut self, ty: Type, order: Order) -> Result<Data, DataError> {
+        if ty == Type::Str {
+            let n = u32::from_be_bytes(self.take()?) as usize;
+            if n > self.left {
+                return Err(DataError::Truncated(self.what));
+            }
+            let mut s = vec![0u8; n];
+            self.fill(&mut s)?;
+            return Ok(Data::Str(s));
+        }
+        let n = u64::from_be_bytes(self.take()?);
+        // Never allocate more than the frame holds.
+        let n = usize::try_from(n)
+            .ok()
+            .filter(|&n| n.checked_mul(ty.size()).is_some_and(|b| b <= self.left))
+            .ok_or(DataError::Truncated(self.what))?;
+        let native = order == Order::native();
+        macro_rules! read {
+            ($t:ty, $v:ident, $swap:expr) => {{
+                let mut v: Vec<$t> = Vec::with_capacity(n);
+                if n * ty.size() >= HUGE_ARRAY {
+                    // One fault per 2 MiB, not per page, while it fills.
+                    roam_sys::mem::huge_pages_for_spare(&mut v);
+                }
+                v.resize(n, <$t>::default());
+                self.fill(bytemuck::cast_slice_mut(&mut v))?;
+                if !native {
+                    v.iter_mut().for_each(|x| *x = $swap(*x));
+                }
+                Data::$v(v)
+            }};
+        }
+        Ok(match ty {
+            Type::Char => read!(u8, Char, |x| x),
+            Type::Short => read!(i16, Short, i16::swap_bytes),
+            Type::Int => read!(i32, Int, i32::swap_bytes),
+            Type::Long => read!(i64, Long, i64::swap_bytes),
+            Type::Float => read!(f32, Float, swap_f32),
+            Type::Double => read!(f64, Double, swap_f64),
+            Type::Str => unreachable!("handled above"),
+        })
+    }
 }
 
 /// Decodes a call's values into one `Data` per parameter, OUT ones made
-/// as zeros of the size the interface gives.
-pub fn decode_call(f: &Function, bytes: &[u8]) -> Result<Vec<Data>, DataError> {
+/// as zeros of the size the interface gives. The body must end with
+/// them.
+pub fn decode_call<R: Read>(
+    f: &Function,
+    body: &mut Body<R>,
+    order: Order,
+) -> Result<Vec<Data>, DataError> {
     let mut args: Vec<Option<Data>> = vec![None; f.params.len()];
-    let mut r = Reader {
-        b: bytes,
-        what: "call",
-    };
     for (i, p) in f.params.iter().enumerate() {
         if p.mode.sent() {
-            args[i] = Some(r.value(p.ty)?);
+            args[i] = Some(body.value(p.ty, order)?);
         }
     }
-    r.finish()?;
+    body.finish()?;
     let known: Vec<Data> = args
         .iter()
-        .map(|a| a.clone().unwrap_or(Data::Long(Vec::new())))
+        .map(|a| {
+            a.as_ref()
+                .filter(|d| d.len() == 1)
+                .cloned()
+                .unwrap_or(Data::Long(Vec::new()))
+        })
         .collect();
     let n = counts(f, &known)?;
     let mut out = Vec::with_capacity(args.len());
@@ -284,17 +502,18 @@ pub fn decode_call(f: &Function, bytes: &[u8]) -> Result<Vec<Data>, DataError> {
 
 /// Decodes a reply's values; `expect` are the counts the call implied.
 /// Returns one `Data` per OUT or INOUT parameter, in order.
-pub fn decode_reply(f: &Function, expect: &[usize], bytes: &[u8]) -> Result<Vec<Data>, DataError> {
-    let mut r = Reader {
-        b: bytes,
-        what: "reply",
-    };
+pub fn decode_reply<R: Read>(
+    f: &Function,
+    expect: &[usize],
+    body: &mut Body<R>,
+    order: Order,
+) -> Result<Vec<Data>, DataError> {
     let mut out = Vec::new();
     for (i, p) in f.params.iter().enumerate() {
         if !p.mode.returned() {
             continue;
         }
-        let d = r.value(p.ty)?;
+        let d = body.value(p.ty, order)?;
         if d.len() != expect[i] {
             return Err(DataError::Count {
                 func: f.name.clone(),
@@ -305,61 +524,8 @@ pub fn decode_reply(f: &Function, expect: &[usize], bytes: &[u8]) -> Result<Vec<
         }
         out.push(d);
     }
-    r.finish()?;
+    body.finish()?;
     Ok(out)
-}
-
-struct Reader<'a> {
-    b: &'a [u8],
-    what: &'static str,
-}
-
-impl Reader<'_> {
-    fn take(&mut self, n: usize) -> Result<&[u8], DataError> {
-        if self.b.len() < n {
-            return Err(DataError::Truncated(self.what));
-        }
-        let (a, rest) = self.b.split_at(n);
-        self.b = rest;
-        Ok(a)
-    }
-    fn value(&mut self, ty: Type) -> Result<Data, DataError> {
-        if ty == Type::Str {
-            let n = u32::from_be_bytes(self.take(4)?.try_into().expect("4 bytes")) as usize;
-            return Ok(Data::Str(self.take(n)?.to_vec()));
-        }
-        let n = u64::from_be_bytes(self.take(8)?.try_into().expect("8 bytes"));
-        // Never allocate more than the message holds.
-        let bytes = usize::try_from(n)
-            .ok()
-            .and_then(|n| n.checked_mul(ty.size()))
-            .filter(|&b| b <= self.b.len())
-            .ok_or(DataError::Truncated(self.what))?;
-        let raw = self.take(bytes)?;
-        macro_rules! conv {
-            ($t:ty, $w:literal) => {
-                raw.chunks_exact($w)
-                    .map(|c| <$t>::from_be_bytes(c.try_into().expect("chunk")))
-                    .collect()
-            };
-        }
-        Ok(match ty {
-            Type::Char => Data::Char(raw.to_vec()),
-            Type::Short => Data::Short(conv!(i16, 2)),
-            Type::Int => Data::Int(conv!(i32, 4)),
-            Type::Long => Data::Long(conv!(i64, 8)),
-            Type::Float => Data::Float(conv!(f32, 4)),
-            Type::Double => Data::Double(conv!(f64, 8)),
-            Type::Str => unreachable!("handled above"),
-        })
-    }
-    fn finish(&self) -> Result<(), DataError> {
-        if self.b.is_empty() {
-            Ok(())
-        } else {
-            Err(DataError::Trailing(self.what, self.b.len()))
-        }
-    }
 }
 
 #[cfg(test)]
@@ -374,83 +540,95 @@ mod tests {
             .remove(0)
     }
 
-    #[test]
-    fn calls_and_replies_round_trip_in_big_endian() {
-        let f = dmmul();
-        let args = vec![
-            Data::from(2),
-            Data::from(vec![1.0, 2.0, 3.0, 4.5]),
+    fn args(n: i32, a: usize) -> Vec<Data> {
+        vec![
+            Data::from(n),
+            Data::from((0..a).map(|i| i as f64 + 0.5).collect::<Vec<f64>>()),
             Data::Double(vec![]),
             Data::from(vec![7i64, -8]),
             Data::from("hé"),
-        ];
-        let mut b = Vec::new();
-        encode(&f, &args, Dir::Call, &mut b).unwrap();
-        // n = 2, big-endian, counted.
-        assert_eq!(&b[..12], &[0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 2]);
-        let got = decode_call(&f, &b).unwrap();
-        assert_eq!(got[0], args[0]);
-        assert_eq!(got[1], args[1]);
-        assert_eq!(got[2], Data::Double(vec![0.0; 4]));
-        assert_eq!(got[3], args[3]);
-        assert_eq!(got[4], args[4]);
-        let mut reply = got.clone();
-        reply[2] = Data::from(vec![9.0, 8.0, 7.0, 6.0]);
-        let mut rb = Vec::new();
-        encode(&f, &reply, Dir::Reply, &mut rb).unwrap();
-        let n = counts(&f, &args).unwrap();
-        let outs = decode_reply(&f, &n, &rb).unwrap();
-        assert_eq!(outs, vec![reply[2].clone(), reply[3].clone()]);
+        ]
+    }
+
+    fn call(f: &Function, bytes: &[u8], order: Order) -> Result<Vec<Data>, DataError> {
+        decode_call(f, &mut Body::new(bytes, bytes.len(), "call"), order)
+    }
+
+    #[test]
+    fn calls_and_replies_round_trip_in_both_orders() {
+        let f = dmmul();
+        // 100 elements: the array goes as a piece of its own.
+        let args = args(10, 100);
+        for order in [Order::Big, Order::Little] {
+            let b = encode_vec(&f, &args, Dir::Call, order).unwrap();
+            // n = 10: a big-endian count of 1, then the element in `order`.
+            assert_eq!(&b[..8], &1u64.to_be_bytes());
+            let ten = match order {
+                Order::Big => 10i32.to_be_bytes(),
+                Order::Little => 10i32.to_le_bytes(),
+            };
+            assert_eq!(&b[8..12], &ten);
+            let got = call(&f, &b, order).unwrap();
+            assert_eq!(got[0], args[0]);
+            assert_eq!(got[1], args[1]);
+            assert_eq!(got[2], Data::Double(vec![0.0; 100]));
+            assert_eq!(got[3], args[3]);
+            assert_eq!(got[4], args[4]);
+            let mut reply = got.clone();
+            reply[2] = Data::from(vec![9.25; 100]);
+            let rb = encode_vec(&f, &reply, Dir::Reply, order).unwrap();
+            let n = counts(&f, &args).unwrap();
+            let outs =
+                decode_reply(&f, &n, &mut Body::new(&rb[..], rb.len(), "reply"), order).unwrap();
+            assert_eq!(outs, vec![reply[2].clone(), reply[3].clone()]);
+        }
+        // The native order borrows the array; the other converts it.
+        let native = encode(&f, &args, Dir::Call, Order::native()).unwrap();
+        assert!(native
+            .iter()
+            .any(|p| matches!(p, Piece::Borrowed(b) if b.len() == 800)));
+        let other = if Order::native() == Order::Big {
+            Order::Little
+        } else {
+            Order::Big
+        };
+        let swapped = encode(&f, &args, Dir::Call, other).unwrap();
+        assert!(swapped.iter().all(|p| matches!(p, Piece::Owned(_))));
+        assert_eq!(Order::agree(Order::Little, Order::Little), Order::Little);
+        assert_eq!(Order::agree(Order::Little, Order::Big), Order::Big);
     }
 
     #[test]
     fn mismatched_arguments_are_refused() {
         let f = dmmul();
-        let mut b = Vec::new();
+        let o = Order::Big;
         let short = vec![Data::from(2)];
         assert!(matches!(
-            encode(&f, &short, Dir::Call, &mut b),
+            encode(&f, &short, Dir::Call, o),
             Err(DataError::Arity {
                 want: 5,
                 got: 1,
                 ..
             })
         ));
-        let wrong_type = vec![
-            Data::from(2),
-            Data::from(vec![1.0f32; 4]),
-            Data::Double(vec![]),
-            Data::from(vec![7i64, -8]),
-            Data::from("x"),
-        ];
+        let mut wrong_type = args(2, 4);
+        wrong_type[1] = Data::from(vec![1.0f32; 4]);
         assert!(matches!(
-            encode(&f, &wrong_type, Dir::Call, &mut b),
+            encode(&f, &wrong_type, Dir::Call, o),
             Err(DataError::Type { .. })
         ));
-        let wrong_count = vec![
-            Data::from(3),
-            Data::from(vec![1.0; 4]),
-            Data::Double(vec![]),
-            Data::from(vec![7i64, -8]),
-            Data::from("x"),
-        ];
+        let wrong_count = args(3, 4);
         assert!(matches!(
-            encode(&f, &wrong_count, Dir::Call, &mut b),
+            encode(&f, &wrong_count, Dir::Call, o),
             Err(DataError::Count {
                 want: 9,
                 got: 4,
                 ..
             })
         ));
-        let negative = vec![
-            Data::from(-3),
-            Data::from(vec![1.0; 4]),
-            Data::Double(vec![]),
-            Data::from(vec![7i64, -8]),
-            Data::from("x"),
-        ];
+        let negative = args(-3, 4);
         assert!(matches!(
-            encode(&f, &negative, Dir::Call, &mut b),
+            encode(&f, &negative, Dir::Call, o),
             Err(DataError::Dim(..))
         ));
     }
@@ -458,44 +636,38 @@ mod tests {
     #[test]
     fn corrupt_and_truncated_messages_are_refused_without_allocating() {
         let f = dmmul();
-        let args = vec![
-            Data::from(2),
-            Data::from(vec![1.0; 4]),
-            Data::Double(vec![]),
-            Data::from(vec![7i64, -8]),
-            Data::from("x"),
-        ];
-        let mut b = Vec::new();
-        encode(&f, &args, Dir::Call, &mut b).unwrap();
+        let o = Order::Big;
+        let b = encode_vec(&f, &args(2, 4), Dir::Call, o).unwrap();
         for cut in 0..b.len() {
-            assert!(decode_call(&f, &b[..cut]).is_err(), "cut at {cut}");
+            assert!(call(&f, &b[..cut], o).is_err(), "cut at {cut}");
         }
+        // A body longer than its values, and a stream shorter than its body.
+        let e = decode_call(&f, &mut Body::new(&b[..], b.len() + 5, "call"), o).unwrap_err();
+        assert!(matches!(e, DataError::Trailing("call", 5)), "{e}");
+        let e = decode_call(&f, &mut Body::new(&b[..20], b.len(), "call"), o).unwrap_err();
+        assert!(matches!(e, DataError::Io("call", _)), "{e}");
         let mut extra = b.clone();
         extra.push(0);
         assert!(matches!(
-            decode_call(&f, &extra),
+            call(&f, &extra, o),
             Err(DataError::Trailing("call", 1))
         ));
         // A huge count in the array's header.
         let mut huge = b.clone();
         huge[12..20].copy_from_slice(&u64::MAX.to_be_bytes());
+        assert!(matches!(call(&f, &huge, o), Err(DataError::Truncated(_))));
+        let mut huge_str = b.clone();
+        let at = huge_str.len() - 7;
+        huge_str[at..at + 4].copy_from_slice(&u32::MAX.to_be_bytes());
         assert!(matches!(
-            decode_call(&f, &huge),
+            call(&f, &huge_str, o),
             Err(DataError::Truncated(_))
         ));
         // A count that disagrees with n.
-        let mut lie = Vec::new();
-        let three = vec![
-            Data::from(2),
-            Data::from(vec![1.0; 4]),
-            Data::Double(vec![]),
-            Data::from(vec![7i64, -8]),
-            Data::from("x"),
-        ];
-        encode(&f, &three, Dir::Call, &mut lie).unwrap();
+        let mut lie = b.clone();
         lie[8..12].copy_from_slice(&3i32.to_be_bytes());
         assert!(matches!(
-            decode_call(&f, &lie),
+            call(&f, &lie, o),
             Err(DataError::Count {
                 want: 9,
                 got: 4,
@@ -503,10 +675,17 @@ mod tests {
             })
         ));
         // A reply with the wrong count.
-        let mut rb = Vec::new();
-        let mut reply = decode_call(&f, &b).unwrap();
+        let mut reply = call(&f, &b, o).unwrap();
         reply[2] = Data::Double(vec![1.0; 4]);
-        encode(&f, &reply, Dir::Reply, &mut rb).unwrap();
-        assert!(decode_reply(&f, &[1, 9, 9, 2, 1], &rb).is_err());
+        let rb = encode_vec(&f, &reply, Dir::Reply, o).unwrap();
+        let mut body = Body::new(&rb[..], rb.len(), "reply");
+        assert!(decode_reply(&f, &[1, 9, 9, 2, 1], &mut body, o).is_err());
+        // What is left of a body can be skipped, to stay in step.
+        let two: Vec<u8> = [&b[..], &b[..]].concat();
+        let mut r = &two[..];
+        let mut first = Body::new(&mut r, b.len(), "call");
+        first.take::<4>().unwrap();
+        first.skip_rest().unwrap();
+        assert_eq!(call(&f, r, o).unwrap()[0], Data::from(2));
     }
 }

@@ -19,6 +19,8 @@ use std::io::{self, Read, Write};
 
 use ring::hmac;
 
+use crate::data::Order;
+
 pub const MAGIC: &[u8; 4] = b"RRPC";
 pub const VERSION: u16 = 1;
 /// Default limit on a frame: arrays of up to this size in one call.
@@ -64,25 +66,39 @@ pub enum ProtoError {
 
 /// Writes one frame.
 pub fn write_frame(w: &mut impl Write, kind: u8, body: &[u8]) -> io::Result<()> {
-    let len = u32::try_from(body.len() + 1)
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "frame over 4 GiB"))?;
-    let mut head = [0u8; 5];
-    head[..4].copy_from_slice(&len.to_be_bytes());
-    head[4] = kind;
-    if body.len() < 64 * 1024 {
-        // One write: a small call is one segment.
-        let mut b = Vec::with_capacity(5 + body.len());
-        b.extend_from_slice(&head);
-        b.extend_from_slice(body);
-        w.write_all(&b)
-    } else {
-        w.write_all(&head)?;
-        w.write_all(body)
-    }
+    write_frame_parts(w, kind, &[body])
 }
 
-/// Reads one frame: `None` at a clean end of stream.
-pub fn read_frame(r: &mut impl Read, max: usize) -> Result<Option<(u8, Vec<u8>)>, ProtoError> {
+/// Writes one frame whose body is `parts` one after the other: a small
+/// frame in one write (one segment), large parts straight from where
+/// they are, without a copy.
+pub fn write_frame_parts(w: &mut impl Write, kind: u8, parts: &[&[u8]]) -> io::Result<()> {
+    let total: usize = parts.iter().map(|p| p.len()).sum();
+    let len = u32::try_from(total + 1)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "frame over 4 GiB"))?;
+    let small = total < 64 * 1024;
+    let mut head = Vec::with_capacity(if small { 5 + total } else { 5 + 256 });
+    head.extend_from_slice(&len.to_be_bytes());
+    head.push(kind);
+    let mut rest = parts;
+    // Small leading parts (a call's header) go with the frame's head.
+    while let Some((p, more)) = rest.split_first() {
+        if !small && p.len() > 256 {
+            break;
+        }
+        head.extend_from_slice(p);
+        rest = more;
+    }
+    w.write_all(&head)?;
+    for p in rest {
+        w.write_all(p)?;
+    }
+    Ok(())
+}
+
+/// Reads one frame's head: its kind and the length of its body, which
+/// follows in the stream. `None` at a clean end of stream.
+pub fn read_frame_head(r: &mut impl Read, max: usize) -> Result<Option<(u8, usize)>, ProtoError> {
     let mut len = [0u8; 4];
     let mut got = 0;
     while got < 4 {
@@ -103,9 +119,17 @@ pub fn read_frame(r: &mut impl Read, max: usize) -> Result<Option<(u8, Vec<u8>)>
     }
     let mut kind = [0u8; 1];
     r.read_exact(&mut kind)?;
-    let mut body = vec![0u8; len - 1];
+    Ok(Some((kind[0], len - 1)))
+}
+
+/// Reads one frame: `None` at a clean end of stream.
+pub fn read_frame(r: &mut impl Read, max: usize) -> Result<Option<(u8, Vec<u8>)>, ProtoError> {
+    let Some((kind, len)) = read_frame_head(r, max)? else {
+        return Ok(None);
+    };
+    let mut body = vec![0u8; len];
     r.read_exact(&mut body)?;
-    Ok(Some((kind[0], body)))
+    Ok(Some((kind, body)))
 }
 
 /// Reads a frame that must be there and of kind `want`.
@@ -122,6 +146,8 @@ pub fn expect_frame(r: &mut impl Read, want: u8, max: usize) -> Result<Vec<u8>, 
 pub struct Hello {
     pub id: u32,
     pub nonce: [u8; 16],
+    /// The worker's native byte order.
+    pub order: Order,
     /// The worker's interface, as `Idl`'s display.
     pub interface: String,
 }
@@ -133,11 +159,12 @@ impl Hello {
         b.extend_from_slice(&VERSION.to_be_bytes());
         b.extend_from_slice(&self.id.to_be_bytes());
         b.extend_from_slice(&self.nonce);
+        b.push(self.order.code());
         b.extend_from_slice(self.interface.as_bytes());
         b
     }
     pub fn decode(b: &[u8]) -> Result<Hello, ProtoError> {
-        if b.len() < 26 {
+        if b.len() < 27 {
             return Err(ProtoError::Malformed("hello"));
         }
         if &b[..4] != MAGIC {
@@ -150,7 +177,8 @@ impl Hello {
         Ok(Hello {
             id: u32::from_be_bytes(b[6..10].try_into().expect("4 bytes")),
             nonce: b[10..26].try_into().expect("16 bytes"),
-            interface: String::from_utf8(b[26..].to_vec())
+            order: Order::from_code(b[26]).ok_or(ProtoError::Malformed("hello"))?,
+            interface: String::from_utf8(b[27..].to_vec())
                 .map_err(|_| ProtoError::Malformed("hello"))?,
         })
     }
@@ -183,35 +211,46 @@ fn verify(key: &[u8; 32], label: &[u8], parts: &[&[u8]], tag: &[u8]) -> bool {
 const CLIENT_LABEL: &[u8] = b"roam-rpc client v1";
 const WORKER_LABEL: &[u8] = b"roam-rpc worker v1";
 
-/// The client's answer to `hello` (raw bytes as received): its nonce and
-/// MAC. Returns the frame body and the nonce to check the worker's MAC
-/// with.
-pub fn client_auth(key: &[u8; 32], hello: &Hello) -> (Vec<u8>, [u8; 16]) {
+/// The client's answer to `hello`: its nonce, the byte order of the
+/// connection's arrays, and its MAC over both ends' choices. Returns the
+/// frame body and the nonce to check the worker's MAC with.
+pub fn client_auth(key: &[u8; 32], hello: &Hello, order: Order) -> (Vec<u8>, [u8; 16]) {
     let ours = nonce();
-    let tag = mac(key, CLIENT_LABEL, &[&hello.nonce, &hello.id.to_be_bytes()]);
+    let o = [order.code()];
+    let tag = mac(
+        key,
+        CLIENT_LABEL,
+        &[&hello.nonce, &hello.id.to_be_bytes(), &o],
+    );
     let mut b = ours.to_vec();
+    b.push(o[0]);
     b.extend_from_slice(tag.as_ref());
     (b, ours)
 }
 
 /// The worker's check of the client's `Auth`; on success, the body of its
-/// `AuthOk`.
-pub fn worker_check(key: &[u8; 32], hello: &Hello, auth: &[u8]) -> Result<Vec<u8>, ProtoError> {
-    if auth.len() != 48 {
+/// `AuthOk` and the connection's byte order.
+pub fn worker_check(
+    key: &[u8; 32],
+    hello: &Hello,
+    auth: &[u8],
+) -> Result<(Vec<u8>, Order), ProtoError> {
+    if auth.len() != 49 {
         return Err(ProtoError::Malformed("auth"));
     }
     if !verify(
         key,
         CLIENT_LABEL,
-        &[&hello.nonce, &hello.id.to_be_bytes()],
-        &auth[16..],
+        &[&hello.nonce, &hello.id.to_be_bytes(), &auth[16..17]],
+        &auth[17..],
     ) {
         return Err(ProtoError::Auth(
             "the client does not hold this worker's key",
         ));
     }
+    let order = Order::from_code(auth[16]).ok_or(ProtoError::Malformed("auth"))?;
     let tag = mac(key, WORKER_LABEL, &[&auth[..16], &hello.encode()]);
-    Ok(tag.as_ref().to_vec())
+    Ok((tag.as_ref().to_vec(), order))
 }
 
 /// The client's check of the worker's `AuthOk`.
@@ -230,11 +269,17 @@ pub fn client_check(
 
 /// A call's body: id, function name, encoded arguments.
 pub fn encode_call(id: u64, func: &str, args: &[u8]) -> Vec<u8> {
-    let mut b = Vec::with_capacity(10 + func.len() + args.len());
+    let mut b = call_head(id, func);
+    b.extend_from_slice(args);
+    b
+}
+
+/// The start of a call's body, before its encoded arguments.
+pub fn call_head(id: u64, func: &str) -> Vec<u8> {
+    let mut b = Vec::with_capacity(10 + func.len());
     b.extend_from_slice(&id.to_be_bytes());
     b.extend_from_slice(&(func.len() as u16).to_be_bytes());
     b.extend_from_slice(func.as_bytes());
-    b.extend_from_slice(args);
     b
 }
 
@@ -322,11 +367,20 @@ mod tests {
         let hello = Hello {
             id: 9,
             nonce: nonce(),
+            order: Order::Little,
             interface: "Define f();".into(),
         };
         assert_eq!(Hello::decode(&hello.encode()).unwrap(), hello);
-        let (auth, ours) = client_auth(&key, &hello);
-        let ok = worker_check(&key, &hello, &auth).unwrap();
+        let (auth, ours) = client_auth(&key, &hello, Order::Big);
+        let (ok, order) = worker_check(&key, &hello, &auth).unwrap();
+        assert_eq!(order, Order::Big);
+        // The order cannot be changed in flight.
+        let mut flipped = auth.clone();
+        flipped[16] = Order::Little.code();
+        assert!(matches!(
+            worker_check(&key, &hello, &flipped),
+            Err(ProtoError::Auth(_))
+        ));
         client_check(&key, &ours, &hello, &ok).unwrap();
         // Another key on either side fails.
         let other = [8u8; 32];

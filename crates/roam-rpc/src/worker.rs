@@ -16,11 +16,11 @@
 //! the worker keeps it running).
 
 use std::collections::HashMap;
-use std::io::{BufReader, BufWriter, Write};
+use std::io::{BufReader, BufWriter, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
-use crate::data::{self, Data, Dir};
+use crate::data::{self, Body, Data, DataError, Dir, Order};
 use crate::idl::{self, Function, Idl, IdlError};
 use crate::proto::{self, Hello, ProtoError};
 
@@ -184,23 +184,24 @@ impl Worker {
         let hello = Hello {
             id,
             nonce: proto::nonce(),
+            order: Order::native(),
             interface: self.idl.to_string(),
         };
         proto::write_frame(&mut w, proto::HELLO, &hello.encode()).map_err(ProtoError::Io)?;
         w.flush().map_err(ProtoError::Io)?;
         let auth = proto::expect_frame(&mut r, proto::AUTH, proto::HANDSHAKE_MAX)?;
-        let ok = proto::worker_check(key, &hello, &auth)?;
+        let (ok, order) = proto::worker_check(key, &hello, &auth)?;
         proto::write_frame(&mut w, proto::AUTH_OK, &ok).map_err(ProtoError::Io)?;
         w.flush().map_err(ProtoError::Io)?;
         loop {
-            let Some((kind, body)) = proto::read_frame(&mut r, self.max_frame)? else {
+            let Some((kind, len)) = proto::read_frame_head(&mut r, self.max_frame)? else {
                 return Ok(());
             };
             match kind {
                 proto::BYE => return Ok(()),
                 proto::CALL => {
-                    let reply = self.call(&body)?;
-                    proto::write_frame(&mut w, proto::REPLY, &reply).map_err(ProtoError::Io)?;
+                    let mut body = Body::new(&mut r, len, "call");
+                    self.call(&mut body, order, &mut w)?;
                     w.flush().map_err(ProtoError::Io)?;
                 }
                 other => {
@@ -214,39 +215,64 @@ impl Worker {
         }
     }
 
-    /// Runs one call; the reply's body.
-    fn call(&mut self, body: &[u8]) -> Result<Vec<u8>, WorkerError> {
-        let (id, name, raw) = proto::decode_call(body)?;
-        let fail = |status: u8, msg: &str| {
-            let mut b = proto::reply_head(id, status);
-            b.extend_from_slice(msg.as_bytes());
-            b
+    /// Runs one call, reading its arguments from `body`, and writes the
+    /// reply.
+    fn call<R: Read, W: Write>(
+        &mut self,
+        body: &mut Body<R>,
+        order: Order,
+        w: &mut W,
+    ) -> Result<(), WorkerError> {
+        let lost =
+            |e: DataError| WorkerError::Proto(ProtoError::Io(std::io::Error::other(e.to_string())));
+        let id = u64::from_be_bytes(body.take().map_err(lost)?);
+        let n = u16::from_be_bytes(body.take().map_err(lost)?) as usize;
+        if n > body.left() {
+            return Err(ProtoError::Malformed("call").into());
+        }
+        let mut name = vec![0u8; n];
+        body.fill(&mut name).map_err(lost)?;
+        let name = String::from_utf8_lossy(&name).into_owned();
+        let fail = |w: &mut W, status: u8, msg: &str| -> Result<(), WorkerError> {
+            let head = proto::reply_head(id, status);
+            proto::write_frame_parts(w, proto::REPLY, &[&head, msg.as_bytes()])
+                .map_err(|e| ProtoError::Io(e).into())
         };
-        let (Some(func), Some(handler)) = (self.idl.function(name), self.handlers.get_mut(name))
+        let (Some(func), Some(handler)) = (self.idl.function(&name), self.handlers.get_mut(&name))
         else {
-            return Ok(fail(
+            body.skip_rest().map_err(lost)?;
+            return fail(
+                w,
                 proto::NO_FUNCTION,
                 &format!("this worker has no function {name}"),
-            ));
+            );
         };
-        let values = match data::decode_call(func, raw) {
+        let values = match data::decode_call(func, body, order) {
             Ok(v) => v,
-            Err(e) => return Ok(fail(proto::BAD_ARGS, &e.to_string())),
+            Err(e @ DataError::Io(..)) => return Err(lost(e)),
+            Err(e) => {
+                // Stay in step with the stream: the next frame comes next.
+                body.skip_rest().map_err(lost)?;
+                return fail(w, proto::BAD_ARGS, &e.to_string());
+            }
         };
         let mut args = Args { func, values };
         if let Err(msg) = handler(&mut args) {
-            return Ok(fail(proto::FAILED, &msg));
+            return fail(w, proto::FAILED, &msg);
         }
-        let mut b = proto::reply_head(id, proto::OK);
-        if let Err(e) = data::encode(func, &args.values, Dir::Reply, &mut b) {
-            return Ok(fail(proto::FAILED, &e.to_string()));
-        }
-        Ok(b)
+        let pieces = match data::encode(func, &args.values, Dir::Reply, order) {
+            Ok(p) => p,
+            Err(e) => return fail(w, proto::FAILED, &e.to_string()),
+        };
+        let head = proto::reply_head(id, proto::OK);
+        let mut parts: Vec<&[u8]> = vec![&head];
+        parts.extend(pieces.iter().map(|p| p.bytes()));
+        proto::write_frame_parts(w, proto::REPLY, &parts).map_err(|e| ProtoError::Io(e).into())
     }
 }
 
 /// Connects to the first of `addrs` (comma-separated) that answers.
-fn connect_any(addrs: &str) -> Result<TcpStream, WorkerError> {
+pub fn connect_any(addrs: &str) -> Result<TcpStream, WorkerError> {
     let mut last = std::io::Error::other("no address");
     for a in addrs.split(',').filter(|a| !a.is_empty()) {
         match a.parse::<SocketAddr>() {

@@ -148,7 +148,7 @@ fn a_bound_handle_keeps_its_worker_and_its_state_and_roam_ps_shows_it() {
     let client = Client::new(bed.config()).unwrap();
     let h = client.handle_on("n1", "count").unwrap();
     for (add, want) in [(5, 5i64), (7, 12), (-2, 10)] {
-        let out = h.call(&[Data::from(add), Data::Long(vec![])]).unwrap();
+        let out = h.call(vec![Data::from(add), Data::Long(vec![])]).unwrap();
         assert_eq!(out, vec![Data::from(want)]);
     }
     let ws = bed.workers();
@@ -156,7 +156,7 @@ fn a_bound_handle_keeps_its_worker_and_its_state_and_roam_ps_shows_it() {
     assert_eq!(ws[0].node, "n1");
     // The remote executable runs where the handle says, as a roam process.
     let w = client.handle_on("n1", "where").unwrap();
-    let out = w.call(&[Data::Char(vec![])]).unwrap();
+    let out = w.call(vec![Data::Char(vec![])]).unwrap();
     let Data::Char(name) = &out[0] else {
         panic!("{out:?}")
     };
@@ -180,7 +180,7 @@ fn default_handles_spread_calls_and_run_them_again_when_a_worker_dies() {
     let h = client.handle("nap").unwrap();
     let ids: Vec<i32> = (0..2)
         .map(|_| {
-            h.call_async(&[Data::from(1500), Data::Int(vec![])])
+            h.call_async(vec![Data::from(1500), Data::Int(vec![])])
                 .unwrap()
         })
         .collect();
@@ -224,7 +224,7 @@ fn failures_end_in_the_standard_errors() {
     // Arguments that do not match the interface.
     let h = client.handle_on("n1", "dmmul").unwrap();
     let e = h
-        .call(&[
+        .call(vec![
             Data::from(2),
             Data::from(vec![1.0; 3]),
             Data::from(vec![1.0; 4]),
@@ -238,23 +238,25 @@ fn failures_end_in_the_standard_errors() {
     );
     // The function's own failure.
     let f = client.handle_on("n1", "fail").unwrap();
-    let e = f.call(&[Data::from("bad input")]).unwrap_err();
+    let e = f.call(vec![Data::from("bad input")]).unwrap_err();
     assert_eq!(e.code, Code::SessionFailed);
     assert!(e.msg.contains("bad input"), "{e}");
     // A timeout, and the handle works again after it.
     let n = client.handle_on("n2", "nap").unwrap();
-    let e = n.call(&[Data::from(5000), Data::Int(vec![])]).unwrap_err();
+    let e = n
+        .call(vec![Data::from(5000), Data::Int(vec![])])
+        .unwrap_err();
     assert!(
         e.code == Code::SessionFailed && e.msg.contains("timed out"),
         "{e}"
     );
     assert_eq!(
-        n.call(&[Data::from(1), Data::Int(vec![])]).unwrap(),
+        n.call(vec![Data::from(1), Data::Int(vec![])]).unwrap(),
         vec![Data::from(1)]
     );
     // A worker that crashes in a call.
     let c = client.handle_on("n2", "crash").unwrap();
-    let e = c.call(&[Data::from(3)]).unwrap_err();
+    let e = c.call(vec![Data::from(3)]).unwrap_err();
     assert_eq!(e.code, Code::CommunicationFailed, "{e}");
     assert!(e.msg.contains("exit status: 3"), "{e}");
     client.shutdown();

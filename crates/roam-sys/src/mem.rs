@@ -30,10 +30,15 @@ pub fn keep_large_blocks() -> bool {
 /// takes one fault per 2 MiB instead of one per 4 KiB page. A hint only:
 /// without THP (`never`), nothing changes.
 pub fn huge_pages_for(buf: &mut Vec<u8>) {
+    huge_pages_for_spare(buf)
+}
+
+/// [`huge_pages_for`], for a Vec of any element type.
+pub fn huge_pages_for_spare<T>(buf: &mut Vec<T>) {
     const HUGE: usize = 2 << 20;
     let spare = buf.spare_capacity_mut();
     let start = spare.as_ptr() as usize;
-    let end = start + spare.len();
+    let end = start + std::mem::size_of_val(spare);
     let (a, b) = (start.next_multiple_of(HUGE), end & !(HUGE - 1));
     if a < b {
         // SAFETY: the range is inside memory this Vec owns and has not
