@@ -24,3 +24,9 @@ if [ ${#need[@]} -gt 0 ]; then
   apt-get update -qq
   apt-get install -y -qq "${need[@]}" </dev/null
 fi
+# The GridRPC tests build a worker for s390x (big-endian) with Rust's
+# standard library for that target.
+if command -v rustup >/dev/null && ! rustup target list --installed | grep -qx s390x-unknown-linux-gnu; then
+  echo "installing Rust's s390x-unknown-linux-gnu target" >&2
+  rustup target add s390x-unknown-linux-gnu
+fi

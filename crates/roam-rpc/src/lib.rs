@@ -7,14 +7,18 @@
 //! - [`client`]: the client engine (handles, sessions, the wait family);
 //! - [`capi`]: the standard C API over the engine (`include/grpc.h`).
 //!
-//! See docs/design/rpc.md.
+//! Without the default feature `client`, only the worker side builds (with
+//! few dependencies, for any architecture). See docs/design/rpc.md.
 
+#[cfg(feature = "client")]
 pub mod capi;
+#[cfg(feature = "client")]
 pub mod client;
 pub mod data;
 pub mod idl;
 pub mod proto;
 pub mod worker;
 
+#[cfg(feature = "client")]
 pub use client::{Client, Code, Config, Handle, RpcError};
 pub use data::Data;

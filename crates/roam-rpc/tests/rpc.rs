@@ -21,7 +21,7 @@ fn build_dir() -> PathBuf {
 }
 
 fn worker() -> PathBuf {
-    build_dir().join("examples/demo_worker")
+    build_dir().join("demo_worker")
 }
 
 const IDL: &str = include_str!("../examples/demo.idl");
@@ -32,7 +32,13 @@ struct Bed {
 
 impl Bed {
     fn up() -> Bed {
+        Bed::with(Vec::new())
+    }
+
+    /// With n1 emulating `arch` (through qemu-user), if given.
+    fn with(arch: Vec<roam_elf::Arch>) -> Bed {
         let mut opts = TestbedOpts::new(2, build_dir().join("roamd"));
+        opts.arch = arch;
         opts.home_files = true;
         // These tests are not about failure detection: a loaded CI
         // machine (five testbeds at once) must not declare a node down.
@@ -322,4 +328,100 @@ fn the_rust_sweep_example_farms_out_its_jobs() {
         String::from_utf8_lossy(&out.stderr)
     );
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// The demo worker built for s390x, a big-endian machine, in a target
+/// directory of its own (the outer cargo holds this one's lock).
+fn s390x_worker() -> PathBuf {
+    let target = "s390x-unknown-linux-gnu";
+    let dir = build_dir().parent().expect("target").join("cross");
+    let out = Command::new(env!("CARGO"))
+        .args([
+            "build",
+            "--quiet",
+            "-p",
+            "roam-rpc-demo",
+            "--target",
+            target,
+        ])
+        .env("CARGO_TARGET_DIR", &dir)
+        .env(
+            "CARGO_TARGET_S390X_UNKNOWN_LINUX_GNU_LINKER",
+            "s390x-linux-gnu-gcc",
+        )
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("cargo runs");
+    assert!(
+        out.status.success(),
+        "cannot build the s390x worker (scripts/deps.sh installs the Rust target \
+         and gcc-s390x-linux-gnu): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    dir.join(target).join("debug/demo_worker")
+}
+
+#[test]
+fn a_big_endian_worker_serves_a_little_endian_client() {
+    if !root() {
+        eprintln!("skipped: the testbed needs root");
+        return;
+    }
+    let worker = s390x_worker();
+    let bed = Bed::with(vec![roam_elf::Arch::S390x]);
+    let mut cfg = bed.config();
+    cfg.executables.clear();
+    cfg.executable(&worker, IDL).unwrap();
+    let client = Client::new(cfg).unwrap();
+    // Only n1 runs s390x programs: a default handle finds it.
+    let h = client.handle("dmmul").unwrap();
+    let n = 5usize;
+    let a: Vec<f64> = (0..n * n).map(|i| i as f64 * 0.5 - 3.0).collect();
+    let b: Vec<f64> = (0..n * n).map(|i| (i % 7) as f64 + 0.25).collect();
+    let mut want = vec![0.0; n * n];
+    for i in 0..n {
+        for k in 0..n {
+            for j in 0..n {
+                want[i * n + j] += a[i * n + k] * b[k * n + j];
+            }
+        }
+    }
+    let out = h
+        .call(vec![
+            Data::from(n as i32),
+            Data::from(a),
+            Data::from(b),
+            Data::Double(vec![]),
+        ])
+        .unwrap();
+    assert_eq!(out, vec![Data::from(want)]);
+    assert_eq!(client.worker_nodes(), ["n1"]);
+    // Every type, both ways: INOUT longs, OUT ints and chars, a string in.
+    let c = client.handle_on("n1", "count").unwrap();
+    for (add, total) in [(1 << 20, 1i64 << 20), (-3, (1 << 20) - 3)] {
+        assert_eq!(
+            c.call(vec![Data::from(add), Data::Long(vec![])]).unwrap(),
+            vec![Data::from(total)]
+        );
+    }
+    let e = client.handle_on("n1", "echo").unwrap();
+    let x: Vec<f64> = (0..100_000).map(|i| i as f64 / 3.0).collect();
+    let back = e
+        .call(vec![
+            Data::Long(vec![x.len() as i64]),
+            Data::from(x.clone()),
+        ])
+        .unwrap();
+    assert_eq!(back, vec![Data::from(x)]);
+    let w = client.handle_on("n1", "where").unwrap();
+    let Data::Char(name) = &w.call(vec![Data::Char(vec![])]).unwrap()[0] else {
+        panic!("chars")
+    };
+    assert!(name.starts_with(b"n1\0"), "{name:?}");
+    let f = client.handle_on("n1", "fail").unwrap();
+    let err = f.call(vec![Data::from("über")]).unwrap_err();
+    assert!(err.msg.contains("über"), "{err}");
+    drop((h, c, e, w, f));
+    client.shutdown();
+    wait_until("the worker to end", || bed.workers().is_empty());
 }

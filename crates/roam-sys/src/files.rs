@@ -203,12 +203,16 @@ pub fn link_fd(
     .map(drop)
 }
 
+/// fchmodat2's number: 452 on every architecture (calls added since 5.1
+/// share one numbering), which not every target of the libc crate names.
+const SYS_FCHMODAT2: libc::c_long = 452;
+
 /// fchmodat2(fd, "", mode, AT_EMPTY_PATH): works on O_PATH descriptors.
 pub fn chmod_fd(fd: BorrowedFd<'_>, mode: u32) -> SysResult<()> {
     // SAFETY: the empty name is a valid C string; no memory is written.
     check_long(unsafe {
         libc::syscall(
-            libc::SYS_fchmodat2,
+            SYS_FCHMODAT2,
             fd.as_raw_fd(),
             c"".as_ptr(),
             mode,

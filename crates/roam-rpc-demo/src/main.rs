@@ -1,11 +1,12 @@
-//! A remote executable for the GridRPC demo and tests: serves the
-//! functions of `demo.idl` to the client that started it.
+//! `demo_worker`, a remote executable for roam-rpc's demo, tests and
+//! bench: serves the functions of `crates/roam-rpc/examples/demo.idl` to
+//! the client that started it.
 
 use roam_rpc::worker::{Args, Worker};
 use roam_rpc::Data;
 
 fn main() {
-    let mut w = Worker::new(include_str!("demo.idl")).unwrap_or_else(|e| {
+    let mut w = Worker::new(include_str!("../../roam-rpc/examples/demo.idl")).unwrap_or_else(|e| {
         eprintln!("demo_worker: {e}");
         std::process::exit(2)
     });
