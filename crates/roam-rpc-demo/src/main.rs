@@ -48,6 +48,18 @@ fn main() {
         std::process::exit(a.int("code")? as i32)
     });
     reg(&mut w, "echo", |_| Ok(()));
+    reg(&mut w, "spawn", |a| {
+        let prog = a.str("prog")?;
+        let status = std::process::Command::new(&prog)
+            .status()
+            .map_err(|e| format!("cannot run {prog}: {e}"))?;
+        a.set("status", status.code().unwrap_or(-1))
+    });
+    reg(&mut w, "readfile", |a| {
+        let path = a.str("path")?;
+        let data = std::fs::read(&path).map_err(|e| format!("cannot read {path}: {e}"))?;
+        a.set("size", data.len() as i64)
+    });
     reg(&mut w, "null", |_| Ok(()));
     if let Err(e) = w.serve_env() {
         eprintln!("demo_worker: {e}");

@@ -104,6 +104,8 @@ pub struct Executable {
     pub idl: Idl,
     /// Nodes it may run on; empty: any that runs its architecture.
     pub nodes: Vec<String>,
+    /// Whether its workers confine themselves (see [`crate::confine`]).
+    pub confine: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -144,6 +146,8 @@ struct ExecutableFile {
     idl: PathBuf,
     #[serde(default)]
     nodes: Vec<String>,
+    #[serde(default)]
+    confine: bool,
 }
 
 impl Config {
@@ -180,6 +184,7 @@ impl Config {
             path,
             idl,
             nodes: Vec::new(),
+            confine: false,
         });
         Ok(self)
     }
@@ -223,6 +228,7 @@ impl Config {
                 path: dir.join(e.path),
                 idl,
                 nodes: e.nodes,
+                confine: e.confine,
             });
         }
         Ok(c)
@@ -454,6 +460,10 @@ impl Client {
             .env(ENV_CONNECT, addrs)
             .env(ENV_KEY, proto::key_hex(&key))
             .env(ENV_ID, id.to_string())
+            .env(
+                crate::confine::ENV_CONFINE,
+                if e.confine { "1" } else { "0" },
+            )
             .stdin(Stdio::null());
         if let Some(s) = &cfg.socket {
             cmd.env("ROAM_SOCKET", s);

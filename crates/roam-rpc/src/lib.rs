@@ -4,6 +4,7 @@
 //! - [`data`]: argument values and their byte-order-independent encoding;
 //! - [`proto`]: the client–worker frames and authentication;
 //! - [`worker`]: the library a remote executable serves calls with;
+//! - [`confine`]: the seccomp confinement a worker can be asked for;
 //! - [`client`]: the client engine (handles, sessions, the wait family);
 //! - [`capi`]: the standard C API over the engine (`include/grpc.h`).
 //!
@@ -14,6 +15,7 @@
 pub mod capi;
 #[cfg(feature = "client")]
 pub mod client;
+pub mod confine;
 pub mod data;
 pub mod idl;
 pub mod proto;

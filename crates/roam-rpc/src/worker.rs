@@ -42,6 +42,8 @@ pub enum WorkerError {
         addrs: String,
         error: std::io::Error,
     },
+    #[error("cannot confine the worker: {0}")]
+    Confine(std::io::Error),
     #[error("talking to the client: {0}")]
     Proto(#[from] ProtoError),
 }
@@ -128,6 +130,7 @@ pub struct Worker {
     idl: Idl,
     handlers: HashMap<String, Handler>,
     max_frame: usize,
+    confined: bool,
 }
 
 impl Worker {
@@ -137,11 +140,20 @@ impl Worker {
             idl: idl::parse(idl_text)?,
             handlers: HashMap::new(),
             max_frame: proto::DEFAULT_MAX_FRAME,
+            confined: false,
         })
     }
 
     pub fn idl(&self) -> &Idl {
         &self.idl
+    }
+
+    /// Confines the worker (see [`crate::confine`]) once it has
+    /// authenticated its client, before any call; the client's
+    /// configuration can also ask for it.
+    pub fn confine(&mut self) -> &mut Worker {
+        self.confined = true;
+        self
     }
 
     /// Serves calls of `name` with `f`.
@@ -171,6 +183,9 @@ impl Worker {
             .ok_or(WorkerError::Env(ENV_ID))?;
         // The key is not for the program's children.
         std::env::remove_var(ENV_KEY);
+        if std::env::var(crate::confine::ENV_CONFINE).is_ok_and(|v| v == "1") {
+            self.confined = true;
+        }
         let stream = connect_any(&addrs)?;
         self.serve(stream, id, &key)
     }
@@ -191,6 +206,10 @@ impl Worker {
         w.flush().map_err(ProtoError::Io)?;
         let auth = proto::expect_frame(&mut r, proto::AUTH, proto::HANDSHAKE_MAX)?;
         let (ok, order) = proto::worker_check(key, &hello, &auth)?;
+        if self.confined {
+            // Before anything the client sends runs.
+            crate::confine::confine().map_err(WorkerError::Confine)?;
+        }
         proto::write_frame(&mut w, proto::AUTH_OK, &ok).map_err(ProtoError::Io)?;
         w.flush().map_err(ProtoError::Io)?;
         loop {

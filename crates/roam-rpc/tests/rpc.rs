@@ -425,3 +425,47 @@ fn a_big_endian_worker_serves_a_little_endian_client() {
     client.shutdown();
     wait_until("the worker to end", || bed.workers().is_empty());
 }
+
+#[test]
+fn a_confined_worker_computes_and_reads_files_but_runs_no_program() {
+    if !root() {
+        eprintln!("skipped: the testbed needs root");
+        return;
+    }
+    let bed = Bed::up();
+    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/demo.idl");
+    let size = std::fs::metadata(&file).unwrap().len() as i64;
+    let path = file.to_str().unwrap();
+    // Unconfined, a worker runs programs.
+    let client = Client::new(bed.config()).unwrap();
+    let s = client.handle_on("n1", "spawn").unwrap();
+    assert_eq!(
+        s.call(vec![Data::from("/bin/true"), Data::Int(vec![])])
+            .unwrap(),
+        vec![Data::from(0)]
+    );
+    client.shutdown();
+    // Confined, it cannot, and says why; files and computing still work.
+    let mut cfg = bed.config();
+    cfg.executables[0].confine = true;
+    let client = Client::new(cfg).unwrap();
+    let s = client.handle_on("n1", "spawn").unwrap();
+    let e = s
+        .call(vec![Data::from("/bin/true"), Data::Int(vec![])])
+        .unwrap_err();
+    assert_eq!(e.code, Code::SessionFailed);
+    assert!(e.msg.contains("Operation not permitted"), "{e}");
+    let r = client.handle_on("n1", "readfile").unwrap();
+    assert_eq!(
+        r.call(vec![Data::from(path), Data::Long(vec![])]).unwrap(),
+        vec![Data::from(size)]
+    );
+    let c = client.handle_on("n1", "count").unwrap();
+    assert_eq!(
+        c.call(vec![Data::from(4), Data::Long(vec![])]).unwrap(),
+        vec![Data::from(4i64)]
+    );
+    drop((s, r, c));
+    client.shutdown();
+    wait_until("the workers to end", || bed.workers().is_empty());
+}

@@ -39,9 +39,11 @@ use std::os::unix::fs::FileExt;
 pub const NATIVE_AUDIT_ARCH: Option<u32> = Some(0xC000_003E);
 #[cfg(target_arch = "aarch64")]
 pub const NATIVE_AUDIT_ARCH: Option<u32> = Some(0xC000_00B7);
+#[cfg(target_arch = "s390x")]
+pub const NATIVE_AUDIT_ARCH: Option<u32> = Some(0x8000_0016);
 /// Other architectures: not supported yet (their AUDIT_ARCH values are
-/// not wired in), so [`notify_filter`] refuses.
-#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+/// not wired in), so [`notify_filter`] and [`allow_filter`] refuse.
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64", target_arch = "s390x")))]
 pub const NATIVE_AUDIT_ARCH: Option<u32> = None;
 
 /// SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP (linux/seccomp.h, since 6.6): the
@@ -122,6 +124,69 @@ pub fn notify_filter(syscalls: &[i64]) -> Result<Vec<libc::sock_filter>, FilterE
     prog.push(stmt(ret, libc::SECCOMP_RET_ALLOW));
     prog.push(stmt(ret, libc::SECCOMP_RET_USER_NOTIF));
     Ok(prog)
+}
+
+/// The BPF program of a confinement: `allowed` calls (numbers of the
+/// machine's own convention) pass; every other call, and every call of
+/// another convention, fails with `errno`.
+pub fn allow_filter(allowed: &[i64], errno: u16) -> Result<Vec<libc::sock_filter>, FilterError> {
+    let arch = NATIVE_AUDIT_ARCH.ok_or(FilterError::UnsupportedArch)?;
+    if allowed.len() > MAX_SYSCALLS {
+        return Err(FilterError::TooMany(allowed.len()));
+    }
+    let mut nrs = Vec::with_capacity(allowed.len());
+    for &nr in allowed {
+        let n = u32::try_from(nr).map_err(|_| FilterError::BadNumber(nr))?;
+        if !nrs.contains(&n) {
+            nrs.push(n);
+        }
+    }
+    let n = nrs.len() as u8;
+    let ld = libc::BPF_LD | libc::BPF_W | libc::BPF_ABS;
+    let jeq = libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K;
+    let ret = libc::BPF_RET | libc::BPF_K;
+    let mut prog = Vec::with_capacity(nrs.len() + 5);
+    prog.push(stmt(ld, OFF_ARCH));
+    // Another convention: to the refusal, past the load and the n tests.
+    prog.push(jump(jeq, arch, 0, n + 1));
+    prog.push(stmt(ld, OFF_NR));
+    for (i, &nr) in nrs.iter().enumerate() {
+        // Match: to ALLOW, past the remaining tests and the refusal.
+        prog.push(jump(jeq, nr, n - i as u8, 0));
+    }
+    prog.push(stmt(ret, libc::SECCOMP_RET_ERRNO | u32::from(errno)));
+    prog.push(stmt(ret, libc::SECCOMP_RET_ALLOW));
+    Ok(prog)
+}
+
+/// Confines every thread of the calling process with `prog` (from
+/// [`allow_filter`]), after setting no_new_privs, for the rest of its
+/// life and its children's.
+pub fn confine(prog: &[libc::sock_filter]) -> io::Result<()> {
+    let fprog = libc::sock_fprog {
+        len: prog.len() as libc::c_ushort,
+        filter: prog.as_ptr().cast_mut(),
+    };
+    // SAFETY: prctl takes integers; seccomp reads `fprog` and the program
+    // it points to, both alive for the call.
+    let r = unsafe {
+        if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        libc::syscall(
+            libc::SYS_seccomp,
+            libc::SECCOMP_SET_MODE_FILTER,
+            libc::SECCOMP_FILTER_FLAG_TSYNC,
+            &raw const fprog,
+        )
+    };
+    match r {
+        0 => Ok(()),
+        r if r > 0 => Err(io::Error::other(format!(
+            "thread {r} could not take the filter"
+        ))),
+        _ => Err(io::Error::last_os_error()),
+    }
 }
 
 /// What [`run_filter`] decides for one call: runs the program the way the
@@ -520,6 +585,31 @@ mod tests {
             notify_filter(&[-1]),
             Err(FilterError::BadNumber(-1))
         ));
+    }
+
+    #[test]
+    fn allow_filter_program() {
+        let arch = NATIVE_AUDIT_ARCH.unwrap();
+        let prog = allow_filter(
+            &[nr::GETPID, libc::SYS_read, nr::GETPID],
+            libc::EPERM as u16,
+        )
+        .unwrap();
+        assert_eq!(prog.len(), 7);
+        let allow = Some(libc::SECCOMP_RET_ALLOW);
+        let eperm = Some(libc::SECCOMP_RET_ERRNO | libc::EPERM as u32);
+        assert_eq!(run_filter(&prog, arch, nr::GETPID as i32), allow);
+        assert_eq!(run_filter(&prog, arch, libc::SYS_read as i32), allow);
+        assert_eq!(run_filter(&prog, arch, libc::SYS_execve as i32), eperm);
+        // Another convention is refused whatever the number.
+        assert_eq!(run_filter(&prog, 0x4000_0003, nr::GETPID as i32), eperm);
+        let many: Vec<i64> = (0..MAX_SYSCALLS as i64).collect();
+        let prog = allow_filter(&many, 1).unwrap();
+        assert_eq!(run_filter(&prog, arch, MAX_SYSCALLS as i32 - 1), allow);
+        assert_eq!(
+            run_filter(&prog, arch, MAX_SYSCALLS as i32),
+            Some(libc::SECCOMP_RET_ERRNO | 1)
+        );
     }
 
     #[test]
