@@ -16,16 +16,17 @@ fn main() {
     reg(&mut w, "dmmul", |a| {
         let n = a.int("n")? as usize;
         let (x, y) = (a.doubles("A")?.to_vec(), a.doubles("B")?.to_vec());
-        let c = a.doubles_mut("C")?;
-        for i in 0..n {
-            for k in 0..n {
-                let aik = x[i * n + k];
-                for j in 0..n {
-                    c[i * n + j] += aik * y[k * n + j];
-                }
-            }
-        }
+        roam_rpc_demo::mmul_add(n, &x, &y, a.doubles_mut("C")?);
         Ok(())
+    });
+    reg(&mut w, "ztrace", |a| {
+        let n = a.int("n")? as usize;
+        let z = (a.get("zr")?.clone(), a.get("zi")?.clone());
+        let (Data::Double(zr), Data::Double(zi)) = z else {
+            return Err("zr and zi are doubles".into());
+        };
+        let t = roam_rpc_demo::ztrace(n, a.doubles("A")?, (zr[0], zi[0]))?;
+        a.set("t", vec![t.0, t.1])
     });
     let mut total: i64 = 0;
     w.register("count", move |a: &mut Args| {

@@ -100,7 +100,11 @@ impl RpcError {
 /// A remote executable the client may start.
 #[derive(Debug, Clone)]
 pub struct Executable {
+    /// Its name in messages (the first build).
     pub path: PathBuf,
+    /// Its builds, for different architectures; a node gets the build of
+    /// its own architecture, else one it runs through a runner.
+    pub builds: Vec<PathBuf>,
     pub idl: Idl,
     /// Nodes it may run on; empty: any that runs its architecture.
     pub nodes: Vec<String>,
@@ -142,7 +146,9 @@ struct ConfigFile {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ExecutableFile {
-    path: PathBuf,
+    path: Option<PathBuf>,
+    #[serde(default)]
+    builds: Vec<PathBuf>,
     idl: PathBuf,
     #[serde(default)]
     nodes: Vec<String>,
@@ -181,6 +187,7 @@ impl Config {
             )
         })?;
         self.executables.push(Executable {
+            builds: vec![path.clone()],
             path,
             idl,
             nodes: Vec::new(),
@@ -224,8 +231,21 @@ impl Config {
                 .map_err(|err| bad(format!("{}: {err}", idl_path.display())))?;
             let idl =
                 idl::parse(&text).map_err(|err| bad(format!("{}: {err}", idl_path.display())))?;
+            let builds: Vec<PathBuf> = e
+                .path
+                .iter()
+                .chain(&e.builds)
+                .map(|p| dir.join(p))
+                .collect();
+            let Some(path) = builds.first().cloned() else {
+                return Err(bad(format!(
+                    "an executable of {} has no path or builds",
+                    idl_path.display()
+                )));
+            };
             c.executables.push(Executable {
-                path: dir.join(e.path),
+                path,
+                builds,
                 idl,
                 nodes: e.nodes,
                 confine: e.confine,
@@ -401,13 +421,34 @@ impl Client {
         let cfg = &self.inner.cfg;
         let e = &cfg.executables[exe];
         let nodes = self.nodes()?;
-        let arch = roam_core::locate::locate(e.path.as_os_str(), None)
-            .ok()
-            .flatten()
-            .map(|l| l.arch.to_string());
+        let builds: Vec<(&PathBuf, Option<String>)> = e
+            .builds
+            .iter()
+            .map(|b| {
+                let arch = roam_core::locate::locate(b.as_os_str(), None)
+                    .ok()
+                    .flatten()
+                    .map(|l| l.arch.to_string());
+                (b, arch)
+            })
+            .collect();
+        // The build for node `n`: of its own architecture, else one it
+        // runs (through a runner), else one whose architecture is not
+        // known here (a script, a file only the nodes have).
+        let pick = |n: &roam_proto::types::NodeInfo| -> Option<&PathBuf> {
+            let with = |ok: &dyn Fn(&str) -> bool| {
+                builds
+                    .iter()
+                    .find(|(_, a)| a.as_deref().is_some_and(ok))
+                    .map(|(b, _)| *b)
+            };
+            with(&|a| a == n.arch.native)
+                .or_else(|| with(&|a| n.arch.runs(a)))
+                .or_else(|| builds.iter().find(|(_, a)| a.is_none()).map(|(b, _)| *b))
+        };
         let fits = |n: &roam_proto::types::NodeInfo| {
             n.state == roam_proto::types::NodeState::Up
-                && arch.as_deref().is_none_or(|a| n.arch.runs(a))
+                && pick(n).is_some()
                 && (e.nodes.is_empty() || e.nodes.contains(&n.name))
         };
         let target = match node {
@@ -427,7 +468,7 @@ impl Client {
                         ),
                     ));
                 }
-                n.name.clone()
+                n
             }
             None => {
                 let ok: Vec<_> = nodes.iter().filter(|n| fits(n)).collect();
@@ -439,9 +480,11 @@ impl Client {
                 }
                 let mut st = self.lock();
                 st.rr = st.rr.wrapping_add(1);
-                ok[st.rr % ok.len()].name.clone()
+                ok[st.rr % ok.len()]
             }
         };
+        let build = pick(target).expect("fits").clone();
+        let target = target.name.clone();
         let addrs = callback_addresses(&nodes, self.inner.port);
         let key: [u8; 32] = rand::random();
         let id = {
@@ -456,7 +499,7 @@ impl Client {
             .arg("--node")
             .arg(&target)
             .arg("--")
-            .arg(&e.path)
+            .arg(&build)
             .env(ENV_CONNECT, addrs)
             .env(ENV_KEY, proto::key_hex(&key))
             .env(ENV_ID, id.to_string())
@@ -1278,6 +1321,20 @@ mod tests {
         let e = Config::load(&cfg).unwrap_err();
         assert_eq!(e.code, Code::ConfigFileError);
         assert!(e.msg.contains("line 1, column 33"), "{e}");
+
+        std::fs::write(
+            &cfg,
+            "[[executable]]\nbuilds = [\"x86/w\", \"s390x/w\"]\nidl = \"m.idl\"\nconfine = true\n",
+        )
+        .unwrap();
+        let c = Config::load(&cfg).unwrap();
+        let e = &c.executables[0];
+        assert_eq!(e.builds, vec![dir.join("x86/w"), dir.join("s390x/w")]);
+        assert_eq!(e.path, dir.join("x86/w"));
+        assert!(e.confine);
+        std::fs::write(&cfg, "[[executable]]\nidl = \"m.idl\"\n").unwrap();
+        let e = Config::load(&cfg).unwrap_err();
+        assert!(e.msg.contains("no path or builds"), "{e}");
 
         std::fs::write(&cfg, "tiemout_ms = 5\n").unwrap();
         assert_eq!(Config::load(&cfg).unwrap_err().code, Code::ConfigFileError);

@@ -341,6 +341,7 @@ fn s390x_worker() -> PathBuf {
             "--quiet",
             "-p",
             "roam-rpc-demo",
+            "--no-default-features",
             "--target",
             target,
         ])
@@ -468,4 +469,49 @@ fn a_confined_worker_computes_and_reads_files_but_runs_no_program() {
     drop((s, r, c));
     client.shutdown();
     wait_until("the workers to end", || bed.workers().is_empty());
+}
+
+#[test]
+fn the_contour_eigensolver_runs_on_workers_of_two_architectures() {
+    if !root() {
+        eprintln!("skipped: the testbed needs root");
+        return;
+    }
+    let s390x = s390x_worker();
+    let bed = Bed::with(vec![roam_elf::Arch::S390x]);
+    let dir =
+        Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("rpc-contour-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = dir.join("client.toml");
+    // Two builds: n1 (emulating s390x) gets the big-endian one, n2 the
+    // native one.
+    std::fs::write(
+        &cfg,
+        format!(
+            "roam = {:?}\nsocket = {:?}\n[[executable]]\nbuilds = [{:?}, {:?}]\nidl = {:?}\n",
+            build_dir().join("roam"),
+            bed.tb.socket(),
+            worker(),
+            s390x,
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/demo.idl"),
+        ),
+    )
+    .unwrap();
+    let out = Command::new(build_dir().join("contour"))
+        .arg(&cfg)
+        .args(["30", "128"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("contour: PASS"),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("\"n1\"") && stdout.contains("\"n2\""),
+        "{stdout}"
+    );
+    wait_until("the workers to end", || bed.workers().is_empty());
+    std::fs::remove_dir_all(&dir).unwrap();
 }
