@@ -77,6 +77,20 @@ const char *grpc_error_string(grpc_error_t error_code);
 /* roam-rpc: the message of the last error of this thread ("" if none). */
 const char *roam_rpc_last_error(void);
 
+/*
+ * The worker side: a remote executable written in C. A function gets one
+ * pointer per parameter, in the interface's order: to the scalar or the
+ * array (IN ones to read; OUT and INOUT ones to write, already sized) or,
+ * for a string, to its NUL-terminated text. It returns 0, or non-zero
+ * with a message in error (error_len bytes at most), which the caller
+ * gets.
+ */
+typedef int (*roam_rpc_function)(void **args, char *error, size_t error_len);
+int roam_rpc_worker_register(const char *name, roam_rpc_function f);
+/* Serves the client that started this program until it hangs up: 0, or 1
+ * with the reason on stderr. */
+int roam_rpc_worker_serve(const char *idl);
+
 /* Internal: used by grpc_call and grpc_call_async. */
 union roam_rpc_arg {
     long long i;

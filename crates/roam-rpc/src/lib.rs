@@ -6,13 +6,15 @@
 //! - [`worker`]: the library a remote executable serves calls with;
 //! - [`confine`]: the seccomp confinement a worker can be asked for;
 //! - [`client`]: the client engine (handles, sessions, the wait family);
-//! - [`capi`]: the standard C API over the engine (`include/grpc.h`).
+//! - [`capi`]: the standard C API over the engine (`include/grpc.h`);
+//! - [`capi_worker`]: the C API of workers (also in `grpc.h`).
 //!
 //! Without the default feature `client`, only the worker side builds (with
 //! few dependencies, for any architecture). See docs/design/rpc.md.
 
 #[cfg(feature = "client")]
 pub mod capi;
+pub mod capi_worker;
 #[cfg(feature = "client")]
 pub mod client;
 pub mod confine;

@@ -515,3 +515,71 @@ fn the_contour_eigensolver_runs_on_workers_of_two_architectures() {
     wait_until("the workers to end", || bed.workers().is_empty());
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn a_worker_written_in_c_serves_calls() {
+    if !root() {
+        eprintln!("skipped: the testbed needs root");
+        return;
+    }
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("rpc-cw-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let worker = dir.join("dmmul_worker");
+    let src = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let cc = Command::new("cc")
+        .args(["-O2", "-Wall", "-Wextra", "-Werror"])
+        .arg(src.join("examples/c/dmmul_worker.c"))
+        .arg("-I")
+        .arg(src.join("include"))
+        .arg("-L")
+        .arg(build_dir())
+        .arg(format!("-Wl,-rpath,{}", build_dir().display()))
+        .args(["-lroam_rpc", "-o"])
+        .arg(&worker)
+        .output()
+        .expect("cc runs");
+    assert!(
+        cc.status.success(),
+        "cc: {}",
+        String::from_utf8_lossy(&cc.stderr)
+    );
+    let bed = Bed::up();
+    let mut cfg = bed.config();
+    cfg.executables.clear();
+    cfg.executable(
+        &worker,
+        "Module cdemo;\n\
+         Define dmmul(IN int n, IN double A[n][n], IN double B[n][n], OUT double C[n][n]);\n\
+         Define count(IN int add, OUT long total);\n\
+         Define fail(IN string why);\n",
+    )
+    .unwrap();
+    let client = Client::new(cfg).unwrap();
+    let h = client.handle_on("n2", "dmmul").unwrap();
+    let out = h
+        .call(vec![
+            Data::from(2),
+            Data::from(vec![1.0, 2.0, 3.0, 4.0]),
+            Data::from(vec![5.0, 6.0, 7.0, 8.0]),
+            Data::Double(vec![]),
+        ])
+        .unwrap();
+    assert_eq!(out, vec![Data::from(vec![19.0, 22.0, 43.0, 50.0])]);
+    let c = client.handle_on("n2", "count").unwrap();
+    for (add, want) in [(2, 2i64), (3, 5)] {
+        assert_eq!(
+            c.call(vec![Data::from(add), Data::Long(vec![])]).unwrap(),
+            vec![Data::from(want)]
+        );
+    }
+    let f = client.handle_on("n2", "fail").unwrap();
+    let e = f.call(vec![Data::from("no")]).unwrap_err();
+    assert_eq!(e.code, Code::SessionFailed);
+    assert!(e.msg.contains("C worker says: no"), "{e}");
+    drop((h, c, f));
+    client.shutdown();
+    wait_until("the workers to end", || {
+        bed.ps().iter().all(|p| !p.command.contains("dmmul_worker"))
+    });
+    std::fs::remove_dir_all(&dir).unwrap();
+}
