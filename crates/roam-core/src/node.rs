@@ -482,12 +482,13 @@ async fn reaper(shared: Arc<NodeShared>) {
                     let pid = event_pid(&ev);
                     let final_event =
                         matches!(ev, WaitEvent::Exited { .. } | WaitEvent::Signaled { .. });
-                    let mut table = shared.pids.lock().unwrap();
-                    if let Some(tx) = table.get(&pid) {
-                        let _ = tx.send(SessionCmd::Wait(ev));
-                    }
-                    if final_event {
-                        table.remove(&pid);
+                    // The spawner holds the table while a child starts,
+                    // and that start may need this thread: an exec
+                    // through the home's files waits for FUSE replies,
+                    // which come over the link this thread serves. Wait
+                    // for the table without blocking the thread.
+                    while !deliver(&shared.pids, pid, &ev, final_event) {
+                        tokio::time::sleep(Duration::from_millis(1)).await;
                     }
                 }
                 Ok(None) => break,
@@ -502,6 +503,28 @@ async fn reaper(shared: Arc<NodeShared>) {
             return;
         }
     }
+}
+
+/// Hands `ev` to the session of `pid`, if the pid table is free: false
+/// when the spawner holds it (see the reaper).
+fn deliver(
+    pids: &Mutex<HashMap<u32, mpsc::UnboundedSender<SessionCmd>>>,
+    pid: u32,
+    ev: &WaitEvent,
+    final_event: bool,
+) -> bool {
+    let mut table = match pids.try_lock() {
+        Ok(t) => t,
+        Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+        Err(std::sync::TryLockError::WouldBlock) => return false,
+    };
+    if let Some(tx) = table.get(&pid) {
+        let _ = tx.send(SessionCmd::Wait(ev.clone()));
+    }
+    if final_event {
+        table.remove(&pid);
+    }
+    true
 }
 
 fn event_pid(ev: &WaitEvent) -> u32 {

@@ -40,9 +40,6 @@ impl Bed {
         let mut opts = TestbedOpts::new(2, build_dir().join("roamd"));
         opts.arch = arch;
         opts.home_files = true;
-        // These tests are not about failure detection: a loaded CI
-        // machine (five testbeds at once) must not declare a node down.
-        opts.timeout_ms = 15_000;
         let tb = Testbed::up(opts).expect("testbed up");
         tb.wait_nodes_up(2, Duration::from_secs(20))
             .expect("nodes up");

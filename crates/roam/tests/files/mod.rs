@@ -410,3 +410,28 @@ fn a_foreign_dynamic_program_loads_its_libraries_from_the_home() {
     assert!(out.contains("arch-bits=64 endian=little"), "{out}");
     assert!(out.contains(&format!("cwd={}\n", d.0.display())), "{out}");
 }
+
+/// A child that ends while another starts through the home's files: the
+/// reaper used to wait for the pid table, which the spawner held until
+/// the new program's exec was done, and that exec waited for FUSE replies
+/// that only the reaper's blocked thread could deliver. The node went
+/// silent for seconds and the home declared it down.
+#[test]
+fn an_exit_during_a_start_through_the_homes_files_stalls_nothing() {
+    let c = Cluster::home_files(1);
+    for i in 0..80 {
+        let mut short = c.start(&["run", "--node", "n1", "sleep", &format!("0.0{}", i % 10)]);
+        std::thread::sleep(Duration::from_millis(i % 10));
+        let started = std::time::Instant::now();
+        let out = c.run(&["run", "--node", "n1", "/bin/true"]);
+        assert!(out.status.success(), "round {i}: {}", text(&out.stderr));
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "round {i}: a start took {:?}",
+            started.elapsed()
+        );
+        let status = short.wait().unwrap();
+        assert!(status.success(), "round {i}: sleep ended {status}");
+    }
+    assert!(!c.log("home").contains("went down"), "{}", c.log("home"));
+}
