@@ -519,7 +519,7 @@ fn deliver(
         Err(std::sync::TryLockError::WouldBlock) => return false,
     };
     if let Some(tx) = table.get(&pid) {
-        let _ = tx.send(SessionCmd::Wait(ev.clone()));
+        let _ = tx.send(SessionCmd::Wait(*ev));
     }
     if final_event {
         table.remove(&pid);
