@@ -47,6 +47,19 @@ impl Data {
         }
     }
 
+    /// Sets every element to zero (a string to empty).
+    pub fn zero(&mut self) {
+        match self {
+            Data::Char(v) => v.fill(0),
+            Data::Short(v) => v.fill(0),
+            Data::Int(v) => v.fill(0),
+            Data::Long(v) => v.fill(0),
+            Data::Float(v) => v.fill(0.0),
+            Data::Double(v) => v.fill(0.0),
+            Data::Str(v) => v.clear(),
+        }
+    }
+
     pub fn ty(&self) -> Type {
         match self {
             Data::Char(_) => Type::Char,
@@ -410,7 +423,9 @@ impl<R: Read> Body<R> {
     }
 
     /// One value of type `ty`, elements in `order`.
-    fn value(&mut self, ty: Type, order: Order) -> Result<Data, DataError> {
+    /// One value of type `ty`, elements in `order`, read into `reuse` when
+    /// that is an array of the same type and length (no allocation).
+    fn value(&mut self, ty: Type, order: Order, reuse: Option<Data>) -> Result<Data, DataError> {
         if ty == Type::Str {
             let n = u32::from_be_bytes(self.take()?) as usize;
             if n > self.left {
@@ -429,12 +444,20 @@ impl<R: Read> Body<R> {
         let native = order == Order::native();
         macro_rules! read {
             ($t:ty, $v:ident, $swap:expr) => {{
-                let mut v: Vec<$t> = Vec::with_capacity(n);
-                if n * ty.size() >= HUGE_ARRAY {
-                    // One fault per 2 MiB, not per page, while it fills.
-                    roam_sys::mem::huge_pages_for_spare(&mut v);
-                }
-                v.resize(n, <$t>::default());
+                let mut v: Vec<$t> = match reuse {
+                    Some(Data::$v(old)) if old.len() == n => old,
+                    _ => {
+                        // Zeroed by the allocator (fresh pages from the
+                        // kernel for large ones, not written twice).
+                        let mut v: Vec<$t> = vec![<$t>::default(); n];
+                        if n * ty.size() >= HUGE_ARRAY {
+                            // One fault per 2 MiB, not per page, while it
+                            // fills.
+                            roam_sys::mem::huge_pages_for_fresh(&mut v);
+                        }
+                        v
+                    }
+                };
                 self.fill(bytemuck::cast_slice_mut(&mut v))?;
                 if !native {
                     v.iter_mut().for_each(|x| *x = $swap(*x));
@@ -462,10 +485,24 @@ pub fn decode_call<R: Read>(
     body: &mut Body<R>,
     order: Order,
 ) -> Result<Vec<Data>, DataError> {
+    decode_call_reusing(f, body, order, Vec::new())
+}
+
+/// [`decode_call`], reading into the arrays of `spare` (an earlier call's
+/// values of the same function) where their lengths match: a worker
+/// called again and again with the same sizes allocates nothing.
+pub fn decode_call_reusing<R: Read>(
+    f: &Function,
+    body: &mut Body<R>,
+    order: Order,
+    spare: Vec<Data>,
+) -> Result<Vec<Data>, DataError> {
+    let mut spare: Vec<Option<Data>> = spare.into_iter().map(Some).collect();
+    spare.resize(f.params.len(), None);
     let mut args: Vec<Option<Data>> = vec![None; f.params.len()];
     for (i, p) in f.params.iter().enumerate() {
         if p.mode.sent() {
-            args[i] = Some(body.value(p.ty, order)?);
+            args[i] = Some(body.value(p.ty, order, spare[i].take())?);
         }
     }
     body.finish()?;
@@ -493,7 +530,14 @@ pub fn decode_call<R: Read>(
                 }
                 d
             }
-            None => Data::zeros(p.ty, n[i]),
+            None => match spare[i].take() {
+                // OUT values arrive as zeros.
+                Some(mut old) if old.ty() == p.ty && old.len() == n[i] => {
+                    old.zero();
+                    old
+                }
+                _ => Data::zeros(p.ty, n[i]),
+            },
         };
         out.push(d);
     }
@@ -513,7 +557,7 @@ pub fn decode_reply<R: Read>(
         if !p.mode.returned() {
             continue;
         }
-        let d = body.value(p.ty, order)?;
+        let d = body.value(p.ty, order, None)?;
         if d.len() != expect[i] {
             return Err(DataError::Count {
                 func: f.name.clone(),
@@ -596,6 +640,29 @@ mod tests {
         assert!(swapped.iter().all(|p| matches!(p, Piece::Owned(_))));
         assert_eq!(Order::agree(Order::Little, Order::Little), Order::Little);
         assert_eq!(Order::agree(Order::Little, Order::Big), Order::Big);
+    }
+
+    #[test]
+    fn a_call_reuses_an_earlier_calls_arrays_of_the_same_size() {
+        let f = dmmul();
+        let o = Order::native();
+        let b = encode_vec(&f, &args(10, 100), Dir::Call, o).unwrap();
+        let mut first = call(&f, &b, o).unwrap();
+        first[2] = Data::from(vec![7.0; 100]);
+        let at = match &first[1] {
+            Data::Double(v) => v.as_ptr(),
+            _ => unreachable!(),
+        };
+        let again =
+            decode_call_reusing(&f, &mut Body::new(&b[..], b.len(), "call"), o, first).unwrap();
+        // The same memory, the values of the new call, OUT zeroed again.
+        assert!(matches!(&again[1], Data::Double(v) if v.as_ptr() == at));
+        assert_eq!(again, call(&f, &b, o).unwrap());
+        // Other sizes get new arrays.
+        let b2 = encode_vec(&f, &args(3, 9), Dir::Call, o).unwrap();
+        let third =
+            decode_call_reusing(&f, &mut Body::new(&b2[..], b2.len(), "call"), o, again).unwrap();
+        assert_eq!(third, call(&f, &b2, o).unwrap());
     }
 
     #[test]

@@ -131,6 +131,9 @@ pub struct Worker {
     handlers: HashMap<String, Handler>,
     max_frame: usize,
     confined: bool,
+    /// The last call's values of each function, whose arrays the next
+    /// call of the same sizes is read into.
+    spare: HashMap<String, Vec<Data>>,
 }
 
 impl Worker {
@@ -141,6 +144,7 @@ impl Worker {
             handlers: HashMap::new(),
             max_frame: proto::DEFAULT_MAX_FRAME,
             confined: false,
+            spare: HashMap::new(),
         })
     }
 
@@ -266,7 +270,8 @@ impl Worker {
                 &format!("this worker has no function {name}"),
             );
         };
-        let values = match data::decode_call(func, body, order) {
+        let spare = self.spare.remove(&name).unwrap_or_default();
+        let values = match data::decode_call_reusing(func, body, order, spare) {
             Ok(v) => v,
             Err(e @ DataError::Io(..)) => return Err(lost(e)),
             Err(e) => {
@@ -286,7 +291,12 @@ impl Worker {
         let head = proto::reply_head(id, proto::OK);
         let mut parts: Vec<&[u8]> = vec![&head];
         parts.extend(pieces.iter().map(|p| p.bytes()));
-        proto::write_frame_parts(w, proto::REPLY, &parts).map_err(|e| ProtoError::Io(e).into())
+        let sent = proto::write_frame_parts(w, proto::REPLY, &parts);
+        drop(pieces);
+        // Kept for the next call of this function, which is likely to have
+        // the same sizes.
+        self.spare.insert(name, args.values);
+        sent.map_err(|e| ProtoError::Io(e).into())
     }
 }
 

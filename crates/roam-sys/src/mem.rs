@@ -33,6 +33,23 @@ pub fn huge_pages_for(buf: &mut Vec<u8>) {
     huge_pages_for_spare(buf)
 }
 
+/// Asks for transparent huge pages under `buf` (the whole 2 MiB blocks
+/// inside it), for a zeroed buffer that the allocator mapped fresh and
+/// nothing has touched yet: its first writes then fault in 2 MiB at a
+/// time. A hint only; the contents do not change.
+pub fn huge_pages_for_fresh<T>(buf: &mut [T]) {
+    const HUGE: usize = 2 << 20;
+    let start = buf.as_mut_ptr() as usize;
+    let end = start + std::mem::size_of_val(buf);
+    let (a, b) = (start.next_multiple_of(HUGE), end & !(HUGE - 1));
+    if a < b {
+        // SAFETY: the range is inside memory `buf` owns; MADV_HUGEPAGE
+        // changes how it is backed, not what it holds (zeroed memory
+        // stays zero), and is harmless where THP is off.
+        unsafe { libc::madvise(a as *mut libc::c_void, b - a, libc::MADV_HUGEPAGE) };
+    }
+}
+
 /// [`huge_pages_for`], for a Vec of any element type.
 pub fn huge_pages_for_spare<T>(buf: &mut Vec<T>) {
     const HUGE: usize = 2 << 20;
