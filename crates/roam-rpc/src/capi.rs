@@ -464,11 +464,11 @@ pub unsafe extern "C" fn grpc_wait_or(ids: *const c_int, length: usize, id: *mut
         Ok(c) => c,
         Err(e) => return fail(e),
     };
-    if ids.is_null() || length == 0 {
-        return fail(RpcError::new(Code::InvalidSessionId, "no session ids"));
-    }
     // SAFETY: the caller's contract.
-    let list = unsafe { std::slice::from_raw_parts(ids, length) };
+    let list = match unsafe { id_list(ids, length) } {
+        Ok(l) => l,
+        Err(e) => return fail(e),
+    };
     match c.wait_or(list) {
         Ok((done, r)) => {
             if !id.is_null() {
@@ -480,6 +480,18 @@ pub unsafe extern "C" fn grpc_wait_or(ids: *const c_int, length: usize, id: *mut
         }
         Err(e) => fail(e),
     }
+}
+
+/// The caller's array of session ids, which must not be empty.
+///
+/// # Safety
+/// `ids` is NULL or holds `length` ids that outlive the returned slice.
+unsafe fn id_list<'a>(ids: *const c_int, length: usize) -> Result<&'a [c_int], RpcError> {
+    if ids.is_null() || length == 0 {
+        return Err(RpcError::new(Code::InvalidSessionId, "no session ids"));
+    }
+    // SAFETY: non-null, `length` ids, by the caller's contract.
+    Ok(unsafe { std::slice::from_raw_parts(ids, length) })
 }
 
 #[no_mangle]
@@ -537,11 +549,11 @@ pub unsafe extern "C" fn grpc_probe_or(ids: *const c_int, length: usize, id: *mu
         Ok(c) => c,
         Err(e) => return fail(e),
     };
-    if ids.is_null() || length == 0 {
-        return fail(RpcError::new(Code::InvalidSessionId, "no session ids"));
-    }
     // SAFETY: the caller's contract.
-    let list = unsafe { std::slice::from_raw_parts(ids, length) };
+    let list = match unsafe { id_list(ids, length) } {
+        Ok(l) => l,
+        Err(e) => return fail(e),
+    };
     for &s in list {
         match c.probe(s) {
             Ok(true) => {

@@ -275,6 +275,8 @@ struct Inner {
     st: Mutex<State>,
     cv: Condvar,
     closing: AtomicBool,
+    /// Nodes up, and when roamd said so (see `Client::pool_cap`).
+    up_nodes: Mutex<Option<(Instant, usize)>>,
 }
 
 #[derive(Default)]
@@ -361,6 +363,7 @@ impl Client {
             }),
             cv: Condvar::new(),
             closing: AtomicBool::new(false),
+            up_nodes: Mutex::new(None),
         });
         let weak = Arc::downgrade(&inner);
         std::thread::Builder::new()
@@ -826,19 +829,7 @@ impl Client {
 
     /// The least busy worker of `exe`'s pool, or a new one.
     fn pooled_worker(&self, exe: usize) -> Result<Arc<Worker>, RpcError> {
-        let nodes_cap = {
-            let e = &self.inner.cfg.executables[exe];
-            let n = if e.nodes.is_empty() {
-                self.nodes()?
-                    .iter()
-                    .filter(|n| n.state == roam_proto::types::NodeState::Up)
-                    .count()
-            } else {
-                e.nodes.len()
-            };
-            n.max(1) * self.inner.cfg.workers_per_node
-        };
-        {
+        let (best, size) = {
             let st = self.lock();
             let pool: Vec<Arc<Worker>> = st
                 .pools
@@ -852,11 +843,12 @@ impl Client {
                 .iter()
                 .min_by_key(|w| w.outstanding.load(Ordering::SeqCst))
                 .cloned();
-            match best {
-                Some(w) if w.outstanding.load(Ordering::SeqCst) == 0 || pool.len() >= nodes_cap => {
-                    return Ok(w)
-                }
-                _ => {}
+            (best, pool.len())
+        };
+        if let Some(w) = best {
+            // An idle worker, or a pool at its size: no new worker.
+            if w.outstanding.load(Ordering::SeqCst) == 0 || size >= self.pool_cap(exe)? {
+                return Ok(w);
             }
         }
         let id = self.start_worker(exe, None)?;
@@ -868,8 +860,37 @@ impl Client {
             .ok_or_else(|| RpcError::new(Code::CommunicationFailed, "the new worker died at once"))
     }
 
+    /// How many workers a default handle's pool of `exe` may have: one per
+    /// node it may run on, times `workers_per_node`. The count of nodes
+    /// that are up is asked of roamd at most once a second.
+    fn pool_cap(&self, exe: usize) -> Result<usize, RpcError> {
+        let e = &self.inner.cfg.executables[exe];
+        let n = if e.nodes.is_empty() {
+            let mut cached = self
+                .inner
+                .up_nodes
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            match *cached {
+                Some((at, n)) if at.elapsed() < Duration::from_secs(1) => n,
+                _ => {
+                    let n = self
+                        .nodes()?
+                        .iter()
+                        .filter(|n| n.state == roam_proto::types::NodeState::Up)
+                        .count();
+                    *cached = Some((Instant::now(), n));
+                    n
+                }
+            }
+        } else {
+            e.nodes.len()
+        };
+        Ok(n.max(1) * self.inner.cfg.workers_per_node)
+    }
+
     fn send(&self, id: i32, w: &Worker, args: &[Data]) -> Result<(), RpcError> {
-        {
+        let func = {
             let mut st = self.lock();
             let s = st
                 .sessions
@@ -877,17 +898,13 @@ impl Client {
                 .ok_or_else(|| RpcError::new(Code::InvalidSessionId, "session gone"))?;
             s.worker = w.id;
             w.outstanding.fetch_add(1, Ordering::SeqCst);
-        }
-        let func_name = {
-            let st = self.lock();
-            st.sessions[&id].func.name.clone()
+            s.func.clone()
         };
-        let func = self.lock().sessions[&id].func.clone();
         // Arrays go straight from the caller's values when the worker's
         // byte order allows.
         let pieces = data::encode(&func, args, Dir::Call, w.order)
             .map_err(|e| RpcError::new(Code::OtherErrorCode, e.to_string()))?;
-        let head = proto::call_head(id as u64, &func_name);
+        let head = proto::call_head(id as u64, &func.name);
         let mut parts: Vec<&[u8]> = vec![&head];
         parts.extend(pieces.iter().map(|p| p.bytes()));
         let mut wr = w.writer.lock().unwrap_or_else(|p| p.into_inner());

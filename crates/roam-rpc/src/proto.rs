@@ -267,13 +267,6 @@ pub fn client_check(
     }
 }
 
-/// A call's body: id, function name, encoded arguments.
-pub fn encode_call(id: u64, func: &str, args: &[u8]) -> Vec<u8> {
-    let mut b = call_head(id, func);
-    b.extend_from_slice(args);
-    b
-}
-
 /// The start of a call's body, before its encoded arguments.
 pub fn call_head(id: u64, func: &str) -> Vec<u8> {
     let mut b = Vec::with_capacity(10 + func.len());
@@ -283,36 +276,12 @@ pub fn call_head(id: u64, func: &str) -> Vec<u8> {
     b
 }
 
-pub fn decode_call(b: &[u8]) -> Result<(u64, &str, &[u8]), ProtoError> {
-    if b.len() < 10 {
-        return Err(ProtoError::Malformed("call"));
-    }
-    let id = u64::from_be_bytes(b[..8].try_into().expect("8 bytes"));
-    let n = u16::from_be_bytes([b[8], b[9]]) as usize;
-    let name = b
-        .get(10..10 + n)
-        .and_then(|s| std::str::from_utf8(s).ok())
-        .ok_or(ProtoError::Malformed("call"))?;
-    Ok((id, name, &b[10 + n..]))
-}
-
 /// A reply's header: id and status; the values or a message follow.
 pub fn reply_head(id: u64, status: u8) -> Vec<u8> {
     let mut b = Vec::with_capacity(9);
     b.extend_from_slice(&id.to_be_bytes());
     b.push(status);
     b
-}
-
-pub fn decode_reply(b: &[u8]) -> Result<(u64, u8, &[u8]), ProtoError> {
-    if b.len() < 9 {
-        return Err(ProtoError::Malformed("reply"));
-    }
-    Ok((
-        u64::from_be_bytes(b[..8].try_into().expect("8 bytes")),
-        b[8],
-        &b[9..],
-    ))
 }
 
 /// Hex of a key, for the environment.
@@ -404,13 +373,13 @@ mod tests {
     }
 
     #[test]
-    fn calls_replies_and_keys_decode() {
-        let c = encode_call(5, "dmmul", b"xyz");
-        assert_eq!(decode_call(&c).unwrap(), (5, "dmmul", &b"xyz"[..]));
-        assert!(decode_call(&c[..12]).is_err());
-        let mut r = reply_head(6, OK);
-        r.extend_from_slice(b"q");
-        assert_eq!(decode_reply(&r).unwrap(), (6, OK, &b"q"[..]));
+    fn call_and_reply_heads_and_keys_encode() {
+        let c = call_head(5, "dmmul");
+        assert_eq!(&c[..8], &5u64.to_be_bytes());
+        assert_eq!(&c[8..10], &5u16.to_be_bytes());
+        assert_eq!(&c[10..], b"dmmul");
+        let r = reply_head(6, OK);
+        assert_eq!((&r[..8], r[8]), (&6u64.to_be_bytes()[..], OK));
         let k = [0xabu8; 32];
         assert_eq!(key_from_hex(&key_hex(&k)), Some(k));
         assert_eq!(key_from_hex("zz"), None);

@@ -97,45 +97,37 @@ fn jump(code: u32, k: u32, jt: u8, jf: u8) -> libc::sock_filter {
 /// The BPF program: `syscalls` (numbers of the machine's own convention,
 /// `libc::SYS_*`) notify the listener, everything else is allowed.
 pub fn notify_filter(syscalls: &[i64]) -> Result<Vec<libc::sock_filter>, FilterError> {
-    let arch = NATIVE_AUDIT_ARCH.ok_or(FilterError::UnsupportedArch)?;
-    if syscalls.len() > MAX_SYSCALLS {
-        return Err(FilterError::TooMany(syscalls.len()));
-    }
-    let mut nrs = Vec::with_capacity(syscalls.len());
-    for &nr in syscalls {
-        let n = u32::try_from(nr).map_err(|_| FilterError::BadNumber(nr))?;
-        if !nrs.contains(&n) {
-            nrs.push(n);
-        }
-    }
-    let n = nrs.len() as u8;
-    let ld = libc::BPF_LD | libc::BPF_W | libc::BPF_ABS;
-    let jeq = libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K;
-    let ret = libc::BPF_RET | libc::BPF_K;
-    let mut prog = Vec::with_capacity(nrs.len() + 5);
-    prog.push(stmt(ld, OFF_ARCH));
-    // Another convention: skip to ALLOW (past the load and the n tests).
-    prog.push(jump(jeq, arch, 0, n + 1));
-    prog.push(stmt(ld, OFF_NR));
-    for (i, &nr) in nrs.iter().enumerate() {
-        // Match: to USER_NOTIF, past the remaining tests and ALLOW.
-        prog.push(jump(jeq, nr, n - i as u8, 0));
-    }
-    prog.push(stmt(ret, libc::SECCOMP_RET_ALLOW));
-    prog.push(stmt(ret, libc::SECCOMP_RET_USER_NOTIF));
-    Ok(prog)
+    list_filter(
+        syscalls,
+        libc::SECCOMP_RET_USER_NOTIF,
+        libc::SECCOMP_RET_ALLOW,
+    )
 }
 
 /// The BPF program of a confinement: `allowed` calls (numbers of the
 /// machine's own convention) pass; every other call, and every call of
 /// another convention, fails with `errno`.
 pub fn allow_filter(allowed: &[i64], errno: u16) -> Result<Vec<libc::sock_filter>, FilterError> {
+    list_filter(
+        allowed,
+        libc::SECCOMP_RET_ALLOW,
+        libc::SECCOMP_RET_ERRNO | u32::from(errno),
+    )
+}
+
+/// A program that answers `listed` for the calls in `list` and
+/// `otherwise` for the rest, calls of another convention included.
+fn list_filter(
+    list: &[i64],
+    listed: u32,
+    otherwise: u32,
+) -> Result<Vec<libc::sock_filter>, FilterError> {
     let arch = NATIVE_AUDIT_ARCH.ok_or(FilterError::UnsupportedArch)?;
-    if allowed.len() > MAX_SYSCALLS {
-        return Err(FilterError::TooMany(allowed.len()));
+    if list.len() > MAX_SYSCALLS {
+        return Err(FilterError::TooMany(list.len()));
     }
-    let mut nrs = Vec::with_capacity(allowed.len());
-    for &nr in allowed {
+    let mut nrs = Vec::with_capacity(list.len());
+    for &nr in list {
         let n = u32::try_from(nr).map_err(|_| FilterError::BadNumber(nr))?;
         if !nrs.contains(&n) {
             nrs.push(n);
@@ -147,15 +139,15 @@ pub fn allow_filter(allowed: &[i64], errno: u16) -> Result<Vec<libc::sock_filter
     let ret = libc::BPF_RET | libc::BPF_K;
     let mut prog = Vec::with_capacity(nrs.len() + 5);
     prog.push(stmt(ld, OFF_ARCH));
-    // Another convention: to the refusal, past the load and the n tests.
+    // Another convention: to `otherwise`, past the load and the n tests.
     prog.push(jump(jeq, arch, 0, n + 1));
     prog.push(stmt(ld, OFF_NR));
     for (i, &nr) in nrs.iter().enumerate() {
-        // Match: to ALLOW, past the remaining tests and the refusal.
+        // Match: to `listed`, past the remaining tests and `otherwise`.
         prog.push(jump(jeq, nr, n - i as u8, 0));
     }
-    prog.push(stmt(ret, libc::SECCOMP_RET_ERRNO | u32::from(errno)));
-    prog.push(stmt(ret, libc::SECCOMP_RET_ALLOW));
+    prog.push(stmt(ret, otherwise));
+    prog.push(stmt(ret, listed));
     Ok(prog)
 }
 
