@@ -29,6 +29,9 @@
 //! # cpus = 4                         # CPUs the node stands for (default: the machine's)
 //! # peer_listen = "0.0.0.0:7171"     # where other nodes send migrations directly (unset:
 //!                                    # migrations to this node go through the home)
+//! stage_dir = "/var/cache/roam/staged"  # the cache of executables shipped to this node
+//! stage_max_mib = 1024               # the largest file it takes
+//! stage_cache_mib = 4096             # the cache's size; the least recently used go first
 //!
 //! [node.runners]                     # other architectures this node runs, and how
 //! aarch64 = "/usr/bin/qemu-aarch64-static"
@@ -178,6 +181,17 @@ pub struct NodeConfig {
     /// home.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub peer_listen: Option<SocketAddr>,
+    /// The cache of executables shipped to this node (`roam run --ship`,
+    /// docs/design/staging.md), by content hash. Only root may enter it.
+    #[serde(default = "default_stage_dir")]
+    pub stage_dir: PathBuf,
+    /// The largest file the node takes into the cache, in MiB.
+    #[serde(default = "default_stage_max_mib")]
+    pub stage_max_mib: u64,
+    /// The cache's size, in MiB: past it, the least recently used files
+    /// go (never one a process is starting from).
+    #[serde(default = "default_stage_cache_mib")]
+    pub stage_cache_mib: u64,
 }
 
 /// What a node's CPU use, in its heartbeats, measures.
@@ -365,6 +379,15 @@ fn default_export() -> PathBuf {
 }
 fn default_files_mount() -> PathBuf {
     PathBuf::from("/run/roam/files")
+}
+fn default_stage_dir() -> PathBuf {
+    PathBuf::from("/var/cache/roam/staged")
+}
+fn default_stage_max_mib() -> u64 {
+    1024
+}
+fn default_stage_cache_mib() -> u64 {
+    4096
 }
 fn default_orphan_grace() -> u64 {
     60_000

@@ -595,7 +595,14 @@ fn handle_node_msg(home: &Arc<Home>, node: &str, tx: &FrameTx, msg: LinkMsg) {
                 Err(e) => {
                     let s = st.sessions.remove(&id).expect("found above");
                     if let Some(p) = &s.proxy {
-                        p.send("local", &LocalMsg::Error(e));
+                        let answer = if e.code == ErrorCode::NotStaged {
+                            LocalMsg::NotStaged {
+                                node: node.to_owned(),
+                            }
+                        } else {
+                            LocalMsg::Error(e)
+                        };
+                        p.send("local", &answer);
                     }
                 }
             }
@@ -621,7 +628,8 @@ fn handle_node_msg(home: &Arc<Home>, node: &str, tx: &FrameTx, msg: LinkMsg) {
         LinkMsg::Image { .. }
         | LinkMsg::ImageAck { .. }
         | LinkMsg::ImageEnd { .. }
-        | LinkMsg::Checkpointed { .. } => ckpt::from_node(&mut st, node, msg),
+        | LinkMsg::Checkpointed { .. }
+        | LinkMsg::Staged { .. } => ckpt::from_node(&mut st, node, msg),
         LinkMsg::Kill {
             req,
             session,
@@ -852,19 +860,23 @@ async fn serve_local(
             continue;
         }
         if let Some(b) = &bound {
-            match msg {
-                LocalMsg::Stream(m) => forward_from_proxy(&home, b, &tx, m),
-                other => {
-                    tx.send(
-                        "local",
-                        &LocalMsg::Error(WireError::new(
-                            ErrorCode::BadRequest,
-                            format!("unexpected request on a session connection: {other:?}"),
-                        )),
-                    );
-                }
+            if let LocalMsg::Stream(m) = msg {
+                forward_from_proxy(&home, b, &tx, m);
+                continue;
             }
-            continue;
+            if home.state.lock().unwrap().sessions.contains_key(&b.session) {
+                tx.send(
+                    "local",
+                    &LocalMsg::Error(WireError::new(
+                        ErrorCode::BadRequest,
+                        format!("unexpected request on a session connection: {msg:?}"),
+                    )),
+                );
+                continue;
+            }
+            // Its spawn failed (a staged program the node lacked): the
+            // connection may ask again.
+            bound = None;
         }
         match msg {
             LocalMsg::Spawn {
@@ -895,6 +907,14 @@ async fn serve_local(
                         bound = Some(b);
                         transfer = Some(c);
                     }
+                    Err(e) => {
+                        tx.send("local", &LocalMsg::Error(e));
+                    }
+                }
+            }
+            LocalMsg::Stage { node, hash, len } if !ckpt::active(&home, transfer) => {
+                match ckpt::start_stage(&home, &node, hash, len, &tx) {
+                    Ok(c) => transfer = Some(c),
                     Err(e) => {
                         tx.send("local", &LocalMsg::Error(e));
                     }

@@ -427,21 +427,91 @@ pub struct Supervision {
     pub who: HomeIdentity,
     pub forwarder: Arc<Forwarder>,
     pub rt: tokio::runtime::Handle,
+    /// Forward the identity calls ([`SYSCALLS`]); without, the process
+    /// sees the node's identity.
+    pub identity: bool,
+    /// Confine the process (`SpawnSpec::confine`): the calls of
+    /// [`roam_sys::confine`] only, and no exec after its own.
+    pub confine: bool,
 }
 
-/// Starts `req`'s program under supervision ([`SYSCALLS`]) and its
-/// supervisor thread; returns its pid. If the thread cannot start, the
-/// program (which would wait for it forever) is killed.
+/// Starts `req`'s program under supervision ([`SYSCALLS`] if
+/// `sup.identity`, the exec calls if `sup.confine`) and its supervisor
+/// thread; returns its pid. If the thread cannot start, the program
+/// (which would wait for it forever) is killed.
 pub fn spawn(req: &SpawnRequest<'_>, sup: &Supervision) -> Result<u32, SpawnError> {
-    let (pid, listener) = roam_sys::spawn::spawn_supervised(req, &SYSCALLS)?;
-    if let Err(error) = start_supervisor(pid, listener, sup) {
-        let _ = roam_sys::signal::kill(pid as i32, libc::SIGKILL);
-        return Err(SpawnError::Setup {
-            stage: "the system-call supervisor",
-            error,
-        });
+    let mut calls: Vec<i64> = Vec::new();
+    if sup.identity {
+        calls.extend(SYSCALLS);
     }
+    if sup.confine {
+        calls.extend(roam_sys::confine::EXEC_CALLS);
+    }
+    // The supervisor starts first: it answers the child's exec, which a
+    // confinement hands it, while we wait for that exec.
+    let (pid_tx, pid_rx) = std::sync::mpsc::channel::<u32>();
+    let sup = sup.clone();
+    let pid = roam_sys::spawn::spawn_supervised_with(req, &calls, sup.confine, move |sock| {
+        std::thread::Builder::new()
+            .name("roam-id".into())
+            .stack_size(SUPERVISOR_STACK)
+            .spawn(move || supervise_from_exec(sock, pid_rx, sup))
+            .map(drop)
+    })?;
+    // The supervisor, waiting for it, ends if the spawn failed.
+    let _ = pid_tx.send(pid);
     Ok(pid)
+}
+
+/// A supervisor thread started before its process: takes the listener
+/// the child sends, lets its exec through if it is confined, and then
+/// supervises the program (whose pid `pid` gives once it runs).
+fn supervise_from_exec(sock: OwnedFd, pid: std::sync::mpsc::Receiver<u32>, sup: Supervision) {
+    roam_sys::signal::block_all_in_thread();
+    // Nothing: the child failed before it sent the listener.
+    let Ok(Some(listener)) = roam_sys::spawn::recv_fd(std::os::fd::AsFd::as_fd(&sock), true) else {
+        return;
+    };
+    drop(sock);
+    let listener = Listener::new(listener);
+    if sup.confine {
+        // The first call it hands us is the child's one exec: no program
+        // runs under the filter before it, so nothing can race it, and
+        // "continue" is fit for it. Every later exec is refused.
+        loop {
+            match listener.recv() {
+                Ok(n) => {
+                    let exec = roam_sys::confine::EXEC_CALLS.contains(&n.nr);
+                    let reply = if exec {
+                        Reply::Continue
+                    } else {
+                        Reply::Error(libc::EPERM)
+                    };
+                    let _ = listener.reply(n.id, reply);
+                    if exec {
+                        break;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+                    if listener.wait(0).map_or(true, |r| r.hangup) {
+                        return;
+                    }
+                }
+                Err(_) => return,
+            }
+        }
+    }
+    let Ok(pid) = pid.recv() else {
+        return;
+    };
+    match Supervisor::new(pid, listener, &sup) {
+        Ok(s) => s.run(),
+        Err(e) => {
+            tracing::warn!("cannot supervise pid {pid}: {e}");
+            let _ = roam_sys::signal::kill(pid as i32, libc::SIGKILL);
+        }
+    }
 }
 
 /// Stack of a supervisor thread: it parses small /proc files and keeps a
@@ -453,22 +523,7 @@ pub(crate) fn start_supervisor(
     listener: OwnedFd,
     sup: &Supervision,
 ) -> io::Result<()> {
-    let listener = Arc::new(Listener::new(listener));
-    if let Err(e) = listener.set_sync_wakeup() {
-        tracing::debug!("seccomp listener without synchronous wake-up: {e}");
-    }
-    let s = Supervisor {
-        ids: Ids {
-            node_pid,
-            home_pid: sup.who.home_pid,
-            home_ppid: sup.who.home_ppid,
-        },
-        session: sup.who.session,
-        uname: roam_sys::seccomp::uname_with_nodename(sup.who.home_host.as_bytes())?,
-        listener,
-        forwarder: sup.forwarder.clone(),
-        rt: sup.rt.clone(),
-    };
+    let s = Supervisor::new(node_pid, Listener::new(listener), sup)?;
     std::thread::Builder::new()
         .name(format!("roam-id-{node_pid}"))
         .stack_size(SUPERVISOR_STACK)
@@ -486,13 +541,37 @@ struct Supervisor {
     listener: Arc<Listener>,
     forwarder: Arc<Forwarder>,
     rt: tokio::runtime::Handle,
+    /// Confined: every exec it is handed is refused.
+    confined: bool,
 }
 
 impl Supervisor {
+    fn new(node_pid: u32, listener: Listener, sup: &Supervision) -> io::Result<Supervisor> {
+        if let Err(e) = listener.set_sync_wakeup() {
+            tracing::debug!("seccomp listener without synchronous wake-up: {e}");
+        }
+        Ok(Supervisor {
+            ids: Ids {
+                node_pid,
+                home_pid: sup.who.home_pid,
+                home_ppid: sup.who.home_ppid,
+            },
+            session: sup.who.session,
+            uname: roam_sys::seccomp::uname_with_nodename(sup.who.home_host.as_bytes())?,
+            listener: Arc::new(listener),
+            forwarder: sup.forwarder.clone(),
+            rt: sup.rt.clone(),
+            confined: sup.confine,
+        })
+    }
+
     fn run(self) {
         roam_sys::signal::block_all_in_thread();
         loop {
             match self.listener.recv() {
+                Ok(n) if self.confined && roam_sys::confine::EXEC_CALLS.contains(&n.nr) => {
+                    let _ = self.listener.reply(n.id, Reply::Error(libc::EPERM));
+                }
                 Ok(n) => self.handle(&n),
                 Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
                     // A caller went away before we took its call, or no

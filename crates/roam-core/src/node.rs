@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{Read, Write};
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -22,7 +22,7 @@ use roam_proto::types::{
     Chan, Cred, ErrorCode, ExitStatus, Handover, NodeLoad, ProcInfo, SessionId, SessionReport,
     SpawnSpec, WireError, WireSignal, MAX_UNREAD,
 };
-use roam_sys::spawn::{SpawnRequest, WaitEvent};
+use roam_sys::spawn::{ExecFile, SpawnRequest, WaitEvent};
 use tokio::io::unix::AsyncFd;
 use tokio::sync::{mpsc, oneshot};
 
@@ -35,6 +35,7 @@ use crate::wire::{writer_loop, FrameTx};
 mod ckpt;
 mod load;
 mod peer;
+mod stage;
 
 /// How long after a process exits its stdout/stderr may stay open (held by
 /// a child it left behind) before the node stops waiting for their end.
@@ -66,6 +67,9 @@ struct SessionHandle {
     tx: mpsc::UnboundedSender<SessionCmd>,
     report: SessionReport,
     started: Instant,
+    /// Started confined (`SpawnSpec::confine`): a restore would not
+    /// rebuild its confinement, so it is neither checkpointed nor moved.
+    confined: bool,
 }
 
 /// State shared by the node's tasks.
@@ -113,6 +117,8 @@ pub struct NodeShared {
     /// Told when a transfer opens or a migration is announced (what peer
     /// links wait for).
     opened: tokio::sync::Notify,
+    /// The cache of staged executables.
+    stage: stage::StageCache,
 }
 
 /// The home's files, mounted, and the transport the mount calls through.
@@ -139,8 +145,12 @@ struct OwnedSpawn {
     ctty: Option<usize>,
     /// The root the process sees (the home's files), if not the node's.
     root: Option<Vec<u8>>,
-    /// Its home identity, answered by a supervisor (`identity = "home"`).
+    /// Its home identity, answered by a supervisor (`identity = "home"`),
+    /// and its confinement.
     supervision: Option<crate::identity::Supervision>,
+    /// A staged executable, and whether it stays open across the exec
+    /// (see `roam_sys::spawn::ExecFile`).
+    exec_file: Option<(std::fs::File, bool)>,
 }
 
 impl NodeShared {
@@ -186,8 +196,11 @@ impl NodeShared {
         home_pid: u32,
         home_ppid: u32,
         home_host: &str,
+        confine: bool,
     ) -> crate::identity::Supervision {
         crate::identity::Supervision {
+            identity: self.cfg.identity == crate::config::IdentityMode::Home,
+            confine,
             who: crate::identity::HomeIdentity {
                 session,
                 home_pid,
@@ -277,6 +290,11 @@ pub async fn run(cfg: &Config, identity: Identity) -> std::io::Result<()> {
         .as_ref()
         .and_then(|l| l.local_addr().ok())
         .map(|a| a.port());
+    let stage = stage::StageCache::new(
+        &node_cfg.stage_dir,
+        node_cfg.stage_max_mib,
+        node_cfg.stage_cache_mib,
+    );
     let shared = Arc::new(NodeShared {
         name: cfg.name.clone(),
         cfg: node_cfg,
@@ -300,6 +318,7 @@ pub async fn run(cfg: &Config, identity: Identity) -> std::io::Result<()> {
         peer_acks: Mutex::default(),
         peers: Mutex::default(),
         opened: tokio::sync::Notify::new(),
+        stage,
     });
     if let Some(l) = peers {
         tokio::spawn(peer::listen(shared.clone(), l));
@@ -350,6 +369,10 @@ fn spawn_owned(
         stderr: r.stdio[2].as_fd(),
         controlling_tty: r.ctty.map(|i| r.stdio[i].as_fd()),
         root: r.root.as_deref(),
+        exec_file: r.exec_file.as_ref().map(|(f, inherit)| ExecFile {
+            fd: f.as_fd(),
+            inherit: *inherit,
+        }),
     };
     // Hold the pid table while forking so the reaper cannot see the child
     // before it is registered.
@@ -812,6 +835,16 @@ fn handle_link_msg(shared: &Arc<NodeShared>, tx: &FrameTx, msg: LinkMsg) {
                 rx,
             ));
         }
+        LinkMsg::Stage { req, hash, len } => {
+            let rx = shared.open_transfer(req);
+            let shared = shared.clone();
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let result = stage::receive(&shared, req, hash, len, rx).await;
+                shared.end_transfer(req);
+                tx.send("link", &LinkMsg::Staged { req, result });
+            });
+        }
         LinkMsg::Image { req, .. }
         | LinkMsg::ImageAck { req, .. }
         | LinkMsg::ImageEnd { req, .. }
@@ -952,15 +985,43 @@ async fn spawn_session(
         }
     }
     let argv: Vec<Vec<u8>> = spec.argv.iter().map(|a| a.to_vec()).collect();
+    // A staged program is executed through the daemon's descriptor of
+    // it, as /proc/self/fd/N: the cache is not in the process's tree.
+    let staged = match &spec.staged {
+        Some(hash) => {
+            let file = shared
+                .stage
+                .open(hash)
+                .map_err(|e| {
+                    WireError::new(
+                        ErrorCode::Internal,
+                        format!("node {}: staged file {hash}: {e}", shared.name),
+                    )
+                })?
+                .ok_or_else(|| {
+                    WireError::new(
+                        ErrorCode::NotStaged,
+                        format!("node {} has no staged file {hash}", shared.name),
+                    )
+                })?;
+            let path = format!("/proc/self/fd/{}", file.as_raw_fd()).into_bytes();
+            Some((file, path))
+        }
+        None => None,
+    };
+    let (program, script): (&[u8], Vec<Vec<u8>>) = match &staged {
+        Some((_, path)) => (path, Vec::new()),
+        None => (
+            &spec.program,
+            spec.script.iter().map(|a| a.to_vec()).collect(),
+        ),
+    };
     let exec = shared
         .runners
-        .plan(
-            spec.arch.as_deref(),
-            &spec.program,
-            &argv,
-            &spec.script.iter().map(|a| a.to_vec()).collect::<Vec<_>>(),
-        )
+        .plan(spec.arch.as_deref(), program, &argv, &script)
         .map_err(|e| WireError::new(ErrorCode::ExecFailed, format!("node {} {e}", shared.name)))?;
+    // Through a runner, which opens the file after the exec: kept open.
+    let exec_file = staged.map(|(f, path)| (f, exec.program != path));
     let (mut ends, child_fds, ctty) = prepare_stdio(spec.tty.as_ref(), spec.null).map_err(|e| {
         WireError::new(
             ErrorCode::Internal,
@@ -988,8 +1049,17 @@ async fn spawn_session(
             stdio: child_fds,
             ctty,
             root: shared.root(),
-            supervision: (shared.cfg.identity == crate::config::IdentityMode::Home)
-                .then(|| shared.supervision(session, home_pid, spec.home_ppid, &spec.home_host)),
+            exec_file,
+            supervision: (shared.cfg.identity == crate::config::IdentityMode::Home || spec.confine)
+                .then(|| {
+                    shared.supervision(
+                        session,
+                        home_pid,
+                        spec.home_ppid,
+                        &spec.home_host,
+                        spec.confine,
+                    )
+                }),
         },
         tx: tx.clone(),
         reply: reply_tx,
@@ -1038,6 +1108,9 @@ async fn spawn_session(
         command,
     };
     start_session(shared, report, &mut ends, spec.tty.as_ref(), None, tx, rx)?;
+    if let Some(h) = shared.sessions.lock().unwrap().get_mut(&session) {
+        h.confined = spec.confine;
+    }
     Ok(pid)
 }
 
@@ -1058,6 +1131,7 @@ fn start_session(
             tx,
             report,
             started: Instant::now(),
+            confined: false,
         },
     );
     let mut task = SessionTask::new(shared.clone(), session, pid, ends, tty)

@@ -33,6 +33,7 @@ use crate::locate::Located;
 use crate::stream::{InStream, OutStream};
 
 mod restore;
+mod ship;
 pub use restore::{run_restore_proxy, RestoreOptions};
 
 /// Exit status of a proxy whose process was lost with its node, or that
@@ -59,6 +60,11 @@ pub struct RunOptions {
     pub rank: Option<(u32, u32)>,
     /// Read no stdin (ranks other than 0 of a `-N` job).
     pub stdin_null: bool,
+    /// Ship the program to the node rather than run the file the node
+    /// sees (docs/design/staging.md).
+    pub ship: bool,
+    /// Run it confined (`SpawnSpec::confine`).
+    pub confine: bool,
 }
 
 /// How the proxy ends.
@@ -80,6 +86,10 @@ pub fn finish(outcome: Outcome) -> ! {
 /// What the proxy set up before its runtime existed.
 struct Early {
     pending: PendingClient,
+    /// The spawn request, and the file to ship, for asking again after
+    /// staging it.
+    spawn: LocalMsg,
+    ship: Option<ship::Ship>,
     tty: Option<TtySpec>,
     stdin_null: bool,
     /// Read end of the pipe the signal handlers write to.
@@ -106,8 +116,25 @@ pub fn run_proxy(opts: RunOptions) -> ! {
             finish(Outcome::Exit(EXIT_CANNOT_EXEC));
         }
     };
+    let ship = if opts.ship {
+        let shipped = match &located {
+            Some(l) if l.script.is_empty() => ship::Ship::of(&l.path).map_err(|e| e.to_string()),
+            Some(_) => Err("--ship sends ELF programs only, not scripts".to_owned()),
+            None => Err("--ship needs the program here, to send it".to_owned()),
+        };
+        match shipped {
+            Ok(s) => Some(s),
+            Err(e) => {
+                eprintln!("roam: {prog}: {e}");
+                finish(Outcome::Exit(EXIT_CANNOT_EXEC));
+            }
+        }
+    } else {
+        None
+    };
     let tty = if opts.stdin_null { None } else { tty_spec() };
-    let spec = build_spec(&opts, tty.clone(), located.as_ref());
+    let mut spec = build_spec(&opts, tty.clone(), located.as_ref());
+    spec.staged = ship.as_ref().map(|s| s.hash);
     let stdin_null = spec.null[0];
     let spawn = LocalMsg::Spawn {
         spec: Box::new(spec),
@@ -140,6 +167,8 @@ pub fn run_proxy(opts: RunOptions) -> ! {
     let rt = runtime();
     let early = Early {
         pending,
+        spawn,
+        ship,
         tty,
         stdin_null,
         signals,
@@ -204,6 +233,8 @@ fn build_spec(opts: &RunOptions, tty: Option<TtySpec>, located: Option<&Located>
         // Who the remote process is at home (identity forwarding).
         home_ppid: std::os::unix::process::parent_id(),
         home_host: roam_sys::procfs::hostname(),
+        staged: None,
+        confine: opts.confine,
     }
 }
 
@@ -280,7 +311,21 @@ async fn proxy_main(opts: RunOptions, prog: &str, early: Early) -> Outcome {
             return Outcome::Exit(EXIT_LOST);
         }
     };
-    let answer = match client.recv().await {
+    let mut answer = client.recv().await;
+    if let (Ok(Some(LocalMsg::NotStaged { node })), Some(ship)) = (&answer, &early.ship) {
+        answer = match ship.stage_then_spawn(&mut client, &early.spawn, node).await {
+            Ok(m) => Ok(Some(m)),
+            Err(restore::SendError::Client(e)) if !matches!(e, ClientError::Remote(_)) => Err(e),
+            Err(e) => {
+                eprintln!(
+                    "roam: {prog}: cannot ship it to {node}: {}",
+                    error_chain(&e)
+                );
+                return Outcome::Exit(EXIT_CANNOT_EXEC);
+            }
+        };
+    }
+    let answer = match answer {
         Ok(Some(LocalMsg::Error(e))) => Err(ClientError::Remote(e)),
         Ok(Some(m)) => Ok(m),
         Ok(None) => Err(ClientError::Closed),
@@ -914,6 +959,8 @@ mod tests {
             reservation: None,
             rank: Some((1, 4)),
             stdin_null: true,
+            ship: false,
+            confine: false,
         };
         let spec = build_spec(&opts, None, None);
         assert_eq!(spec.program.as_slice(), b"echo");

@@ -288,6 +288,8 @@ mod tests {
             null: [true, false, false],
             home_ppid: 77,
             home_host: "home".into(),
+            staged: Some(StageHash([9; 32])),
+            confine: true,
         };
         let samples: Vec<Vec<u8>> = vec![
             postcard::to_stdvec(&LinkMsg::Data {
@@ -329,6 +331,17 @@ mod tests {
                 node: Some("n1".into()),
                 mode: Some(Mode::Parallel),
                 reservation: Some((1, 0)),
+            })
+            .unwrap(),
+            postcard::to_stdvec(&LinkMsg::Stage {
+                req: 11,
+                hash: StageHash([0xab; 32]),
+                len: 1 << 20,
+            })
+            .unwrap(),
+            postcard::to_stdvec(&LinkMsg::Staged {
+                req: 11,
+                result: Err(WireError::new(ErrorCode::NotStaged, "no")),
             })
             .unwrap(),
             postcard::to_stdvec(&LocalMsg::ProcList(vec![ProcInfo {

@@ -17,7 +17,7 @@ use crate::ProtoError;
 
 use crate::types::{
     ArchInfo, Chan, Cred, ExitStatus, Handover, ImageSummary, KillRefusal, MigrateMode, NodeLoad,
-    ProcInfo, RestoreSpec, SessionId, SessionReport, SpawnSpec, WireError, WireSignal,
+    ProcInfo, RestoreSpec, SessionId, SessionReport, SpawnSpec, StageHash, WireError, WireSignal,
 };
 
 /// The index of [`LinkMsg::Image`] among `LinkMsg`'s variants (checked by
@@ -358,6 +358,22 @@ pub enum LinkMsg {
     MigrateEnd {
         req: u64,
         commit: bool,
+    },
+
+    /// Home → node: keep the file that follows as transfer `req` (`Image`
+    /// ... `ImageEnd`, `len` bytes) in the node's cache of staged
+    /// executables, under its SHA-256 `hash`, if its bytes have that hash.
+    /// Answered with `Staged`. See docs/design/staging.md.
+    Stage {
+        req: u64,
+        hash: StageHash,
+        len: u64,
+    },
+    /// Node → home: `Stage` `req` is over: the file is in the cache, or
+    /// not (a hash that does not match, too big, no room...).
+    Staged {
+        req: u64,
+        result: Result<(), WireError>,
     },
 }
 

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use crate::link::LinkMsg;
 use crate::types::{
     BalanceStatus, MigrateMode, MigrateReport, Mode, NodeInfo, ProcInfo, RestoreSpec, SessionId,
-    SpawnSpec, WireError, WireSignal,
+    SpawnSpec, StageHash, WireError, WireSignal,
 };
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -100,6 +100,15 @@ pub enum LocalMsg {
         node: String,
         on: bool,
     },
+    /// Put a file in `node`'s cache of staged executables (see
+    /// docs/design/staging.md). The caller then sends its bytes as an
+    /// image (`Transfer(Image...)`, `Transfer(ImageEnd)`), gets
+    /// `Transfer(ImageAck)`s, and at the end `Ok` or `Error`.
+    Stage {
+        node: String,
+        hash: StageHash,
+        len: u64,
+    },
     /// A message of the connection's image transfer (its `req` is the
     /// home's to fill in).
     Transfer(LinkMsg),
@@ -122,6 +131,12 @@ pub enum LocalMsg {
     Reattached {
         node: String,
         node_pid: u32,
+    },
+    /// The answer to a `Spawn` of a staged program (`SpawnSpec::staged`)
+    /// that `node`, where the placement put it, does not have: `Stage` it
+    /// there and ask again, naming that node.
+    NotStaged {
+        node: String,
     },
     Ok,
     /// A migration under way: `sent` of `total` bytes are on the new node.

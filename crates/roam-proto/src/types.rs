@@ -205,6 +205,38 @@ pub struct SpawnSpec {
     /// The home's host name: the node name uname(2) (and gethostname)
     /// answers on such a node.
     pub home_host: String,
+    /// Run the node's staged copy of the program, the file of this hash
+    /// in its cache, rather than `program` (which names it for `ps`);
+    /// the node answers `NotStaged` when it has none. See
+    /// docs/design/staging.md.
+    pub staged: Option<StageHash>,
+    /// Confine the process from its exec on: a system-call allow-list of
+    /// computing, memory, threads, file and network I/O, and no second
+    /// exec (see docs/design/staging.md).
+    pub confine: bool,
+}
+
+/// The SHA-256 of a staged file: its name in a node's cache.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct StageHash(pub [u8; 32]);
+
+impl StageHash {
+    /// Lower-case hex, the file's name in the cache.
+    pub fn hex(&self) -> String {
+        self.0.iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+impl std::fmt::Debug for StageHash {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "sha256:{}", self.hex())
+    }
+}
+
+impl std::fmt::Display for StageHash {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "sha256:{}", self.hex())
+    }
 }
 
 /// Why a forwarded signal was not sent (kill(2)'s errors, by meaning
@@ -451,6 +483,8 @@ pub enum ErrorCode {
     NoCapacity,
     /// The node or link failed.
     Unavailable,
+    /// The node has no staged file of the spawn's hash.
+    NotStaged,
     /// Anything else.
     Internal,
 }

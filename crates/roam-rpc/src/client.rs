@@ -2,10 +2,12 @@
 //! through roam, hands calls to them, and keeps the sessions the GridRPC
 //! API reports on.
 //!
-//! A worker is a remote executable run with `roam run --node NODE PATH`:
-//! a roam remote process like any other (`roam ps` lists it, it reads the
-//! home's files, `roam kill` reaches it), whose `roam run` proxy is a
-//! child of the client. It connects back to the client's listener over
+//! A worker is a remote executable run with `roam run --ship --confine
+//! --node NODE PATH`: a roam remote process like any other (`roam ps`
+//! lists it, it reads the home's files, `roam kill` reaches it), whose
+//! `roam run` proxy is a child of the client. The executable is shipped
+//! to the node (kept there in a cache by content hash) and runs confined
+//! there, unless its configuration says otherwise. It connects back to the client's listener over
 //! TCP and authenticates with a key made for it (see [`crate::proto`]).
 //!
 //! A handle bound to a server (`Client::handle_on`) owns one worker,
@@ -108,7 +110,11 @@ pub struct Executable {
     pub idl: Idl,
     /// Nodes it may run on; empty: any that runs its architecture.
     pub nodes: Vec<String>,
-    /// Whether its workers confine themselves (see [`crate::confine`]).
+    /// Whether the build is shipped to the node (`roam run --ship`), or
+    /// run from where the node sees it.
+    pub ship: bool,
+    /// Whether its workers run confined (`roam run --confine`: the node
+    /// installs the allow-list of [`crate::confine`] before their exec).
     pub confine: bool,
 }
 
@@ -152,8 +158,10 @@ struct ExecutableFile {
     idl: PathBuf,
     #[serde(default)]
     nodes: Vec<String>,
-    #[serde(default)]
-    confine: bool,
+    /// Default true.
+    ship: Option<bool>,
+    /// Default: as `ship`.
+    confine: Option<bool>,
 }
 
 impl Config {
@@ -191,7 +199,8 @@ impl Config {
             path,
             idl,
             nodes: Vec::new(),
-            confine: false,
+            ship: true,
+            confine: true,
         });
         Ok(self)
     }
@@ -248,7 +257,8 @@ impl Config {
                 builds,
                 idl,
                 nodes: e.nodes,
-                confine: e.confine,
+                ship: e.ship.unwrap_or(true),
+                confine: e.confine.or(e.ship).unwrap_or(true),
             });
         }
         Ok(c)
@@ -498,18 +508,19 @@ impl Client {
             id
         };
         let mut cmd = Command::new(&cfg.roam);
-        cmd.arg("run")
-            .arg("--node")
-            .arg(&target)
-            .arg("--")
+        cmd.arg("run").arg("--node").arg(&target);
+        if e.ship {
+            cmd.arg("--ship");
+        }
+        if e.confine {
+            cmd.arg("--confine");
+        }
+        cmd.arg("--")
             .arg(&build)
             .env(ENV_CONNECT, addrs)
             .env(ENV_KEY, proto::key_hex(&key))
             .env(ENV_ID, id.to_string())
-            .env(
-                crate::confine::ENV_CONFINE,
-                if e.confine { "1" } else { "0" },
-            )
+            .env_remove(crate::confine::ENV_CONFINE)
             .stdin(Stdio::null());
         if let Some(s) = &cfg.socket {
             cmd.env("ROAM_SOCKET", s);
@@ -1341,14 +1352,25 @@ mod tests {
 
         std::fs::write(
             &cfg,
-            "[[executable]]\nbuilds = [\"x86/w\", \"s390x/w\"]\nidl = \"m.idl\"\nconfine = true\n",
+            "[[executable]]\nbuilds = [\"x86/w\", \"s390x/w\"]\nidl = \"m.idl\"\nship = false\n",
         )
         .unwrap();
         let c = Config::load(&cfg).unwrap();
         let e = &c.executables[0];
         assert_eq!(e.builds, vec![dir.join("x86/w"), dir.join("s390x/w")]);
         assert_eq!(e.path, dir.join("x86/w"));
-        assert!(e.confine);
+        // Confined by default only when shipped.
+        assert!(!e.ship && !e.confine);
+        std::fs::write(&cfg, "[[executable]]\npath = \"w\"\nidl = \"m.idl\"\n").unwrap();
+        let e = &Config::load(&cfg).unwrap().executables[0];
+        assert!(e.ship && e.confine);
+        std::fs::write(
+            &cfg,
+            "[[executable]]\npath = \"w\"\nidl = \"m.idl\"\nconfine = false\n",
+        )
+        .unwrap();
+        let e = &Config::load(&cfg).unwrap().executables[0];
+        assert!(e.ship && !e.confine);
         std::fs::write(&cfg, "[[executable]]\nidl = \"m.idl\"\n").unwrap();
         let e = Config::load(&cfg).unwrap_err();
         assert!(e.msg.contains("no path or builds"), "{e}");

@@ -1,187 +1,21 @@
-//! Confinement of a worker: after its handshake, a worker that is asked
-//! to (`ROAM_RPC_CONFINE=1`, from the executable's `confine = true` in
-//! the client's configuration) installs a seccomp filter on all its
-//! threads. From then on its functions may compute, use memory and
-//! threads, and do file and network I/O (the paper's minimal worker
-//! layer); any other call fails with EPERM ("Operation not permitted"),
-//! which the function sees and reports. Refused, among others: running
+//! Self-confinement of a worker: after its handshake, a worker that is
+//! asked to (`Worker::confine`, or `ROAM_RPC_CONFINE=1` in its
+//! environment) installs a seccomp filter on all its threads. (The
+//! client's `confine = true` has the node confine its workers from their
+//! exec on instead: `roam run --confine`.) From then on its functions
+//! may compute, use memory and threads, and do file and network I/O (the
+//! paper's minimal worker layer); any other call fails with EPERM
+//! ("Operation not permitted"), which the function sees and reports. Refused, among others: running
 //! programs (execve, execveat), ptrace, signals to other processes, mount,
 //! changes of owner, mode, credentials or limits, and the calls of any
 //! other system-call convention.
 
-/// Calls every architecture names the same way.
-const COMMON: &[i64] = &[
-    // Files and descriptors.
-    libc::SYS_read,
-    libc::SYS_write,
-    libc::SYS_readv,
-    libc::SYS_writev,
-    libc::SYS_pread64,
-    libc::SYS_pwrite64,
-    libc::SYS_preadv,
-    libc::SYS_pwritev,
-    libc::SYS_lseek,
-    libc::SYS_close,
-    libc::SYS_close_range,
-    libc::SYS_dup,
-    libc::SYS_dup3,
-    libc::SYS_fcntl,
-    libc::SYS_fstat,
-    libc::SYS_newfstatat,
-    libc::SYS_statx,
-    libc::SYS_openat,
-    libc::SYS_getdents64,
-    libc::SYS_mkdirat,
-    libc::SYS_unlinkat,
-    libc::SYS_renameat2,
-    libc::SYS_readlinkat,
-    libc::SYS_faccessat,
-    libc::SYS_faccessat2,
-    libc::SYS_ftruncate,
-    libc::SYS_fsync,
-    libc::SYS_fdatasync,
-    libc::SYS_flock,
-    libc::SYS_getcwd,
-    libc::SYS_pipe2,
-    libc::SYS_eventfd2,
-    libc::SYS_ppoll,
-    libc::SYS_pselect6,
-    libc::SYS_epoll_create1,
-    libc::SYS_epoll_ctl,
-    libc::SYS_epoll_pwait,
-    // Network.
-    libc::SYS_socket,
-    libc::SYS_connect,
-    libc::SYS_bind,
-    libc::SYS_listen,
-    libc::SYS_accept4,
-    libc::SYS_getsockname,
-    libc::SYS_getpeername,
-    libc::SYS_setsockopt,
-    libc::SYS_getsockopt,
-    libc::SYS_shutdown,
-    libc::SYS_sendto,
-    libc::SYS_recvfrom,
-    libc::SYS_sendmsg,
-    libc::SYS_recvmsg,
-    libc::SYS_sendmmsg,
-    libc::SYS_recvmmsg,
-    // Memory.
-    libc::SYS_mmap,
-    libc::SYS_munmap,
-    libc::SYS_mremap,
-    libc::SYS_mprotect,
-    libc::SYS_madvise,
-    libc::SYS_brk,
-    // Threads (a process started this way can only run this program:
-    // execve is refused).
-    libc::SYS_clone,
-    libc::SYS_clone3,
-    libc::SYS_futex,
-    libc::SYS_set_robust_list,
-    libc::SYS_get_robust_list,
-    libc::SYS_set_tid_address,
-    libc::SYS_rseq,
-    libc::SYS_sched_yield,
-    libc::SYS_sched_getaffinity,
-    libc::SYS_membarrier,
-    libc::SYS_exit,
-    libc::SYS_exit_group,
-    libc::SYS_wait4,
-    // Signals within the process (raise, abort, thread cancellation).
-    libc::SYS_rt_sigaction,
-    libc::SYS_rt_sigprocmask,
-    libc::SYS_rt_sigreturn,
-    libc::SYS_sigaltstack,
-    libc::SYS_tgkill,
-    // Time, identity, randomness.
-    libc::SYS_clock_gettime,
-    libc::SYS_clock_getres,
-    libc::SYS_clock_nanosleep,
-    libc::SYS_nanosleep,
-    libc::SYS_gettimeofday,
-    libc::SYS_getrandom,
-    libc::SYS_getpid,
-    libc::SYS_gettid,
-    libc::SYS_getppid,
-    libc::SYS_getuid,
-    libc::SYS_geteuid,
-    libc::SYS_getgid,
-    libc::SYS_getegid,
-    libc::SYS_prlimit64,
-    libc::SYS_uname,
-];
-
-/// The older calls of architectures that still have them.
-#[cfg(target_arch = "x86_64")]
-const LEGACY: &[i64] = &[
-    libc::SYS_open,
-    libc::SYS_stat,
-    libc::SYS_lstat,
-    libc::SYS_access,
-    libc::SYS_poll,
-    libc::SYS_select,
-    libc::SYS_epoll_wait,
-    libc::SYS_pipe,
-    libc::SYS_dup2,
-    libc::SYS_mkdir,
-    libc::SYS_unlink,
-    libc::SYS_rename,
-    libc::SYS_readlink,
-    libc::SYS_arch_prctl,
-];
-#[cfg(target_arch = "s390x")]
-const LEGACY: &[i64] = &[
-    libc::SYS_open,
-    libc::SYS_stat,
-    libc::SYS_lstat,
-    libc::SYS_access,
-    libc::SYS_poll,
-    libc::SYS_epoll_wait,
-    libc::SYS_pipe,
-    libc::SYS_dup2,
-    libc::SYS_mkdir,
-    libc::SYS_unlink,
-    libc::SYS_rename,
-    libc::SYS_readlink,
-];
-#[cfg(not(any(target_arch = "x86_64", target_arch = "s390x")))]
-const LEGACY: &[i64] = &[];
-
 /// The environment variable that asks a worker to confine itself.
 pub const ENV_CONFINE: &str = "ROAM_RPC_CONFINE";
 
-/// Every call a confined worker may make.
-pub fn allowed() -> Vec<i64> {
-    COMMON.iter().chain(LEGACY).copied().collect()
-}
-
 /// Confines the calling process (all its threads) for good.
 pub fn confine() -> std::io::Result<()> {
-    let prog = roam_sys::seccomp::allow_filter(&allowed(), libc::EPERM as u16)
+    let prog = roam_sys::confine::worker_filter(&[])
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::Unsupported, e.to_string()))?;
     roam_sys::seccomp::confine(&prog)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_list_fits_one_filter_and_leaves_out_what_it_must() {
-        let a = allowed();
-        assert!(a.len() <= roam_sys::seccomp::MAX_SYSCALLS);
-        for refused in [
-            libc::SYS_execve,
-            libc::SYS_execveat,
-            libc::SYS_ptrace,
-            libc::SYS_kill,
-            libc::SYS_mount,
-            libc::SYS_setuid,
-            libc::SYS_fchownat,
-            libc::SYS_ioctl,
-        ] {
-            assert!(!a.contains(&refused), "{refused} is allowed");
-        }
-    }
 }

@@ -37,9 +37,14 @@ impl Bed {
 
     /// With n1 emulating `arch` (through qemu-user), if given.
     fn with(arch: Vec<roam_elf::Arch>) -> Bed {
+        Bed::new(arch, true)
+    }
+
+    /// Its nodes' processes see the home's files, or their node's.
+    fn new(arch: Vec<roam_elf::Arch>, home_files: bool) -> Bed {
         let mut opts = TestbedOpts::new(2, build_dir().join("roamd"));
         opts.arch = arch;
-        opts.home_files = true;
+        opts.home_files = home_files;
         let tb = Testbed::up(opts).expect("testbed up");
         tb.wait_nodes_up(2, Duration::from_secs(20))
             .expect("nodes up");
@@ -435,7 +440,9 @@ fn a_confined_worker_computes_and_reads_files_but_runs_no_program() {
     let size = std::fs::metadata(&file).unwrap().len() as i64;
     let path = file.to_str().unwrap();
     // Unconfined, a worker runs programs.
-    let client = Client::new(bed.config()).unwrap();
+    let mut cfg = bed.config();
+    cfg.executables[0].confine = false;
+    let client = Client::new(cfg).unwrap();
     let s = client.handle_on("n1", "spawn").unwrap();
     assert_eq!(
         s.call(vec![Data::from("/bin/true"), Data::Int(vec![])])
@@ -443,10 +450,9 @@ fn a_confined_worker_computes_and_reads_files_but_runs_no_program() {
         vec![Data::from(0)]
     );
     client.shutdown();
-    // Confined, it cannot, and says why; files and computing still work.
-    let mut cfg = bed.config();
-    cfg.executables[0].confine = true;
-    let client = Client::new(cfg).unwrap();
+    // Confined (shipped executables are, by default), it cannot, and
+    // says why; files and computing still work.
+    let client = Client::new(bed.config()).unwrap();
     let s = client.handle_on("n1", "spawn").unwrap();
     let e = s
         .call(vec![Data::from("/bin/true"), Data::Int(vec![])])
@@ -466,6 +472,56 @@ fn a_confined_worker_computes_and_reads_files_but_runs_no_program() {
     drop((s, r, c));
     client.shutdown();
     wait_until("the workers to end", || bed.workers().is_empty());
+}
+
+#[test]
+fn an_executable_the_nodes_lack_is_shipped_once_per_node() {
+    if !root() {
+        eprintln!("skipped: the testbed needs root");
+        return;
+    }
+    // The nodes see their own files, and this machine's /tmp is not theirs.
+    let bed = Bed::new(Vec::new(), false);
+    let dir = PathBuf::from(format!("/tmp/rpc-ship-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let exe = dir.join("demo_worker");
+    std::fs::copy(worker(), &exe).unwrap();
+    let config = |ship: bool| {
+        let mut c = Config::new();
+        c.roam = build_dir().join("roam");
+        c.socket = Some(bed.tb.socket().to_owned());
+        c.executable(&exe, IDL).expect("idl");
+        c.executables[0].ship = ship;
+        c.start_timeout = Duration::from_secs(20);
+        c
+    };
+    // Not shipped, the worker cannot start.
+    let client = Client::new(config(false)).unwrap();
+    let Err(e) = client.handle_on("n1", "where") else {
+        panic!("a worker started from a file its node lacks");
+    };
+    assert!(e.msg.contains("exit status: 127"), "{e}");
+    client.shutdown();
+    // Shipped, it runs, on each node; a second client ships nothing.
+    let staged = |node: &str| {
+        let log = std::fs::read_to_string(bed.tb.log_path(node).unwrap()).unwrap();
+        log.matches("staged sha256:").count()
+    };
+    for round in 0..2 {
+        let client = Client::new(config(true)).unwrap();
+        for node in ["n1", "n2"] {
+            let h = client.handle_on(node, "where").unwrap();
+            let out = h.call(vec![Data::Char(vec![])]).unwrap();
+            let Data::Char(name) = &out[0] else {
+                panic!("{out:?}")
+            };
+            assert!(name.starts_with(format!("{node}\0").as_bytes()), "{name:?}");
+        }
+        client.shutdown();
+        assert_eq!((staged("n1"), staged("n2")), (1, 1), "round {round}");
+    }
+    wait_until("the workers to end", || bed.workers().is_empty());
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]

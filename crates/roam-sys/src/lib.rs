@@ -13,6 +13,7 @@
 //! - [`spawn`]: starting a process with a user's credentials, and reaping;
 //! - [`seccomp`]: seccomp user notification (a supervisor answers chosen
 //!   system calls of a process), and the target's memory;
+//! - [`confine`]: the calls a confined program may make;
 //! - [`pty`]: pseudo-terminals, terminal modes, raw mode;
 //! - [`title`]: a process's name as `ps` and `top` show it;
 //! - [`ns`]: network and mount namespaces (the testbed), binfmt_misc;
@@ -23,6 +24,7 @@
 //!   async write-protect mode, the PAGEMAP_SCAN ioctl), for live migration.
 
 pub mod aio;
+pub mod confine;
 pub mod cred;
 pub mod fanotify;
 pub mod files;

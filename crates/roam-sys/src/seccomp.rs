@@ -58,6 +58,11 @@ pub const MAX_SYSCALLS: usize = 200;
 /// Offsets in `struct seccomp_data`.
 const OFF_NR: u32 = 0;
 const OFF_ARCH: u32 = 4;
+/// The low 32 bits of the second argument (`args[1]`, at 24).
+#[cfg(target_endian = "little")]
+const OFF_ARG1_LOW: u32 = 24;
+#[cfg(target_endian = "big")]
+const OFF_ARG1_LOW: u32 = 28;
 
 const _: () = assert!(std::mem::size_of::<libc::seccomp_data>() == 64);
 const _: () = assert!(std::mem::size_of::<libc::seccomp_notif>() == 80);
@@ -115,6 +120,42 @@ pub fn allow_filter(allowed: &[i64], errno: u16) -> Result<Vec<libc::sock_filter
     )
 }
 
+/// [`allow_filter`], and ioctl(2) with the requests `ioctls` only (their
+/// low 32 bits).
+pub fn allow_filter_with_ioctls(
+    allowed: &[i64],
+    ioctls: &[u32],
+    errno: u16,
+) -> Result<Vec<libc::sock_filter>, FilterError> {
+    if ioctls.len() > MAX_SYSCALLS {
+        return Err(FilterError::TooMany(ioctls.len()));
+    }
+    let allow = libc::SECCOMP_RET_ALLOW;
+    let deny = libc::SECCOMP_RET_ERRNO | u32::from(errno);
+    let mut prog = list_filter(allowed, allow, deny)?;
+    if ioctls.is_empty() {
+        return Ok(prog);
+    }
+    // After the load of the call's number (the third instruction): ioctl
+    // jumps to a block after the program's two returns, which checks its
+    // request.
+    let jeq = libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K;
+    let tail = (prog.len() - 3) as u8;
+    prog.insert(3, jump(jeq, libc::SYS_ioctl as u32, tail, 0));
+    // The arch test skips one instruction more.
+    prog[1].jf += 1;
+    let ld = libc::BPF_LD | libc::BPF_W | libc::BPF_ABS;
+    let ret = libc::BPF_RET | libc::BPF_K;
+    prog.push(stmt(ld, OFF_ARG1_LOW));
+    let n = ioctls.len() as u8;
+    for (i, &req) in ioctls.iter().enumerate() {
+        prog.push(jump(jeq, req, n - i as u8, 0));
+    }
+    prog.push(stmt(ret, deny));
+    prog.push(stmt(ret, allow));
+    Ok(prog)
+}
+
 /// A program that answers `listed` for the calls in `list` and
 /// `otherwise` for the rest, calls of another convention included.
 fn list_filter(
@@ -155,35 +196,25 @@ fn list_filter(
 /// [`allow_filter`]), after setting no_new_privs, for the rest of its
 /// life and its children's.
 pub fn confine(prog: &[libc::sock_filter]) -> io::Result<()> {
-    let fprog = libc::sock_fprog {
-        len: prog.len() as libc::c_ushort,
-        filter: prog.as_ptr().cast_mut(),
-    };
-    // SAFETY: prctl takes integers; seccomp reads `fprog` and the program
-    // it points to, both alive for the call.
-    let r = unsafe {
-        if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        libc::syscall(
-            libc::SYS_seccomp,
-            libc::SECCOMP_SET_MODE_FILTER,
-            libc::SECCOMP_FILTER_FLAG_TSYNC,
-            &raw const fprog,
-        )
-    };
-    match r {
+    // SAFETY: `prog` is a valid slice for the call.
+    match unsafe { install_with(prog, libc::SECCOMP_FILTER_FLAG_TSYNC) } {
         0 => Ok(()),
         r if r > 0 => Err(io::Error::other(format!(
             "thread {r} could not take the filter"
         ))),
-        _ => Err(io::Error::last_os_error()),
+        r => Err(io::Error::from_raw_os_error(-r)),
     }
 }
 
 /// What [`run_filter`] decides for one call: runs the program the way the
 /// kernel would on `seccomp_data`, for tests of the program itself.
 pub fn run_filter(prog: &[libc::sock_filter], arch: u32, nr: i32) -> Option<u32> {
+    run_filter_call(prog, arch, nr, 0)
+}
+
+/// [`run_filter`] for a call whose second argument's low 32 bits are
+/// `arg1`.
+pub fn run_filter_call(prog: &[libc::sock_filter], arch: u32, nr: i32, arg1: u32) -> Option<u32> {
     let mut acc: u32 = 0;
     let mut pc = 0usize;
     let ld = (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16;
@@ -196,6 +227,7 @@ pub fn run_filter(prog: &[libc::sock_filter], arch: u32, nr: i32) -> Option<u32>
                 acc = match ins.k {
                     OFF_NR => nr as u32,
                     OFF_ARCH => arch,
+                    OFF_ARG1_LOW => arg1,
                     _ => return None,
                 };
                 pc += 1;
@@ -223,6 +255,13 @@ const FILTER_FLAGS: libc::c_ulong =
 /// good: call it where that is meant (a child about to exec, a test's
 /// forked child).
 pub(crate) unsafe fn install_raw(prog: &[libc::sock_filter]) -> RawFd {
+    // SAFETY: as ours.
+    unsafe { install_with(prog, FILTER_FLAGS) }
+}
+
+/// [`install_raw`] with the filter flags `flags`: the listener's fd if
+/// they ask for one, else 0; or -errno.
+unsafe fn install_with(prog: &[libc::sock_filter], flags: libc::c_ulong) -> RawFd {
     let fprog = libc::sock_fprog {
         len: prog.len() as libc::c_ushort,
         filter: prog.as_ptr().cast_mut(),
@@ -236,7 +275,7 @@ pub(crate) unsafe fn install_raw(prog: &[libc::sock_filter]) -> RawFd {
         let fd = libc::syscall(
             libc::SYS_seccomp,
             libc::SECCOMP_SET_MODE_FILTER,
-            FILTER_FLAGS,
+            flags,
             &raw const fprog,
         );
         if fd < 0 {
@@ -245,6 +284,17 @@ pub(crate) unsafe fn install_raw(prog: &[libc::sock_filter]) -> RawFd {
             fd as RawFd
         }
     }
+}
+
+/// Installs `prog` (from [`allow_filter`]) in the calling thread, after
+/// setting no_new_privs, with no listener: for a child between fork and
+/// exec, like [`install_raw`]. Returns 0, or -errno.
+///
+/// # Safety
+/// As [`install_raw`].
+pub(crate) unsafe fn install_raw_plain(prog: &[libc::sock_filter]) -> RawFd {
+    // SAFETY: as ours.
+    unsafe { install_with(prog, 0) }
 }
 
 /// Installs `prog` (from [`notify_filter`]) in the calling process, after

@@ -32,6 +32,20 @@ pub struct SpawnRequest<'a> {
     /// the home's tree), with this machine's `/proc`, `/sys` and `/dev`
     /// bound over the ones there. Needs root.
     pub root: Option<&'a [u8]>,
+    /// An open file the child keeps under its number N, for `program` (or
+    /// a runner's argument) to name as `/proc/self/fd/N`: an executable
+    /// that is not in the tree of `root` (a node's staged copy).
+    pub exec_file: Option<ExecFile<'a>>,
+}
+
+/// See [`SpawnRequest::exec_file`].
+#[derive(Debug, Clone, Copy)]
+pub struct ExecFile<'a> {
+    pub fd: BorrowedFd<'a>,
+    /// Left open across the exec, for a runner that opens the file by its
+    /// `/proc/self/fd` name after the exec (qemu-user). Otherwise it
+    /// closes at the exec, which needs it only to find the file.
+    pub inherit: bool,
 }
 
 /// Why a process could not be started. The messages carry the OS error
@@ -172,6 +186,12 @@ struct Prepared {
     /// For [`spawn_supervised`]: the filter to install just before exec,
     /// and the socket to send its listener on.
     supervise: Option<(Vec<libc::sock_filter>, RawFd)>,
+    /// For [`spawn_supervised`] with a confinement: its allow-list filter,
+    /// installed just before the supervision's.
+    confine: Option<Vec<libc::sock_filter>>,
+    /// [`SpawnRequest::exec_file`]: the descriptor, and whether it stays
+    /// open across the exec.
+    exec_fd: Option<(RawFd, bool)>,
 }
 
 /// A root for [`enter_root`]: the view's path, and the node's trees to
@@ -312,6 +332,8 @@ fn prepare(req: &SpawnRequest<'_>) -> Result<Prepared, SpawnError> {
         // SAFETY: getpid cannot fail.
         parent: unsafe { libc::getpid() },
         supervise: None,
+        confine: None,
+        exec_fd: req.exec_file.map(|f| (f.fd.as_raw_fd(), f.inherit)),
     })
 }
 
@@ -341,7 +363,7 @@ fn prepare(req: &SpawnRequest<'_>) -> Result<Prepared, SpawnError> {
 /// may reap a child that failed before exec; it then reports an exit with
 /// status 127 for a pid `spawn` never returned.
 pub fn spawn(req: &SpawnRequest<'_>) -> Result<u32, SpawnError> {
-    spawn_inner(req, None).map(|(pid, _)| pid)
+    spawn_inner(req, None)
 }
 
 /// [`spawn`], with the program's system calls `syscalls` (this machine's
@@ -360,16 +382,24 @@ pub fn spawn(req: &SpawnRequest<'_>) -> Result<u32, SpawnError> {
 /// CAP_SYS_ADMIN once it runs as the user): the program and its
 /// descendants never gain privileges through set-user-ID programs or
 /// file capabilities.
+///
+/// With `confine` (a list of calls, this machine's numbers), the child
+/// also installs an allow-list filter just before the supervision's: the
+/// program's calls outside `confine` and `syscalls` fail with EPERM, and
+/// the calls of both lists go to the supervisor. List execve and execveat
+/// in `syscalls` then, and let the supervisor allow the first (the
+/// child's own, which starts the program) and refuse the others.
 pub fn spawn_supervised(
     req: &SpawnRequest<'_>,
     syscalls: &[i64],
 ) -> Result<(u32, OwnedFd), SpawnError> {
-    let prog = crate::seccomp::notify_filter(syscalls).map_err(|e| SpawnError::Setup {
-        stage: "system-call supervision",
-        error: io::Error::new(io::ErrorKind::Unsupported, e.to_string()),
+    let mut sock = None;
+    let pid = spawn_supervised_with(req, syscalls, false, |s| {
+        sock = Some(s);
+        Ok(())
     })?;
-    let (pid, listener) = spawn_inner(req, Some(prog))?;
-    match listener {
+    // Exec'd: the listener is waiting in the socket.
+    match sock.and_then(|s| recv_fd(s.as_fd(), false).ok().flatten()) {
         Some(l) => Ok((pid, l)),
         None => {
             // Cannot happen (the child reports failures before exec), but
@@ -384,19 +414,71 @@ pub fn spawn_supervised(
     }
 }
 
+/// [`spawn_supervised`] for a supervisor that answers calls of the child
+/// before its exec returns: `handoff` gets our end of the socket the
+/// child sends its filter's listener on, before the child exists, and
+/// must take the listener from it ([`recv_fd`], waiting) on a thread of
+/// its own. (The exec calls of a confinement are such calls: the child
+/// waits for their answer, and we for its exec.)
+///
+/// With `confine`, the child also installs the allow-list filter of
+/// [`crate::confine::worker_filter`] after the supervision's: the
+/// program's calls outside it and `syscalls` fail with EPERM, and
+/// the calls of both lists go to the supervisor. List execve and execveat
+/// in `syscalls` then, and let the supervisor allow the first (the
+/// child's own, which starts the program) and refuse the others: the
+/// child of a confinement makes one exec only (it looks the program up
+/// in PATH with access(2) first).
+pub fn spawn_supervised_with(
+    req: &SpawnRequest<'_>,
+    syscalls: &[i64],
+    confine: bool,
+    handoff: impl FnOnce(OwnedFd) -> io::Result<()>,
+) -> Result<u32, SpawnError> {
+    let unsupported = |e: crate::seccomp::FilterError| SpawnError::Setup {
+        stage: "system-call supervision",
+        error: io::Error::new(io::ErrorKind::Unsupported, e.to_string()),
+    };
+    let notify = crate::seccomp::notify_filter(syscalls).map_err(unsupported)?;
+    let confine = confine
+        .then(|| crate::confine::worker_filter(syscalls))
+        .transpose()
+        .map_err(unsupported)?;
+    spawn_inner(
+        req,
+        Some(Supervise {
+            notify,
+            confine,
+            handoff: Box::new(handoff),
+        }),
+    )
+}
+
+/// What a supervised spawn installs, and where its listener goes.
+struct Supervise<'a> {
+    notify: Vec<libc::sock_filter>,
+    confine: Option<Vec<libc::sock_filter>>,
+    handoff: Box<dyn FnOnce(OwnedFd) -> io::Result<()> + 'a>,
+}
+
 fn spawn_inner(
     req: &SpawnRequest<'_>,
-    filter: Option<Vec<libc::sock_filter>>,
-) -> Result<(u32, Option<OwnedFd>), SpawnError> {
+    supervise: Option<Supervise<'_>>,
+) -> Result<u32, SpawnError> {
     let mut prep = prepare(req)?;
     // The listener comes back over a socket (a pipe cannot carry fds).
-    let supervise = match filter {
+    let theirs = match supervise {
         None => None,
-        Some(f) => {
+        Some(sup) => {
             let (ours, theirs) = socketpair_seqpacket().map_err(SpawnError::Pipe)?;
             let theirs = above_stdio(theirs)?;
-            prep.supervise = Some((f, theirs.as_raw_fd()));
-            Some((ours, theirs))
+            prep.supervise = Some((sup.notify, theirs.as_raw_fd()));
+            prep.confine = sup.confine;
+            (sup.handoff)(ours).map_err(|error| SpawnError::Setup {
+                stage: "the system-call supervisor",
+                error,
+            })?;
+            Some(theirs)
         }
     };
     let (status_r, status_w) = pipe().map_err(SpawnError::Pipe)?;
@@ -450,10 +532,7 @@ fn spawn_inner(
     }
     drop(status_w);
     drop(job_pipes);
-    let listener_sock = supervise.map(|(ours, theirs)| {
-        drop(theirs);
-        ours
-    });
+    drop(theirs);
     if pid < 0 {
         return Err(SpawnError::Fork(fork_err));
     }
@@ -481,12 +560,8 @@ fn spawn_inner(
         break (got, report);
     };
     if got == 0 {
-        // Exec'd: the listener, if any, is waiting in the socket.
-        let listener = match &listener_sock {
-            Some(s) => recv_fd(s.as_fd(), false).ok().flatten(),
-            None => None,
-        };
-        return Ok((program as u32, listener));
+        // Exec'd.
+        return Ok(program as u32);
     }
     // The child failed before exec: reap it so no zombie is left (and the
     // keeper, which ends with it).
@@ -758,7 +833,7 @@ unsafe fn child_after_fork(p: &Prepared, status_fd: RawFd) -> ! {
         // that file system (entering its root, chdir) when the daemon dies
         // would wait for an answer only it could give, unkillably, and the
         // mount would never fail its callers.
-        let mut keep = [-1 as RawFd; 10];
+        let mut keep = [-1 as RawFd; 11];
         keep[0] = status_fd;
         keep[1..4].copy_from_slice(&p.stdio);
         keep[4] = p.ctty.unwrap_or(-1);
@@ -766,6 +841,7 @@ unsafe fn child_after_fork(p: &Prepared, status_fd: RawFd) -> ! {
             keep[5..9].copy_from_slice(&j);
         }
         keep[9] = p.supervise.as_ref().map_or(-1, |s| s.1);
+        keep[10] = p.exec_fd.map_or(-1, |e| e.0);
         if close_all_but(&mut keep, p.max_fd) < 0 {
             child_fail(status_fd, Stage::CloseFds, errno());
         }
@@ -882,14 +958,27 @@ unsafe fn child_after_fork(p: &Prepared, status_fd: RawFd) -> ! {
         libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
 
         // Close everything above 2 except the status pipe and the
-        // supervisor's socket (both CLOEXEC).
-        let sock = p.supervise.as_ref().map_or(-1, |s| s.1);
-        let (low, high) = if sock < 0 {
-            (status_fd, status_fd)
-        } else {
-            (sock.min(status_fd), sock.max(status_fd))
-        };
-        let ranges = [(3, low - 1), (low + 1, high - 1), (high + 1, RawFd::MAX)];
+        // supervisor's socket (both CLOEXEC), and the file to execute.
+        let mut kept = [
+            status_fd,
+            p.supervise.as_ref().map_or(-1, |s| s.1),
+            p.exec_fd.map_or(-1, |e| e.0),
+        ];
+        kept.sort_unstable();
+        let mut ranges = [(0, -1); 4];
+        let mut next = 3;
+        for (i, &fd) in kept.iter().enumerate() {
+            if fd >= next {
+                ranges[i] = (next, fd - 1);
+                next = fd + 1;
+            }
+        }
+        ranges[3] = (next, RawFd::MAX);
+        if let Some((fd, true)) = p.exec_fd {
+            if libc::fcntl(fd, libc::F_SETFD, 0) < 0 {
+                child_fail(status_fd, Stage::CloseFds, errno());
+            }
+        }
         for (first, last) in ranges {
             if first > last {
                 continue;
@@ -905,6 +994,19 @@ unsafe fn child_after_fork(p: &Prepared, status_fd: RawFd) -> ! {
             }
         }
 
+        let confined_pick = if p.confine.is_some() {
+            match p
+                .candidates
+                .iter()
+                .position(|c| libc::access(c.as_ptr(), libc::X_OK) == 0)
+            {
+                Some(i) => Some(i),
+                None => child_fail(status_fd, Stage::Exec, errno()),
+            }
+        } else {
+            None
+        };
+
         // Last, so that none of the calls above reach the supervisor (who
         // does not have the listener before we exec).
         if let Some((prog, sock)) = &p.supervise {
@@ -918,11 +1020,26 @@ unsafe fn child_after_fork(p: &Prepared, status_fd: RawFd) -> ! {
             libc::close(listener);
             libc::close(*sock);
         }
+        // And the confinement after it, which would refuse seccomp(2). It
+        // lets through the exec calls, for the supervisor to decide, and
+        // what the failure report below needs (write, exit).
+        if let Some(prog) = &p.confine {
+            let rc = crate::seccomp::install_raw_plain(prog);
+            if rc < 0 {
+                child_fail(status_fd, Stage::Supervise, -rc);
+            }
+        }
 
-        // execvpe's search: skip missing entries, remember EACCES.
+        // execvpe's search: skip missing entries, remember EACCES. A
+        // confined child execs once (its supervisor allows only one): the
+        // first candidate it may execute, found beforehand (above).
         let mut saw_eacces = false;
         let mut last_err = libc::ENOENT;
-        for cand in &p.candidates {
+        let candidates = match confined_pick {
+            Some(i) => &p.candidates[i..=i],
+            None => &p.candidates[..],
+        };
+        for cand in candidates {
             libc::execve(cand.as_ptr(), p.argv_ptrs.as_ptr(), p.env_ptrs.as_ptr());
             last_err = errno();
             match last_err {
@@ -1444,6 +1561,7 @@ mod tests {
             stderr: out_w.as_fd(),
             controlling_tty: None,
             root: None,
+            exec_file: None,
         };
         let res = spawn(&req);
         drop(out_w);
@@ -1661,6 +1779,7 @@ mod tests {
             stderr: a_w.as_fd(),
             controlling_tty: None,
             root: None,
+            exec_file: None,
         };
         let pid = spawn(&req).unwrap();
         drop((a_w, b_w));
@@ -1693,6 +1812,7 @@ mod tests {
             stderr: slave.as_fd(),
             controlling_tty: Some(slave.as_fd()),
             root: None,
+            exec_file: None,
         };
         let pid = spawn(&req).unwrap();
         drop(slave);
@@ -1761,6 +1881,7 @@ mod tests {
             stderr: slave.as_fd(),
             controlling_tty: Some(slave.as_fd()),
             root: None,
+            exec_file: None,
         };
         let pid = spawn(&req).unwrap();
         drop(slave);
@@ -1796,6 +1917,7 @@ mod tests {
             stderr: null.as_fd(),
             controlling_tty: None,
             root: None,
+            exec_file: None,
         });
         let pid = res.unwrap();
         assert_eq!(wait_pid(pid, true).unwrap(), None);
@@ -1867,6 +1989,7 @@ mod tests {
                 stderr: null.as_fd(),
                 controlling_tty: None,
                 root: None,
+                exec_file: None,
             };
             spawn(&req)
         };
@@ -1968,6 +2091,7 @@ mod tests {
             stderr: out_w.as_fd(),
             controlling_tty: None,
             root: None,
+            exec_file: None,
         };
         let (pid, listener) = spawn_supervised(&req, &[nr::GETPID, nr::UNAME]).unwrap();
         drop(out_w);
@@ -2032,6 +2156,7 @@ mod tests {
             stderr: null.as_fd(),
             controlling_tty: None,
             root: None,
+            exec_file: None,
         };
         let err = spawn_supervised(&req, &[crate::seccomp::nr::GETPID]).unwrap_err();
         assert!(matches!(err, SpawnError::Exec { .. }), "{err}");

@@ -397,6 +397,9 @@ impl State {
     fn socket_path(&self, name: &str) -> PathBuf {
         self.dir.join(format!("{name}.sock"))
     }
+    fn stage_dir(&self, name: &str) -> PathBuf {
+        self.dir.join(name).join("staged")
+    }
     fn creds_dir(&self) -> PathBuf {
         self.dir.join("creds")
     }
@@ -455,6 +458,9 @@ impl State {
                         .into_iter()
                         .map(|a| (a.to_string(), qemu_runner(a)))
                         .collect(),
+                    stage_dir: self.stage_dir(name),
+                    stage_max_mib: 256,
+                    stage_cache_mib: 1024,
                 }
             }),
             membership: MembershipConfig {
@@ -682,6 +688,11 @@ impl Testbed {
         self.state
             .is_member(name)
             .then(|| self.state.socket_path(name))
+    }
+
+    /// Node `name`'s cache of executables shipped to it.
+    pub fn stage_dir(&self, name: &str) -> PathBuf {
+        self.state.stage_dir(name)
     }
 
     /// The log file of daemon `name` ("home" or "nN").

@@ -8,6 +8,7 @@ mod files;
 mod hetero;
 mod identity;
 mod migrate;
+mod stage;
 
 use std::io::{Read, Write};
 use std::os::unix::process::ExitStatusExt;

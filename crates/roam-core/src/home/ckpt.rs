@@ -1,13 +1,14 @@
 //! The home's part in checkpoint and restore of remote processes: it
 //! checks the caller's rights, names the node, and relays the image
 //! transfer between the `roam` command and the node (see
-//! `crate::node::ckpt` and docs/design/checkpoint.md).
+//! `crate::node::ckpt` and docs/design/checkpoint.md). Staging a file on
+//! a node (docs/design/staging.md) is relayed the same way.
 
 use std::sync::Arc;
 
 use roam_proto::link::LinkMsg;
 use roam_proto::local::LocalMsg;
-use roam_proto::types::{Cred, ErrorCode, Mode, RestoreSpec, WireError};
+use roam_proto::types::{Cred, ErrorCode, Mode, RestoreSpec, StageHash, WireError};
 
 use super::{placement, Bound, Home, HomeSession, State};
 use crate::wire::FrameTx;
@@ -16,7 +17,8 @@ use crate::wire::FrameTx;
 pub(super) struct Transfer {
     cli: FrameTx,
     node: String,
-    /// A restore (the caller sends the image), or a checkpoint.
+    /// A restore or a staging (the caller sends the image), or a
+    /// checkpoint.
     restore: bool,
 }
 
@@ -182,6 +184,43 @@ pub(super) fn start_restore(
     Ok((Bound { session }, Current { req }))
 }
 
+/// Whether the connection's transfer `cur` is still under way.
+pub(super) fn active(home: &Home, cur: Option<Current>) -> bool {
+    cur.is_some_and(|c| home.state.lock().unwrap().transfers.contains_key(&c.req))
+}
+
+/// `LocalMsg::Stage`: asks `node` to take the file the caller sends next
+/// into its cache. Any user may: the cache is content-addressed, and
+/// bounded by the node.
+pub(super) fn start_stage(
+    home: &Home,
+    node: &str,
+    hash: StageHash,
+    len: u64,
+    tx: &FrameTx,
+) -> Result<Current, WireError> {
+    let mut st = home.state.lock().unwrap();
+    if !st.nodes.contains_key(node) {
+        return Err(WireError::new(
+            ErrorCode::NotFound,
+            format!("no node {node}"),
+        ));
+    }
+    let link = node_link(&st, node)?;
+    st.next_req += 1;
+    let req = st.next_req;
+    st.transfers.insert(
+        req,
+        Transfer {
+            cli: tx.clone(),
+            node: node.to_owned(),
+            restore: true,
+        },
+    );
+    link.send("link", &LinkMsg::Stage { req, hash, len });
+    Ok(Current { req })
+}
+
 /// A transfer message from the caller: to its node, as its transfer's.
 pub(super) fn from_caller(home: &Home, cur: Option<Current>, tx: &FrameTx, msg: LinkMsg) {
     let Some(Current { req }) = cur else {
@@ -216,14 +255,30 @@ pub(super) fn from_node(st: &mut State, node: &str, msg: LinkMsg) {
         LinkMsg::Image { req, .. }
         | LinkMsg::ImageAck { req, .. }
         | LinkMsg::ImageEnd { req, .. }
-        | LinkMsg::Checkpointed { req, .. } => *req,
+        | LinkMsg::Checkpointed { req, .. }
+        | LinkMsg::Staged { req, .. } => *req,
         _ => return,
     };
-    let done = matches!(msg, LinkMsg::Checkpointed { .. });
-    if let Some(t) = st.transfers.get(&req).filter(|t| t.node == node) {
-        t.cli.send("local", &LocalMsg::Transfer(msg));
-        if done {
+    let Some(t) = st.transfers.get(&req).filter(|t| t.node == node) else {
+        return;
+    };
+    match msg {
+        LinkMsg::Staged { result, .. } => {
+            t.cli.send(
+                "local",
+                &match result {
+                    Ok(()) => LocalMsg::Ok,
+                    Err(e) => LocalMsg::Error(e),
+                },
+            );
             st.transfers.remove(&req);
+        }
+        LinkMsg::Checkpointed { .. } => {
+            t.cli.send("local", &LocalMsg::Transfer(msg));
+            st.transfers.remove(&req);
+        }
+        _ => {
+            t.cli.send("local", &LocalMsg::Transfer(msg));
         }
     }
 }

@@ -555,7 +555,7 @@ pub(super) async fn restore(
     drop(child_fds);
     let pid = restored.pid as u32;
     if let Some(listener) = restored.listener {
-        let sup = shared.supervision(session, home_pid, spec.home_ppid, &spec.home_host);
+        let sup = shared.supervision(session, home_pid, spec.home_ppid, &spec.home_host, false);
         if let Err(e) = crate::identity::start_supervisor(pid, listener, &sup) {
             let _ = roam_sys::signal::kill(pid as i32, libc::SIGKILL);
             return Err(err(
@@ -784,13 +784,17 @@ fn session_of(
     shared: &NodeShared,
     session: SessionId,
 ) -> Result<(i32, mpsc::UnboundedSender<super::SessionCmd>), WireError> {
-    shared
-        .sessions
-        .lock()
-        .unwrap()
+    let sessions = shared.sessions.lock().unwrap();
+    let h = sessions
         .get(&session)
-        .map(|h| (h.report.node_pid as i32, h.tx.clone()))
-        .ok_or_else(|| err(ErrorCode::NotFound, "no such session on this node"))
+        .ok_or_else(|| err(ErrorCode::NotFound, "no such session on this node"))?;
+    if h.confined {
+        return Err(err(
+            ErrorCode::BadRequest,
+            "the process runs confined (roam run --confine), a confinement a restore does not rebuild: it is not checkpointed or moved",
+        ));
+    }
+    Ok((h.report.node_pid as i32, h.tx.clone()))
 }
 
 /// Captures `pid` on the tracer thread (held, stopped, unless

@@ -169,6 +169,9 @@ mod tests {
             cpu_source: CpuSource::Netns,
             cpus: Some(1),
             peer_listen: None,
+            stage_dir: "/x".into(),
+            stage_max_mib: 1,
+            stage_cache_mib: 1,
         };
         let mut m = CpuMeter::new(&cfg);
         assert!(matches!(m, CpuMeter::Netns { .. }));

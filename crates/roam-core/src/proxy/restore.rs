@@ -80,6 +80,8 @@ async fn restore_main(
         reservation: None,
         rank: None,
         stdin_null: false,
+        ship: false,
+        confine: false,
     };
     spec.null = null_stdio(&run);
     let stdin_null = spec.null[0];
@@ -104,7 +106,11 @@ async fn restore_main(
         node: opts.node.clone(),
     };
     let session = match send_image(&mut client, &request, &opts.image, len).await {
-        Ok(s) => s,
+        Ok(LocalMsg::Spawned { session, .. }) => session,
+        Ok(other) => {
+            fail(&ClientError::Unexpected(format!("{other:?}")));
+            return Outcome::Exit(EXIT_LOST);
+        }
         Err(SendError::Client(ClientError::Remote(e))) => {
             eprintln!("roam: restore of {}: {e}", opts.image.display());
             return Outcome::Exit(if e.code == roam_proto::types::ErrorCode::ExecFailed {
@@ -129,7 +135,7 @@ async fn restore_main(
 }
 
 #[derive(Debug, thiserror::Error)]
-enum SendError {
+pub(super) enum SendError {
     #[error(transparent)]
     Client(#[from] ClientError),
     #[error("cannot read the image")]
@@ -140,14 +146,16 @@ enum SendError {
     NodeLost { node: String, reason: String },
 }
 
-/// Sends the request and the image, at most [`IMAGE_WINDOW`] ahead of the
-/// node's acknowledgements; returns the session once the node restored it.
-async fn send_image(
+/// Sends the request and the file at `path` as its image, at most
+/// [`IMAGE_WINDOW`] ahead of the node's acknowledgements; returns the
+/// home's answer after them (`Spawned` for a restore, `Ok` for a
+/// staging), which may come before the whole file was sent.
+pub(super) async fn send_image(
     client: &mut Client,
     request: &LocalMsg,
     path: &std::path::Path,
     len: u64,
-) -> Result<roam_proto::types::SessionId, SendError> {
+) -> Result<LocalMsg, SendError> {
     let mut file = File::open(path).map_err(SendError::Read)?;
     client.send(request).await?;
     let mut offset = 0u64;
@@ -157,12 +165,7 @@ async fn send_image(
         while offset - acked > IMAGE_WINDOW {
             match answer(client).await? {
                 Answer::Acked(o) => acked = acked.max(o),
-                Answer::Spawned(_) => {
-                    return Err(ClientError::Unexpected(
-                        "restored before the image was sent".into(),
-                    )
-                    .into())
-                }
+                Answer::Final(m) => return Ok(m),
             }
         }
         let n = read_full(&mut file, &mut buf).map_err(SendError::Read)?;
@@ -192,22 +195,22 @@ async fn send_image(
         }))
         .await?;
     loop {
-        if let Answer::Spawned(s) = answer(client).await? {
-            return Ok(s);
+        if let Answer::Final(m) = answer(client).await? {
+            return Ok(m);
         }
     }
 }
 
 enum Answer {
     Acked(u64),
-    Spawned(roam_proto::types::SessionId),
+    Final(LocalMsg),
 }
 
-/// The next answer of the home during a restore.
+/// The next answer of the home during a transfer.
 async fn answer(client: &mut Client) -> Result<Answer, SendError> {
     match client.recv().await? {
         Some(LocalMsg::Transfer(LinkMsg::ImageAck { offset, .. })) => Ok(Answer::Acked(offset)),
-        Some(LocalMsg::Spawned { session, .. }) => Ok(Answer::Spawned(session)),
+        Some(m @ (LocalMsg::Spawned { .. } | LocalMsg::Ok)) => Ok(Answer::Final(m)),
         Some(LocalMsg::Error(e)) => Err(ClientError::Remote(e).into()),
         Some(LocalMsg::NodeLost { node, reason }) => Err(SendError::NodeLost { node, reason }),
         Some(other) => Err(ClientError::Unexpected(format!("{other:?}")).into()),

@@ -32,5 +32,7 @@ fn main() {
         reservation: None,
         rank: None,
         stdin_null: false,
+        ship: false,
+        confine: false,
     })
 }

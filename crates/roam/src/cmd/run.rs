@@ -28,6 +28,14 @@ pub struct Args {
     /// Internal: RANK:SIZE of one rank of a -N job.
     #[arg(long, hide = true)]
     rank: Option<String>,
+    /// Send the program (an ELF file here) to the node, which keeps it in
+    /// its cache by content hash, rather than run the file the node sees.
+    #[arg(long)]
+    ship: bool,
+    /// Run the program confined: computing, memory, threads, file and
+    /// network I/O only; other system calls, and any exec, fail with EPERM.
+    #[arg(long)]
+    confine: bool,
     /// The program and its arguments.
     #[arg(
         required = true,
@@ -60,6 +68,8 @@ impl Args {
             count: None,
             reservation: None,
             rank: None,
+            ship: false,
+            confine: false,
             argv: Vec::new(),
         };
         let mut i = 0;
@@ -71,6 +81,17 @@ impl Args {
             i += 1;
             if arg == "--" {
                 break;
+            }
+            match arg {
+                "--ship" => {
+                    a.ship = true;
+                    continue;
+                }
+                "--confine" => {
+                    a.confine = true;
+                    continue;
+                }
+                _ => {}
             }
             let (name, inline) = match arg.split_once('=') {
                 Some((n, v)) if n.starts_with("--") => (n, Some(v.to_owned())),
@@ -124,6 +145,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         reservation,
         rank,
         stdin_null: rank.is_some_and(|(r, _)| r > 0),
+        ship: args.ship,
+        confine: args.confine,
     };
     proxy::run_proxy(opts)
 }
@@ -151,9 +174,14 @@ fn run_job(args: &Args, count: u32) -> anyhow::Result<ExitCode> {
         let mut cmd = std::process::Command::new(&exe);
         cmd.arg("run")
             .arg(format!("--reservation={token}:{rank}"))
-            .arg(format!("--rank={rank}:{count}"))
-            .arg("--")
-            .args(&args.argv);
+            .arg(format!("--rank={rank}:{count}"));
+        if args.ship {
+            cmd.arg("--ship");
+        }
+        if args.confine {
+            cmd.arg("--confine");
+        }
+        cmd.arg("--").args(&args.argv);
         if rank > 0 {
             cmd.stdin(std::process::Stdio::null());
         }
@@ -196,6 +224,9 @@ mod tests {
         assert_eq!(a.count, Some(2));
         assert_eq!(a.rank.as_deref(), Some("1:2"));
         assert_eq!(a.reservation.as_deref(), Some("7:1"));
+        let a = fast(&["--ship", "--node=n2", "--confine", "w", "--ship"]).unwrap();
+        assert!(a.ship && a.confine);
+        assert_eq!(a.argv, ["w", "--ship"]);
     }
 
     #[test]

@@ -26,7 +26,7 @@ fn prog(arch: &str, name: &str, link: Link) -> PathBuf {
 impl Cluster {
     /// `nodes` nodes: the first ones emulate `arch`, the others are native
     /// and run `runners` through qemu.
-    fn hetero(nodes: u32, arch: &[Arch], runners: &[Arch]) -> Cluster {
+    pub(crate) fn hetero(nodes: u32, arch: &[Arch], runners: &[Arch]) -> Cluster {
         let mut opts = TestbedOpts::new(nodes, bin_dir().join("roamd"));
         opts.arch = arch.to_vec();
         opts.runners = runners.to_vec();
