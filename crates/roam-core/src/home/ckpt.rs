@@ -61,16 +61,7 @@ pub(super) fn start_checkpoint(
     }
     let (session, node) = (*session, s.node.clone());
     let link = node_link(&st, &node)?;
-    st.next_req += 1;
-    let req = st.next_req;
-    st.transfers.insert(
-        req,
-        Transfer {
-            cli: tx.clone(),
-            node: node.clone(),
-            restore: false,
-        },
-    );
+    let req = new_transfer(&mut st, tx, &node, false);
     link.send(
         "link",
         &LinkMsg::Checkpoint {
@@ -81,6 +72,21 @@ pub(super) fn start_checkpoint(
     );
     tracing::info!("checkpoint of home pid {home_pid} (session {session}) on {node}");
     Ok(Current { req })
+}
+
+/// A new transfer between the caller `tx` and `node`: its request id.
+fn new_transfer(st: &mut State, tx: &FrameTx, node: &str, restore: bool) -> u64 {
+    st.next_req += 1;
+    let req = st.next_req;
+    st.transfers.insert(
+        req,
+        Transfer {
+            cli: tx.clone(),
+            node: node.to_owned(),
+            restore,
+        },
+    );
+    req
 }
 
 pub(super) fn node_link(st: &State, node: &str) -> Result<FrameTx, WireError> {
@@ -141,8 +147,7 @@ pub(super) fn start_restore(
         None => return Err(WireError::new(ErrorCode::NotFound, format!("no node {node}"))),
     }
     let link = node_link(&st, node)?;
-    st.next_req += 1;
-    let req = st.next_req;
+    let req = new_transfer(&mut st, tx, node, true);
     let session = st.new_session_id();
     st.sessions.insert(
         session,
@@ -160,14 +165,6 @@ pub(super) fn start_restore(
             held: Vec::new(),
             tty: false,
             moves: 0,
-        },
-    );
-    st.transfers.insert(
-        req,
-        Transfer {
-            cli: tx.clone(),
-            node: node.to_owned(),
-            restore: true,
         },
     );
     link.send(
@@ -207,16 +204,7 @@ pub(super) fn start_stage(
         ));
     }
     let link = node_link(&st, node)?;
-    st.next_req += 1;
-    let req = st.next_req;
-    st.transfers.insert(
-        req,
-        Transfer {
-            cli: tx.clone(),
-            node: node.to_owned(),
-            restore: true,
-        },
-    );
+    let req = new_transfer(&mut st, tx, node, true);
     link.send("link", &LinkMsg::Stage { req, hash, len });
     Ok(Current { req })
 }
