@@ -133,6 +133,9 @@ pub struct Config {
     pub start_timeout: Duration,
     pub workers_per_node: usize,
     pub max_frame: usize,
+    /// The workers' working directory (as roam runs them: the home's
+    /// path); None: the client's.
+    pub workdir: Option<PathBuf>,
 }
 
 #[derive(Deserialize)]
@@ -145,6 +148,7 @@ struct ConfigFile {
     start_timeout_ms: Option<u64>,
     workers_per_node: Option<usize>,
     max_frame_mib: Option<usize>,
+    workdir: Option<PathBuf>,
     #[serde(default)]
     executable: Vec<ExecutableFile>,
 }
@@ -178,6 +182,7 @@ impl Config {
             start_timeout: Duration::from_secs(30),
             workers_per_node: 1,
             max_frame: proto::DEFAULT_MAX_FRAME,
+            workdir: None,
         }
     }
 
@@ -225,6 +230,7 @@ impl Config {
             c.roam = r;
         }
         c.socket = f.socket;
+        c.workdir = f.workdir;
         c.timeout = f.timeout_ms.filter(|&t| t > 0).map(Duration::from_millis);
         c.retries = f.retries.unwrap_or(0);
         if let Some(t) = f.start_timeout_ms {
@@ -525,6 +531,9 @@ impl Client {
         if let Some(s) = &cfg.socket {
             cmd.env("ROAM_SOCKET", s);
         }
+        if let Some(d) = &cfg.workdir {
+            cmd.current_dir(d);
+        }
         let mut child = match cmd.spawn() {
             Ok(c) => c,
             Err(err) => {
@@ -688,16 +697,36 @@ impl Client {
         let id = u64::from_be_bytes(body.take()?);
         let [status] = body.take::<1>()?;
         let wanted = i32::try_from(id).ok().and_then(|id| {
-            let st = self.lock();
-            let s = st.sessions.get(&id)?;
-            (s.worker == w.id && s.done.is_none()).then(|| (id, s.func.clone(), s.counts.clone()))
+            let mut st = self.lock();
+            let s = st.sessions.get_mut(&id)?;
+            if s.worker != w.id || s.done.is_some() {
+                return None;
+            }
+            // The reply's arrays go into the call's OUT and INOUT ones
+            // (no allocation, no fresh pages), which are the caller's no
+            // more: the call is not sent again once its reply comes.
+            let spare = match (status, Arc::get_mut(&mut s.args)) {
+                (proto::OK, Some(args)) => args
+                    .iter_mut()
+                    .zip(&s.func.params)
+                    .map(|(a, p)| {
+                        if p.mode.returned() {
+                            std::mem::replace(a, Data::Char(Vec::new()))
+                        } else {
+                            Data::Char(Vec::new())
+                        }
+                    })
+                    .collect(),
+                _ => Vec::new(),
+            };
+            Some((id, s.func.clone(), s.counts.clone(), spare))
         });
-        let Some((id, func, counts)) = wanted else {
+        let Some((id, func, counts, spare)) = wanted else {
             // A cancelled or timed-out call's late answer.
             return body.skip_rest();
         };
         let result = match status {
-            proto::OK => data::decode_reply(&func, &counts, body, w.order),
+            proto::OK => data::decode_reply(&func, &counts, body, w.order, spare),
             _ => body.rest(64 * 1024).map(|m| Vec::from([Data::Str(m)])),
         };
         let corrupt = result.as_ref().err().cloned();

@@ -545,19 +545,24 @@ pub fn decode_call_reusing<R: Read>(
 }
 
 /// Decodes a reply's values; `expect` are the counts the call implied.
-/// Returns one `Data` per OUT or INOUT parameter, in order.
+/// Returns one `Data` per OUT or INOUT parameter, in order. Each is read
+/// into `spare`'s value of its parameter (the call's own arrays) where
+/// that has the length the reply has.
 pub fn decode_reply<R: Read>(
     f: &Function,
     expect: &[usize],
     body: &mut Body<R>,
     order: Order,
+    spare: Vec<Data>,
 ) -> Result<Vec<Data>, DataError> {
+    let mut spare: Vec<Option<Data>> = spare.into_iter().map(Some).collect();
+    spare.resize(f.params.len(), None);
     let mut out = Vec::new();
     for (i, p) in f.params.iter().enumerate() {
         if !p.mode.returned() {
             continue;
         }
-        let d = body.value(p.ty, order, None)?;
+        let d = body.value(p.ty, order, spare[i].take())?;
         if d.len() != expect[i] {
             return Err(DataError::Count {
                 func: f.name.clone(),
@@ -622,8 +627,14 @@ mod tests {
             reply[2] = Data::from(vec![9.25; 100]);
             let rb = encode_vec(&f, &reply, Dir::Reply, order).unwrap();
             let n = counts(&f, &args).unwrap();
-            let outs =
-                decode_reply(&f, &n, &mut Body::new(&rb[..], rb.len(), "reply"), order).unwrap();
+            let outs = decode_reply(
+                &f,
+                &n,
+                &mut Body::new(&rb[..], rb.len(), "reply"),
+                order,
+                Vec::new(),
+            )
+            .unwrap();
             assert_eq!(outs, vec![reply[2].clone(), reply[3].clone()]);
         }
         // The native order borrows the array; the other converts it.
@@ -663,6 +674,40 @@ mod tests {
         let third =
             decode_call_reusing(&f, &mut Body::new(&b2[..], b2.len(), "call"), o, again).unwrap();
         assert_eq!(third, call(&f, &b2, o).unwrap());
+    }
+
+    #[test]
+    fn a_reply_lands_in_the_calls_own_arrays() {
+        let f = dmmul();
+        let o = Order::native();
+        let mut vals = args(10, 100);
+        vals[2] = Data::from(vec![3.0; 100]);
+        let reply = encode_vec(&f, &vals, Dir::Reply, o).unwrap();
+        let n = counts(&f, &vals).unwrap();
+        let spare = vec![
+            Data::Char(vec![]),
+            Data::Char(vec![]),
+            Data::from(vec![0.0f64; 100]),
+            Data::from(vec![0i64; 2]),
+            Data::Char(vec![]),
+        ];
+        let at = match &spare[2] {
+            Data::Double(v) => v.as_ptr(),
+            _ => unreachable!(),
+        };
+        let body = &mut Body::new(&reply[..], reply.len(), "reply");
+        let got = decode_reply(&f, &n, body, o, spare).unwrap();
+        assert!(matches!(&got[0], Data::Double(v) if v.as_ptr() == at));
+        assert_eq!(got, vec![vals[2].clone(), vals[3].clone()]);
+        // Spare arrays of another length or type are not used.
+        let odd = vec![
+            Data::Char(vec![]),
+            Data::Char(vec![]),
+            Data::from(vec![1.0f32; 100]),
+        ];
+        let body = &mut Body::new(&reply[..], reply.len(), "reply");
+        let got = decode_reply(&f, &n, body, o, odd).unwrap();
+        assert_eq!(got, vec![vals[2].clone(), vals[3].clone()]);
     }
 
     #[test]
@@ -746,7 +791,7 @@ mod tests {
         reply[2] = Data::Double(vec![1.0; 4]);
         let rb = encode_vec(&f, &reply, Dir::Reply, o).unwrap();
         let mut body = Body::new(&rb[..], rb.len(), "reply");
-        assert!(decode_reply(&f, &[1, 9, 9, 2, 1], &mut body, o).is_err());
+        assert!(decode_reply(&f, &[1, 9, 9, 2, 1], &mut body, o, Vec::new()).is_err());
         // What is left of a body can be skipped, to stay in step.
         let two: Vec<u8> = [&b[..], &b[..]].concat();
         let mut r = &two[..];

@@ -493,6 +493,8 @@ fn an_executable_the_nodes_lack_is_shipped_once_per_node() {
         c.executable(&exe, IDL).expect("idl");
         c.executables[0].ship = ship;
         c.start_timeout = Duration::from_secs(20);
+        // A directory every node has (this test's may be in /tmp).
+        c.workdir = Some(PathBuf::from("/"));
         c
     };
     // Not shipped, the worker cannot start.
