@@ -1397,6 +1397,7 @@ async fn answer_request(home: &Arc<Home>, cred: &Cred, msg: LocalMsg) -> LocalMs
             LocalMsg::ModeIs(mode)
         }
         LocalMsg::Reserve { count, arch } => reserve(home, cred, count, arch.as_deref()),
+        LocalMsg::Place { among } => place(home, &among),
         LocalMsg::GetBalance => {
             LocalMsg::BalanceIs(Box::new(home.balance.lock().unwrap().status(cred)))
         }
@@ -1435,6 +1436,23 @@ async fn answer_request(home: &Arc<Home>, cred: &Cred, msg: LocalMsg) -> LocalMs
             ErrorCode::BadRequest,
             format!("not a request: {other:?}"),
         )),
+    }
+}
+
+/// `LocalMsg::Place`: where the cluster's mode would put one process,
+/// among `among` (every node if empty).
+fn place(home: &Home, among: &[String]) -> LocalMsg {
+    let mode = *home.mode.lock().unwrap();
+    let st = home.state.lock().unwrap();
+    let cands: Vec<_> = Home::candidates(&st)
+        .into_iter()
+        .filter(|c| among.is_empty() || among.contains(&c.name))
+        .collect();
+    match placement::choose(&cands, mode) {
+        Ok(c) => LocalMsg::Placed {
+            node: c.name.clone(),
+        },
+        Err(e) => LocalMsg::Error(place_err(e)),
     }
 }
 

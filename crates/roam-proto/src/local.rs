@@ -52,6 +52,13 @@ pub enum LocalMsg {
     SetBalance {
         on: bool,
     },
+    /// Which node the cluster's placement would give a new process, among
+    /// `among` (all nodes if empty); answered with `Placed`. Nothing is
+    /// reserved: the caller then spawns there (the GridRPC client's
+    /// default handles, which pick a build per node).
+    Place {
+        among: Vec<String>,
+    },
     /// Reserve `count` distinct nodes for a `-N` job (parallel semantics).
     Reserve {
         count: u32,
@@ -122,6 +129,9 @@ pub enum LocalMsg {
     Reserved {
         token: u64,
         nodes: Vec<String>,
+    },
+    Placed {
+        node: String,
     },
     Spawned {
         session: SessionId,

@@ -7,16 +7,17 @@
 //! lists it, it reads the home's files, `roam kill` reaches it), whose
 //! `roam run` proxy is a child of the client. The executable is shipped
 //! to the node (kept there in a cache by content hash) and runs confined
-//! there, unless its configuration says otherwise. It connects back to the client's listener over
-//! TCP and authenticates with a key made for it (see [`crate::proto`]).
+//! there, unless its configuration says otherwise. It connects back to
+//! the client's listener over TCP and authenticates with a key made for
+//! it (see [`crate::proto`]).
 //!
 //! A handle bound to a server (`Client::handle_on`) owns one worker,
 //! started at once and kept across calls, so a module's state lives from
 //! call to call. A default handle (`Client::handle`) takes the least busy
-//! worker of its executable's pool, starting new ones on the next node
-//! (round robin over the nodes that run the executable's architecture)
-//! until each node has `workers_per_node`; with `retries`, a call whose
-//! worker dies runs again on another.
+//! worker of its executable's pool, starting new ones where the cluster's
+//! placement mode puts them (among the nodes that run one of the
+//! executable's builds) until the pool has `workers_per_node` per node;
+//! with `retries`, a call whose worker dies runs again on another.
 
 use std::collections::HashMap;
 use std::io::{BufReader, Write};
@@ -304,8 +305,6 @@ struct State {
     sessions: HashMap<i32, Session>,
     /// Default handles' workers, by executable.
     pools: HashMap<usize, Vec<u32>>,
-    /// Round-robin cursor over nodes.
-    rr: usize,
     /// The last session that failed, for grpc_get_failed_sessionid.
     failed: Option<i32>,
 }
@@ -490,16 +489,23 @@ impl Client {
                 n
             }
             None => {
-                let ok: Vec<_> = nodes.iter().filter(|n| fits(n)).collect();
+                let ok: Vec<String> = nodes
+                    .iter()
+                    .filter(|n| fits(n))
+                    .map(|n| n.name.clone())
+                    .collect();
                 if ok.is_empty() {
                     return Err(RpcError::new(
                         Code::ServerNotFound,
                         format!("no node that is up runs {}", e.path.display()),
                     ));
                 }
-                let mut st = self.lock();
-                st.rr = st.rr.wrapping_add(1);
-                ok[st.rr % ok.len()]
+                // Where the cluster's placement mode puts it, among them.
+                let name = self.place(ok)?;
+                nodes
+                    .iter()
+                    .find(|n| n.name == name)
+                    .ok_or_else(|| RpcError::new(Code::ServerNotFound, format!("no node {name}")))?
             }
         };
         let build = pick(target).expect("fits").clone();
@@ -648,6 +654,22 @@ impl Client {
     }
 
     fn nodes(&self) -> Result<Vec<roam_proto::types::NodeInfo>, RpcError> {
+        match self.ask(roam_proto::local::LocalMsg::Nodes) {
+            Ok(roam_proto::local::LocalMsg::NodeList(n)) => Ok(n),
+            Ok(other) => Err(RpcError::new(
+                Code::CommunicationFailed,
+                format!("unexpected answer from roamd: {other:?}"),
+            )),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// One request to roamd. A refusal is `ServerNotFound` (no node can
+    /// take a worker), anything else `CommunicationFailed`.
+    fn ask(
+        &self,
+        msg: roam_proto::local::LocalMsg,
+    ) -> Result<roam_proto::local::LocalMsg, RpcError> {
         let path = self
             .inner
             .cfg
@@ -658,17 +680,27 @@ impl Client {
             .enable_all()
             .build()
             .map_err(|e| RpcError::new(Code::OtherErrorCode, e.to_string()))?;
-        let answer = rt.block_on(async {
+        rt.block_on(async {
             let mut c = roam_core::client::Client::connect(&path, "roam-rpc").await?;
-            c.request(&roam_proto::local::LocalMsg::Nodes).await
-        });
-        match answer {
-            Ok(roam_proto::local::LocalMsg::NodeList(n)) => Ok(n),
+            c.request(&msg).await
+        })
+        .map_err(|e| match e {
+            roam_core::client::ClientError::Remote(w) => {
+                RpcError::new(Code::ServerNotFound, w.message)
+            }
+            e => RpcError::new(Code::CommunicationFailed, e.to_string()),
+        })
+    }
+
+    /// The node roamd's placement gives a new process among `among`.
+    fn place(&self, among: Vec<String>) -> Result<String, RpcError> {
+        match self.ask(roam_proto::local::LocalMsg::Place { among }) {
+            Ok(roam_proto::local::LocalMsg::Placed { node }) => Ok(node),
             Ok(other) => Err(RpcError::new(
                 Code::CommunicationFailed,
                 format!("unexpected answer from roamd: {other:?}"),
             )),
-            Err(e) => Err(RpcError::new(Code::CommunicationFailed, e.to_string())),
+            Err(e) => Err(e),
         }
     }
 
@@ -885,13 +917,19 @@ impl Client {
                 .cloned();
             (best, pool.len())
         };
-        if let Some(w) = best {
+        if let Some(w) = &best {
             // An idle worker, or a pool at its size: no new worker.
             if w.outstanding.load(Ordering::SeqCst) == 0 || size >= self.pool_cap(exe)? {
-                return Ok(w);
+                return Ok(w.clone());
             }
         }
-        let id = self.start_worker(exe, None)?;
+        let id = match (self.start_worker(exe, None), best) {
+            (Ok(id), _) => id,
+            // No node takes another (parallel mode: one process per
+            // node): the least busy worker takes the call.
+            (Err(e), Some(w)) if e.code == Code::ServerNotFound => return Ok(w),
+            (Err(e), _) => return Err(e),
+        };
         let mut st = self.lock();
         st.pools.entry(exe).or_default().push(id);
         st.workers

@@ -213,6 +213,51 @@ fn default_handles_spread_calls_and_run_them_again_when_a_worker_dies() {
 }
 
 #[test]
+fn default_handles_place_workers_by_the_clusters_mode() {
+    if !root() {
+        eprintln!("skipped: the testbed needs root");
+        return;
+    }
+    let bed = Bed::up();
+    let roam = |args: &[&str]| {
+        Command::new(build_dir().join("roam"))
+            .args(args)
+            .env("ROAM_SOCKET", bed.tb.socket())
+            .current_dir("/")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    // Parallel mode: one process per node, and n1 has one.
+    assert!(roam(&["mode", "parallel"]).wait().unwrap().success());
+    let mut busy = roam(&["run", "--node", "n1", "sleep", "60"]);
+    wait_until("the sleeper", || {
+        bed.ps()
+            .iter()
+            .any(|p| p.node == "n1" && p.command.contains("sleep"))
+    });
+    let client = Client::new(bed.config()).unwrap();
+    let h = client.handle("nap").unwrap();
+    let ids: Vec<i32> = (0..3)
+        .map(|_| {
+            h.call_async(vec![Data::from(200), Data::Int(vec![])])
+                .unwrap()
+        })
+        .collect();
+    for id in ids {
+        assert_eq!(client.wait(id).unwrap(), vec![Data::from(200)]);
+    }
+    // All on n2's one worker: n1 is taken, and n2 takes one process.
+    let nodes: Vec<String> = bed.workers().into_iter().map(|p| p.node).collect();
+    assert_eq!(nodes, ["n2"]);
+    client.shutdown();
+    busy.kill().unwrap();
+    busy.wait().unwrap();
+    wait_until("the workers to end", || bed.workers().is_empty());
+}
+
+#[test]
 fn failures_end_in_the_standard_errors() {
     if !root() {
         eprintln!("skipped: the testbed needs root");
