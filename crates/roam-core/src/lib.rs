@@ -22,6 +22,7 @@ pub mod ckpt_client;
 pub mod client;
 pub mod config;
 pub mod daemon;
+pub mod fault;
 pub mod home;
 pub mod identity;
 pub mod locate;

@@ -119,6 +119,10 @@ pub struct NodeShared {
     opened: tokio::sync::Notify,
     /// The cache of staged executables.
     stage: stage::StageCache,
+    /// A fault to inject (`ROAM_FAULT`, tests only), and the notice that
+    /// cuts the link for one.
+    fault: Option<crate::fault::Fault>,
+    cut: tokio::sync::Notify,
 }
 
 /// The home's files, mounted, and the transport the mount calls through.
@@ -156,11 +160,40 @@ struct OwnedSpawn {
 impl NodeShared {
     /// Sends `msg` to the home; false if the link is down.
     fn send(&self, msg: &LinkMsg) -> bool {
+        if self.fault.is_some() && self.faulted(&crate::fault::kind_of(msg)) {
+            return false;
+        }
+        self.send_raw(msg)
+    }
+
+    /// [`NodeShared::send`] without the fault check (made by the caller).
+    fn send_raw(&self, msg: &LinkMsg) -> bool {
         self.link
             .lock()
             .unwrap()
             .as_ref()
             .is_some_and(|link| link.send("link", msg))
+    }
+
+    /// Whether the fault to inject (`ROAM_FAULT`) is the one of this
+    /// message of kind `kind`, about to be sent: then it is done (the link
+    /// cut, or the daemon killed), and the message is not to be sent.
+    fn faulted(&self, kind: &str) -> bool {
+        use crate::fault::Action;
+        let Some(action) = self.fault.as_ref().and_then(|f| f.before(kind)) else {
+            return false;
+        };
+        tracing::warn!("injected fault: {action:?} before {kind}");
+        match action {
+            Action::Cut => {
+                *self.link.lock().unwrap() = None;
+                self.cut.notify_one();
+            }
+            Action::Die => {
+                let _ = roam_sys::signal::kill(std::process::id() as i32, libc::SIGKILL);
+            }
+        }
+        true
     }
 
     /// Sends an encoded frame to the home; false if the link is down.
@@ -215,11 +248,14 @@ impl NodeShared {
     /// Acknowledges bytes of transfer `req`: to the home (progress), and to
     /// its sender over a peer link, if it came that way.
     fn ack(&self, req: u64, offset: u64) {
+        if self.faulted("ImageAck") {
+            return;
+        }
         let msg = LinkMsg::ImageAck { req, offset };
         if let Some(p) = self.peer_acks.lock().unwrap().get(&req) {
             p.send("peer", &msg);
         }
-        self.send(&msg);
+        self.send_raw(&msg);
     }
 
     /// A `PreCopy` (from the home or a peer link): to the migration that
@@ -290,6 +326,8 @@ pub async fn run(cfg: &Config, identity: Identity) -> std::io::Result<()> {
         .as_ref()
         .and_then(|l| l.local_addr().ok())
         .map(|a| a.port());
+    let fault = crate::fault::Fault::from_env()
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
     let stage = stage::StageCache::new(
         &node_cfg.stage_dir,
         node_cfg.stage_max_mib,
@@ -319,6 +357,8 @@ pub async fn run(cfg: &Config, identity: Identity) -> std::io::Result<()> {
         peers: Mutex::default(),
         opened: tokio::sync::Notify::new(),
         stage,
+        fault,
+        cut: tokio::sync::Notify::new(),
     });
     if let Some(l) = peers {
         tokio::spawn(peer::listen(shared.clone(), l));
@@ -622,6 +662,8 @@ pub enum LinkError {
     Silent(Duration),
     #[error("leaving the cluster")]
     Leaving,
+    #[error("cut by an injected fault ({})", crate::fault::ENV)]
+    Cut,
 }
 
 async fn connect_once(shared: &Arc<NodeShared>, identity: &Identity) -> Result<(), LinkError> {
@@ -702,6 +744,7 @@ async fn connect_once(shared: &Arc<NodeShared>, identity: &Identity) -> Result<(
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 break Err(LinkError::Leaving);
             }
+            _ = shared.cut.notified() => break Err(LinkError::Cut),
             _ = tick.tick() => {
                 if last_heard.elapsed() > shared.timeout {
                     break Err(LinkError::Silent(last_heard.elapsed()));

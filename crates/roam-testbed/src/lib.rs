@@ -797,6 +797,16 @@ impl Testbed {
     /// host's namespaces; a node in its network namespace and a new private
     /// mount namespace with a fresh `/tmp`.
     pub fn start_daemon(&mut self, name: &str) -> Result<(), TestbedError> {
+        self.start_daemon_with_env(name, &[])
+    }
+
+    /// [`Testbed::start_daemon`], with `env` added to the daemon's
+    /// environment (for example `ROAM_FAULT`, fault-injection tests).
+    pub fn start_daemon_with_env(
+        &mut self,
+        name: &str,
+        env: &[(&str, &str)],
+    ) -> Result<(), TestbedError> {
         self.check_member(name)?;
         if let Some(rec) = self.state.daemon(name).filter(procs::alive) {
             return Err(TestbedError::AlreadyRunning {
@@ -844,7 +854,8 @@ impl Testbed {
                     log.try_clone().map_err(io_err("open", &log_path))?,
                 ))
                 .env(TESTBED_ENV, self.state.id.to_string())
-                .env(TESTBED_NODE_ENV, name);
+                .env(TESTBED_NODE_ENV, name)
+                .envs(env.iter().copied());
             let mut setup = ChildSetup::default();
             if let Some(path) = &net_path {
                 setup.net = Some(open_ns(path).map_err(io_err("open", path))?);

@@ -298,10 +298,13 @@ impl Outgoing {
     /// the end), and the new node too, over the peer link if there is one
     /// (the home passes it on otherwise).
     fn tell(&self, shared: &NodeShared, msg: &LinkMsg) {
+        if shared.fault.is_some() && shared.faulted(&crate::fault::kind_of(msg)) {
+            return;
+        }
         if let Some(p) = &self.peer {
             p.send("peer", msg);
         }
-        shared.send(msg);
+        shared.send_raw(msg);
     }
 
     /// Sends `parts`, one after the other, at most [`IMAGE_WINDOW`] ahead
@@ -315,6 +318,12 @@ impl Outgoing {
         let req = self.req;
         for chunk in parts.iter().flat_map(|p| p.chunks(MAX_DATA_CHUNK)) {
             self.wait_window(rx).await?;
+            if shared.faulted("Image") {
+                return Err(err(
+                    ErrorCode::Unavailable,
+                    format!("node {}: an injected fault", shared.name),
+                ));
+            }
             let frame = roam_proto::link::encode_image_frame(req, self.offset, chunk)
                 .map_err(|e| err(ErrorCode::Internal, e.to_string()))?;
             let sent = match &self.peer {

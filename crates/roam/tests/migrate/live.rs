@@ -608,3 +608,124 @@ fn a_link_cut_during_precopy_leaves_the_process_running_where_it_was() {
         "{rest}"
     );
 }
+
+/// How a migration with a fault ends.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Outcome {
+    /// It failed; the process goes on where it was.
+    Stays,
+    /// The process is lost with its node, and its proxy says so.
+    Lost,
+}
+
+/// Python processes on this machine (every node's: the testbed's nodes
+/// share its pid namespace) whose command line holds `marker` (not the
+/// proxy, which takes its program's command line).
+fn copies(marker: &str) -> usize {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .bytes()
+                .all(|b| b.is_ascii_digit())
+        })
+        .filter(|e| {
+            let python = std::fs::read_link(e.path().join("exe")).is_ok_and(|x| {
+                x.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with("python"))
+            });
+            python
+                && std::fs::read(e.path().join("cmdline")).is_ok_and(|c| text(&c).contains(marker))
+        })
+        .count()
+}
+
+#[test]
+fn faults_injected_at_each_step_of_a_migration_leave_one_copy_or_none_said() {
+    let mut c = Cluster::up(2);
+    let cases: [(&str, &str, Outcome); 9] = [
+        // The old node: its link cut, or it killed, as it sends each of
+        // its messages.
+        ("n1", "cut:Captured", Outcome::Stays),
+        ("n1", "cut:Image", Outcome::Stays),
+        ("n1", "cut:ImageEnd", Outcome::Stays),
+        ("n1", "die:Captured", Outcome::Lost),
+        ("n1", "die:ImageEnd", Outcome::Lost),
+        // The new node, likewise.
+        ("n2", "cut:ImageAck", Outcome::Stays),
+        ("n2", "cut:Spawned", Outcome::Stays),
+        ("n2", "die:ImageAck", Outcome::Stays),
+        ("n2", "die:Spawned", Outcome::Stays),
+    ];
+    for (i, (node, fault, outcome)) in cases.into_iter().enumerate() {
+        let case = format!("case {i}: {fault} on {node}");
+        // Both nodes afresh (the last case may have killed one), the
+        // case's with its fault.
+        for n in ["n1", "n2"] {
+            let _ = c.tb.stop_daemon(n);
+            let env: &[(&str, &str)] = if n == node {
+                &[("ROAM_FAULT", fault)]
+            } else {
+                &[]
+            };
+            c.tb.start_daemon_with_env(n, env).unwrap();
+        }
+        c.tb.wait_nodes_up(2, Duration::from_secs(30)).unwrap();
+        let marker = format!("roam-fault-case-{i}-{}", std::process::id());
+        let prog = format!(
+            "import sys\nb = bytearray(b'\\x01') * (8 << 20)\nprint('ready', flush=True)\nsys.stdin.readline()\nprint(sum(b[::4096]), flush=True)\n# {marker}\n"
+        );
+        let mut job = as_user(&c, None, &["run", "--node", "n1", "python3", "-c", &prog])
+            .stdin(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let pid = job.id();
+        let mut ready = [0u8; 6];
+        job.stdout.as_mut().unwrap().read_exact(&mut ready).unwrap();
+        assert_eq!(&ready, b"ready\n", "{case}");
+        let mut m = as_user(&c, None, &["migrate", &pid.to_string(), "n2"])
+            .spawn()
+            .unwrap();
+        let status = wait_timeout(&mut m, Duration::from_secs(60));
+        let said = stderr_of(&mut m);
+        assert!(!status.success(), "{case}: {said}");
+        match outcome {
+            Outcome::Stays => {
+                assert!(said.contains("goes on on n1"), "{case}: {said}");
+                // One copy, on n1, once a cut node is back.
+                if fault.starts_with("cut") {
+                    c.tb.wait_nodes_up(2, Duration::from_secs(30)).unwrap();
+                }
+                wait_until(
+                    &format!("{case}: one copy"),
+                    Duration::from_secs(15),
+                    || copies(&marker) == 1,
+                );
+                let p = c.ps().into_iter().find(|p| p.home_pid == pid).unwrap();
+                assert_eq!(p.node, "n1", "{case}");
+                job.stdin.take().unwrap().write_all(b"go\n").unwrap();
+                let st = wait_timeout(&mut job, Duration::from_secs(30));
+                let out = stdout_of(&mut job);
+                assert!(st.success(), "{case}: {}", stderr_of(&mut job));
+                assert_eq!(out, format!("{}\n", 8 << 8), "{case}");
+            }
+            Outcome::Lost => {
+                let st = wait_timeout(&mut job, Duration::from_secs(30));
+                let err = stderr_of(&mut job);
+                assert!(!st.success(), "{case}");
+                assert!(err.contains("is lost"), "{case}: {err}");
+            }
+        }
+        wait_until(
+            &format!("{case}: no copy left"),
+            Duration::from_secs(15),
+            || copies(&marker) == 0,
+        );
+    }
+    for node in ["n1", "n2"] {
+        let _ = c.tb.stop_daemon(node);
+        c.tb.start_daemon(node).unwrap();
+    }
+}
