@@ -157,6 +157,7 @@ fn roam_once(bin: &Path, mib: Option<u64>, dir: &Path) -> anyhow::Result<Sample>
         supervise: None,
         pdeathsig: None,
         root: None,
+        hold: false,
     };
     let restored = roam_ckpt::restore::restore(&img, &opts)?;
     let restore = t.elapsed();

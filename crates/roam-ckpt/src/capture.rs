@@ -224,8 +224,10 @@ pub fn capture(pid: i32, leave_running: bool) -> Result<Captured, CaptureError> 
 
 /// A captured process, still stopped (every thread, its registers its
 /// own again), until [`Held::release`]: so that it is killed only once
-/// its image is safely written, and resumed if that fails.
+/// its image is safely written, and resumed if that fails. A restored
+/// one (`RestoreOpts::hold`) is held the same way until it may run.
 #[must_use = "a held process stays stopped until released"]
+#[derive(Debug)]
 pub struct Held {
     pid: i32,
     tids: Vec<i32>,

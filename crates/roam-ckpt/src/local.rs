@@ -224,6 +224,7 @@ pub fn restore_here(dir: &Path) -> Result<Restored, LocalError> {
         supervise: None,
         pdeathsig: None,
         root: None,
+        hold: false,
     };
     Ok(restore(&img, &opts)?)
 }

@@ -566,6 +566,7 @@ mod tests {
             supervise: None,
             pdeathsig: None,
             root: None,
+            hold: false,
         };
         let mut img = Image::from_sections(c.sections).unwrap();
         assert!(!img.precopied.is_empty());

@@ -326,6 +326,10 @@ pub struct RestoreOpts {
     /// The `/` the process sees, if not the caller's (a mount namespace
     /// of its own, as [`roam_sys::spawn::SpawnRequest::root`] gives).
     pub root: Option<Vec<u8>>,
+    /// Keep the process stopped, ready to run, under the calling thread's
+    /// ptrace ([`Restored::held`]): a migration's new copy, which runs
+    /// only once the move is decided.
+    pub hold: bool,
 }
 
 /// Who a restore is done for (see [`RestoreOpts::user`]).
@@ -343,6 +347,9 @@ pub struct Restored {
     pub tids: Vec<i32>,
     /// The listener of the filter [`RestoreOpts::supervise`] asked for.
     pub listener: Option<OwnedFd>,
+    /// With [`RestoreOpts::hold`]: the process, stopped; release it (from
+    /// the same thread) to let it run, or to kill it.
+    pub held: Option<crate::capture::Held>,
 }
 
 /// Rebuilds the image's process and lets it run.
@@ -371,6 +378,9 @@ pub fn restore(img: &Image, opts: &RestoreOpts) -> Result<Restored, RestoreError
     match b.build(opts) {
         Ok(tids) => Ok(Restored {
             pid: stub,
+            held: opts
+                .hold
+                .then(|| crate::capture::Held::new(stub, tids.clone())),
             tids,
             listener: b.listener.take(),
         }),
@@ -696,8 +706,10 @@ impl Builder<'_> {
         self.main()
             .last_call(libc::SYS_munmap, &[site, 2 * PAGE as u64], &regs)
             .map_err(sys("unmap the injection page"))?;
-        for &tid in &tids {
-            ptrace::detach(tid).map_err(sys("let the process run"))?;
+        if !opts.hold {
+            for &tid in &tids {
+                ptrace::detach(tid).map_err(sys("let the process run"))?;
+            }
         }
         Ok(tids)
     }
@@ -1753,6 +1765,7 @@ mod tests {
             supervise: None,
             pdeathsig: None,
             root: None,
+            hold: false,
         };
         let r = restore(&img, &opts).unwrap();
         assert_eq!(r.pid, pid, "the pid was free again");

@@ -70,6 +70,9 @@ struct SessionHandle {
     /// Started confined (`SpawnSpec::confine`): a restore would not
     /// rebuild its confinement, so it is neither checkpointed nor moved.
     confined: bool,
+    /// A migration's new copy, restored and held stopped until the home
+    /// decides the move (`PathUp`: it runs; `Forget`: it is killed).
+    held: bool,
 }
 
 /// State shared by the node's tasks.
@@ -173,6 +176,17 @@ impl NodeShared {
             .unwrap()
             .as_ref()
             .is_some_and(|link| link.send("link", msg))
+    }
+
+    /// The pid of the session's process if it is a migration's new copy
+    /// held until the move is decided.
+    fn held_pid(&self, session: SessionId) -> Option<u32> {
+        self.sessions
+            .lock()
+            .unwrap()
+            .get(&session)
+            .filter(|h| h.held)
+            .map(|h| h.report.node_pid)
     }
 
     /// Whether the fault to inject (`ROAM_FAULT`) is the one of this
@@ -810,6 +824,39 @@ fn handle_link_msg(shared: &Arc<NodeShared>, tx: &FrameTx, msg: LinkMsg) {
                 f.mount.notice(n);
             }
         }
+        LinkMsg::PathUp { session } | LinkMsg::Forget { session }
+            if shared.held_pid(session).is_some() =>
+        {
+            // The verdict on a migration's new copy: it runs, or goes.
+            let pid = shared.held_pid(session).expect("checked");
+            let run = matches!(msg, LinkMsg::PathUp { .. });
+            let shared = shared.clone();
+            tokio::spawn(async move {
+                if let Err(e) = ckpt::release_held(&shared, pid, !run).await {
+                    tracing::warn!("session {session}: cannot release pid {pid}: {e}");
+                    let _ = roam_sys::signal::kill(pid as i32, libc::SIGKILL);
+                }
+                if let Some(h) = shared.sessions.lock().unwrap().get_mut(&session) {
+                    h.held = false;
+                }
+                tracing::info!(
+                    "session {session}: the move is {}",
+                    if run {
+                        "decided: it runs here"
+                    } else {
+                        "called off: killed"
+                    }
+                );
+                shared.to_session(
+                    session,
+                    if run {
+                        SessionCmd::Link(msg)
+                    } else {
+                        SessionCmd::Forget
+                    },
+                );
+            });
+        }
         LinkMsg::Data { session, .. }
         | LinkMsg::Ack { session, .. }
         | LinkMsg::Eof { session, .. }
@@ -1175,6 +1222,7 @@ fn start_session(
             report,
             started: Instant::now(),
             confined: false,
+            held: false,
         },
     );
     let mut task = SessionTask::new(shared.clone(), session, pid, ends, tty)

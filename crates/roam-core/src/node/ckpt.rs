@@ -179,9 +179,12 @@ fn run_job(job: Job, held: &mut HashMap<i32, Held>) {
             register,
             reply,
         } => {
-            let result = restore_image(&image, &opts).map_err(|e| error_chain(&e));
-            if let Ok(r) = &result {
+            let mut result = restore_image(&image, &opts).map_err(|e| error_chain(&e));
+            if let Ok(r) = &mut result {
                 register(r.pid as u32);
+                if let Some(h) = r.held.take() {
+                    held.insert(r.pid, h);
+                }
             }
             let _ = reply.send(result);
         }
@@ -544,7 +547,11 @@ pub(super) async fn restore(
         supervise,
         pdeathsig: Some(libc::SIGKILL),
         root,
+        // A migration's copy runs once the home decides the move (its
+        // `PathUp`): until then the old one may still go on.
+        hold: spec.handover.is_some(),
     };
+    let hold = opts.hold;
     let (tx, cmd_rx) = mpsc::unbounded_channel();
     let pids = shared.pids.clone();
     let register_tx = tx.clone();
@@ -566,7 +573,7 @@ pub(super) async fn restore(
     if let Some(listener) = restored.listener {
         let sup = shared.supervision(session, home_pid, spec.home_ppid, &spec.home_host, false);
         if let Err(e) = crate::identity::start_supervisor(pid, listener, &sup) {
-            let _ = roam_sys::signal::kill(pid as i32, libc::SIGKILL);
+            kill_restored(shared, pid, hold).await;
             return Err(err(
                 ErrorCode::Internal,
                 here(format!("cannot supervise the restored process: {e}")),
@@ -580,12 +587,45 @@ pub(super) async fn restore(
         uid: cred.uid,
         command: spec.command.clone(),
     };
-    start_session(shared, report, &mut ends, None, handover, tx, cmd_rx)?;
+    if let Err(e) = start_session(shared, report, &mut ends, None, handover, tx, cmd_rx) {
+        kill_restored(shared, pid, hold).await;
+        return Err(e);
+    }
+    if hold {
+        if let Some(h) = shared.sessions.lock().unwrap().get_mut(&session) {
+            h.held = true;
+        }
+    }
     tracing::info!(
-        "session {session}: pid {pid} uid {} restored for home pid {home_pid}",
-        cred.uid
+        "session {session}: pid {pid} uid {} restored for home pid {home_pid}{}",
+        cred.uid,
+        if hold {
+            ", held until the move is decided"
+        } else {
+            ""
+        }
     );
     Ok(pid)
+}
+
+/// Kills a process a restore made, held or not.
+async fn kill_restored(shared: &NodeShared, pid: u32, held: bool) {
+    if !held || release_held(shared, pid, true).await.is_err() {
+        let _ = roam_sys::signal::kill(pid as i32, libc::SIGKILL);
+    }
+}
+
+/// Lets a held process run (or kills it, with `kill`).
+pub(super) async fn release_held(shared: &NodeShared, pid: u32, kill: bool) -> Result<(), String> {
+    shared
+        .tracer
+        .ask(|reply| Job::Release {
+            pid: pid as i32,
+            kill,
+            reply,
+        })
+        .await
+        .unwrap_or_else(|| Err("the tracer thread is gone".into()))
 }
 
 /// Receives `len` bytes of transfer `req` from its offset `base` on,

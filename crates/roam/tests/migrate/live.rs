@@ -622,6 +622,23 @@ enum Outcome {
 /// share its pid namespace) whose command line holds `marker` (not the
 /// proxy, which takes its program's command line).
 fn copies(marker: &str) -> usize {
+    marked(marker).len()
+}
+
+/// [`copies`] that are not stopped (held by a migration, or by ptrace).
+fn running_copies(marker: &str) -> usize {
+    marked(marker)
+        .iter()
+        .filter(|p| {
+            std::fs::read_to_string(p.join("stat")).is_ok_and(|st| {
+                let state = st.rsplit(')').next().unwrap_or("").trim_start();
+                !state.starts_with('t') && !state.starts_with('T')
+            })
+        })
+        .count()
+}
+
+fn marked(marker: &str) -> Vec<std::path::PathBuf> {
     std::fs::read_dir("/proc")
         .unwrap()
         .flatten()
@@ -639,7 +656,8 @@ fn copies(marker: &str) -> usize {
             python
                 && std::fs::read(e.path().join("cmdline")).is_ok_and(|c| text(&c).contains(marker))
         })
-        .count()
+        .map(|e| e.path())
+        .collect()
 }
 
 #[test]
@@ -685,6 +703,19 @@ fn faults_injected_at_each_step_of_a_migration_leave_one_copy_or_none_said() {
         let mut ready = [0u8; 6];
         job.stdout.as_mut().unwrap().read_exact(&mut ready).unwrap();
         assert_eq!(&ready, b"ready\n", "{case}");
+        // Never two copies running, whatever happens.
+        let watching = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let watcher = {
+            let (watching, marker) = (watching.clone(), marker.clone());
+            std::thread::spawn(move || {
+                let mut most = 0;
+                while watching.load(std::sync::atomic::Ordering::SeqCst) {
+                    most = most.max(running_copies(&marker));
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+                most
+            })
+        };
         let mut m = as_user(&c, None, &["migrate", &pid.to_string(), "n2"])
             .spawn()
             .unwrap();
@@ -703,6 +734,8 @@ fn faults_injected_at_each_step_of_a_migration_leave_one_copy_or_none_said() {
                     Duration::from_secs(15),
                     || copies(&marker) == 1,
                 );
+                watching.store(false, std::sync::atomic::Ordering::SeqCst);
+                assert!(watcher.join().unwrap() <= 1, "{case}: two copies ran");
                 let p = c.ps().into_iter().find(|p| p.home_pid == pid).unwrap();
                 assert_eq!(p.node, "n1", "{case}");
                 job.stdin.take().unwrap().write_all(b"go\n").unwrap();
@@ -716,6 +749,8 @@ fn faults_injected_at_each_step_of_a_migration_leave_one_copy_or_none_said() {
                 let err = stderr_of(&mut job);
                 assert!(!st.success(), "{case}");
                 assert!(err.contains("is lost"), "{case}: {err}");
+                watching.store(false, std::sync::atomic::Ordering::SeqCst);
+                assert!(watcher.join().unwrap() <= 1, "{case}: two copies ran");
             }
         }
         wait_until(
