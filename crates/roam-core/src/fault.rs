@@ -11,8 +11,13 @@
 //! KIND is a `LinkMsg` variant's name: `Captured`, `PreCopy`, `Image`,
 //! `ImageEnd`, `ImageAck`, `Spawned`... A daemon without the variable
 //! checks nothing. See docs/design/faults.md.
+//!
+//! The home daemon takes `die` only, at the messages of a migration it
+//! sends (`MigrateOut`, `Restore`, `MigrateEnd`, `PathUp`): see
+//! [`init_home`] and [`home_before`].
 
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::OnceLock;
 
 use roam_proto::link::LinkMsg;
 
@@ -80,6 +85,34 @@ impl Fault {
         }
         let n = self.seen.fetch_add(1, Ordering::SeqCst) + 1;
         (n == self.nth).then_some(self.action)
+    }
+}
+
+/// The home daemon's fault, read once at its start.
+static HOME: OnceLock<Option<Fault>> = OnceLock::new();
+
+/// Reads the home daemon's `ROAM_FAULT` (which must be `die:...`).
+pub fn init_home() -> Result<(), BadFault> {
+    let f = Fault::from_env()?;
+    if let Some(f) = &f {
+        if f.action != Action::Die {
+            return Err(BadFault(format!("{}: the home takes die only", f.kind)));
+        }
+    }
+    let _ = HOME.set(f);
+    Ok(())
+}
+
+/// Called by the home before it sends a message of kind `kind`: kills
+/// the home daemon (SIGKILL) when that message is its fault's.
+pub fn home_before(kind: &str) {
+    if let Some(Some(f)) = HOME.get() {
+        if f.before(kind).is_some() {
+            tracing::warn!("injected fault: the home dies before {kind}");
+            let _ = roam_sys::signal::kill(std::process::id() as i32, libc::SIGKILL);
+            // SIGKILL is not caught: nothing runs after it.
+            std::thread::sleep(std::time::Duration::from_secs(60));
+        }
     }
 }
 

@@ -108,6 +108,9 @@ struct State {
     lost: HashSet<SessionId>,
     waiting: HashMap<SessionId, WaitingProxy>,
     reservations: HashMap<u64, Reservation>,
+    /// Request ids (transfers, migrations, lists) go on from a random
+    /// start: the nodes may still hold a transfer of the home before a
+    /// restart, whose ids a new home must not take.
     next_req: u64,
     ps_pending: HashMap<u64, tokio::sync::mpsc::UnboundedSender<Vec<ProcInfo>>>,
     next_link_gen: u64,
@@ -239,6 +242,8 @@ impl Home {
 
 /// Runs the home role until the process is told to stop.
 pub async fn run(cfg: &Config, identity: Identity) -> std::io::Result<()> {
+    crate::fault::init_home()
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
     let home_cfg = cfg
         .home
         .clone()
@@ -248,7 +253,10 @@ pub async fn run(cfg: &Config, identity: Identity) -> std::io::Result<()> {
         heartbeat: Duration::from_millis(cfg.membership.heartbeat_ms),
         timeout: Duration::from_millis(cfg.membership.timeout_ms),
         mode: Mutex::new(home_cfg.mode),
-        state: Mutex::default(),
+        state: Mutex::new(State {
+            next_req: rand::random::<u64>() >> 1,
+            ..State::default()
+        }),
         export: home_cfg.export.clone(),
         fs_slots: Arc::new(tokio::sync::Semaphore::new(FS_CONCURRENCY)),
         watched: roam_rfs::server::WatchedDevs::default(),

@@ -193,6 +193,7 @@ pub(super) fn start(
         Some(p) => format!("directly to {}", p.addr),
         None => "through the home".to_owned(),
     };
+    crate::fault::home_before("MigrateOut");
     src.send(
         "link",
         &LinkMsg::MigrateOut {
@@ -266,6 +267,7 @@ pub(super) fn from_node(st: &mut State, node: &str, msg: LinkMsg) {
                 let to = m.to.clone();
                 match link(st, &to) {
                     Some(l) => {
+                        crate::fault::home_before("Restore");
                         l.send("link", &restore);
                     }
                     None => fail(st, req, format!("node {to} went away")),
@@ -400,6 +402,7 @@ fn commit(st: &mut State, req: u64, pid: u32) {
     m.decided = true;
     let (session, from, to) = (m.session, m.from.clone(), m.to.clone());
     if let Some(l) = st.nodes.get(&from).and_then(|n| n.link.as_ref()) {
+        crate::fault::home_before("MigrateEnd");
         l.send("link", &LinkMsg::MigrateEnd { req, commit: true });
     }
     let m = st.migrations.get(&req).expect("found above");
@@ -445,6 +448,7 @@ fn commit(st: &mut State, req: u64, pid: u32) {
         p.send("local", &LocalMsg::Stream(LinkMsg::PathUp { session }));
     }
     if let Some(l) = &dest {
+        crate::fault::home_before("PathUp");
         l.send("link", &LinkMsg::PathUp { session });
     }
     end_session_move(st, session, &to);

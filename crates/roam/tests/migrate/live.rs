@@ -764,3 +764,74 @@ fn faults_injected_at_each_step_of_a_migration_leave_one_copy_or_none_said() {
         c.tb.start_daemon(node).unwrap();
     }
 }
+
+#[test]
+fn the_home_dying_at_each_step_of_a_migration_leaves_one_copy() {
+    let mut c = Cluster::up(2);
+    for (i, kind) in ["MigrateOut", "Restore", "MigrateEnd", "PathUp"]
+        .into_iter()
+        .enumerate()
+    {
+        let case = format!("home dies before {kind}");
+        let fault = format!("die:{kind}");
+        let _ = c.tb.stop_daemon("home");
+        c.tb.start_daemon_with_env("home", &[("ROAM_FAULT", &fault)])
+            .unwrap();
+        c.tb.wait_nodes_up(2, Duration::from_secs(30)).unwrap();
+        let marker = format!("roam-home-fault-{i}-{}", std::process::id());
+        let prog = format!(
+            "import sys\nb = bytearray(b'\\x01') * (8 << 20)\nprint('ready', flush=True)\nsys.stdin.readline()\nprint(sum(b[::4096]), flush=True)\n# {marker}\n"
+        );
+        let mut job = as_user(&c, None, &["run", "--node", "n1", "python3", "-c", &prog])
+            .stdin(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let pid = job.id();
+        let mut ready = [0u8; 6];
+        job.stdout.as_mut().unwrap().read_exact(&mut ready).unwrap();
+        assert_eq!(&ready, b"ready\n", "{case}");
+        let watching = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let watcher = {
+            let (watching, marker) = (watching.clone(), marker.clone());
+            std::thread::spawn(move || {
+                let mut most = 0;
+                while watching.load(std::sync::atomic::Ordering::SeqCst) {
+                    most = most.max(running_copies(&marker));
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+                most
+            })
+        };
+        let mut m = as_user(&c, None, &["migrate", &pid.to_string(), "n2"])
+            .spawn()
+            .unwrap();
+        let status = wait_timeout(&mut m, Duration::from_secs(60));
+        let said = stderr_of(&mut m);
+        assert!(!status.success(), "{case}: {said}");
+        // A new home (without the fault); the nodes and the proxy come back.
+        c.tb.start_daemon("home").unwrap();
+        c.tb.wait_nodes_up(2, Duration::from_secs(30)).unwrap();
+        wait_until(
+            &format!("{case}: one copy, running"),
+            Duration::from_secs(30),
+            || copies(&marker) == 1 && running_copies(&marker) == 1,
+        );
+        wait_until(&format!("{case}: listed"), Duration::from_secs(30), || {
+            c.ps().iter().any(|p| p.home_pid == pid)
+        });
+        job.stdin.take().unwrap().write_all(b"go\n").unwrap();
+        let st = wait_timeout(&mut job, Duration::from_secs(30));
+        let out = stdout_of(&mut job);
+        assert!(st.success(), "{case}: {}", stderr_of(&mut job));
+        assert_eq!(out, format!("{}\n", 8 << 8), "{case}");
+        watching.store(false, std::sync::atomic::Ordering::SeqCst);
+        assert!(watcher.join().unwrap() <= 1, "{case}: two copies ran");
+        wait_until(
+            &format!("{case}: no copy left"),
+            Duration::from_secs(15),
+            || copies(&marker) == 0,
+        );
+    }
+    let _ = c.tb.stop_daemon("home");
+    c.tb.start_daemon("home").unwrap();
+}
