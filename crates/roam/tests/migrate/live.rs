@@ -182,10 +182,17 @@ fn a_peer_link_takes_only_migrations_the_home_announced() {
 /// Starts a process holding `mib` MiB on n1 that prints `ready`, waits
 /// for a line on stdin, then prints its memory's checksum and exits.
 fn big(c: &Cluster, mib: u32) -> Child {
-    let prog = format!(
-        "import sys\nb = bytearray(b'\\x01') * ({mib} << 20)\nprint('ready', flush=True)\nsys.stdin.readline()\nprint(sum(b[::4096]), flush=True)\n"
-    );
-    let mut job = as_user(c, None, &["run", "--node", "n1", "python3", "-c", &prog])
+    python_on_n1(
+        c,
+        &format!(
+            "import sys\nb = bytearray(b'\\x01') * ({mib} << 20)\nprint('ready', flush=True)\nsys.stdin.readline()\nprint(sum(b[::4096]), flush=True)\n"
+        ),
+    )
+}
+
+/// Runs the Python program `prog` on n1 and waits for its `ready` line.
+fn python_on_n1(c: &Cluster, prog: &str) -> Child {
+    let mut job = as_user(c, None, &["run", "--node", "n1", "python3", "-c", prog])
         .stdin(Stdio::piped())
         .spawn()
         .unwrap();
@@ -633,14 +640,7 @@ fn heartbeat_job(c: &Cluster, marker: &str, log: &std::path::Path) -> std::proce
     let prog = format!(
         "import os, sys, time, select\nb = bytearray(b'\\x01') * (8 << 20)\nlog = open({log:?}, 'a', buffering=1)\nprint('ready', flush=True)\nwhile not select.select([sys.stdin], [], [], 0.005)[0]:\n    log.write('%s %d\\n' % (os.readlink('/proc/self'), time.monotonic_ns()))\nsys.stdin.readline()\nprint(sum(b[::4096]), flush=True)\n# {marker}\n"
     );
-    let mut job = as_user(c, None, &["run", "--node", "n1", "python3", "-c", &prog])
-        .stdin(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut ready = [0u8; 6];
-    job.stdout.as_mut().unwrap().read_exact(&mut ready).unwrap();
-    assert_eq!(&ready, b"ready\n");
-    job
+    python_on_n1(c, &prog)
 }
 
 /// Whether two copies of a [`heartbeat_job`] ran at once: their beats,
