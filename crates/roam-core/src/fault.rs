@@ -116,13 +116,24 @@ pub fn home_before(kind: &str) {
     }
 }
 
-/// The variant name of `msg`.
+/// The variant name of `msg`: the start of its `Debug` text, which is
+/// cut off there (a message may carry megabytes).
 pub fn kind_of(msg: &LinkMsg) -> String {
-    let text = format!("{msg:?}");
-    text.split(|c: char| !c.is_ascii_alphanumeric())
-        .next()
-        .unwrap_or("")
-        .to_owned()
+    struct Name(String);
+    impl std::fmt::Write for Name {
+        fn write_str(&mut self, s: &str) -> std::fmt::Result {
+            for c in s.chars() {
+                if !c.is_ascii_alphanumeric() {
+                    return Err(std::fmt::Error);
+                }
+                self.0.push(c);
+            }
+            Ok(())
+        }
+    }
+    let mut name = Name(String::new());
+    let _ = std::fmt::Write::write_fmt(&mut name, format_args!("{msg:?}"));
+    name.0
 }
 
 #[cfg(test)]

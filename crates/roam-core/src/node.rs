@@ -163,10 +163,7 @@ struct OwnedSpawn {
 impl NodeShared {
     /// Sends `msg` to the home; false if the link is down.
     fn send(&self, msg: &LinkMsg) -> bool {
-        if self.fault.is_some() && self.faulted(&crate::fault::kind_of(msg)) {
-            return false;
-        }
-        self.send_raw(msg)
+        !self.faulted_at(msg) && self.send_raw(msg)
     }
 
     /// [`NodeShared::send`] without the fault check (made by the caller).
@@ -187,6 +184,11 @@ impl NodeShared {
             .get(&session)
             .filter(|h| h.held)
             .map(|h| h.report.node_pid)
+    }
+
+    /// [`NodeShared::faulted`] for `msg`.
+    fn faulted_at(&self, msg: &LinkMsg) -> bool {
+        self.fault.is_some() && self.faulted(&crate::fault::kind_of(msg))
     }
 
     /// Whether the fault to inject (`ROAM_FAULT`) is the one of this
@@ -779,7 +781,50 @@ async fn connect_once(shared: &Arc<NodeShared>, identity: &Identity) -> Result<(
     result
 }
 
+/// The verdict on a migration's new copy, held until the move is
+/// decided: `PathUp` lets it run, `Forget` kills it. False if `msg` is not
+/// about a held copy.
+fn held_verdict(shared: &Arc<NodeShared>, msg: &LinkMsg) -> bool {
+    let (LinkMsg::PathUp { session } | LinkMsg::Forget { session }) = *msg else {
+        return false;
+    };
+    let Some(pid) = shared.held_pid(session) else {
+        return false;
+    };
+    let run = matches!(msg, LinkMsg::PathUp { .. });
+    let (shared, msg) = (shared.clone(), msg.clone());
+    tokio::spawn(async move {
+        if let Err(e) = ckpt::release_held(&shared, pid, !run).await {
+            tracing::warn!("session {session}: cannot release pid {pid}: {e}");
+            let _ = roam_sys::signal::kill(pid as i32, libc::SIGKILL);
+        }
+        if let Some(h) = shared.sessions.lock().unwrap().get_mut(&session) {
+            h.held = false;
+        }
+        tracing::info!(
+            "session {session}: the move is {}",
+            if run {
+                "decided: it runs here"
+            } else {
+                "called off: killed"
+            }
+        );
+        shared.to_session(
+            session,
+            if run {
+                SessionCmd::Link(msg)
+            } else {
+                SessionCmd::Forget
+            },
+        );
+    });
+    true
+}
+
 fn handle_link_msg(shared: &Arc<NodeShared>, tx: &FrameTx, msg: LinkMsg) {
+    if held_verdict(shared, &msg) {
+        return;
+    }
     match msg {
         LinkMsg::Ping { seq } => {
             tx.send("link", &LinkMsg::Pong { seq });
@@ -823,39 +868,6 @@ fn handle_link_msg(shared: &Arc<NodeShared>, tx: &FrameTx, msg: LinkMsg) {
             if let Some(Some(f)) = shared.files.as_ref().map(|f| f.lock().unwrap()).as_deref() {
                 f.mount.notice(n);
             }
-        }
-        LinkMsg::PathUp { session } | LinkMsg::Forget { session }
-            if shared.held_pid(session).is_some() =>
-        {
-            // The verdict on a migration's new copy: it runs, or goes.
-            let pid = shared.held_pid(session).expect("checked");
-            let run = matches!(msg, LinkMsg::PathUp { .. });
-            let shared = shared.clone();
-            tokio::spawn(async move {
-                if let Err(e) = ckpt::release_held(&shared, pid, !run).await {
-                    tracing::warn!("session {session}: cannot release pid {pid}: {e}");
-                    let _ = roam_sys::signal::kill(pid as i32, libc::SIGKILL);
-                }
-                if let Some(h) = shared.sessions.lock().unwrap().get_mut(&session) {
-                    h.held = false;
-                }
-                tracing::info!(
-                    "session {session}: the move is {}",
-                    if run {
-                        "decided: it runs here"
-                    } else {
-                        "called off: killed"
-                    }
-                );
-                shared.to_session(
-                    session,
-                    if run {
-                        SessionCmd::Link(msg)
-                    } else {
-                        SessionCmd::Forget
-                    },
-                );
-            });
         }
         LinkMsg::Data { session, .. }
         | LinkMsg::Ack { session, .. }

@@ -301,7 +301,7 @@ impl Outgoing {
     /// the end), and the new node too, over the peer link if there is one
     /// (the home passes it on otherwise).
     fn tell(&self, shared: &NodeShared, msg: &LinkMsg) {
-        if shared.fault.is_some() && shared.faulted(&crate::fault::kind_of(msg)) {
+        if shared.faulted_at(msg) {
             return;
         }
         if let Some(p) = &self.peer {
