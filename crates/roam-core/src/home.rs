@@ -58,6 +58,10 @@ struct NodeEntry {
     placed_since_heartbeat: u32,
     /// Distinguishes successive links of the same node.
     link_gen: u64,
+    /// Ends the link's connection: a node declared down while its
+    /// connection lingers (a cut shorter than TCP's patience) must
+    /// reconnect and be told what it lost, not carry on unseen.
+    link_end: Arc<tokio::sync::Notify>,
 }
 
 struct HomeSession {
@@ -385,7 +389,7 @@ async fn serve_node(
     }
     let name = hello.name.clone();
     let (tx, rx) = FrameTx::new();
-    let (number, forget, gen, path_up) = register_node(&home, &hello, addr, tx.clone());
+    let (number, forget, gen, path_up, link_end) = register_node(&home, &hello, addr, tx.clone());
     let (files, files_epoch) = match node_files(&home, &name) {
         Some((server, epoch)) => (Some(server), epoch),
         None => (None, 0),
@@ -417,7 +421,11 @@ async fn serve_node(
         proxy.send("local", &LocalMsg::Stream(LinkMsg::PathUp { session }));
     }
     let result = loop {
-        match reader.read_frame().await {
+        let frame = tokio::select! {
+            f = reader.read_frame() => f,
+            _ = link_end.notified() => break Ok(()),
+        };
+        match frame {
             Ok(Some(frame)) => match roam_proto::decode_body::<LinkMsg>("link", &frame) {
                 Ok(LinkMsg::Fs { req, cred, op }) => {
                     serve_fs(&home, &name, files.as_ref(), tx.clone(), req, cred, *op)
@@ -447,13 +455,14 @@ async fn serve_node(
 type PathUps = Vec<(SessionId, FrameTx)>;
 
 /// Records a node that (re)joined; returns its number, the sessions it must
-/// forget, the link generation and the sessions whose path is up again.
+/// forget, the link generation, the sessions whose path is up again and
+/// the notice that ends the link (`declare_down`).
 fn register_node(
     home: &Home,
     hello: &LinkHello,
     addr: SocketAddr,
     tx: FrameTx,
-) -> (u32, Vec<SessionId>, u64, PathUps) {
+) -> (u32, Vec<SessionId>, u64, PathUps, Arc<tokio::sync::Notify>) {
     let mut st = home.state.lock().unwrap();
     st.next_link_gen += 1;
     let gen = st.next_link_gen;
@@ -465,6 +474,7 @@ fn register_node(
         }
     };
     let now = Instant::now();
+    let link_end = Arc::new(tokio::sync::Notify::new());
     st.nodes.insert(
         hello.name.clone(),
         NodeEntry {
@@ -480,6 +490,7 @@ fn register_node(
             draining: false,
             placed_since_heartbeat: 0,
             link_gen: gen,
+            link_end: link_end.clone(),
         },
     );
     let mut forget = Vec::new();
@@ -546,7 +557,7 @@ fn register_node(
             },
         );
     }
-    (number, forget, gen, path_up)
+    (number, forget, gen, path_up, link_end)
 }
 
 fn handle_node_msg(home: &Arc<Home>, node: &str, tx: &FrameTx, msg: LinkMsg) {
@@ -680,6 +691,7 @@ fn declare_down(st: &mut State, name: &str, reason: &str) {
     if let Some(n) = st.nodes.get_mut(name) {
         n.state = NodeState::Down;
         n.link = None;
+        n.link_end.notify_one();
     }
     // What the node held (open files, locks) goes: lock waits end, the
     // descriptors close with the last reference.

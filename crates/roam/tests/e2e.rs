@@ -618,6 +618,47 @@ fn a_cut_link_ends_proxies_and_the_orphan_is_killed_on_return() {
     });
 }
 
+/// A node slow to notice the home's silence (its own timeout a minute)
+/// keeps its connection through a short cut, as TCP does: the home,
+/// having declared it down, ends that connection itself, so the node
+/// rejoins and is told to kill the process whose proxy is gone, instead
+/// of running on unseen.
+#[test]
+fn a_node_declared_down_rejoins_even_if_its_connection_survived_the_cut() {
+    let mut c = Cluster::with(1, 200, 1000);
+    c.tb.stop_daemon("n1").unwrap();
+    let path = c.tb.config_path("n1").unwrap();
+    let cfg = std::fs::read_to_string(&path).unwrap();
+    assert!(cfg.contains("timeout_ms = 1000"), "{cfg}");
+    std::fs::write(
+        &path,
+        cfg.replace("timeout_ms = 1000", "timeout_ms = 60000"),
+    )
+    .unwrap();
+    c.tb.start_daemon("n1").unwrap();
+    c.tb.wait_nodes_up(1, Duration::from_secs(20)).unwrap();
+    let mut child = c.start(&["run", "--node", "n1", "sleep", "60"]);
+    let p = c.wait_listed(child.id());
+    c.tb.cut_link("n1").unwrap();
+    let status = wait_timeout(&mut child, Duration::from_secs(10));
+    c.tb.heal_link("n1").unwrap();
+    assert_eq!(status.code(), Some(255));
+    wait_until("n1 back", Duration::from_secs(20), || {
+        c.nodes()
+            .iter()
+            .any(|n| n.name == "n1" && n.state == NodeState::Up)
+    });
+    wait_until("orphan killed", Duration::from_secs(10), || {
+        !roam_sys::procfs::pid_alive(p.node_pid)
+            || roam_sys::procfs::proc_stat(p.node_pid).is_ok_and(|s| s.state == 'Z')
+    });
+    let log = c.log("n1");
+    assert!(
+        !log.contains("silent"),
+        "the node noticed by itself:\n{log}"
+    );
+}
+
 #[test]
 fn processes_survive_a_home_restart() {
     let mut c = Cluster::with(1, 200, 1000);

@@ -596,7 +596,9 @@ fn a_link_cut_during_precopy_leaves_the_process_running_where_it_was() {
     let p = c.ps().into_iter().find(|p| p.home_pid == home_pid).unwrap();
     assert_eq!(p.node, "n1");
     // Back: it moves now.
-    c.tb.wait_nodes_up(2, Duration::from_secs(30)).unwrap();
+    if let Err(e) = c.tb.wait_nodes_up(2, Duration::from_secs(30)) {
+        panic!("{e:?}\nn2's log:\n{}", c.log("n2"));
+    }
     let m = as_user(
         &c,
         None,
