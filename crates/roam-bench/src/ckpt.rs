@@ -152,6 +152,7 @@ fn roam_once(bin: &Path, mib: Option<u64>, dir: &Path) -> anyhow::Result<Sample>
         stdio: [fd, fd, fd],
         same_pid: false,
         new_session: false,
+        ctty: None,
         creds: false,
         user: None,
         supervise: None,

@@ -219,6 +219,7 @@ pub fn restore_here(dir: &Path) -> Result<Restored, LocalError> {
         stdio: [0, 1, 2],
         same_pid: true,
         new_session: false,
+        ctty: None,
         creds: true,
         user: None,
         supervise: None,

@@ -561,6 +561,7 @@ mod tests {
             stdio: [in_r, out_w, 2],
             same_pid: true,
             new_session: false,
+            ctty: None,
             creds: false,
             user: None,
             supervise: None,

@@ -310,6 +310,12 @@ pub struct RestoreOpts {
     pub same_pid: bool,
     /// The process leads a new session.
     pub new_session: bool,
+    /// Which of `stdio` is a terminal (a pty's slave) whose foreground job
+    /// the process is to be, as a program started on it is: it becomes the
+    /// controlling terminal of a new session led by a keeper, and the
+    /// process leads its foreground group (see
+    /// [`roam_sys::remote::spawn_stub`]). `new_session` is then moot.
+    pub ctty: Option<usize>,
     /// Take the image's credentials (uids, gids, groups); the caller must
     /// be root. Without, the process runs as the caller.
     pub creds: bool,
@@ -364,8 +370,14 @@ pub fn restore(img: &Image, opts: &RestoreOpts) -> Result<Restored, RestoreError
         img.check_user(u)?;
     }
     let want = opts.same_pid.then_some(img.meta.pid);
-    let stub = remote::spawn_stub(opts.stdio, want, opts.new_session, opts.root.as_deref())
-        .map_err(sys("start the restore stub"))?;
+    let stub = remote::spawn_stub(
+        opts.stdio,
+        want,
+        opts.new_session,
+        opts.ctty,
+        opts.root.as_deref(),
+    )
+    .map_err(sys("start the restore stub"))?;
     let mut b = Builder {
         img,
         pid: stub,
@@ -1760,6 +1772,7 @@ mod tests {
             stdio: [in_r, out_w, 2],
             same_pid: true,
             new_session: false,
+            ctty: None,
             creds: false,
             user: None,
             supervise: None,

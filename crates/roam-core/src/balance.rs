@@ -23,7 +23,7 @@
 //!   daemon's own bit) never qualifies, however idle the other node.
 //! - **Which process.** On the most loaded source, the movable process
 //!   with the most CPU use that fits a destination (`p` at least
-//!   [`MIN_PROC_PCT`]); movable: not on a terminal, not migrating already,
+//!   [`MIN_PROC_PCT`]); movable: not migrating already,
 //!   not cooling down. Destinations: up, not draining, the source's own
 //!   architecture and not emulated (a process's memory is its machine's
 //!   code), the least loaded first; in parallel mode only nodes with no
@@ -67,7 +67,7 @@ pub struct ProcView {
     /// Its CPU use since the last sample, percent of its node's CPUs
     /// (None: not sampled twice yet).
     pub cpu_pct: Option<f32>,
-    /// Not on a terminal, not migrating, running.
+    /// Not migrating, running.
     pub movable: bool,
 }
 
@@ -507,8 +507,8 @@ mod tests {
     #[test]
     fn only_movable_processes_to_fitting_nodes() {
         let mut t = Instant::now();
-        let mut tty = proc_(1, "n1", 100.0);
-        tty.movable = false;
+        let mut moving = proc_(1, "n1", 100.0);
+        moving.movable = false;
         let unknown = ProcView {
             cpu_pct: None,
             ..proc_(2, "n1", 0.0)
@@ -516,7 +516,7 @@ mod tests {
         let idle = proc_(3, "n1", 2.0);
         let nodes = [node("n1", 200.0), node("n2", 0.0)];
         let mut b = Balancer::new(cfg());
-        assert!(run(&mut b, &mut t, 10, &nodes, &[tty, unknown, idle]).is_empty());
+        assert!(run(&mut b, &mut t, 10, &nodes, &[moving, unknown, idle]).is_empty());
 
         let procs = [proc_(4, "n1", 100.0)];
         let other_arch = NodeView {

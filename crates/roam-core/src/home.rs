@@ -82,8 +82,6 @@ struct HomeSession {
     migrating: Option<u64>,
     /// Signals and resizes from its proxy held while it migrates.
     held: Vec<LinkMsg>,
-    /// It runs on a terminal (its proxy's): it does not migrate yet.
-    tty: bool,
     /// Times it moved to another node.
     moves: u32,
 }
@@ -550,9 +548,6 @@ fn register_node(
                 exited: false,
                 migrating: None,
                 held: Vec::new(),
-                // Not known after a home restart: the node refuses to
-                // migrate it if it is.
-                tty: false,
                 moves: 0,
             },
         );
@@ -1276,7 +1271,6 @@ fn start_spawn(
         .map(|a| String::from_utf8_lossy(a).into_owned())
         .collect::<Vec<_>>()
         .join(" ");
-    let tty = spec.tty.is_some();
     st.sessions.insert(
         session,
         HomeSession {
@@ -1291,7 +1285,6 @@ fn start_spawn(
             exited: false,
             migrating: None,
             held: Vec::new(),
-            tty,
             moves: 0,
         },
     );

@@ -1267,6 +1267,8 @@ struct SessionTask {
     frozen: Option<Vec<u8>>,
     /// The inode of the process's stdin pipe, if it is one.
     stdin_pipe: Option<u64>,
+    /// Which of stdin, stdout and stderr are on the terminal (`pty`).
+    on_tty: [bool; 3],
 }
 
 impl SessionTask {
@@ -1326,6 +1328,7 @@ impl SessionTask {
             buf: vec![0u8; roam_proto::MAX_DATA_CHUNK],
             frozen: None,
             stdin_pipe,
+            on_tty: tty.map_or([false; 3], |t| [t.stdin, t.stdout, t.stderr]),
         })
     }
 
@@ -1545,9 +1548,6 @@ impl SessionTask {
         if self.exit.is_some() {
             return Err("the process has ended".into());
         }
-        if self.pty.is_some() {
-            return Err("a process on a terminal does not migrate yet".into());
-        }
         if self.frozen.is_some() {
             return Err("the process is migrating already".into());
         }
@@ -1568,12 +1568,28 @@ impl SessionTask {
                 }
             }
         }
-        let unread = self
-            .stdin_link()
-            .map(|link| roam_sys::spawn::take_back_pipe(&link))
-            .transpose()
-            .map_err(|e| format!("cannot take back the unread input: {e}"))?
-            .unwrap_or_default();
+        let unread = match self.tty_input() {
+            // What the line discipline holds, the line being typed too.
+            Some(master) => roam_sys::pty::take_input(master.as_fd())
+                .map_err(|e| format!("cannot take back the terminal's unread input: {e}"))?,
+            None => self
+                .stdin_link()
+                .map(|link| roam_sys::spawn::take_back_pipe(&link))
+                .transpose()
+                .map_err(|e| format!("cannot take back the unread input: {e}"))?
+                .unwrap_or_default(),
+        };
+        let tty = match self.pty.as_ref() {
+            Some(master) => match self.tty_state(master.as_fd()) {
+                Ok(t) => Some(t),
+                Err(e) => {
+                    self.frozen = Some(unread);
+                    self.stay_here();
+                    return Err(format!("cannot read its terminal's state: {e}"));
+                }
+            },
+            None => None,
+        };
         self.frozen = Some(unread.clone());
         if unread.len() as u64 > MAX_UNREAD {
             self.stay_here();
@@ -1588,8 +1604,32 @@ impl SessionTask {
             stdin_unread: unread.len() as u64,
             out_end: [self.out[0].end(), self.out[1].end()],
             out_closed: [self.out[0].at_eof(), self.out[1].at_eof()],
+            tty,
         };
         Ok((h, unread))
+    }
+
+    /// The terminal, if the process's stdin is on it.
+    fn tty_input(&self) -> Option<&OwnedFd> {
+        self.pty.as_ref().filter(|_| self.on_tty[0])
+    }
+
+    /// The terminal as the program has it now, for its next node.
+    fn tty_state(
+        &self,
+        master: std::os::fd::BorrowedFd<'_>,
+    ) -> std::io::Result<roam_proto::types::TtySpec> {
+        let (rows, cols) = roam_sys::pty::get_winsize(master).unwrap_or((24, 80));
+        let modes = roam_sys::pty::encode_modes(roam_sys::pty::peer(master)?.as_fd())?;
+        let [stdin, stdout, stderr] = self.on_tty;
+        Ok(roam_proto::types::TtySpec {
+            stdin,
+            stdout,
+            stderr,
+            rows,
+            cols,
+            modes,
+        })
     }
 
     /// A /proc link to the process's stdin pipe: our end while we hold it,
@@ -1614,6 +1654,17 @@ impl SessionTask {
             return;
         };
         if unread.is_empty() {
+            self.write_stdin();
+            return;
+        }
+        if let Some(master) = self.tty_input() {
+            if let Err(e) = roam_sys::pty::put_input(master.as_fd(), &unread) {
+                tracing::warn!(
+                    "session {}: {} bytes of terminal input lost putting them back: {e}",
+                    self.id,
+                    unread.len()
+                );
+            }
             self.write_stdin();
             return;
         }
@@ -1655,6 +1706,21 @@ impl SessionTask {
 
     /// Sets the streams where the old node left them (see [`Handover`]).
     fn go_on(&mut self, h: Handover, unread: Vec<u8>) {
+        // On a terminal, the input goes back into its line discipline as
+        // it was, not through it again (no second echo).
+        let unread = match self.tty_input() {
+            Some(master) => {
+                if let Err(e) = roam_sys::pty::put_input(master.as_fd(), &unread) {
+                    tracing::warn!(
+                        "session {}: {} bytes of terminal input lost: {e}",
+                        self.id,
+                        unread.len()
+                    );
+                }
+                Vec::new()
+            }
+            None => unread,
+        };
         self.inn = InStream::resumed(h.stdin_delivered, unread);
         for i in 0..2 {
             self.out[i] = OutStream::starting_at(h.out_end[i]);

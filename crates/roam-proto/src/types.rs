@@ -106,7 +106,7 @@ pub struct RestoreSpec {
 /// Where a migrating session's streams stand when its process is frozen
 /// on its old node: the new node's session goes on from there, so no byte
 /// of stdin, stdout or stderr is lost or doubled.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Handover {
     /// Stdin bytes written into the process's pipe (the proxy resends what
     /// follows).
@@ -118,6 +118,11 @@ pub struct Handover {
     pub out_end: [u64; 2],
     /// Whether stdout and stderr had ended.
     pub out_closed: [bool; 2],
+    /// For a process on a terminal: which stdio are on it, its window size
+    /// and its modes now (the program may have changed them): the new node
+    /// opens a terminal like it. Its unread input (`stdin_unread`) is what
+    /// the line discipline held, the line being typed included.
+    pub tty: Option<TtySpec>,
 }
 
 /// The most unread stdin a migration carries (a pipe's contents).

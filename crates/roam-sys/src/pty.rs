@@ -36,6 +36,118 @@ pub fn open_pty(rows: u16, cols: u16) -> io::Result<(OwnedFd, OwnedFd)> {
     Ok((master, slave))
 }
 
+/// The slave of `master`, opened anew (TIOCGPTPEER): not our controlling
+/// terminal, non-blocking.
+pub fn peer(master: BorrowedFd<'_>) -> io::Result<OwnedFd> {
+    let flags = libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC | libc::O_NONBLOCK;
+    // SAFETY: the ioctl takes open flags as its argument and returns a new fd.
+    let fd = cvt(unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCGPTPEER, flags) })?;
+    // SAFETY: the fd is new and owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// The most input [`take_input`] takes back: far more than a line
+/// discipline holds (4 KiB).
+pub const MAX_TAKEN_INPUT: usize = 64 << 10;
+
+/// Takes back the input waiting in `master`'s line discipline, unread by
+/// the program on the slave: complete lines and, in canonical mode, the
+/// line being typed (the kernel makes it readable when canonical mode is
+/// turned off). The modes are as they were after. The program must be
+/// stopped meanwhile, or it could see the modes change.
+pub fn take_input(master: BorrowedFd<'_>) -> io::Result<Vec<u8>> {
+    let slave = peer(master)?;
+    let fd = slave.as_raw_fd();
+    let before = get_termios(fd)?;
+    let mut t = before;
+    t.c_lflag &= !(libc::ICANON | libc::ECHO);
+    t.c_cc[libc::VMIN] = 0;
+    t.c_cc[libc::VTIME] = 0;
+    set_termios(fd, libc::TCSANOW, &t)?;
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    let read = loop {
+        // SAFETY: read writes at most `buf.len()` bytes into `buf`.
+        let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+        match n {
+            0 => break Ok(()),
+            n if n > 0 => {
+                out.extend_from_slice(&buf[..n as usize]);
+                if out.len() >= MAX_TAKEN_INPUT {
+                    break Ok(());
+                }
+            }
+            _ => match io::Error::last_os_error() {
+                e if e.kind() == io::ErrorKind::Interrupted => {}
+                e if e.kind() == io::ErrorKind::WouldBlock => break Ok(()),
+                e => break Err(e),
+            },
+        }
+    };
+    let restored = set_termios(fd, libc::TCSANOW, &before);
+    read?;
+    restored?;
+    Ok(out)
+}
+
+/// Puts `input` into `master`'s line discipline as if typed, without
+/// echoing it or processing it again (it was, where it was first typed):
+/// what [`take_input`] took, put back there or on another terminal. Needs
+/// CAP_SYS_ADMIN (TIOCSTI on a terminal that is not ours). The modes are
+/// as they were after.
+pub fn put_input(master: BorrowedFd<'_>, input: &[u8]) -> io::Result<()> {
+    if input.is_empty() {
+        return Ok(());
+    }
+    let slave = peer(master)?;
+    let fd = slave.as_raw_fd();
+    let before = get_termios(fd)?;
+    let mut t = before;
+    t.c_iflag &= !(libc::ISTRIP
+        | libc::INLCR
+        | libc::IGNCR
+        | libc::ICRNL
+        | libc::IUCLC
+        | libc::IXON
+        | libc::IXOFF
+        | libc::PARMRK);
+    t.c_lflag &= !(libc::ECHO
+        | libc::ECHOE
+        | libc::ECHOK
+        | libc::ECHONL
+        | libc::ECHOCTL
+        | libc::ECHOKE
+        | libc::ISIG
+        | libc::IEXTEN);
+    // In canonical mode, no byte but a newline is special: the line being
+    // typed stays a line being typed.
+    for c in [
+        libc::VEOF,
+        libc::VEOL,
+        libc::VEOL2,
+        libc::VERASE,
+        libc::VWERASE,
+        libc::VKILL,
+        libc::VREPRINT,
+        libc::VLNEXT,
+    ] {
+        t.c_cc[c] = 0;
+    }
+    set_termios(fd, libc::TCSANOW, &t)?;
+    let mut put = Ok(());
+    for b in input {
+        // SAFETY: TIOCSTI reads one byte from the pointer; the line
+        // discipline takes it before the call returns.
+        if let Err(e) = cvt(unsafe { libc::ioctl(fd, libc::TIOCSTI, b as *const u8) }) {
+            put = Err(e);
+            break;
+        }
+    }
+    let restored = set_termios(fd, libc::TCSANOW, &before);
+    put?;
+    restored
+}
+
 /// Fallback for kernels without TIOCGPTPEER: ptsname_r + open.
 fn open_slave_by_name(master: RawFd, flags: libc::c_int) -> io::Result<OwnedFd> {
     let mut name = [0 as libc::c_char; 128];
@@ -189,7 +301,15 @@ const MODES: &[(u8, Field)] = &[
     (91, Size(libc::CS8)),
     (92, C(libc::PARENB)),
     (93, C(libc::PARODD)),
+    // Not in RFC 4254, which leaves non-canonical reads to the server: roam
+    // carries them so that a program's raw mode moves with it intact.
+    (TTY_OP_VMIN, Cc(libc::VMIN)),
+    (TTY_OP_VTIME, Cc(libc::VTIME)),
 ];
+
+/// roam's own opcodes (RFC 4254 leaves 160–255 undefined): VMIN, VTIME.
+pub const TTY_OP_VMIN: u8 = 200;
+pub const TTY_OP_VTIME: u8 = 201;
 
 pub const TTY_OP_ISPEED: u8 = 128;
 pub const TTY_OP_OSPEED: u8 = 129;
@@ -454,6 +574,84 @@ mod tests {
         assert!(encode_modes(null.as_fd()).is_err());
     }
 
+    fn read_all(fd: BorrowedFd<'_>) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut buf = [0u8; 256];
+        loop {
+            let mut p = libc::pollfd {
+                fd: fd.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: one pollfd; read into a local buffer.
+            unsafe {
+                if libc::poll(&mut p, 1, 200) != 1 {
+                    return out;
+                }
+                let n = libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len());
+                if n <= 0 {
+                    return out;
+                }
+                out.extend_from_slice(&buf[..n as usize]);
+            }
+        }
+    }
+
+    fn write_all(fd: BorrowedFd<'_>, b: &[u8]) {
+        // SAFETY: writes a local buffer.
+        let n = unsafe { libc::write(fd.as_raw_fd(), b.as_ptr().cast(), b.len()) };
+        assert_eq!(n, b.len() as isize);
+    }
+
+    #[test]
+    fn input_is_taken_back_and_put_back_without_a_second_echo() {
+        let (m, s) = open_pty(24, 80).unwrap();
+        // A whole line and one being typed, echoed once by the terminal.
+        write_all(m.as_fd(), b"one\r");
+        write_all(m.as_fd(), b"tw");
+        assert_eq!(read_all(m.as_fd()), b"one\r\ntw");
+        let before = encode_modes(s.as_fd()).unwrap();
+        let taken = take_input(m.as_fd()).unwrap();
+        assert_eq!(taken, b"one\ntw");
+        assert_eq!(
+            encode_modes(s.as_fd()).unwrap(),
+            before,
+            "modes as they were"
+        );
+        assert_eq!(take_input(m.as_fd()).unwrap(), b"", "nothing left");
+        // On another terminal (as on a migration's new node), not echoed.
+        let (m2, s2) = open_pty(24, 80).unwrap();
+        put_input(m2.as_fd(), &taken).unwrap();
+        assert_eq!(encode_modes(s2.as_fd()).unwrap(), before);
+        assert_eq!(read_all(m2.as_fd()), b"", "no echo");
+        // The typed part is still a line being typed: finished by more
+        // typing, and erasable as any.
+        write_all(m2.as_fd(), b"o\x7fo!\r");
+        let mut line = [0u8; 64];
+        // SAFETY: reads into a local buffer.
+        let n = unsafe { libc::read(s2.as_raw_fd(), line.as_mut_ptr().cast(), line.len()) };
+        assert_eq!(&line[..n as usize], b"one\n");
+        // SAFETY: as above.
+        let n = unsafe { libc::read(s2.as_raw_fd(), line.as_mut_ptr().cast(), line.len()) };
+        assert_eq!(&line[..n as usize], b"two!\n");
+    }
+
+    #[test]
+    fn raw_mode_travels_with_vmin_and_vtime() {
+        let (_m1, a) = open_pty(24, 80).unwrap();
+        let (_m2, b) = open_pty(24, 80).unwrap();
+        let mut t = get_termios(a.as_raw_fd()).unwrap();
+        make_raw(&mut t);
+        t.c_cc[libc::VMIN] = 0;
+        t.c_cc[libc::VTIME] = 7;
+        set_termios(a.as_raw_fd(), libc::TCSANOW, &t).unwrap();
+        apply_modes(b.as_fd(), &encode_modes(a.as_fd()).unwrap()).unwrap();
+        let got = get_termios(b.as_raw_fd()).unwrap();
+        assert_eq!(got.c_lflag, t.c_lflag);
+        assert_eq!(got.c_iflag, t.c_iflag);
+        assert_eq!((got.c_cc[libc::VMIN], got.c_cc[libc::VTIME]), (0, 7));
+    }
+
     #[test]
     fn slave_by_name() {
         let (m, _) = open_pty(1, 1).unwrap();
@@ -507,7 +705,7 @@ mod tests {
                 (1, u32::MAX),
                 (0, 1),
                 (11, 1),
-                (200, 5),
+                (180, 5),
                 (91, 7),
                 (TTY_OP_OSPEED, 0),
                 (TTY_OP_ISPEED, 12345),

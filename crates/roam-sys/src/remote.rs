@@ -15,8 +15,8 @@
 //!
 //! x86-64 only (the system-call convention).
 
-use std::io;
-use std::os::fd::RawFd;
+use std::io::{self, Read};
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 
 use crate::ptrace::{self, Stop};
 
@@ -302,7 +302,13 @@ fn batch_code(results_at: u64, calls: &[(libc::c_long, [u64; 6])]) -> Vec<u8> {
 /// (PTRACE_O_EXITKILL: it dies with its tracer) and stopped. With `pid`,
 /// the child gets that pid if it is free (clone3 with set_tid: needs
 /// CAP_SYS_ADMIN), otherwise any. With `new_session`, it leads a new
-/// session. With `root`, it lives in a mount namespace of its own whose
+/// session. With `ctty` (which of `stdio` is a terminal's slave), it is
+/// that terminal's foreground job, set up as a spawned remote process on a
+/// terminal is (see [`crate::spawn::SpawnRequest::controlling_tty`]): a
+/// keeper leads the session, with the terminal as its controlling
+/// terminal, and the stub, the keeper's sibling, leads the foreground
+/// process group, which the keeper's anchor joins so that Ctrl-Z stops it.
+/// With `root`, it lives in a mount namespace of its own whose
 /// `/` is `root`, as a spawned remote process does (see
 /// [`crate::spawn::SpawnRequest::root`]). Returns the stub's pid, stopped
 /// in a signal stop right after a `syscall` instruction (its `rip - 2`).
@@ -310,6 +316,7 @@ pub fn spawn_stub(
     stdio: [RawFd; 3],
     pid: Option<i32>,
     new_session: bool,
+    ctty: Option<usize>,
     root: Option<&[u8]>,
 ) -> io::Result<i32> {
     let root = root
@@ -326,6 +333,11 @@ pub fn spawn_stub(
             close_all(&moved);
             return Err(e);
         }
+    }
+    if let Some(tty) = ctty {
+        let stub = terminal_stub(moved, tty, pid, root.as_ref());
+        close_all(&moved);
+        return stub;
     }
     // struct clone_args up to set_tid_size (CLONE_ARGS_SIZE_VER1): flags,
     // pidfd, child_tid, parent_tid, exit_signal, stack, stack_size, tls,
@@ -370,12 +382,17 @@ pub fn spawn_stub(
     if child < 0 {
         return Err(e);
     }
+    stopped_stub(child, root.is_some())
+}
+
+/// Waits for a new stub's stop and sets its ptrace options.
+fn stopped_stub(child: i32, rooted: bool) -> io::Result<i32> {
     match ptrace::wait_stop(child)? {
         Stop::Stopped {
             signal: libc::SIGSTOP,
             ..
         } => {}
-        Stop::Exited(STUB_NO_ROOT) if root.is_some() => {
+        Stop::Exited(STUB_NO_ROOT) if rooted => {
             return Err(io::Error::other(format!(
                 "the restore stub {child} could not enter its root"
             )))
@@ -389,6 +406,151 @@ pub fn spawn_stub(
     let opts = libc::PTRACE_O_EXITKILL | libc::PTRACE_O_TRACECLONE | libc::PTRACE_O_TRACESYSGOOD;
     ptrace::set_options(child, opts)?;
     Ok(child)
+}
+
+/// [`spawn_stub`] with a controlling terminal: stdio already moved out of
+/// the way (`moved`); the caller closes them.
+fn terminal_stub(
+    moved: [RawFd; 3],
+    tty: usize,
+    pid: Option<i32>,
+    root: Option<&crate::spawn::Root>,
+) -> io::Result<i32> {
+    if tty > 2 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "the controlling terminal must be one of stdio",
+        ));
+    }
+    // The keeper's report (the stub's pid), and the pipes of
+    // `spawn::keeper`: all above stdio's moved copies' targets, so the
+    // keeper's dup2s onto 3..=7 clobber none of them.
+    let mut fds = [-1 as RawFd; 6];
+    for pair in fds.chunks_mut(2) {
+        let mut p = [0 as RawFd; 2];
+        // SAFETY: pipe2 writes two descriptors into `p`; F_DUPFD_CLOEXEC
+        // duplicates them above 10 and the originals are closed.
+        unsafe {
+            if libc::pipe2(p.as_mut_ptr(), libc::O_CLOEXEC) < 0 {
+                let e = io::Error::last_os_error();
+                close_all(&fds);
+                return Err(e);
+            }
+            for (slot, fd) in pair.iter_mut().zip(p) {
+                *slot = libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 10);
+                libc::close(fd);
+            }
+        }
+        if pair.iter().any(|&fd| fd < 0) {
+            let e = io::Error::last_os_error();
+            close_all(&fds);
+            return Err(e);
+        }
+    }
+    let [report_r, report_w, led_r, led_w, joined_r, joined_w] = fds;
+    let want = pid.unwrap_or(0) as libc::pid_t;
+    // SAFETY: a fork (clone3 without CLONE_VM); the child runs only
+    // `terminal_keeper`, which makes raw system calls and never returns.
+    let keeper = unsafe { crate::spawn::clone_process(false, 0) };
+    if keeper == 0 {
+        // SAFETY: in the new child, as above.
+        unsafe {
+            terminal_keeper(
+                moved,
+                tty as RawFd,
+                want,
+                [report_w, led_r, led_w, joined_r, joined_w],
+                root,
+            )
+        }
+    }
+    let e = io::Error::last_os_error();
+    close_all(&fds[1..]);
+    // SAFETY: wraps the read end we own.
+    let report = unsafe { OwnedFd::from_raw_fd(report_r) };
+    if keeper < 0 {
+        return Err(e);
+    }
+    let mut msg = [0u8; 8];
+    let got = std::fs::File::from(report).read(&mut msg)?;
+    let stub = (got == msg.len())
+        .then(|| crate::spawn::reported_pid(msg))
+        .flatten();
+    let Some(stub) = stub else {
+        return Err(io::Error::other(format!(
+            "the restore stub's terminal keeper {keeper} failed (exit code {})",
+            ptrace::wait_stop(keeper)
+                .map(|s| format!("{s:?}"))
+                .unwrap_or_else(|e| e.to_string())
+        )));
+    };
+    stopped_stub(stub, root.is_some())
+}
+
+/// The keeper's exit code when the terminal or the job cannot be set up.
+const STUB_NO_TTY: i32 = 125;
+
+/// The keeper of [`terminal_stub`]: stdio and the five pipe ends in place
+/// (0..=2, then 3..=7), nothing else open, every signal blocked; leads a
+/// new session with `tty` as its controlling terminal; starts the stub as
+/// its sibling (with pid `want` if it can), then keeps the session
+/// ([`crate::spawn::keeper`]). The stub makes its group the foreground
+/// job, closes the rest, and stops traced.
+///
+/// # Safety
+/// Only in the child of a fork of a multi-threaded process: raw system
+/// calls only (async-signal-safe), never returns.
+unsafe fn terminal_keeper(
+    stdio: [RawFd; 3],
+    tty: RawFd,
+    want: libc::pid_t,
+    pipes: [RawFd; 5],
+    root: Option<&crate::spawn::Root>,
+) -> ! {
+    // SAFETY: system calls on this (child) process's own descriptors and
+    // state; `enter_root` makes only system calls on prepared strings.
+    unsafe {
+        if let Some((dir, binds)) = root {
+            if crate::spawn::enter_root(dir, binds).is_err() {
+                libc::_exit(STUB_NO_ROOT);
+            }
+        }
+        for (i, &fd) in stdio.iter().enumerate() {
+            libc::dup2(fd, i as RawFd);
+        }
+        for (i, &fd) in pipes.iter().enumerate() {
+            libc::dup2(fd, 3 + i as RawFd);
+        }
+        libc::syscall(libc::SYS_close_range, 8u32, u32::MAX, 0u32);
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        libc::sigprocmask(libc::SIG_SETMASK, &all, std::ptr::null_mut());
+        if libc::setsid() < 0 || libc::ioctl(tty, libc::TIOCSCTTY, 0) < 0 {
+            libc::_exit(STUB_NO_TTY);
+        }
+        let mut stub = crate::spawn::clone_process(true, want);
+        if stub < 0 && want > 0 {
+            stub = crate::spawn::clone_process(true, 0);
+        }
+        if stub < 0 {
+            libc::_exit(STUB_NO_TTY);
+        }
+        if stub > 0 {
+            crate::spawn::keeper(3, [4, 5, 6, 7], stub);
+        }
+        libc::close(3);
+        if crate::spawn::join_foreground(tty, [4, 5, 6, 7]).is_err() {
+            libc::_exit(STUB_NO_TTY);
+        }
+        if libc::ptrace(libc::PTRACE_TRACEME, 0, 0usize, 0usize) == 0 {
+            libc::syscall(
+                libc::SYS_kill,
+                libc::syscall(libc::SYS_getpid),
+                libc::SIGSTOP,
+            );
+        }
+        libc::_exit(127)
+    }
 }
 
 fn close_all(fds: &[RawFd]) {

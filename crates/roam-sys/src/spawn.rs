@@ -673,6 +673,13 @@ unsafe fn child_fail(status_fd: RawFd, stage: Stage, errno: i32) -> ! {
 ///
 /// # Safety
 /// Only in a child of fork.
+/// The pid in a keeper's report (see [`keeper`]); None if `msg` is not one.
+pub(crate) fn reported_pid(msg: [u8; 8]) -> Option<libc::pid_t> {
+    let stage = u32::from_ne_bytes(msg[..4].try_into().expect("4 bytes"));
+    let pid = i32::from_ne_bytes(msg[4..].try_into().expect("4 bytes"));
+    (stage == Stage::Pid as u32 && pid > 0).then_some(pid)
+}
+
 unsafe fn report(status_fd: RawFd, stage: Stage, value: i32) {
     let mut msg = [0u8; 8];
     msg[..4].copy_from_slice(&(stage as u32).to_ne_bytes());
@@ -686,20 +693,28 @@ unsafe fn report(status_fd: RawFd, stage: Stage, value: i32) {
 
 /// clone3 without a new stack (a fork): the new process's pid in the
 /// caller, 0 in it, -1 on failure. With `parent`, CLONE_PARENT: the new
-/// process is our sibling (our parent's child), in our session.
+/// process is our sibling (our parent's child), in our session. With
+/// `want` (not 0), the new process gets that pid or the call fails (needs
+/// CAP_SYS_ADMIN).
 ///
 /// # Safety
 /// Only in a single-threaded child of fork, which then makes only
 /// async-signal-safe calls (no atfork handlers run).
-unsafe fn clone_process(parent: bool) -> libc::pid_t {
-    // struct clone_args up to `tls` (CLONE_ARGS_SIZE_VER0): flags, pidfd,
-    // child_tid, parent_tid, exit_signal, stack, stack_size, tls. With
-    // CLONE_PARENT the exit signal must be 0 (it is our own, SIGCHLD).
-    let mut args = [0u64; 8];
+pub(crate) unsafe fn clone_process(parent: bool, want: libc::pid_t) -> libc::pid_t {
+    // struct clone_args up to `set_tid_size` (CLONE_ARGS_SIZE_VER1):
+    // flags, pidfd, child_tid, parent_tid, exit_signal, stack, stack_size,
+    // tls, set_tid, set_tid_size. With CLONE_PARENT the exit signal must
+    // be 0 (it is our own, SIGCHLD).
+    let wanted = [want];
+    let mut args = [0u64; 10];
     if parent {
         args[0] = libc::CLONE_PARENT as u64;
     } else {
         args[4] = libc::SIGCHLD as u64;
+    }
+    if want > 0 {
+        args[8] = wanted.as_ptr() as u64;
+        args[9] = 1;
     }
     // SAFETY: clone3 reads `args`, which is valid for its size.
     unsafe {
@@ -722,7 +737,7 @@ unsafe fn clone_process(parent: bool) -> libc::pid_t {
 ///
 /// # Safety
 /// Only in the child of fork, as [`child_after_fork`].
-unsafe fn keeper(status_fd: RawFd, pipes: [RawFd; 4], program: libc::pid_t) -> ! {
+pub(crate) unsafe fn keeper(status_fd: RawFd, pipes: [RawFd; 4], program: libc::pid_t) -> ! {
     let [led_r, led_w, joined_r, joined_w] = pipes;
     // SAFETY: async-signal-safe calls on our own descriptors and children.
     unsafe {
@@ -736,7 +751,7 @@ unsafe fn keeper(status_fd: RawFd, pipes: [RawFd; 4], program: libc::pid_t) -> !
         if libc::read(led_r, (&raw mut b).cast(), 1) != 1 {
             libc::_exit(0);
         }
-        let anchor = clone_process(false);
+        let anchor = clone_process(false, 0);
         if anchor == 0 {
             // Opened while the program waits for us: it cannot have ended
             // and had its pid reused.
@@ -765,6 +780,35 @@ unsafe fn keeper(status_fd: RawFd, pipes: [RawFd; 4], program: libc::pid_t) -> !
         }
         libc::_exit(0)
     }
+}
+
+/// The program's side of [`keeper`]: leads a process group of its own,
+/// makes it the foreground group of terminal `tty`, and waits until the
+/// keeper's anchor has joined it. Err(errno) if it cannot.
+///
+/// # Safety
+/// Only in the child of fork, as [`child_after_fork`], with SIGTTOU
+/// blocked (tcsetpgrp from a background group raises it).
+pub(crate) unsafe fn join_foreground(tty: RawFd, pipes: [RawFd; 4]) -> Result<(), i32> {
+    let [led_r, led_w, joined_r, joined_w] = pipes;
+    // SAFETY: async-signal-safe calls on our own descriptors.
+    unsafe {
+        libc::close(led_r);
+        libc::close(joined_w);
+        let me = libc::getpid();
+        if libc::setpgid(0, 0) < 0 || libc::ioctl(tty, libc::TIOCSPGRP, &me) < 0 {
+            return Err(errno());
+        }
+        let b = 1u8;
+        libc::write(led_w, (&raw const b).cast(), 1);
+        libc::close(led_w);
+        // Until the anchor is in our group (end of file if it or the
+        // keeper died: go on, only Ctrl-Z is lost).
+        let mut got = 0u8;
+        while libc::read(joined_r, (&raw mut got).cast(), 1) < 0 && errno() == libc::EINTR {}
+        libc::close(joined_r);
+    }
+    Ok(())
 }
 
 fn errno() -> i32 {
@@ -854,31 +898,16 @@ unsafe fn child_after_fork(p: &Prepared, status_fd: RawFd) -> ! {
             }
             if let Some(pipes) = p.job_pipes {
                 // We stay the session's keeper; the program is our sibling.
-                let program = clone_process(true);
+                let program = clone_process(true, 0);
                 if program < 0 {
                     child_fail(status_fd, Stage::JobGroup, errno());
                 }
                 if program > 0 {
                     keeper(status_fd, pipes, program);
                 }
-                let [led_r, led_w, joined_r, joined_w] = pipes;
-                libc::close(led_r);
-                libc::close(joined_w);
-                let me = libc::getpid();
-                // SIGTTOU, which tcsetpgrp from a background group raises,
-                // is blocked.
-                if libc::setpgid(0, 0) < 0 || libc::ioctl(tty, libc::TIOCSPGRP, &me) < 0 {
-                    child_fail(status_fd, Stage::JobGroup, errno());
+                if let Err(e) = join_foreground(tty, pipes) {
+                    child_fail(status_fd, Stage::JobGroup, e);
                 }
-                let b = 1u8;
-                libc::write(led_w, (&raw const b).cast(), 1);
-                libc::close(led_w);
-                // Until the anchor is in our group (end of file if it or
-                // the keeper died: go on, only Ctrl-Z is lost).
-                let mut got = 0u8;
-                while libc::read(joined_r, (&raw mut got).cast(), 1) < 0 && errno() == libc::EINTR {
-                }
-                libc::close(joined_r);
             }
         }
 

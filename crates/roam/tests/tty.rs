@@ -395,7 +395,7 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
 /// A testbed and a shell on it; the shell goes first on drop.
 struct Session {
     sh: Shell,
-    _tb: Testbed,
+    tb: Testbed,
 }
 
 impl std::ops::Deref for Session {
@@ -416,7 +416,7 @@ fn session(nodes: u32, rows: u16, cols: u16) -> Session {
     tb.wait_nodes_up(nodes as usize, Duration::from_secs(20))
         .expect("nodes up");
     let sh = Shell::start(&tb.socket(), rows, cols);
-    Session { sh, _tb: tb }
+    Session { sh, tb }
 }
 
 // ------------------------------------------------------------------ tests
@@ -751,7 +751,7 @@ fn foreign_program_from_the_shell_is_a_job() {
     );
     let mut s = Session {
         sh: Shell::start(&tb.socket(), 24, 80),
-        _tb: tb,
+        tb,
     };
     let dir = sig.parent().unwrap().display().to_string();
     s.run(&format!("cd {dir}"));
@@ -791,4 +791,94 @@ fn foreign_program_from_the_shell_is_a_job() {
     s.wait_ps_gone("./sigtest");
     let out = s.run("./sigtest exit 9; echo rc=$?");
     assert!(out.contains("rc=9"), "{out:?}\n{}", s.transcript());
+}
+
+/// A program reading the terminal moves to another node and back while
+/// the user types: the line half typed when it left is finished on the
+/// new node (no key lost, none echoed twice), the modes it set (echo off)
+/// and the window size go with it, and Ctrl-Z and Ctrl-C still reach it
+/// there as the foreground job.
+#[test]
+fn a_program_on_the_terminal_migrates_with_it() {
+    require_root!();
+    let mut s = session(2, 24, 80);
+    let script = s.tb.dir().join("tty-move.py");
+    std::fs::write(
+        &script,
+        r#"import os, sys, termios, time
+print("first? ", end="", flush=True)
+a = sys.stdin.readline().strip()
+print("A=" + a.upper(), flush=True)
+t = termios.tcgetattr(0)
+t[3] &= ~termios.ECHO
+termios.tcsetattr(0, termios.TCSANOW, t)
+print("secret? ", end="", flush=True)
+b = sys.stdin.readline().strip()
+t[3] |= termios.ECHO
+termios.tcsetattr(0, termios.TCSANOW, t)
+size = os.get_terminal_size(0)
+print("B=%s SIZE=%dx%d" % (b.upper(), size.lines, size.columns), flush=True)
+print("sleeping", flush=True)
+time.sleep(100)
+"#,
+    )
+    .unwrap();
+    let command = format!("python3 {}", script.display());
+    s.line(&format!("roam run --node n1 {command}"));
+    s.expect("first? ");
+    let p = s.wait_ps(&command, "S");
+    assert_eq!(p.node, "n1");
+    s.wait_raw();
+    // Half a line, echoed by n1's terminal; the rest typed on n2.
+    s.send("hel");
+    s.expect("hel");
+    migrate(&s, p.home_pid, "n2");
+    s.send("lo\r");
+    let out = s.expect("A=HELLO");
+    assert!(
+        out.starts_with("lo\r\n"),
+        "echoed once: {out:?}\n{}",
+        s.transcript()
+    );
+    s.expect("secret? ");
+    // Echo off, set on n2, holds on n1; the window size follows too.
+    s.resize(30, 100);
+    migrate(&s, p.home_pid, "n1");
+    s.send("pw\r");
+    let out = s.expect("B=PW SIZE=30x100");
+    assert!(!out.contains("pw"), "echoed: {out:?}\n{}", s.transcript());
+    s.expect("sleeping");
+    migrate(&s, p.home_pid, "n2");
+    // The foreground job of n2's terminal: Ctrl-Z stops it, Ctrl-C ends it.
+    s.send("\x1a");
+    s.expect("Stopped");
+    s.prompt();
+    s.wait_ps(&command, "T");
+    s.line("fg");
+    s.expect(&command);
+    s.wait_ps(&command, "SR");
+    s.wait_raw();
+    s.send("\x03");
+    s.prompt();
+    let out = s.run("echo rc=$?");
+    assert!(out.contains("rc=130"), "{out:?}\n{}", s.transcript());
+    s.assert_sane();
+    s.wait_ps_gone(&command);
+}
+
+/// `roam migrate PID NODE`, run by the test; then `roam ps` shows it there.
+fn migrate(s: &Session, home_pid: u32, node: &str) {
+    let out = Command::new(env!("CARGO_BIN_EXE_roam"))
+        .args(["migrate", &home_pid.to_string(), node])
+        .env("ROAM_SOCKET", &s.socket)
+        .output()
+        .expect("run roam migrate");
+    assert!(
+        out.status.success(),
+        "roam migrate failed: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        s.transcript()
+    );
+    let p = s.ps().into_iter().find(|p| p.home_pid == home_pid).unwrap();
+    assert_eq!(p.node, node);
 }

@@ -188,7 +188,7 @@ pub(super) async fn run(home: Arc<Home>) {
                     node: p.node.clone(),
                     cpu_pct: rates.get(&p.session).copied(),
                     movable: st.sessions.get(&p.session).is_some_and(|s| {
-                        !s.tty && s.migrating.is_none() && s.spawning.is_none() && !s.exited
+                        s.migrating.is_none() && s.spawning.is_none() && !s.exited
                     }),
                 })
                 .collect();

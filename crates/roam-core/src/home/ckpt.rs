@@ -163,7 +163,6 @@ pub(super) fn start_restore(
             exited: false,
             migrating: None,
             held: Vec::new(),
-            tty: false,
             moves: 0,
         },
     );

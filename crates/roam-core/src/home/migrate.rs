@@ -240,7 +240,7 @@ pub(super) fn from_node(st: &mut State, node: &str, msg: LinkMsg) {
     match msg {
         LinkMsg::Captured { result, .. } if from_old => match result {
             Ok((summary, handover)) => {
-                m.captured = Some((Instant::now(), summary, handover));
+                m.captured = Some((Instant::now(), summary, handover.clone()));
                 let home_ppid = roam_sys::procfs::proc_links(m.home_pid).map_or(1, |l| l.ppid);
                 let restore = LinkMsg::Restore {
                     req,

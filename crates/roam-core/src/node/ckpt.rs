@@ -489,6 +489,7 @@ pub(super) async fn restore(
     .await?;
     let handover = spec
         .handover
+        .clone()
         .map(|h| (h, bytes[..unread as usize].to_vec()));
     // Checked and decoded where it was received: the pages stay there.
     let mut image = Image::from_received(bytes, unread as usize)
@@ -519,7 +520,10 @@ pub(super) async fn restore(
         };
         shared.fs.note_user(&cred);
     }
-    let (mut ends, child_fds, _) = prepare_stdio(None, spec.null).map_err(|e| {
+    // A process on a terminal gets one like it: its size and modes as the
+    // program left them.
+    let tty = handover.as_ref().and_then(|(h, _)| h.tty.clone());
+    let (mut ends, child_fds, ctty) = prepare_stdio(tty.as_ref(), spec.null).map_err(|e| {
         err(
             ErrorCode::Internal,
             here(format!("cannot set up stdio: {e}")),
@@ -537,6 +541,7 @@ pub(super) async fn restore(
         ],
         same_pid: true,
         new_session: true,
+        ctty,
         creds: true,
         // Root restores any image; a user only their own, with their rights.
         user: (cred.uid != 0).then(|| User {
@@ -587,7 +592,15 @@ pub(super) async fn restore(
         uid: cred.uid,
         command: spec.command.clone(),
     };
-    if let Err(e) = start_session(shared, report, &mut ends, None, handover, tx, cmd_rx) {
+    if let Err(e) = start_session(
+        shared,
+        report,
+        &mut ends,
+        tty.as_ref(),
+        handover,
+        tx,
+        cmd_rx,
+    ) {
         kill_restored(shared, pid, hold).await;
         return Err(e);
     }
