@@ -195,6 +195,26 @@ fn progress(msg: &str) {
     let _ = std::io::stderr().flush();
 }
 
+/// The statically linked proxy `cargo static-roam` builds, beside this
+/// executable's `target/release`: `target/static/release/roam`. Err says
+/// why it is not used. (Cargo rebuilds it when its sources change only
+/// when asked: the benchmark's command runs `cargo static-roam` first.)
+fn static_roam(dynamic: &Path) -> Result<PathBuf, String> {
+    let release = dynamic.parent().ok_or("no directory")?;
+    let path = release
+        .parent()
+        .ok_or("no target directory")?
+        .join("static/release/roam");
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(format!(
+            "{} not found (build it with `cargo static-roam`)",
+            path.display()
+        ))
+    }
+}
+
 /// `roam` and `roamd` from the directory of this executable.
 fn binaries() -> anyhow::Result<(PathBuf, PathBuf)> {
     let exe = std::env::current_exe().context("cannot find this executable")?;
@@ -234,7 +254,10 @@ fn make_file(path: &Path, size: u64) -> anyhow::Result<()> {
 
 /// What the measurements share.
 struct Ctx {
+    /// The proxy measured: the static one if there is one.
     roam: PathBuf,
+    /// With a static proxy, the dynamic one, measured beside it.
+    dynamic_roam: Option<PathBuf>,
     socket: PathBuf,
     log: ErrLog,
 }
@@ -242,7 +265,11 @@ struct Ctx {
 impl Ctx {
     /// `roam run --node n1 ARGS...`.
     fn roam_run(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(&self.roam);
+        self.roam_run_with(&self.roam, args)
+    }
+
+    fn roam_run_with(&self, roam: &Path, args: &[&str]) -> Command {
+        let mut c = Command::new(roam);
         c.env("ROAM_SOCKET", &self.socket)
             .args(["run", "--node", NODE])
             .args(args);
@@ -256,11 +283,20 @@ fn cmd(prog: &str, args: &[&str]) -> Command {
     c
 }
 
+/// The create+exit rows of ssh, found by their labels.
+const SSH_MASTER: &str = "ssh, reused ControlMaster connection";
+const SSH_FRESH: &str = "ssh, fresh connection";
+
 /// Remote create+exit, interleaved round by round, in a rotating order.
 fn create_exit(ctx: &mut Ctx, sshd: Option<&Sshd>, s: &Settings) -> anyhow::Result<Section> {
+    let linked = if ctx.dynamic_roam.is_some() {
+        " (static roam)"
+    } else {
+        ""
+    };
     let mut variants: Vec<(String, Command, usize)> = vec![
         (
-            format!("roam run --node {NODE} /bin/true"),
+            format!("roam run --node {NODE} /bin/true{linked}"),
             ctx.roam_run(&["/bin/true"]),
             s.reps,
         ),
@@ -272,14 +308,21 @@ fn create_exit(ctx: &mut Ctx, sshd: Option<&Sshd>, s: &Settings) -> anyhow::Resu
     ];
     if let Some(d) = sshd {
         variants.push((
-            "ssh, reused ControlMaster connection".into(),
+            SSH_MASTER.into(),
             d.command(Conn::Master, &["/bin/true"]),
             s.reps,
         ));
         variants.push((
-            "ssh, fresh connection".into(),
+            SSH_FRESH.into(),
             d.command(Conn::Fresh, &["/bin/true"]),
             s.ssh_reps.min(s.reps),
+        ));
+    }
+    if let Some(dynamic) = &ctx.dynamic_roam {
+        variants.push((
+            format!("roam run --node {NODE} /bin/true (dynamic roam)"),
+            ctx.roam_run_with(dynamic, &["/bin/true"]),
+            s.reps,
         ));
     }
     progress(&format!(
@@ -544,7 +587,20 @@ fn run(args: Args) -> anyhow::Result<()> {
             std::env::args().next().unwrap_or_default()
         );
     }
-    let (roam, roamd) = binaries()?;
+    let (dynamic_roam, roamd) = binaries()?;
+    let (roam, dynamic_roam, static_note) = match static_roam(&dynamic_roam) {
+        Ok(p) => (
+            p.clone(),
+            Some(dynamic_roam),
+            format!("the proxy measured is the static one, {}", p.display()),
+        ),
+        Err(why) => (
+            dynamic_roam,
+            None,
+            format!("the proxy measured is dynamically linked: {why}"),
+        ),
+    };
+    progress(&static_note);
     let machine = Machine::probe();
     let ssh_missing = if args.no_ssh {
         Some("left out with --no-ssh".to_string())
@@ -585,6 +641,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         .to_owned();
     let mut ctx = Ctx {
         roam,
+        dynamic_roam,
         socket: tb.socket(),
         log: ErrLog::create(&work.0.join("stderr.log"))?,
     };
@@ -652,20 +709,27 @@ fn run(args: Args) -> anyhow::Result<()> {
         (None, Some(why)) => format!("ssh peer {why}"),
         (None, None) => unreachable!("sshd is started unless it is missing"),
     });
+    notes.push(static_note);
     let secs = s.idle_secs as f64;
     notes.push(thread_note(&format!("{NODE} roamd, fresh"), &node0, secs));
     notes.push(thread_note(&format!("{NODE} roamd, after"), &node1, secs));
 
     let mut checks = Vec::new();
-    let med = |i: usize| create.rows.get(i).map(|r| r.median);
-    let roam_ms = med(0).expect("roam is always measured");
+    let med = |label: &str| {
+        create
+            .rows
+            .iter()
+            .find(|r| r.label.starts_with(label))
+            .map(|r| r.median)
+    };
+    let roam_ms = create.rows[0].median;
     checks.push(Check::below("roam create+exit, median", roam_ms, "ms", 2.0));
     let ssh_targets = [
-        ("fresh ssh / roam create+exit (medians)", 3, 50.0),
-        ("ControlMaster ssh / roam create+exit", 2, 4.0),
+        ("fresh ssh / roam create+exit (medians)", SSH_FRESH, 50.0),
+        ("ControlMaster ssh / roam create+exit", SSH_MASTER, 4.0),
     ];
-    for (what, i, limit) in ssh_targets {
-        checks.push(match med(i) {
+    for (what, label, limit) in ssh_targets {
+        checks.push(match med(label) {
             Some(m) => Check::at_least(what, m / roam_ms, "x", limit),
             None => Check::not_measured(
                 what,

@@ -370,8 +370,11 @@ fn encode(t: &libc::termios) -> Vec<(u8, u32)> {
             (op, v)
         })
         .collect();
-    // SAFETY: cfget*speed only read the termios.
-    let (ispeed, ospeed) = unsafe { (libc::cfgetispeed(t), libc::cfgetospeed(t)) };
+    // What glibc's cfgetospeed and cfgetispeed return (the baud bits of
+    // c_cflag), read here: the libc crate binds those two to an old
+    // symbol version that a static link of glibc does not have.
+    let ospeed = t.c_cflag & libc::CBAUD;
+    let ispeed = ospeed;
     for (op, speed) in [(TTY_OP_ISPEED, ispeed), (TTY_OP_OSPEED, ospeed)] {
         if let Some(&(_, baud)) = SPEEDS.iter().find(|s| s.0 == speed) {
             out.push((op, baud));
