@@ -423,16 +423,21 @@ async fn serve_node(
             f = reader.read_frame() => f,
             _ = link_end.notified() => break Ok(()),
         };
-        match frame {
-            Ok(Some(frame)) => match roam_proto::decode_body::<LinkMsg>("link", &frame) {
-                Ok(LinkMsg::Fs { req, cred, op }) => {
-                    serve_fs(&home, &name, files.as_ref(), tx.clone(), req, cred, *op)
-                }
-                Ok(msg) => handle_node_msg(&home, &name, &tx, msg),
-                Err(e) => tracing::warn!("node {name}: dropping malformed message: {e}"),
-            },
+        let frame = match frame {
+            Ok(Some(frame)) => frame,
             Ok(None) => break Ok(()),
             Err(e) => break Err(e.into()),
+        };
+        if let Some(session) = roam_proto::link::data_session(&frame) {
+            relay_data(&home, &name, &tx, session, &frame);
+            continue;
+        }
+        match roam_proto::decode_body::<LinkMsg>("link", &frame) {
+            Ok(LinkMsg::Fs { req, cred, op }) => {
+                serve_fs(&home, &name, files.as_ref(), tx.clone(), req, cred, *op)
+            }
+            Ok(msg) => handle_node_msg(&home, &name, &tx, msg),
+            Err(e) => tracing::warn!("node {name}: dropping malformed message: {e}"),
         }
     };
     writer_task.abort();
@@ -555,14 +560,41 @@ fn register_node(
     (number, forget, gen, path_up, link_end)
 }
 
-fn handle_node_msg(home: &Arc<Home>, node: &str, tx: &FrameTx, msg: LinkMsg) {
-    let mut st = home.state.lock().unwrap();
+/// Any message from a node is a sign of life.
+fn heard_from(st: &mut State, node: &str, tx: &FrameTx) {
     if let Some(n) = st.nodes.get_mut(node) {
         n.last_heartbeat = Instant::now();
         if n.state != NodeState::Up && n.link.as_ref().is_some_and(|l| l.same(tx)) {
             n.state = NodeState::Up;
         }
     }
+}
+
+/// A node's stream data (`LinkMsg::Data` of `session`, its frame body
+/// `body`), relayed to the session's proxy as it came: not decoded and
+/// encoded again, the bulk of a stream's bytes is copied once here.
+fn relay_data(home: &Home, node: &str, tx: &FrameTx, session: SessionId, body: &[u8]) {
+    let mut st = home.state.lock().unwrap();
+    heard_from(&mut st, node, tx);
+    let Some(proxy) = st
+        .sessions
+        .get(&session)
+        .filter(|s| s.node == node)
+        .and_then(|s| s.proxy.as_ref())
+    else {
+        return;
+    };
+    match roam_proto::local::stream_frame(body) {
+        Ok(frame) => {
+            proxy.send_frame(frame);
+        }
+        Err(e) => tracing::warn!("node {node}: session {session}: cannot relay its data: {e}"),
+    }
+}
+
+fn handle_node_msg(home: &Arc<Home>, node: &str, tx: &FrameTx, msg: LinkMsg) {
+    let mut st = home.state.lock().unwrap();
+    heard_from(&mut st, node, tx);
     if migrate::owns(&st, &msg) {
         migrate::from_node(&mut st, node, msg);
         return;

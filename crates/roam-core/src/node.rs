@@ -166,6 +166,16 @@ impl NodeShared {
         !self.faulted_at(msg) && self.send_raw(msg)
     }
 
+    /// A frame already encoded, of kind `kind` (for the fault check).
+    fn send_frame(&self, kind: &str, frame: Vec<u8>) {
+        if self.fault.is_some() && self.faulted(kind) {
+            return;
+        }
+        if let Some(link) = self.link.lock().unwrap().as_ref() {
+            link.send_frame(frame);
+        }
+    }
+
     /// [`NodeShared::send`] without the fault check (made by the caller).
     fn send_raw(&self, msg: &LinkMsg) -> bool {
         self.link
@@ -1339,13 +1349,12 @@ impl SessionTask {
     /// Sends whatever can be sent now: data, ends of streams, the exit.
     fn pump(&mut self) {
         for (i, chan) in [(0, Chan::Stdout), (1, Chan::Stderr)] {
-            while let Some((offset, data)) = self.out[i].next_chunk() {
-                self.send(LinkMsg::Data {
-                    session: self.id,
-                    chan,
-                    offset,
-                    data,
-                });
+            // Framed from the stream's buffer: no copy into a message first.
+            while let Some((offset, parts)) = self.out[i].next_parts() {
+                match roam_proto::link::encode_data_frame(self.id, chan, offset, parts) {
+                    Ok(frame) => self.shared.send_frame("Data", frame),
+                    Err(e) => tracing::error!("session {}: cannot frame its output: {e}", self.id),
+                }
             }
             if let Some(offset) = self.out[i].eof_to_send() {
                 self.send(LinkMsg::Eof {

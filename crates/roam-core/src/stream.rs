@@ -76,8 +76,9 @@ impl OutStream {
         self.eof_sent = true;
     }
 
-    /// The next chunk to send, if any, advancing the send offset.
-    pub fn next_chunk(&mut self) -> Option<(u64, Vec<u8>)> {
+    /// The next chunk to send, if any, as its offset and its bytes in (at
+    /// most) two pieces, borrowed; advances the send offset.
+    pub fn next_parts(&mut self) -> Option<(u64, [&[u8]; 2])> {
         let end = self.end();
         if self.sent >= end {
             return None;
@@ -85,20 +86,21 @@ impl OutStream {
         let from = (self.sent - self.base) as usize;
         let len = ((end - self.sent) as usize).min(MAX_DATA_CHUNK);
         let (a, b) = self.buf.as_slices();
-        let mut chunk = Vec::with_capacity(len);
-        if from < a.len() {
+        let parts = if from < a.len() {
             let take = (a.len() - from).min(len);
-            chunk.extend_from_slice(&a[from..from + take]);
-            if take < len {
-                chunk.extend_from_slice(&b[..len - take]);
-            }
+            [&a[from..from + take], &b[..len - take]]
         } else {
             let f = from - a.len();
-            chunk.extend_from_slice(&b[f..f + len]);
-        }
+            [&b[f..f + len], &b[..0]]
+        };
         let off = self.sent;
         self.sent += len as u64;
-        Some((off, chunk))
+        Some((off, parts))
+    }
+
+    /// The next chunk to send, if any, advancing the send offset.
+    pub fn next_chunk(&mut self) -> Option<(u64, Vec<u8>)> {
+        self.next_parts().map(|(off, parts)| (off, parts.concat()))
     }
 
     /// The end-of-stream offset, once, after all data has been sent.

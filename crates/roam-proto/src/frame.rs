@@ -54,7 +54,7 @@ pub fn encode_frame<T: Serialize>(what: &'static str, msg: &T) -> Result<Vec<u8>
     finish_frame(out)
 }
 
-fn finish_frame(mut out: Vec<u8>) -> Result<Vec<u8>, ProtoError> {
+pub(crate) fn finish_frame(mut out: Vec<u8>) -> Result<Vec<u8>, ProtoError> {
     let len = out.len() - 4;
     if len > MAX_FRAME {
         return Err(ProtoError::FrameTooLarge {

@@ -46,6 +46,80 @@ pub fn encode_image_frame(req: u64, offset: u64, data: &[u8]) -> Result<Vec<u8>,
     crate::encode_frame("link", &ImageRef { req, offset, data })
 }
 
+/// The index of [`LinkMsg::Data`] among `LinkMsg`'s variants (checked by
+/// a test against the derived encoding).
+const DATA_VARIANT: u32 = 5;
+
+/// The frame [`crate::encode_frame`] makes of `LinkMsg::Data { session,
+/// chan, offset, data }` where `data` is `parts[0]` then `parts[1]` (a ring
+/// buffer's two halves), made without first gathering them into a message.
+pub fn encode_data_frame(
+    session: SessionId,
+    chan: Chan,
+    offset: u64,
+    parts: [&[u8]; 2],
+) -> Result<Vec<u8>, ProtoError> {
+    struct Head {
+        session: SessionId,
+        chan: Chan,
+        offset: u64,
+    }
+    impl Serialize for Head {
+        fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            use serde::ser::SerializeStructVariant;
+            let mut v = s.serialize_struct_variant("LinkMsg", DATA_VARIANT, "Data", 3)?;
+            v.serialize_field("session", &self.session)?;
+            v.serialize_field("chan", &self.chan)?;
+            v.serialize_field("offset", &self.offset)?;
+            v.end()
+        }
+    }
+    // `data` is the last field: its length (a varint) and its bytes follow
+    // the head.
+    let len = parts[0].len() + parts[1].len();
+    let mut out = Vec::with_capacity(32 + len);
+    out.extend_from_slice(&[0u8; 4]);
+    let mut out = postcard::to_extend(
+        &Head {
+            session,
+            chan,
+            offset,
+        },
+        out,
+    )
+    .map_err(|source| ProtoError::Encode {
+        what: "link",
+        source,
+    })?;
+    let mut n = len as u64;
+    loop {
+        let b = (n & 0x7f) as u8;
+        n >>= 7;
+        if n == 0 {
+            out.push(b);
+            break;
+        }
+        out.push(b | 0x80);
+    }
+    out.extend_from_slice(parts[0]);
+    out.extend_from_slice(parts[1]);
+    crate::frame::finish_frame(out)
+}
+
+/// The session of a frame body that is a well-formed `LinkMsg::Data`, read
+/// without copying its data; None for any other message (or a malformed
+/// one). What the home needs to relay stream data as it came.
+pub fn data_session(body: &[u8]) -> Option<SessionId> {
+    let (variant, rest) = postcard::take_from_bytes::<u32>(body).ok()?;
+    if variant != DATA_VARIANT {
+        return None;
+    }
+    let ((session, _chan, _offset), rest) =
+        postcard::take_from_bytes::<(SessionId, Chan, u64)>(rest).ok()?;
+    let (_data, rest) = postcard::take_from_bytes::<&serde_bytes::Bytes>(rest).ok()?;
+    rest.is_empty().then_some(session)
+}
+
 /// The node's hello.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LinkHello {
@@ -383,6 +457,63 @@ pub const IMAGE_WINDOW: u64 = 32 << 20;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_data_frame_from_two_parts_is_the_messages_frame() {
+        let data: Vec<u8> = (0..300_000u32).map(|i| (i * 7) as u8).collect();
+        for (session, chan, offset, split, len) in [
+            (SessionId(1), Chan::Stdout, 0u64, 0usize, 0usize),
+            (SessionId(u64::MAX), Chan::Stderr, 1 << 40, 1, 3),
+            (SessionId(99), Chan::Stdin, 77, 127, 128),
+            (SessionId(5), Chan::Stdout, 12, 100_000, 262_144),
+        ] {
+            let whole = data[..len].to_vec();
+            let msg = LinkMsg::Data {
+                session,
+                chan,
+                offset,
+                data: whole.clone(),
+            };
+            let owned = crate::encode_frame("link", &msg).unwrap();
+            let split = split.min(len);
+            let parts = [&whole[..split], &whole[split..]];
+            let made = encode_data_frame(session, chan, offset, parts).unwrap();
+            assert_eq!(made, owned, "len {len} split {split}");
+            assert_eq!(data_session(&owned[4..]), Some(session));
+        }
+    }
+
+    #[test]
+    fn only_whole_data_messages_have_a_data_session() {
+        let data = crate::encode_frame(
+            "link",
+            &LinkMsg::Data {
+                session: SessionId(3),
+                chan: Chan::Stdout,
+                offset: 9,
+                data: vec![1, 2, 3],
+            },
+        )
+        .unwrap();
+        let body = &data[4..];
+        assert_eq!(data_session(body), Some(SessionId(3)));
+        // Truncated, or with bytes after it: not a message to relay.
+        assert_eq!(data_session(&body[..body.len() - 1]), None);
+        let mut longer = body.to_vec();
+        longer.push(0);
+        assert_eq!(data_session(&longer), None);
+        let ack = crate::encode_frame(
+            "link",
+            &LinkMsg::Ack {
+                session: SessionId(3),
+                chan: Chan::Stdin,
+                offset: 9,
+            },
+        )
+        .unwrap();
+        assert_eq!(data_session(&ack[4..]), None);
+        assert_eq!(data_session(&[]), None);
+    }
 
     #[test]
     fn an_image_frame_from_borrowed_bytes_is_the_messages_frame() {

@@ -30,6 +30,26 @@ pub enum LocalHelloReply {
     Refused { reason: String },
 }
 
+/// The index of [`LocalMsg::Stream`] among `LocalMsg`'s variants (checked
+/// by a test against the derived encoding).
+const STREAM_VARIANT: u32 = 30;
+
+/// The frame [`crate::encode_frame`] makes of `LocalMsg::Stream(msg)`,
+/// made from the body of `msg`'s link frame as it came: the home relays a
+/// node's stream data to its proxy without decoding and encoding it again.
+pub fn stream_frame(link_body: &[u8]) -> Result<Vec<u8>, crate::ProtoError> {
+    let mut out = Vec::with_capacity(4 + 5 + link_body.len());
+    out.extend_from_slice(&[0u8; 4]);
+    let out =
+        postcard::to_extend(&STREAM_VARIANT, out).map_err(|source| crate::ProtoError::Encode {
+            what: "local",
+            source,
+        })?;
+    let mut out = out;
+    out.extend_from_slice(link_body);
+    crate::frame::finish_frame(out)
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum LocalMsg {
     // ---- requests ----
@@ -164,4 +184,31 @@ pub enum LocalMsg {
         node: String,
         reason: String,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::{Chan, SessionId};
+
+    #[test]
+    fn a_stream_frame_from_a_link_body_is_the_messages_frame() {
+        for msg in [
+            LinkMsg::Data {
+                session: SessionId(7),
+                chan: Chan::Stdout,
+                offset: 1 << 33,
+                data: (0..70_000u32).map(|i| i as u8).collect(),
+            },
+            LinkMsg::Eof {
+                session: SessionId(u64::MAX),
+                chan: Chan::Stderr,
+                offset: 0,
+            },
+        ] {
+            let link = crate::encode_frame("link", &msg).unwrap();
+            let want = crate::encode_frame("local", &LocalMsg::Stream(msg)).unwrap();
+            assert_eq!(stream_frame(&link[4..]).unwrap(), want);
+        }
+    }
 }
