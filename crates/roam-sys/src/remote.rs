@@ -508,16 +508,9 @@ unsafe fn terminal_keeper(
     root: Option<&crate::spawn::Root>,
 ) -> ! {
     // SAFETY: system calls on this (child) process's own descriptors and
-    // state; `enter_root` makes only system calls on prepared strings.
+    // state.
     unsafe {
-        if let Some((dir, binds)) = root {
-            if crate::spawn::enter_root(dir, binds).is_err() {
-                libc::_exit(STUB_NO_ROOT);
-            }
-        }
-        for (i, &fd) in stdio.iter().enumerate() {
-            libc::dup2(fd, i as RawFd);
-        }
+        enter_with_stdio(stdio, root);
         for (i, &fd) in pipes.iter().enumerate() {
             libc::dup2(fd, 3 + i as RawFd);
         }
@@ -542,6 +535,37 @@ unsafe fn terminal_keeper(
         if crate::spawn::join_foreground(tty, [4, 5, 6, 7]).is_err() {
             libc::_exit(STUB_NO_TTY);
         }
+        stop_traced()
+    }
+}
+
+/// A stub's first steps: into `root` (or exit with [`STUB_NO_ROOT`]), then
+/// `stdio` onto 0, 1 and 2.
+///
+/// # Safety
+/// As [`stub_child`].
+unsafe fn enter_with_stdio(stdio: [RawFd; 3], root: Option<&crate::spawn::Root>) {
+    // SAFETY: system calls on this (child) process's own descriptors;
+    // `enter_root` makes only system calls on prepared strings.
+    unsafe {
+        if let Some((dir, binds)) = root {
+            if crate::spawn::enter_root(dir, binds).is_err() {
+                libc::_exit(STUB_NO_ROOT);
+            }
+        }
+        for (i, &fd) in stdio.iter().enumerate() {
+            libc::dup2(fd, i as RawFd);
+        }
+    }
+}
+
+/// A stub's last step: traced by its parent, stopped (or exit 127).
+///
+/// # Safety
+/// As [`stub_child`].
+unsafe fn stop_traced() -> ! {
+    // SAFETY: raw system calls on this process itself.
+    unsafe {
         if libc::ptrace(libc::PTRACE_TRACEME, 0, 0usize, 0usize) == 0 {
             libc::syscall(
                 libc::SYS_kill,
@@ -570,28 +594,14 @@ const STUB_NO_ROOT: i32 = 126;
 /// calls only (async-signal-safe), never returns.
 unsafe fn stub_child(stdio: [RawFd; 3], new_session: bool, root: Option<&crate::spawn::Root>) -> ! {
     // SAFETY: system calls on this (child) process's own descriptors and
-    // state; `enter_root` makes only system calls on prepared strings.
+    // state.
     unsafe {
-        if let Some((dir, binds)) = root {
-            if crate::spawn::enter_root(dir, binds).is_err() {
-                libc::_exit(STUB_NO_ROOT);
-            }
-        }
-        for (i, &fd) in stdio.iter().enumerate() {
-            libc::dup2(fd, i as RawFd);
-        }
+        enter_with_stdio(stdio, root);
         libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
         if new_session {
             libc::setsid();
         }
-        if libc::ptrace(libc::PTRACE_TRACEME, 0, 0usize, 0usize) == 0 {
-            libc::syscall(
-                libc::SYS_kill,
-                libc::syscall(libc::SYS_getpid),
-                libc::SIGSTOP,
-            );
-        }
-        libc::_exit(127)
+        stop_traced()
     }
 }
 

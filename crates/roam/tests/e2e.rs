@@ -600,18 +600,24 @@ fn a_node_that_leaves_ends_its_proxies_at_once() {
 #[test]
 fn a_cut_link_ends_proxies_and_the_orphan_is_killed_on_return() {
     let c = Cluster::with(2, 200, 1000);
+    cut_then_orphan_killed(&c);
+}
+
+/// A process on n1 whose link is cut: its proxy ends (255); once the link
+/// is back, n1 rejoins and the home tells it to forget the process, which
+/// it kills.
+fn cut_then_orphan_killed(c: &Cluster) {
     let mut child = c.start(&["run", "--node", "n1", "sleep", "60"]);
     let p = c.wait_listed(child.id());
     c.tb.cut_link("n1").unwrap();
     let status = wait_timeout(&mut child, Duration::from_secs(10));
-    assert_eq!(status.code(), Some(255));
     c.tb.heal_link("n1").unwrap();
-    wait_until("n1 back", Duration::from_secs(15), || {
+    assert_eq!(status.code(), Some(255));
+    wait_until("n1 back", Duration::from_secs(20), || {
         c.nodes()
             .iter()
             .any(|n| n.name == "n1" && n.state == NodeState::Up)
     });
-    // Its proxy is gone: the home tells the node to forget the process.
     wait_until("orphan killed", Duration::from_secs(10), || {
         !roam_sys::procfs::pid_alive(p.node_pid)
             || roam_sys::procfs::proc_stat(p.node_pid).is_ok_and(|s| s.state == 'Z')
@@ -637,21 +643,7 @@ fn a_node_declared_down_rejoins_even_if_its_connection_survived_the_cut() {
     .unwrap();
     c.tb.start_daemon("n1").unwrap();
     c.tb.wait_nodes_up(1, Duration::from_secs(20)).unwrap();
-    let mut child = c.start(&["run", "--node", "n1", "sleep", "60"]);
-    let p = c.wait_listed(child.id());
-    c.tb.cut_link("n1").unwrap();
-    let status = wait_timeout(&mut child, Duration::from_secs(10));
-    c.tb.heal_link("n1").unwrap();
-    assert_eq!(status.code(), Some(255));
-    wait_until("n1 back", Duration::from_secs(20), || {
-        c.nodes()
-            .iter()
-            .any(|n| n.name == "n1" && n.state == NodeState::Up)
-    });
-    wait_until("orphan killed", Duration::from_secs(10), || {
-        !roam_sys::procfs::pid_alive(p.node_pid)
-            || roam_sys::procfs::proc_stat(p.node_pid).is_ok_and(|s| s.state == 'Z')
-    });
+    cut_then_orphan_killed(&c);
     let log = c.log("n1");
     assert!(
         !log.contains("silent"),

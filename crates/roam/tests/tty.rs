@@ -264,6 +264,18 @@ impl Shell {
         }
     }
 
+    /// Ctrl-C to the foreground job `command` once it has the terminal:
+    /// the shell says 130, the terminal is sane, the process is gone.
+    fn interrupt(&mut self, command: &str) {
+        self.wait_raw();
+        self.send("\x03");
+        self.prompt();
+        let out = self.run("echo rc=$?");
+        assert!(out.contains("rc=130"), "{out:?}\n{}", self.transcript());
+        self.assert_sane();
+        self.wait_ps_gone(command);
+    }
+
     /// Sets the terminal's window size, as a terminal emulator does when
     /// its window is resized (the kernel sends SIGWINCH to the foreground
     /// process group).
@@ -459,13 +471,7 @@ fn ctrl_c_interrupts() {
     let mut s = session(1, 24, 80);
     s.line("roam run sleep 100");
     s.wait_ps("sleep 100", "");
-    s.wait_raw();
-    s.send("\x03");
-    s.prompt();
-    let out = s.run("echo rc=$?");
-    assert!(out.contains("rc=130"), "{out:?}\n{}", s.transcript());
-    s.assert_sane();
-    s.wait_ps_gone("sleep 100");
+    s.interrupt("sleep 100");
 }
 
 /// Ctrl-Z stops the remote program; `jobs`, `bg`, `fg` and `kill %1` work
@@ -857,13 +863,7 @@ time.sleep(100)
     s.line("fg");
     s.expect(&command);
     s.wait_ps(&command, "SR");
-    s.wait_raw();
-    s.send("\x03");
-    s.prompt();
-    let out = s.run("echo rc=$?");
-    assert!(out.contains("rc=130"), "{out:?}\n{}", s.transcript());
-    s.assert_sane();
-    s.wait_ps_gone(&command);
+    s.interrupt(&command);
 }
 
 /// `roam migrate PID NODE`, run by the test; then `roam ps` shows it there.
