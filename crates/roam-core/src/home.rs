@@ -576,12 +576,7 @@ fn heard_from(st: &mut State, node: &str, tx: &FrameTx) {
 fn relay_data(home: &Home, node: &str, tx: &FrameTx, session: SessionId, body: &[u8]) {
     let mut st = home.state.lock().unwrap();
     heard_from(&mut st, node, tx);
-    let Some(proxy) = st
-        .sessions
-        .get(&session)
-        .filter(|s| s.node == node)
-        .and_then(|s| s.proxy.as_ref())
-    else {
+    let Some(proxy) = proxy_of(&st, node, session) else {
         return;
     };
     match roam_proto::local::stream_frame(body) {
@@ -703,13 +698,18 @@ fn handle_node_msg(home: &Arc<Home>, node: &str, tx: &FrameTx, msg: LinkMsg) {
 }
 
 fn relay_to_proxy(st: &State, node: &str, session: SessionId, msg: LinkMsg) {
-    if let Some(s) = st.sessions.get(&session) {
-        if s.node == node {
-            if let Some(p) = &s.proxy {
-                p.send("local", &LocalMsg::Stream(msg));
-            }
-        }
+    if let Some(p) = proxy_of(st, node, session) {
+        p.send("local", &LocalMsg::Stream(msg));
     }
+}
+
+/// The proxy of `session`, if it runs on `node` (a node speaks only for
+/// its own sessions).
+fn proxy_of<'a>(st: &'a State, node: &str, session: SessionId) -> Option<&'a FrameTx> {
+    st.sessions
+        .get(&session)
+        .filter(|s| s.node == node)
+        .and_then(|s| s.proxy.as_ref())
 }
 
 /// Marks a node down and ends the proxies of its processes with `reason`.

@@ -1577,6 +1577,13 @@ impl SessionTask {
                 }
             }
         }
+        // Read before the input is taken back: nothing to undo if it fails.
+        let tty = self
+            .pty
+            .as_ref()
+            .map(|master| self.tty_state(master.as_fd()))
+            .transpose()
+            .map_err(|e| format!("cannot read its terminal's state: {e}"))?;
         let unread = match self.tty_input() {
             // What the line discipline holds, the line being typed too.
             Some(master) => roam_sys::pty::take_input(master.as_fd())
@@ -1587,17 +1594,6 @@ impl SessionTask {
                 .transpose()
                 .map_err(|e| format!("cannot take back the unread input: {e}"))?
                 .unwrap_or_default(),
-        };
-        let tty = match self.pty.as_ref() {
-            Some(master) => match self.tty_state(master.as_fd()) {
-                Ok(t) => Some(t),
-                Err(e) => {
-                    self.frozen = Some(unread);
-                    self.stay_here();
-                    return Err(format!("cannot read its terminal's state: {e}"));
-                }
-            },
-            None => None,
         };
         self.frozen = Some(unread.clone());
         if unread.len() as u64 > MAX_UNREAD {
@@ -1621,6 +1617,23 @@ impl SessionTask {
     /// The terminal, if the process's stdin is on it.
     fn tty_input(&self) -> Option<&OwnedFd> {
         self.pty.as_ref().filter(|_| self.on_tty[0])
+    }
+
+    /// Puts `unread` back into the terminal's line discipline, if the
+    /// process's stdin is on one (see [`roam_sys::pty::put_input`]); false
+    /// if it is not.
+    fn refill_terminal(&self, unread: &[u8]) -> bool {
+        let Some(master) = self.tty_input() else {
+            return false;
+        };
+        if let Err(e) = roam_sys::pty::put_input(master.as_fd(), unread) {
+            tracing::warn!(
+                "session {}: {} bytes of terminal input lost: {e}",
+                self.id,
+                unread.len()
+            );
+        }
+        true
     }
 
     /// The terminal as the program has it now, for its next node.
@@ -1666,14 +1679,7 @@ impl SessionTask {
             self.write_stdin();
             return;
         }
-        if let Some(master) = self.tty_input() {
-            if let Err(e) = roam_sys::pty::put_input(master.as_fd(), &unread) {
-                tracing::warn!(
-                    "session {}: {} bytes of terminal input lost putting them back: {e}",
-                    self.id,
-                    unread.len()
-                );
-            }
+        if self.refill_terminal(&unread) {
             self.write_stdin();
             return;
         }
@@ -1717,18 +1723,10 @@ impl SessionTask {
     fn go_on(&mut self, h: Handover, unread: Vec<u8>) {
         // On a terminal, the input goes back into its line discipline as
         // it was, not through it again (no second echo).
-        let unread = match self.tty_input() {
-            Some(master) => {
-                if let Err(e) = roam_sys::pty::put_input(master.as_fd(), &unread) {
-                    tracing::warn!(
-                        "session {}: {} bytes of terminal input lost: {e}",
-                        self.id,
-                        unread.len()
-                    );
-                }
-                Vec::new()
-            }
-            None => unread,
+        let unread = if self.refill_terminal(&unread) {
+            Vec::new()
+        } else {
+            unread
         };
         self.inn = InStream::resumed(h.stdin_delivered, unread);
         for i in 0..2 {

@@ -79,28 +79,17 @@ pub fn encode_data_frame(
     let len = parts[0].len() + parts[1].len();
     let mut out = Vec::with_capacity(32 + len);
     out.extend_from_slice(&[0u8; 4]);
-    let mut out = postcard::to_extend(
-        &Head {
-            session,
-            chan,
-            offset,
-        },
-        out,
-    )
-    .map_err(|source| ProtoError::Encode {
-        what: "link",
-        source,
-    })?;
-    let mut n = len as u64;
-    loop {
-        let b = (n & 0x7f) as u8;
-        n >>= 7;
-        if n == 0 {
-            out.push(b);
-            break;
-        }
-        out.push(b | 0x80);
-    }
+    let head = Head {
+        session,
+        chan,
+        offset,
+    };
+    // A byte string's length is a varint, as a u64's.
+    let mut out =
+        postcard::to_extend(&(head, len as u64), out).map_err(|source| ProtoError::Encode {
+            what: "link",
+            source,
+        })?;
     out.extend_from_slice(parts[0]);
     out.extend_from_slice(parts[1]);
     crate::frame::finish_frame(out)

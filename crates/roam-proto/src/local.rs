@@ -40,12 +40,11 @@ const STREAM_VARIANT: u32 = 30;
 pub fn stream_frame(link_body: &[u8]) -> Result<Vec<u8>, crate::ProtoError> {
     let mut out = Vec::with_capacity(4 + 5 + link_body.len());
     out.extend_from_slice(&[0u8; 4]);
-    let out =
+    let mut out =
         postcard::to_extend(&STREAM_VARIANT, out).map_err(|source| crate::ProtoError::Encode {
             what: "local",
             source,
         })?;
-    let mut out = out;
     out.extend_from_slice(link_body);
     crate::frame::finish_frame(out)
 }

@@ -478,7 +478,7 @@ fn terminal_stub(
         .flatten();
     let Some(stub) = stub else {
         return Err(io::Error::other(format!(
-            "the restore stub's terminal keeper {keeper} failed (exit code {})",
+            "the restore stub's terminal keeper {keeper} failed ({})",
             ptrace::wait_stop(keeper)
                 .map(|s| format!("{s:?}"))
                 .unwrap_or_else(|e| e.to_string())

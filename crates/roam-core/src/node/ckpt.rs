@@ -24,8 +24,8 @@ use roam_ckpt::precopy::{PageStore, Tracker};
 use roam_ckpt::restore::{restore as restore_image, Image, RestoreOpts, Restored, User};
 use roam_proto::link::{LinkMsg, PeerPath, IMAGE_WINDOW};
 use roam_proto::types::{
-    Cred, ErrorCode, ImageSummary, MigrateMode, RestoreSpec, SessionId, SessionReport, WireError,
-    MAX_IMAGE, MAX_UNREAD,
+    Cred, ErrorCode, Handover, ImageSummary, MigrateMode, RestoreSpec, SessionId, SessionReport,
+    WireError, MAX_IMAGE, MAX_UNREAD,
 };
 use roam_proto::MAX_DATA_CHUNK;
 use tokio::sync::{mpsc, oneshot};
@@ -439,8 +439,14 @@ pub(super) async fn restore(
             )),
         ));
     }
+    // A terminal's unread input is what its line discipline held: a few
+    // KiB at most.
+    let unread_limit = |h: &Handover| match h.tty {
+        Some(_) => roam_sys::pty::MAX_TAKEN_INPUT as u64,
+        None => MAX_UNREAD,
+    };
     let unread = match &spec.handover {
-        Some(h) if h.stdin_unread > MAX_UNREAD || h.stdin_unread > h.stdin_delivered => {
+        Some(h) if h.stdin_unread > unread_limit(h) || h.stdin_unread > h.stdin_delivered => {
             return Err(err(
                 ErrorCode::BadRequest,
                 here(format!(
@@ -487,9 +493,9 @@ pub(super) async fn restore(
         &mut rx,
     )
     .await?;
+    let hold = spec.handover.is_some();
     let handover = spec
         .handover
-        .clone()
         .map(|h| (h, bytes[..unread as usize].to_vec()));
     // Checked and decoded where it was received: the pages stay there.
     let mut image = Image::from_received(bytes, unread as usize)
@@ -554,9 +560,8 @@ pub(super) async fn restore(
         root,
         // A migration's copy runs once the home decides the move (its
         // `PathUp`): until then the old one may still go on.
-        hold: spec.handover.is_some(),
+        hold,
     };
-    let hold = opts.hold;
     let (tx, cmd_rx) = mpsc::unbounded_channel();
     let pids = shared.pids.clone();
     let register_tx = tx.clone();
