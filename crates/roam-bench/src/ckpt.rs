@@ -159,6 +159,7 @@ fn roam_once(bin: &Path, mib: Option<u64>, dir: &Path) -> anyhow::Result<Sample>
         pdeathsig: None,
         root: None,
         hold: false,
+        lazy: None,
     };
     let restored = roam_ckpt::restore::restore(&img, &opts)?;
     let restore = t.elapsed();

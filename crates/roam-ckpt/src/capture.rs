@@ -33,6 +33,27 @@ pub mod kind {
     /// Pages the destination of a migration holds from its pre-copy
     /// rounds: runs without data (see [`crate::precopy`]).
     pub const PRECOPIED: u32 = 8;
+    /// Pages a post-copy migration brings after the process runs again:
+    /// runs without data, in the PRECOPIED section's format (see
+    /// [`crate::postcopy`]).
+    pub const LAZY: u32 = 9;
+}
+
+/// A post-copy leaves out of the image the pages of private anonymous
+/// mappings of at least this size (heaps, large buffers); smaller ones
+/// (thread-local data, the libraries' own) and the stack, which the
+/// process touches at once, travel in the image.
+pub const LAZY_MIN_VMA: u64 = 1 << 20;
+
+/// Whether a post-copy leaves the pages of `v` out of the image.
+fn lazy_vma(v: &Vma) -> bool {
+    !v.shared
+        && v.inode == 0
+        && v.read
+        && !v.path.starts_with(b"/")
+        && &v.path[..] != b"[stack]"
+        && stores_pages(v)
+        && v.end - v.start >= LAZY_MIN_VMA
 }
 
 /// Deleted files still open are stored whole, up to this size.
@@ -212,6 +233,9 @@ pub struct Captured {
     pub sections: Vec<Section>,
     /// Bytes of memory stored.
     pub stored_bytes: u64,
+    /// A post-copy's pages left out (runs of pages, named in the LAZY
+    /// section).
+    pub lazy: Vec<(u64, usize)>,
 }
 
 /// Captures process `pid`; with `leave_running` it runs on afterwards,
@@ -281,7 +305,25 @@ pub fn capture_held_tracked(
     own_filters: u32,
     tracker: Option<&mut crate::precopy::Tracker>,
 ) -> Result<(Captured, Held), CaptureError> {
-    let (mut c, pages, held) = capture_pending(pid, own_filters, tracker)?;
+    let (c, pages, held) = capture_pending_with(pid, own_filters, tracker, false)?;
+    fill_pages(c, pages, held)
+}
+
+/// [`capture_held_with`] for a post-copy: the pages of large private
+/// anonymous mappings are named in a LAZY section and listed in
+/// [`Captured::lazy`], not stored; the caller reads them from the held
+/// process as they are wanted.
+pub fn capture_held_lazy(pid: i32, own_filters: u32) -> Result<(Captured, Held), CaptureError> {
+    let (c, pages, held) = capture_pending_with(pid, own_filters, None, true)?;
+    fill_pages(c, pages, held)
+}
+
+/// Adds the PAGES section, read from the held process.
+fn fill_pages(
+    mut c: Captured,
+    pages: PendingPages,
+    held: Held,
+) -> Result<(Captured, Held), CaptureError> {
     match pages.read_all() {
         Ok((payload, stored_bytes)) => {
             c.sections.push(Section {
@@ -305,7 +347,16 @@ pub fn capture_held_tracked(
 pub fn capture_pending(
     pid: i32,
     own_filters: u32,
+    tracker: Option<&mut crate::precopy::Tracker>,
+) -> Result<(Captured, PendingPages, Held), CaptureError> {
+    capture_pending_with(pid, own_filters, tracker, false)
+}
+
+fn capture_pending_with(
+    pid: i32,
+    own_filters: u32,
     mut tracker: Option<&mut crate::precopy::Tracker>,
+    lazy: bool,
 ) -> Result<(Captured, PendingPages, Held), CaptureError> {
     let sys = |what| move |source| CaptureError::Sys { pid, what, source };
     if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
@@ -383,10 +434,16 @@ pub fn capture_pending(
         // The runs of pages to store, found first, so that the section is
         // sized once and the pages read straight into it.
         let mut runs: Vec<(u64, usize)> = Vec::new();
+        let mut later: Vec<(u64, usize)> = Vec::new();
         for v in &vmas {
             let stored = stores_pages(v);
             if stored {
-                page_runs(&pagemap, v, &mut runs).map_err(sys("read the page map"))?;
+                let to = if lazy && lazy_vma(v) {
+                    &mut later
+                } else {
+                    &mut runs
+                };
+                page_runs(&pagemap, v, to).map_err(sys("read the page map"))?;
             }
             records.push(MapRecord {
                 start: v.start,
@@ -415,10 +472,17 @@ pub fn capture_pending(
                 payload: crate::precopy::encode_held(&held),
             });
         }
+        if !later.is_empty() {
+            sections.push(Section {
+                kind: kind::LAZY,
+                payload: crate::precopy::encode_held(&later),
+            });
+        }
         Ok((
             Captured {
                 sections,
                 stored_bytes: 0,
+                lazy: later,
             },
             PendingPages {
                 pid,

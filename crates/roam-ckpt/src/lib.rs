@@ -8,6 +8,8 @@ pub mod image;
 #[cfg(target_arch = "x86_64")]
 pub mod local;
 #[cfg(target_arch = "x86_64")]
+pub mod postcopy;
+#[cfg(target_arch = "x86_64")]
 pub mod precopy;
 #[cfg(target_arch = "x86_64")]
 pub mod restore;

@@ -226,6 +226,7 @@ pub fn restore_here(dir: &Path) -> Result<Restored, LocalError> {
         pdeathsig: None,
         root: None,
         hold: false,
+        lazy: None,
     };
     Ok(restore(&img, &opts)?)
 }

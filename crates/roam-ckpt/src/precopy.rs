@@ -568,6 +568,7 @@ mod tests {
             pdeathsig: None,
             root: None,
             hold: false,
+            lazy: None,
         };
         let mut img = Image::from_sections(c.sections).unwrap();
         assert!(!img.precopied.is_empty());

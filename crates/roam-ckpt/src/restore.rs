@@ -75,6 +75,8 @@ pub enum RestoreError {
     },
     #[error("the image names pages sent before it (pre-copy), but {0}")]
     Precopied(String),
+    #[error("the image leaves pages to come after the restore (post-copy), but {0}")]
+    Lazy(String),
     #[error("cannot {what}")]
     Sys { what: String, source: io::Error },
 }
@@ -98,6 +100,9 @@ pub struct Image {
     /// The PRECOPIED section's runs: pages the destination of a migration
     /// holds from its pre-copy rounds (see [`Image::attach_precopied`]).
     pub precopied: Vec<(u64, usize)>,
+    /// The LAZY section's runs: pages a post-copy brings once the process
+    /// runs (see [`RestoreOpts::lazy`]).
+    pub lazy: Vec<(u64, usize)>,
     store: Option<PageStore>,
 }
 
@@ -192,10 +197,12 @@ impl Image {
         }
         // Checked now: a bad run is found before any stub exists.
         decode_pages(&pages)?;
-        let precopied = match sections.iter().find(|(k, _)| *k == kind::PRECOPIED) {
-            Some((_, payload)) => decode_held(payload)?,
-            None => Vec::new(),
+        let runs_of = |k: u32| match sections.iter().find(|(kind, _)| *kind == k) {
+            Some((_, payload)) => decode_held(payload),
+            None => Ok(Vec::new()),
         };
+        let precopied = runs_of(kind::PRECOPIED)?;
+        let lazy = runs_of(kind::LAZY)?;
         Ok(Image {
             meta: one(sections, kind::META, "meta")?,
             threads,
@@ -205,6 +212,7 @@ impl Image {
             context: one(sections, kind::CONTEXT, "context")?,
             pages,
             precopied,
+            lazy,
             store: None,
         })
     }
@@ -336,6 +344,11 @@ pub struct RestoreOpts {
     /// ptrace ([`Restored::held`]): a migration's new copy, which runs
     /// only once the move is decided.
     pub hold: bool,
+    /// For an image with pages to come (its LAZY section): where the
+    /// userfaultfd that waits for them goes, as soon as it is made, before
+    /// the rest of the rebuild (whose calls may touch those pages): to a
+    /// [`crate::postcopy::Pager`], which must serve it from then on.
+    pub lazy: Option<std::sync::mpsc::Sender<OwnedFd>>,
 }
 
 /// Who a restore is done for (see [`RestoreOpts::user`]).
@@ -364,6 +377,12 @@ pub fn restore(img: &Image, opts: &RestoreOpts) -> Result<Restored, RestoreError
     if !img.precopied.is_empty() && img.store.is_none() {
         return Err(RestoreError::Precopied(
             "they are not here (an image of a migration is restored by the migration)".into(),
+        ));
+    }
+    if !img.lazy.is_empty() && opts.lazy.is_none() {
+        return Err(RestoreError::Lazy(
+            "nothing here would bring them (a post-copy's image is restored by its migration)"
+                .into(),
         ));
     }
     if let Some(u) = &opts.user {
@@ -665,7 +684,7 @@ impl Builder<'_> {
         }
         // 4. The program's memory.
         self.map_all()?;
-        self.fill_pages()?;
+        self.fill_pages(opts)?;
         self.protect_all()?;
         self.set_mm()?;
         // 5. Descriptors, context, dispositions.
@@ -1041,7 +1060,7 @@ impl Builder<'_> {
     /// fill, with process_vm_writev once it is closed. A large image is
     /// written by two threads, half each: the kernel allocates the stub's
     /// pages in parallel.
-    fn fill_pages(&mut self) -> Result<(), RestoreError> {
+    fn fill_pages(&mut self, opts: &RestoreOpts) -> Result<(), RestoreError> {
         let mut pieces: Vec<(u64, &[u8])> = decode_pages(&self.img.pages)?
             .into_iter()
             .map(|r| (r.addr, r.data))
@@ -1057,6 +1076,20 @@ impl Builder<'_> {
         let pid = self.pid;
         let total: usize = pieces.iter().map(|(_, d)| d.len()).sum();
         let mut rest = pieces;
+        if let Some(to) = opts.lazy.as_ref().filter(|_| !self.img.lazy.is_empty()) {
+            let uffd = self.lazy_uffd()?;
+            let (anon, other) = rest.into_iter().partition(|&(addr, data)| {
+                self.img.maps.iter().any(|m| {
+                    anon_private(m) && m.start <= addr && addr + data.len() as u64 <= m.end
+                })
+            });
+            rest = other;
+            rest.extend(in_two(anon, |half| Ok(copy_pieces(&uffd, half)))?);
+            in_two(rest, |half| write_pieces(pid, half).map(|()| Vec::new()))?;
+            return to
+                .send(uffd)
+                .map_err(|_| RestoreError::Lazy("their pager is gone".into()));
+        }
         if total >= UFFD_ABOVE {
             if let Some(uffd) = self.missing_pages_uffd()? {
                 let (anon, other) = rest.into_iter().partition(|&(addr, data)| {
@@ -1097,6 +1130,40 @@ impl Builder<'_> {
             }
         }
         Ok(Some(uffd))
+    }
+
+    /// The userfaultfd of a post-copy: made in the stub (still root, so
+    /// that the kernel's own faults come to it too), with the events that
+    /// move pages, every private anonymous mapping registered.
+    fn lazy_uffd(&mut self) -> Result<OwnedFd, RestoreError> {
+        let fd = self.call(
+            "make a userfaultfd",
+            libc::SYS_userfaultfd,
+            &[roam_sys::uffd::USERFAULTFD_FLAGS_ALL],
+        )?;
+        let taken = ptrace::take_fd(self.pid, fd as i32);
+        self.call("close the userfaultfd", libc::SYS_close, &[fd])?;
+        let uffd = taken.map_err(sys("take the userfaultfd from the stub"))?;
+        roam_sys::uffd::enable_lazy(uffd.as_fd()).map_err(sys("set up the userfaultfd"))?;
+        for m in self.img.maps.iter().filter(|m| anon_private(m)) {
+            roam_sys::uffd::register_missing(uffd.as_fd(), m.start, m.end).map_err(sys(
+                format!("register {:#x}-{:#x} for post-copy", m.start, m.end),
+            ))?;
+        }
+        for &(addr, n) in &self.img.lazy {
+            let end = addr + (n * PAGE) as u64;
+            if !self
+                .img
+                .maps
+                .iter()
+                .any(|m| anon_private(m) && m.start <= addr && end <= m.end)
+            {
+                return Err(RestoreError::Lazy(format!(
+                    "pages at {addr:#x} are in no private anonymous mapping"
+                )));
+            }
+        }
+        Ok(uffd)
     }
 
     /// Gives mappings made writable for filling their own protection.
@@ -1779,6 +1846,7 @@ mod tests {
             pdeathsig: None,
             root: None,
             hold: false,
+            lazy: None,
         };
         let r = restore(&img, &opts).unwrap();
         assert_eq!(r.pid, pid, "the pid was free again");

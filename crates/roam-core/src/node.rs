@@ -52,6 +52,8 @@ enum SessionCmd {
     /// The process cannot go on (the reason is logged): kill it, and
     /// report its death to the home as any other.
     End(&'static str),
+    /// As `End`, and its proxy is told why on its stderr (this text).
+    Lost(String),
     /// Its process is frozen to migrate: stop its streams, drain its
     /// output, take its unread input back, and say where they stand.
     Handover(oneshot::Sender<Result<(Handover, Vec<u8>), String>>),
@@ -117,6 +119,9 @@ pub struct NodeShared {
     peer_acks: Mutex<HashMap<u64, FrameTx>>,
     /// Peer links to other nodes, by name, kept for the migrations after.
     peers: Mutex<HashMap<String, FrameTx>>,
+    /// Post-copies coming in: by request id, the node their pages come
+    /// from and where those go.
+    lazy_in: Mutex<HashMap<u64, (String, mpsc::UnboundedSender<LinkMsg>)>>,
     /// Told when a transfer opens or a migration is announced (what peer
     /// links wait for).
     opened: tokio::sync::Notify,
@@ -380,6 +385,7 @@ pub async fn run(cfg: &Config, identity: Identity) -> std::io::Result<()> {
         peer_port,
         expected: Mutex::default(),
         peer_acks: Mutex::default(),
+        lazy_in: Mutex::default(),
         peers: Mutex::default(),
         opened: tokio::sync::Notify::new(),
         stage,
@@ -1532,6 +1538,22 @@ impl SessionTask {
             SessionCmd::End(reason) => {
                 if self.exit.is_none() {
                     tracing::warn!("session {}: ending pid {}: {reason}", self.id, self.pid);
+                }
+                self.kill_all();
+            }
+            SessionCmd::Lost(why) => {
+                if self.exit.is_none() {
+                    tracing::warn!(
+                        "session {}: ending pid {}: {}",
+                        self.id,
+                        self.pid,
+                        why.trim_end()
+                    );
+                    // On the terminal if stderr is there, else on stderr.
+                    let to = usize::from(!self.on_tty[2]);
+                    if !self.out[to].at_eof() {
+                        self.out[to].push(why.as_bytes());
+                    }
                 }
                 self.kill_all();
             }

@@ -383,6 +383,12 @@ pub enum LinkMsg {
     /// transfer; the image then names the pages sent instead of carrying
     /// them.
     ///
+    /// With post-copy, the image names the pages of the process's large
+    /// private anonymous mappings instead of carrying them; once the image
+    /// is sent they follow as `LazyPages` over the peer link (`direct` is
+    /// then required), and after a commit the frozen copy stays until the
+    /// new node's `LazyDone`.
+    ///
     /// With `direct`, the pre-copy rounds and the image go straight to the
     /// new node over a peer link ([`PeerHello`]); only `PreCopy` and
     /// `ImageEnd` are told to the home too (it counts them; it passes on an
@@ -392,6 +398,34 @@ pub enum LinkMsg {
         session: SessionId,
         mode: MigrateMode,
         direct: Option<PeerPath>,
+    },
+    /// Old node → new node, over the peer link, in a post-copy migration
+    /// (`MigrateMode::PostCopy`): pages of the process, `data` (at most
+    /// [`crate::MAX_DATA_CHUNK`] bytes, whole pages) from address `addr` on
+    /// in the frozen process. Sent after the image, in the background
+    /// (at most [`LAZY_WINDOW`] bytes unacknowledged by `ImageAck`, its
+    /// offset counting these bytes) and at once for a `LazyWant`.
+    LazyPages {
+        req: u64,
+        addr: u64,
+        #[serde(with = "serde_bytes")]
+        data: Vec<u8>,
+    },
+    /// New node → old node: the restored process faulted on the page at
+    /// `addr` (of the old process's layout), which has not come yet.
+    LazyWant {
+        req: u64,
+        addr: u64,
+    },
+    /// Old node → new node: every page of the post-copy has been sent.
+    LazyEnd {
+        req: u64,
+    },
+    /// New node → old node: the post-copy is over, every page in place
+    /// (or the process is gone): the frozen copy may go.
+    LazyDone {
+        req: u64,
+        result: Result<(), WireError>,
     },
     /// Home → new node: migration `req` comes over a peer link from node
     /// `from` (see [`PeerHello`]).
@@ -442,6 +476,11 @@ pub enum LinkMsg {
 
 /// Bytes of an image a sender may have in flight, unacknowledged.
 pub const IMAGE_WINDOW: u64 = 32 << 20;
+
+/// Bytes of post-copy pages pushed in the background that may be in
+/// flight, unacknowledged: small, since a page a fault waits for queues
+/// behind them.
+pub const LAZY_WINDOW: u64 = 2 << 20;
 
 #[cfg(test)]
 mod tests {

@@ -76,6 +76,8 @@ pub struct ImageSummary {
     pub stored: u64,
     /// How long the process was stopped to be captured (microseconds).
     pub frozen_us: u64,
+    /// Bytes of memory left out of it, to follow by post-copy.
+    pub lazy: u64,
 }
 
 /// The largest image a node takes for a restore.
@@ -147,6 +149,11 @@ pub struct MigrateReport {
     /// Pre-copy rounds done, and the bytes of pages they sent.
     pub rounds: u32,
     pub precopied: u64,
+    /// Post-copy: the bytes of memory that followed the process, and how
+    /// long after its start on the new node the last was in place
+    /// (microseconds; `total_us` includes it).
+    pub postcopied: u64,
+    pub postcopy_us: u64,
 }
 
 /// How a migration moves memory.
@@ -159,6 +166,9 @@ pub enum MigrateMode {
     Eager,
     /// Rounds of pages while the process runs, then a short freeze.
     PreCopy,
+    /// The process runs on the new node at once; its memory follows,
+    /// fetched on fault and pushed in the background.
+    PostCopy,
 }
 
 /// Terminal set-up for a remote process whose proxy has a terminal.

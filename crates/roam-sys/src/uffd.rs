@@ -215,6 +215,223 @@ pub fn copy(uffd: BorrowedFd<'_>, dst: u64, src: &[u8]) -> usize {
     done.min(src.len())
 }
 
+/// The flags of an injected `userfaultfd` call whose faults from inside
+/// the kernel (a system call's access to a missing page) come to the
+/// userfaultfd too, as a post-copy needs: the calling process must have
+/// CAP_SYS_PTRACE (a restore stub before it takes the image's
+/// credentials).
+pub const USERFAULTFD_FLAGS_ALL: u64 = (libc::O_CLOEXEC | libc::O_NONBLOCK) as u64;
+
+/// `UFFD_FEATURE_EVENT_FORK`, `_REMAP`, `_REMOVE`, `_UNMAP`.
+const UFFD_FEATURE_EVENT_FORK: u64 = 1 << 1;
+const UFFD_FEATURE_EVENT_REMAP: u64 = 1 << 2;
+const UFFD_FEATURE_EVENT_REMOVE: u64 = 1 << 3;
+const UFFD_FEATURE_EVENT_UNMAP: u64 = 1 << 6;
+/// The events of `struct uffd_msg`.
+const UFFD_EVENT_PAGEFAULT: u8 = 0x12;
+const UFFD_EVENT_FORK: u8 = 0x13;
+const UFFD_EVENT_REMAP: u8 = 0x14;
+const UFFD_EVENT_REMOVE: u8 = 0x15;
+const UFFD_EVENT_UNMAP: u8 = 0x16;
+/// `_IOR(0xAA, 0x02, struct uffdio_range)`.
+const UFFDIO_WAKE: libc::c_ulong = 0x8010_AA02;
+/// `_IOWR(0xAA, 0x04, struct uffdio_zeropage)`.
+const UFFDIO_ZEROPAGE: libc::c_ulong = 0xC020_AA04;
+
+#[repr(C)]
+struct UffdioRange {
+    start: u64,
+    len: u64,
+}
+
+#[repr(C)]
+struct UffdioZeropage {
+    range: UffdioRange,
+    mode: u64,
+    zeropage: i64,
+}
+
+const _: () = assert!(std::mem::size_of::<UffdioRange>() == 16);
+const _: () = assert!(std::mem::size_of::<UffdioZeropage>() == 32);
+
+/// `struct uffd_msg`'s size.
+const UFFD_MSG: usize = 32;
+
+/// What a userfaultfd of missing pages with events reports.
+#[derive(Debug)]
+pub enum Event {
+    /// A thread waits for the page at `addr` (page-aligned).
+    Fault { addr: u64 },
+    /// The process forked: the child's memory, registered the same, has
+    /// this userfaultfd (a descriptor of the reader's). The child runs
+    /// once the event is read.
+    Fork { uffd: std::os::fd::OwnedFd },
+    /// `[from, from + len)` moved to `to` (mremap).
+    Remap { from: u64, to: u64, len: u64 },
+    /// `[start, end)` was emptied (madvise DONTNEED or REMOVE): it reads
+    /// as zeros from now on.
+    Remove { start: u64, end: u64 },
+    /// `[start, end)` was unmapped.
+    Unmap { start: u64, end: u64 },
+}
+
+/// Enables a fresh userfaultfd for a post-copy: missing pages, and the
+/// events that change which page is where (fork, mremap, madvise,
+/// munmap). Each such event holds its caller until it is read.
+pub fn enable_lazy(uffd: BorrowedFd<'_>) -> io::Result<()> {
+    let want = UFFD_FEATURE_EVENT_FORK
+        | UFFD_FEATURE_EVENT_REMAP
+        | UFFD_FEATURE_EVENT_REMOVE
+        | UFFD_FEATURE_EVENT_UNMAP;
+    let mut api = UffdioApi {
+        api: UFFD_API,
+        features: want,
+        ioctls: 0,
+    };
+    // SAFETY: as in `enable_wp_async`.
+    let rc = unsafe { libc::ioctl(uffd.as_raw_fd(), UFFDIO_API, &mut api) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if api.features & want != want {
+        return Err(io::Error::other(
+            "this kernel's userfaultfd lacks the events a post-copy needs",
+        ));
+    }
+    Ok(())
+}
+
+/// Reads the events waiting on a non-blocking userfaultfd (none if there
+/// are none) into `out`.
+pub fn read_events(uffd: BorrowedFd<'_>, out: &mut Vec<Event>) -> io::Result<()> {
+    use std::os::fd::FromRawFd;
+    let mut buf = [0u8; UFFD_MSG * 64];
+    // SAFETY: read writes at most buf.len() bytes into our buffer.
+    let n = unsafe { libc::read(uffd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+    if n < 0 {
+        let e = io::Error::last_os_error();
+        return match e.raw_os_error() {
+            Some(libc::EAGAIN) => Ok(()),
+            _ => Err(e),
+        };
+    }
+    let word = |m: &[u8], at: usize| u64::from_ne_bytes(m[at..at + 8].try_into().expect("8"));
+    for m in buf[..n as usize].chunks_exact(UFFD_MSG) {
+        // The union starts at byte 8.
+        out.push(match m[0] {
+            UFFD_EVENT_PAGEFAULT => Event::Fault {
+                addr: word(m, 16) & !0xfff,
+            },
+            UFFD_EVENT_FORK => {
+                let fd = u32::from_ne_bytes(m[8..12].try_into().expect("4")) as i32;
+                // SAFETY: the kernel installed this descriptor in our
+                // table for the event; nothing else owns it.
+                Event::Fork {
+                    uffd: unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) },
+                }
+            }
+            UFFD_EVENT_REMAP => Event::Remap {
+                from: word(m, 8),
+                to: word(m, 16),
+                len: word(m, 24),
+            },
+            UFFD_EVENT_REMOVE => Event::Remove {
+                start: word(m, 8),
+                end: word(m, 16),
+            },
+            UFFD_EVENT_UNMAP => Event::Unmap {
+                start: word(m, 8),
+                end: word(m, 16),
+            },
+            other => {
+                return Err(io::Error::other(format!(
+                    "unknown userfaultfd event {other:#x}"
+                )))
+            }
+        });
+    }
+    Ok(())
+}
+
+/// One `UFFDIO_COPY` of `src` (whole pages) to `dst`: the bytes copied,
+/// and the error that stopped it short, if any (`EEXIST`: a page was
+/// there; `EAGAIN`: the layout is changing, read the events and retry;
+/// `ENOENT`, `EINVAL`: not registered any more; `ESRCH`: the process is
+/// gone).
+pub fn copy_once(uffd: BorrowedFd<'_>, dst: u64, src: &[u8]) -> (usize, Option<io::Error>) {
+    let mut c = UffdioCopy {
+        dst,
+        src: src.as_ptr() as u64,
+        len: src.len() as u64,
+        mode: 0,
+        copy: 0,
+    };
+    // SAFETY: as in `copy`.
+    let rc = unsafe { libc::ioctl(uffd.as_raw_fd(), UFFDIO_COPY, &mut c) };
+    let done = if c.copy > 0 { c.copy as usize } else { 0 };
+    if rc == 0 {
+        (src.len(), None)
+    } else {
+        (done.min(src.len()), Some(io::Error::last_os_error()))
+    }
+}
+
+/// Maps zero pages at `[addr, addr + len)` where missing, and wakes who
+/// waits there; a page that was there already is not an error.
+pub fn zeropage(uffd: BorrowedFd<'_>, addr: u64, len: u64) -> io::Result<()> {
+    let mut z = UffdioZeropage {
+        range: UffdioRange { start: addr, len },
+        mode: 0,
+        zeropage: 0,
+    };
+    // SAFETY: UFFDIO_ZEROPAGE reads the range and writes `zeropage` of
+    // the struct we pass.
+    let rc = unsafe { libc::ioctl(uffd.as_raw_fd(), UFFDIO_ZEROPAGE, &mut z) };
+    if rc < 0 {
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() == Some(libc::EEXIST) {
+            return wake(uffd, addr, len);
+        }
+        return Err(e);
+    }
+    Ok(())
+}
+
+/// Wakes the threads that wait for pages in `[addr, addr + len)`.
+pub fn wake(uffd: BorrowedFd<'_>, addr: u64, len: u64) -> io::Result<()> {
+    let mut r = UffdioRange { start: addr, len };
+    // SAFETY: UFFDIO_WAKE reads the range we pass.
+    let rc = unsafe { libc::ioctl(uffd.as_raw_fd(), UFFDIO_WAKE, &mut r) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Waits until one of `fds` is readable (or hung up), at most
+/// `timeout_ms`; which ones are.
+pub fn poll_readable(fds: &[BorrowedFd<'_>], timeout_ms: i32) -> io::Result<Vec<bool>> {
+    let mut p: Vec<libc::pollfd> = fds
+        .iter()
+        .map(|f| libc::pollfd {
+            fd: f.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        })
+        .collect();
+    // SAFETY: poll reads and writes the array we pass, of the length we
+    // give.
+    let rc = unsafe { libc::poll(p.as_mut_ptr(), p.len() as libc::nfds_t, timeout_ms) };
+    if rc < 0 {
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() == Some(libc::EINTR) {
+            return Ok(vec![false; fds.len()]);
+        }
+        return Err(e);
+    }
+    Ok(p.iter().map(|x| x.revents != 0).collect())
+}
+
 /// What a scan asks for.
 #[derive(Debug, Clone, Copy)]
 pub struct Scan {

@@ -48,6 +48,10 @@ pub(super) struct Migration {
     precopied: u64,
     /// The pages go node to node (a peer link), not through the home.
     direct: bool,
+    /// A post-copy: after the commit, the report waits for the old node's
+    /// end (`Checkpointed`: every page is on the new node).
+    postcopy: bool,
+    committed: Option<(Instant, MigrateReport)>,
 }
 
 fn no_process(home_pid: u32) -> WireError {
@@ -88,6 +92,12 @@ pub(super) fn start(
         ));
     }
     let session = *session;
+    if st.migrations.values().any(|m| m.session == session) {
+        return Err(WireError::new(
+            ErrorCode::BadRequest,
+            format!("process {home_pid} is still fetching its memory from its last move"),
+        ));
+    }
     let (from, uid, command) = (s.node.clone(), s.uid, s.command.clone());
     // Its memory is its machine's code: a node of the same architecture,
     // not emulated, on both ends.
@@ -152,6 +162,12 @@ pub(super) fn start(
         node: to.clone(),
         addr,
     });
+    if how == MigrateMode::PostCopy && direct.is_none() {
+        return Err(WireError::new(
+            ErrorCode::BadRequest,
+            format!("a post-copy needs a peer link to node {to}, which has none (peer_listen in its config)"),
+        ));
+    }
     st.next_req += 1;
     let req = st.next_req;
     st.sessions
@@ -177,6 +193,8 @@ pub(super) fn start(
             rounds: 0,
             precopied: 0,
             direct: direct.is_some(),
+            postcopy: how == MigrateMode::PostCopy,
+            committed: None,
         },
     );
     if direct.is_some() {
@@ -354,13 +372,33 @@ pub(super) fn from_node(st: &mut State, node: &str, msg: LinkMsg) {
                 tell(st, req, Err(WireError::new(ErrorCode::Unavailable, why)));
                 st.migrations.remove(&req);
             } else {
-                if let Err(e) = result {
+                if let Err(e) = &result {
                     tracing::warn!(
                         "migration of home pid {} from {}: {}",
                         m.home_pid,
                         m.from,
                         e.message
                     );
+                }
+                if let Some((at, mut report)) = m.committed.take() {
+                    let after = at.elapsed().as_micros() as u64;
+                    report.postcopy_us = after;
+                    report.total_us += after;
+                    tracing::info!(
+                        "home pid {}: post-copy from {} over, {} bytes in {:.1} ms after its start on {}",
+                        report.home_pid,
+                        report.from,
+                        report.postcopied,
+                        after as f64 / 1e3,
+                        report.to
+                    );
+                    let told = result.map(|()| report).map_err(|e| {
+                        WireError::new(
+                            ErrorCode::Unavailable,
+                            format!("the post-copy failed ({}): the process is lost", e.message),
+                        )
+                    });
+                    tell(st, req, told);
                 }
                 st.migrations.remove(&req);
             }
@@ -425,6 +463,8 @@ fn commit(st: &mut State, req: u64, pid: u32) {
         total_us: now.duration_since(m.started).as_micros() as u64,
         rounds: m.rounds,
         precopied: m.precopied,
+        postcopied: m.captured.as_ref().map_or(0, |(_, s, _)| s.lazy),
+        postcopy_us: 0,
     };
     let dest = st.nodes.get(&to).and_then(|n| n.link.clone());
     let Some(s) = st.sessions.get_mut(&session) else {
@@ -473,7 +513,13 @@ fn commit(st: &mut State, req: u64, pid: u32) {
         report_.frozen_us as f64 / 1e3,
         report_.total_us as f64 / 1e3
     );
-    tell(st, req, Ok(report_));
+    let m = st.migrations.get_mut(&req).expect("found above");
+    if m.postcopy && !m.old_gone {
+        // Told once the memory is all there.
+        m.committed = Some((now, report_));
+    } else {
+        tell(st, req, Ok(report_));
+    }
     forget_if_over(st, req);
 }
 
@@ -544,6 +590,17 @@ pub(super) fn node_gone(st: &mut State, node: &str) {
         }
         let captured = m.captured.is_some();
         if m.decided {
+            if m.from == node && m.committed.is_some() {
+                m.committed = None;
+                tell(
+                    st,
+                    req,
+                    Err(WireError::new(
+                        ErrorCode::Unavailable,
+                        format!("node {node} went away during the post-copy, with part of the process's memory: the process is lost"),
+                    )),
+                );
+            }
             forget_if_over(st, req);
         } else if m.to == node {
             fail(st, req, format!("node {node} went away"));

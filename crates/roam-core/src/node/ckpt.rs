@@ -19,10 +19,11 @@ use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use roam_ckpt::capture::{capture_held_tracked, Held};
+use roam_ckpt::capture::{capture_held_lazy, capture_held_tracked, Held};
+use roam_ckpt::postcopy::Pager;
 use roam_ckpt::precopy::{PageStore, Tracker};
 use roam_ckpt::restore::{restore as restore_image, Image, RestoreOpts, Restored, User};
-use roam_proto::link::{LinkMsg, PeerPath, IMAGE_WINDOW};
+use roam_proto::link::{LinkMsg, PeerPath, IMAGE_WINDOW, LAZY_WINDOW};
 use roam_proto::types::{
     Cred, ErrorCode, Handover, ImageSummary, MigrateMode, RestoreSpec, SessionId, SessionReport,
     WireError, MAX_IMAGE, MAX_UNREAD,
@@ -42,6 +43,14 @@ const TRANSFER_IDLE: Duration = Duration::from_secs(60);
 /// The image architecture this node restores (its own).
 const NATIVE_ARCH: &str = "x86_64";
 
+/// A page.
+const PAGE: usize = 4096;
+
+/// Post-copy: the pages sent at once for a fault, from the one it waits
+/// for on (within its run): a process that reads on after it finds the
+/// next ones there.
+const LAZY_FAULT_PAGES: usize = 16;
+
 /// Pre-copy: a process of at most this resident memory moves eagerly
 /// unless pre-copy is asked for (a round would cost more than it saves).
 const PRECOPY_MIN_RSS: u64 = 16 << 20;
@@ -59,6 +68,8 @@ const PRECOPY_ROUNDS: u32 = 8;
 struct CapturedImage {
     pieces: Vec<Vec<u8>>,
     summary: ImageSummary,
+    /// A post-copy's pages left out (runs of pages).
+    lazy: Vec<(u64, usize)>,
 }
 
 impl CapturedImage {
@@ -74,6 +85,9 @@ enum Job {
         leave_running: bool,
         /// The pre-copy's tracking, if the capture ends one.
         tracker: Option<Box<Tracker>>,
+        /// Leave the large private anonymous mappings' pages out (a
+        /// post-copy).
+        lazy: bool,
         reply: oneshot::Sender<Result<CapturedImage, String>>,
     },
     /// Starts tracking a process's writes for pre-copy.
@@ -133,31 +147,41 @@ fn run_job(job: Job, held: &mut HashMap<i32, Held>) {
             own_filters,
             leave_running,
             mut tracker,
+            lazy,
             reply,
         } => {
             let t0 = Instant::now();
-            let result = capture_held_tracked(pid, own_filters, tracker.as_deref_mut())
-                .map_err(|e| error_chain(&e))
-                .and_then(|(c, h)| {
-                    if leave_running {
-                        h.release(false).map_err(|e| error_chain(&e))?;
-                    } else {
-                        held.insert(pid, h);
+            let captured = if lazy {
+                capture_held_lazy(pid, own_filters)
+            } else {
+                capture_held_tracked(pid, own_filters, tracker.as_deref_mut())
+            };
+            let result = captured.map_err(|e| error_chain(&e)).and_then(|(c, h)| {
+                if leave_running {
+                    h.release(false).map_err(|e| error_chain(&e))?;
+                } else {
+                    held.insert(pid, h);
+                }
+                let frozen_us = t0.elapsed().as_micros() as u64;
+                let lazy = c.lazy;
+                let pieces = roam_ckpt::image::into_pieces(c.sections).map_err(|e| {
+                    if let Some(h) = held.remove(&pid) {
+                        let _ = h.release(false);
                     }
-                    let frozen_us = t0.elapsed().as_micros() as u64;
-                    let pieces = roam_ckpt::image::into_pieces(c.sections).map_err(|e| {
-                        if let Some(h) = held.remove(&pid) {
-                            let _ = h.release(false);
-                        }
-                        format!("cannot serialize the image: {e}")
-                    })?;
-                    let summary = ImageSummary {
-                        len: pieces.iter().map(|p| p.len() as u64).sum(),
-                        stored: c.stored_bytes,
-                        frozen_us,
-                    };
-                    Ok(CapturedImage { pieces, summary })
-                });
+                    format!("cannot serialize the image: {e}")
+                })?;
+                let summary = ImageSummary {
+                    len: pieces.iter().map(|p| p.len() as u64).sum(),
+                    stored: c.stored_bytes,
+                    frozen_us,
+                    lazy: lazy.iter().map(|&(_, n)| (n * PAGE) as u64).sum(),
+                };
+                Ok(CapturedImage {
+                    pieces,
+                    summary,
+                    lazy,
+                })
+            });
             let _ = reply.send(result);
         }
         Job::Track { pid, reply } => {
@@ -226,7 +250,7 @@ async fn checkpoint_inner(
     mut rx: mpsc::UnboundedReceiver<LinkMsg>,
 ) -> Result<(), WireError> {
     let (pid, _) = session_of(shared, session)?;
-    let image = capture(shared, pid, leave_running, None).await?;
+    let image = capture(shared, pid, leave_running, None, false).await?;
     let sent = Outgoing::new(req)
         .send(shared, &image.parts(), &mut rx)
         .await;
@@ -535,6 +559,37 @@ pub(super) async fn restore(
             here(format!("cannot set up stdio: {e}")),
         )
     })?;
+    // A post-copy's pages come over the peer link the image came over,
+    // from the restore's first fault on: its pager starts now.
+    let lazy = if image.lazy.is_empty() {
+        None
+    } else {
+        let back = shared.peer_acks.lock().unwrap().get(&req).cloned();
+        let from = shared.expected.lock().unwrap().get(&req).cloned();
+        let (Some(back), Some(from), true) = (back, from, handover.is_some()) else {
+            return Err(err(
+                ErrorCode::BadRequest,
+                here("a post-copy's image came other than over a peer link".into()),
+            ));
+        };
+        let (queue, pages) = mpsc::unbounded_channel();
+        shared
+            .lazy_in
+            .lock()
+            .unwrap()
+            .insert(req, (from.clone(), queue));
+        shared.opened.notify_waiters();
+        let (uffd_tx, uffd_rx) = std::sync::mpsc::channel();
+        let runs = image.lazy.clone();
+        let lazy = LazyIn {
+            req,
+            session,
+            from,
+            back,
+        };
+        tokio::spawn(lazy_in(shared.clone(), lazy, runs, uffd_rx, pages));
+        Some(uffd_tx)
+    };
     let supervise = (shared.cfg.identity == IdentityMode::Home)
         .then(|| roam_sys::seccomp::notify_filter(&crate::identity::SYSCALLS))
         .transpose()
@@ -561,6 +616,7 @@ pub(super) async fn restore(
         // A migration's copy runs once the home decides the move (its
         // `PathUp`): until then the old one may still go on.
         hold,
+        lazy,
     };
     let (tx, cmd_rx) = mpsc::unbounded_channel();
     let pids = shared.pids.clone();
@@ -624,6 +680,149 @@ pub(super) async fn restore(
         }
     );
     Ok(pid)
+}
+
+/// A post-copy coming in: its migration, its session, the node its pages
+/// come from and the peer link back there.
+struct LazyIn {
+    req: u64,
+    session: SessionId,
+    from: String,
+    back: FrameTx,
+}
+
+/// Post-copy, on the new node: serves the restored process's userfaultfd
+/// (once the restore made it) with a [`Pager`], which asks the old node
+/// for the pages faults wait for; places the pages that come; and, when
+/// every page is in, tells the old node (`LazyDone`), which lets its
+/// frozen copy go. If the pages stop coming (the old node or the link
+/// went), the process cannot go on: it is ended, and its proxy told why.
+async fn lazy_in(
+    shared: Arc<NodeShared>,
+    lazy: LazyIn,
+    runs: Vec<(u64, usize)>,
+    uffd: std::sync::mpsc::Receiver<std::os::fd::OwnedFd>,
+    mut pages: mpsc::UnboundedReceiver<LinkMsg>,
+) {
+    let LazyIn {
+        req,
+        session,
+        from,
+        back,
+    } = lazy;
+    let t0 = Instant::now();
+    let total: u64 = runs.iter().map(|&(_, n)| (n * PAGE) as u64).sum();
+    // The restore sends it, or fails (and drops the sender).
+    let uffd = tokio::task::spawn_blocking(move || uffd.recv()).await;
+    let result = match uffd {
+        Ok(Ok(uffd)) => {
+            let ask = back.clone();
+            match Pager::start(uffd, &runs, move |addr| {
+                ask.send("peer", &LinkMsg::LazyWant { req, addr });
+            }) {
+                Ok(pager) => {
+                    let r = fill(&shared, req, session, &from, &back, &pager, &mut pages).await;
+                    let faults = pager.faults();
+                    drop(pager);
+                    r.map(|received| (received, faults))
+                }
+                Err(e) => Err(format!("cannot start the pager: {e}")),
+            }
+        }
+        _ => Err("the restore failed".into()),
+    };
+    shared.lazy_in.lock().unwrap().remove(&req);
+    let ms = t0.elapsed().as_secs_f64() * 1e3;
+    let done = match &result {
+        Ok((received, faults)) => {
+            tracing::info!(
+                "session {session}: post-copy from {from} over in {ms:.1} ms: {total} bytes expected, {received} received, {faults} faults waited for a page"
+            );
+            Ok(())
+        }
+        Err(why) => {
+            tracing::warn!(
+                "session {session}: post-copy from {from} failed after {ms:.1} ms: {why}"
+            );
+            Err(err(ErrorCode::Unavailable, why.clone()))
+        }
+    };
+    if let Err(e) = &done {
+        // Its memory is in two halves, one of them out of reach: it
+        // cannot go on.
+        shared.to_session(
+            session,
+            super::SessionCmd::Lost(format!(
+                "roam: the process was lost: part of its memory was still on node {from} when {}\n",
+                e.message
+            )),
+        );
+    }
+    back.send("peer", &LinkMsg::LazyDone { req, result: done });
+}
+
+/// Places the pages of a post-copy as they come, until every page is in;
+/// the bytes received.
+async fn fill(
+    shared: &NodeShared,
+    req: u64,
+    session: SessionId,
+    from: &str,
+    back: &FrameTx,
+    pager: &Pager,
+    pages: &mut mpsc::UnboundedReceiver<LinkMsg>,
+) -> Result<u64, String> {
+    let mut received = 0u64;
+    let mut ended = false;
+    let mut last_heard = Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_millis(200));
+    // The session exists once the restore is done.
+    let mut seen = false;
+    loop {
+        if pager.left() == 0 {
+            return Ok(received);
+        }
+        if let Some(e) = pager.failed() {
+            return Err(format!("the pager stopped: {e}"));
+        }
+        if ended {
+            return Err(format!(
+                "node {from} sent every page, yet {} are missing",
+                pager.left()
+            ));
+        }
+        tokio::select! {
+            msg = pages.recv() => {
+                last_heard = Instant::now();
+                match msg {
+                    Some(LinkMsg::LazyPages { addr, data, .. }) => {
+                        if data.len() > MAX_DATA_CHUNK {
+                            return Err(format!("node {from} sent {} bytes of pages in one message", data.len()));
+                        }
+                        pager
+                            .deliver(addr, &data)
+                            .map_err(|e| format!("cannot place the pages at {addr:#x}: {e}"))?;
+                        received += data.len() as u64;
+                        back.send("peer", &LinkMsg::ImageAck { req, offset: received });
+                    }
+                    Some(LinkMsg::LazyEnd { .. }) => ended = true,
+                    Some(_) => {}
+                    None => return Err(format!("the link from node {from} broke")),
+                }
+            }
+            _ = tick.tick() => {
+                let here = shared.sessions.lock().unwrap().contains_key(&session);
+                if seen && !here {
+                    // It ended (or its copy was dropped): nothing waits.
+                    return Ok(received);
+                }
+                seen |= here;
+                if last_heard.elapsed() > TRANSFER_IDLE {
+                    return Err(format!("node {from} stopped sending pages"));
+                }
+            }
+        }
+    }
 }
 
 /// Kills a process a restore made, held or not.
@@ -871,6 +1070,7 @@ async fn capture(
     pid: i32,
     leave_running: bool,
     tracker: Option<Box<Tracker>>,
+    lazy: bool,
 ) -> Result<CapturedImage, WireError> {
     let filters = own_filters(shared);
     shared
@@ -880,6 +1080,7 @@ async fn capture(
             own_filters: filters,
             leave_running,
             tracker,
+            lazy,
             reply,
         })
         .await
@@ -905,13 +1106,18 @@ async fn migrate_out_inner(
         // process is not touched.
         if let Some(path) = &direct {
             out.peer = Some(super::peer::open(shared, path).await?);
+        } else if mode == MigrateMode::PostCopy {
+            return Err(err(
+                ErrorCode::BadRequest,
+                here("a post-copy needs a peer link to the new node (its peer_listen)".into()),
+            ));
         }
         let tracker = if precopy_wanted(mode, pid) {
             Some(precopy(shared, pid, &mut out, rx).await?)
         } else {
             None
         };
-        let image = capture(shared, pid, false, tracker)
+        let image = capture(shared, pid, false, tracker, mode == MigrateMode::PostCopy)
             .await
             .map_err(|e| ended_or(pid, e))?;
         let (tx, handed) = oneshot::channel();
@@ -929,7 +1135,7 @@ async fn migrate_out_inner(
         }
     }
     .await;
-    let (pid, cmds, image, handover, unread) = match captured {
+    let (pid, cmds, mut image, handover, unread) = match captured {
         Ok(c) => c,
         Err(e) => {
             shared.send(&LinkMsg::Captured {
@@ -963,8 +1169,15 @@ async fn migrate_out_inner(
             result: sent.clone().map(|()| image.summary),
         },
     );
+    let lazy = std::mem::take(&mut image.lazy);
     drop(image);
+    let mut lost = None;
     let commit = match sent {
+        Ok(()) if !lazy.is_empty() => {
+            let (v, e) = lazy_out(shared, pid, &lazy, &out, &cmds, joins, rx).await;
+            lost = e;
+            v
+        }
         Ok(()) => verdict(shared, &cmds, joins, rx).await,
         Err(_) => Verdict::Stay,
     };
@@ -972,6 +1185,9 @@ async fn migrate_out_inner(
         Verdict::Moved => {
             release(shared, pid, true).await?;
             let _ = cmds.send(super::SessionCmd::MovedAway);
+            if let Some(e) = lost {
+                return Err(e);
+            }
             Ok(true)
         }
         Verdict::Stay => {
@@ -1004,7 +1220,7 @@ fn ended_or(pid: i32, e: WireError) -> WireError {
 /// Whether a migration in `mode` pre-copies the memory of `pid`.
 fn precopy_wanted(mode: MigrateMode, pid: i32) -> bool {
     match mode {
-        MigrateMode::Eager => false,
+        MigrateMode::Eager | MigrateMode::PostCopy => false,
         MigrateMode::PreCopy => true,
         MigrateMode::Auto => roam_sys::procfs::proc_stat(pid as u32)
             .is_ok_and(|s| s.rss_kib * 1024 > PRECOPY_MIN_RSS),
@@ -1070,6 +1286,153 @@ async fn precopy(
 enum Verdict {
     Moved,
     Stay,
+}
+
+/// Post-copy, on the old node, once the image is sent: pushes the pages
+/// left out of it to the new node over the peer link (at most
+/// [`LAZY_WINDOW`] unacknowledged), and sends at once those a fault there
+/// waits for (`LazyWant`), while waiting for the home's verdict as
+/// [`verdict`] does. After a commit it goes on until the new node has every
+/// page (`LazyDone`); the frozen copy is killed then. Returns the verdict
+/// and, after a commit, why the post-copy failed, if it did: the process
+/// is then lost (its memory was in two halves).
+async fn lazy_out(
+    shared: &NodeShared,
+    pid: i32,
+    runs: &[(u64, usize)],
+    out: &Outgoing,
+    cmds: &mpsc::UnboundedSender<super::SessionCmd>,
+    joins: u64,
+    rx: &mut mpsc::UnboundedReceiver<LinkMsg>,
+) -> (Verdict, Option<WireError>) {
+    let req = out.req;
+    let here = |m: String| err(ErrorCode::Unavailable, format!("node {}: {m}", shared.name));
+    let Some(peer) = out.peer.clone() else {
+        return (Verdict::Stay, None);
+    };
+    let t0 = Instant::now();
+    let per = MAX_DATA_CHUNK / PAGE;
+    // The next page to push: its run, and its page in the run.
+    let (mut run, mut page) = (0usize, 0usize);
+    let (mut sent, mut acked, mut asked) = (0u64, 0u64, 0u64);
+    let mut ended = false;
+    let mut committed = false;
+    let mut placed: Option<Result<(), WireError>> = None;
+    let mut broken: Option<WireError> = None;
+    let mut buf = vec![0u8; MAX_DATA_CHUNK];
+    let mut last_heard = Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    let send_pages = |addr: u64, n: usize, buf: &mut Vec<u8>| -> Result<u64, WireError> {
+        let len = n * PAGE;
+        match roam_sys::ptrace::read_memory(pid, addr, &mut buf[..len]) {
+            Ok(got) if got == len => {}
+            Ok(got) => return Err(here(format!("read {got} of {len} bytes at {addr:#x}"))),
+            Err(e) => return Err(here(format!("cannot read the pages at {addr:#x}: {e}"))),
+        }
+        if shared.faulted("LazyPages") {
+            return Err(here("an injected fault".into()));
+        }
+        let msg = LinkMsg::LazyPages {
+            req,
+            addr,
+            data: buf[..len].to_vec(),
+        };
+        if !peer.send("peer", &msg) {
+            return Err(here("the peer link to the new node broke".into()));
+        }
+        Ok(len as u64)
+    };
+    loop {
+        // The background push, as far as the window lets it.
+        while broken.is_none() && run < runs.len() && sent - acked <= LAZY_WINDOW {
+            let (addr, n) = runs[run];
+            let take = (n - page).min(per);
+            match send_pages(addr + (page * PAGE) as u64, take, &mut buf) {
+                Ok(len) => sent += len,
+                Err(e) => broken = Some(e),
+            }
+            page += take;
+            if page == n {
+                run += 1;
+                page = 0;
+            }
+        }
+        if broken.is_none() && run == runs.len() && !ended {
+            ended = peer.send("peer", &LinkMsg::LazyEnd { req });
+            if !ended {
+                broken = Some(here("the peer link to the new node broke".into()));
+            }
+        }
+        if committed {
+            if let Some(result) = placed.take() {
+                let bytes: u64 = runs.iter().map(|&(_, n)| (n * PAGE) as u64).sum();
+                tracing::info!(
+                    "migration {req}: post-copy over in {:.1} ms: {bytes} bytes, {asked} faults served first",
+                    t0.elapsed().as_secs_f64() * 1e3
+                );
+                return (Verdict::Moved, result.err());
+            }
+            if let Some(e) = broken.take() {
+                return (Verdict::Moved, Some(e));
+            }
+        }
+        tokio::select! {
+            msg = rx.recv() => {
+                last_heard = Instant::now();
+                match msg {
+                    Some(LinkMsg::ImageAck { offset, .. }) => acked = acked.max(offset),
+                    Some(LinkMsg::LazyWant { addr, .. }) if broken.is_none() => {
+                        // Within its run, from the page asked for on.
+                        let page_of = addr & !(PAGE as u64 - 1);
+                        let found = runs.iter().find(|&&(a, n)| {
+                            a <= page_of && page_of < a + (n * PAGE) as u64
+                        });
+                        match found {
+                            Some(&(a, n)) => {
+                                let left = n - ((page_of - a) as usize / PAGE);
+                                match send_pages(page_of, left.min(LAZY_FAULT_PAGES), &mut buf) {
+                                    Ok(len) => {
+                                        sent += len;
+                                        asked += 1;
+                                    }
+                                    Err(e) => broken = Some(e),
+                                }
+                            }
+                            None => tracing::warn!(
+                                "migration {req}: the new node asked for page {addr:#x}, which is not among those left to send"
+                            ),
+                        }
+                    }
+                    Some(LinkMsg::LazyDone { result, .. }) => placed = Some(result),
+                    Some(LinkMsg::MigrateEnd { commit: true, .. }) => {
+                        committed = true;
+                        // Its streams are the new node's now.
+                        let _ = cmds.send(super::SessionCmd::MovedAway);
+                    }
+                    Some(LinkMsg::MigrateEnd { commit: false, .. }) => return (Verdict::Stay, None),
+                    Some(_) => {}
+                    None if committed => {
+                        return (Verdict::Moved, Some(here("the migration's queue closed".into())))
+                    }
+                    None => return (Verdict::Stay, None),
+                }
+            }
+            _ = tick.tick() => {
+                if !committed
+                    && (shared.joins.load(std::sync::atomic::Ordering::SeqCst) != joins
+                        || cmds.is_closed())
+                {
+                    return (Verdict::Stay, None);
+                }
+                if committed && peer.is_closed() {
+                    return (Verdict::Moved, Some(here("the peer link to the new node broke during the post-copy".into())));
+                }
+                if committed && last_heard.elapsed() > TRANSFER_IDLE {
+                    return (Verdict::Moved, Some(here("the new node stopped answering during the post-copy".into())));
+                }
+            }
+        }
+    }
 }
 
 /// Waits for the home's `MigrateEnd`. Without one (the link went), the

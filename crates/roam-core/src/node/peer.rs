@@ -102,7 +102,11 @@ async fn acks<R: tokio::io::AsyncRead + Unpin>(
             Err(e) => return e.to_string(),
         };
         match roam_proto::decode_body::<LinkMsg>("peer", &frame) {
-            Ok(msg @ LinkMsg::ImageAck { req, .. }) => {
+            Ok(
+                msg @ (LinkMsg::ImageAck { req, .. }
+                | LinkMsg::LazyWant { req, .. }
+                | LinkMsg::LazyDone { req, .. }),
+            ) => {
                 if let Some(q) = shared.transfers.lock().unwrap().get(&req) {
                     let _ = q.send(msg);
                 }
@@ -151,6 +155,12 @@ async fn serve(shared: &Arc<NodeShared>, sock: tokio::net::TcpStream) -> Result<
     // Migrations under way on this link.
     let mut open: HashSet<u64> = HashSet::new();
     let result = relay(shared, &name, &tx, &mut reader, &mut open).await;
+    // Post-copies from that node hear it (their queue closes).
+    shared
+        .lazy_in
+        .lock()
+        .unwrap()
+        .retain(|_, (from, _)| *from != name);
     // Those the link left unfinished hear that their image will not come.
     for req in open {
         shared.peer_acks.lock().unwrap().remove(&req);
@@ -192,6 +202,10 @@ async fn relay<R: tokio::io::AsyncRead + Unpin>(
             LinkMsg::PreCopy { req, .. }
             | LinkMsg::Image { req, .. }
             | LinkMsg::ImageEnd { req, .. } => *req,
+            LinkMsg::LazyPages { req, .. } | LinkMsg::LazyEnd { req } => {
+                lazy(shared, name, *req, msg).await;
+                continue;
+            }
             other => return Err(format!("node {name} sent {other:?} on a peer link")),
         };
         if !open.contains(&req) {
@@ -230,13 +244,43 @@ async fn relay<R: tokio::io::AsyncRead + Unpin>(
                     }
                     None => tracing::warn!("migration {req}: no restore took its image"),
                 }
+                // The rest goes when the restore ends (a post-copy answers
+                // over the link after the image's end).
                 if end {
                     open.remove(&req);
-                    shared.peer_acks.lock().unwrap().remove(&req);
-                    shared.expected.lock().unwrap().remove(&req);
                 }
             }
         }
+    }
+}
+
+/// A post-copy's message from node `name`: to the post-copy of `req`, once
+/// its restore has started it if the migration is still announced; dropped
+/// otherwise (the post-copy is over: pages sent before the old node heard).
+async fn lazy(shared: &NodeShared, name: &str, req: u64, msg: LinkMsg) {
+    let mut queue = None;
+    wait_for(shared, || {
+        queue = shared
+            .lazy_in
+            .lock()
+            .unwrap()
+            .get(&req)
+            .filter(|(from, _)| from == name)
+            .map(|(_, q)| q.clone());
+        queue.is_some()
+            || shared
+                .expected
+                .lock()
+                .unwrap()
+                .get(&req)
+                .is_none_or(|from| from != name)
+    })
+    .await;
+    match queue {
+        Some(q) => {
+            let _ = q.send(msg);
+        }
+        None => tracing::debug!("migration {req}: post-copy pages from {name} dropped"),
     }
 }
 

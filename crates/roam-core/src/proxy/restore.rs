@@ -187,6 +187,7 @@ pub(super) async fn send_image(
         len,
         stored: 0,
         frozen_us: 0,
+        lazy: 0,
     };
     client
         .send(&LocalMsg::Transfer(LinkMsg::ImageEnd {

@@ -1,4 +1,4 @@
-//! `roam migrate PID [NODE] [--eager | --precopy]`: move a running remote
+//! `roam migrate PID [NODE] [--eager | --precopy | --post-copy]`: move a running remote
 //! process to another node; its proxy, pipes and exit status stay
 //! (docs/design/migration.md).
 
@@ -16,21 +16,28 @@ pub struct Args {
     node: Option<String>,
     /// Move all the memory while the process is frozen (the default
     /// pre-copies a process of more than 16 MiB resident).
-    #[arg(long, conflicts_with = "precopy")]
+    #[arg(long, conflicts_with_all = ["precopy", "post_copy"])]
     eager: bool,
     /// Send the memory in rounds while the process runs, then freeze it
     /// for the pages written meanwhile, whatever its size.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "post_copy")]
     precopy: bool,
+    /// Start the process on the new node at once, with the memory of its
+    /// large mappings to follow: fetched when it touches a page, pushed in
+    /// the background. Until every page is there, the process needs both
+    /// nodes (docs/design/migration.md).
+    #[arg(long)]
+    post_copy: bool,
     /// Print nothing but errors.
     #[arg(short, long)]
     quiet: bool,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let mode = match (args.eager, args.precopy) {
-        (true, _) => MigrateMode::Eager,
-        (_, true) => MigrateMode::PreCopy,
+    let mode = match (args.eager, args.precopy, args.post_copy) {
+        (true, _, _) => MigrateMode::Eager,
+        (_, true, _) => MigrateMode::PreCopy,
+        (_, _, true) => MigrateMode::PostCopy,
         _ => MigrateMode::Auto,
     };
     let r = migrate(args.pid, args.node, mode, args.quiet)?;
@@ -82,8 +89,17 @@ pub fn describe(r: &MigrateReport) -> String {
     } else {
         String::new()
     };
+    let post = if r.postcopied > 0 {
+        format!(
+            ", then {:.1} MiB followed in {:.1} ms",
+            r.postcopied as f64 / 1048576.0,
+            r.postcopy_us as f64 / 1e3
+        )
+    } else {
+        String::new()
+    };
     format!(
-        "moved {} from {} to {} (pid {} there): {pre}{:.1} MiB while frozen; frozen {:.1} ms, {:.1} ms in all",
+        "moved {} from {} to {} (pid {} there): {pre}{:.1} MiB while frozen{post}; frozen {:.1} ms, {:.1} ms in all",
         r.home_pid,
         r.from,
         r.to,

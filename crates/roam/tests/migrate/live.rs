@@ -548,6 +548,55 @@ fn a_process_writing_its_memory_moves_with_precopy_and_finds_it_whole() {
     assert!(log.contains("pre-copied in"), "{log}");
 }
 
+/// A process that keeps writing its 64 MiB heap moves with post-copy
+/// n1 -> n2 -> n1 -> n2: it runs on the new node before its heap is there,
+/// and finds every page as it last wrote it.
+#[test]
+fn a_process_writing_its_memory_moves_with_postcopy_and_finds_it_whole() {
+    let c = Cluster::home_files(2);
+    let writer = build_program("migrate", "writer");
+    let writer = writer.to_str().unwrap();
+    let mut job = as_user(
+        &c,
+        None,
+        &["run", "--node", "n1", writer, "64", "20", "100"],
+    )
+    .stdin(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let home_pid = job.id();
+    let mut out = BufReader::new(job.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    assert_eq!(line, "READY\n");
+    for to in ["n2", "n1", "n2"] {
+        let m = as_user(
+            &c,
+            None,
+            &["migrate", &home_pid.to_string(), to, "--post-copy"],
+        )
+        .output()
+        .unwrap();
+        assert!(m.status.success(), "migrate: {}", text(&m.stderr));
+        let said = text(&m.stderr);
+        assert!(said.contains("MiB followed in"), "{said}");
+        let p = c.ps().into_iter().find(|p| p.home_pid == home_pid).unwrap();
+        assert_eq!(p.node, to);
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    job.stdin.take().unwrap().write_all(b"check\n").unwrap();
+    let mut rest = String::new();
+    out.read_to_string(&mut rest).unwrap();
+    let status = wait_timeout(&mut job, Duration::from_secs(30));
+    assert!(status.success(), "{rest}");
+    let last = rest.lines().last().unwrap_or("");
+    assert!(last.starts_with("PASS "), "{rest}");
+    let counters: Vec<u64> = rest.lines().filter_map(|l| l.parse().ok()).collect();
+    assert!(counters.windows(2).all(|w| w[1] == w[0] + 1), "{rest}");
+    let log = c.log("home");
+    assert!(log.contains("post-copy from n1 over"), "{log}");
+}
+
 /// The new node's link is cut while the pages go ahead in rounds: the
 /// migration fails once the home finds the node gone, the process runs on
 /// where it was, whole; once the link is back, it moves (over a new peer

@@ -1,0 +1,436 @@
+//! Post-copy: a process rebuilt before its memory is all here, the rest
+//! brought in as it runs (docs/design/migration.md, "Post-copy").
+//!
+//! The image of a post-copy names the pages of the large private
+//! anonymous mappings (its LAZY section) instead of carrying them. The
+//! restore registers those mappings on a userfaultfd of the process, with
+//! the events that move pages (fork, mremap, madvise, munmap), and hands
+//! it to a [`Pager`] before the rest of the rebuild. The pager then:
+//! - places the pages that come ([`Pager::deliver`], `UFFDIO_COPY`), in
+//!   every address space that still waits for them;
+//! - on a fault, asks for the page (the `want` callback) if it is still to
+//!   come, or maps a zero page if it is not (never written, or emptied
+//!   since: madvise);
+//! - follows the process's layout: pages moved by mremap are expected at
+//!   their new place, pages unmapped or emptied are no longer expected,
+//!   and a child forked meanwhile waits for the same pages as its parent
+//!   did (its own userfaultfd, from the fork event).
+//!
+//! The events are read and handled, and the pages placed, under one lock:
+//! once an event is read the kernel goes on (an madvise empties its range),
+//! so no page may be placed between the reading and the handling.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use roam_sys::uffd::{self, Event};
+
+const PAGE: u64 = 4096;
+
+/// How long a page's placement may be put off by a layout change under
+/// way before the pager gives up.
+const LAYOUT_PATIENCE: Duration = Duration::from_secs(10);
+
+/// Pages still to come into one address space: where each is now (its
+/// address in the process) and where it was (its address in the image,
+/// by which the old node reads it).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Pending {
+    by_dest: BTreeMap<u64, u64>,
+    by_src: HashMap<u64, u64>,
+}
+
+impl Pending {
+    /// The pages of `runs` (address, pages), each where it was.
+    pub fn new(runs: &[(u64, usize)]) -> Pending {
+        let mut p = Pending::default();
+        for &(addr, n) in runs {
+            for i in 0..n as u64 {
+                let a = addr + i * PAGE;
+                p.by_dest.insert(a, a);
+                p.by_src.insert(a, a);
+            }
+        }
+        p
+    }
+
+    /// Pages still to come.
+    pub fn len(&self) -> usize {
+        self.by_dest.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_dest.is_empty()
+    }
+
+    /// Where the page now at `dest` was, if it is still to come.
+    pub fn src_of(&self, dest: u64) -> Option<u64> {
+        self.by_dest.get(&dest).copied()
+    }
+
+    /// The page that was at `src`, if still to come: no longer expected;
+    /// where it goes.
+    pub fn take(&mut self, src: u64) -> Option<u64> {
+        let dest = self.by_src.remove(&src)?;
+        self.by_dest.remove(&dest);
+        Some(dest)
+    }
+
+    /// Expects the page that was at `src` at `dest` (again).
+    fn put(&mut self, dest: u64, src: u64) {
+        self.by_dest.insert(dest, src);
+        self.by_src.insert(src, dest);
+    }
+
+    /// `[start, end)` was emptied or unmapped: nothing comes there.
+    pub fn remove(&mut self, start: u64, end: u64) {
+        let gone: Vec<(u64, u64)> = self
+            .by_dest
+            .range(start..end)
+            .map(|(&d, &s)| (d, s))
+            .collect();
+        for (d, s) in gone {
+            self.by_dest.remove(&d);
+            self.by_src.remove(&s);
+        }
+    }
+
+    /// `[from, from + len)` moved to `to` (what was at `to` is gone).
+    pub fn remap(&mut self, from: u64, to: u64, len: u64) {
+        let moving: Vec<(u64, u64)> = self
+            .by_dest
+            .range(from..from.saturating_add(len))
+            .map(|(&d, &s)| (d, s))
+            .collect();
+        for &(d, s) in &moving {
+            self.by_dest.remove(&d);
+            self.by_src.remove(&s);
+        }
+        self.remove(to, to.saturating_add(len));
+        for (d, s) in moving {
+            self.put(d - from + to, s);
+        }
+    }
+}
+
+/// One address space the pager fills: the process's, or a child's forked
+/// during the post-copy.
+struct Space {
+    uffd: Arc<OwnedFd>,
+    pending: Pending,
+    /// Its process is gone.
+    gone: bool,
+}
+
+type Want = Box<dyn FnMut(u64) + Send>;
+
+struct State {
+    spaces: Vec<Space>,
+    /// Pages asked for (by their old address), not to be asked again.
+    requested: HashSet<u64>,
+    want: Want,
+}
+
+struct Inner {
+    state: Mutex<State>,
+    stop: AtomicBool,
+    faults: AtomicU64,
+    error: Mutex<Option<String>>,
+}
+
+/// Serves the userfaultfd of a post-copy's process (see the module's
+/// documentation) until dropped; dropping it closes the userfaultfds,
+/// which ends the registrations (the process then faults as any other).
+pub struct Pager {
+    inner: Arc<Inner>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Pager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pager").field("left", &self.left()).finish()
+    }
+}
+
+impl Pager {
+    /// Starts serving `uffd` (a restore's, see
+    /// [`crate::restore::RestoreOpts::lazy`]), whose process waits for
+    /// the pages of `runs`; `want` is called with the old address of each
+    /// page a fault waits for (once per page), from the pager's thread.
+    pub fn start(
+        uffd: OwnedFd,
+        runs: &[(u64, usize)],
+        want: impl FnMut(u64) + Send + 'static,
+    ) -> io::Result<Pager> {
+        let inner = Arc::new(Inner {
+            state: Mutex::new(State {
+                spaces: vec![Space {
+                    uffd: Arc::new(uffd),
+                    pending: Pending::new(runs),
+                    gone: false,
+                }],
+                requested: HashSet::new(),
+                want: Box::new(want),
+            }),
+            stop: AtomicBool::new(false),
+            faults: AtomicU64::new(0),
+            error: Mutex::new(None),
+        });
+        let run = inner.clone();
+        let thread = std::thread::Builder::new()
+            .name("roam-pager".into())
+            .spawn(move || {
+                if let Err(e) = serve(&run) {
+                    *run.error.lock().unwrap() = Some(e.to_string());
+                }
+            })?;
+        Ok(Pager {
+            inner,
+            thread: Some(thread),
+        })
+    }
+
+    /// Pages still to come, over the address spaces whose processes live.
+    pub fn left(&self) -> usize {
+        let st = self.inner.state.lock().unwrap();
+        st.spaces
+            .iter()
+            .filter(|s| !s.gone)
+            .map(|s| s.pending.len())
+            .sum()
+    }
+
+    /// Faults that waited for a page to come.
+    pub fn faults(&self) -> u64 {
+        self.inner.faults.load(Ordering::Relaxed)
+    }
+
+    /// Why the pager stopped serving faults, if it did.
+    pub fn failed(&self) -> Option<String> {
+        self.inner.error.lock().unwrap().clone()
+    }
+
+    /// Places the pages `data` (whole pages) that were at `src` on, in
+    /// every address space that waits for them. Pages no longer expected
+    /// are dropped.
+    pub fn deliver(&self, src: u64, data: &[u8]) -> io::Result<()> {
+        if src % PAGE != 0 || data.len() as u64 % PAGE != 0 {
+            return Err(io::Error::other(format!(
+                "pages at {src:#x} of {} bytes are not whole pages",
+                data.len()
+            )));
+        }
+        let since = Instant::now();
+        loop {
+            let mut st = self.inner.state.lock().unwrap();
+            let mut again = false;
+            for space in st.spaces.iter_mut().filter(|s| !s.gone) {
+                // (where it goes, where it was, its offset in `data`)
+                let list: Vec<(u64, u64, usize)> = (0..data.len() / PAGE as usize)
+                    .filter_map(|i| {
+                        let s = src + i as u64 * PAGE;
+                        space.pending.take(s).map(|d| (d, s, i * PAGE as usize))
+                    })
+                    .collect();
+                let mut i = 0;
+                while i < list.len() {
+                    let mut j = i + 1;
+                    while j < list.len()
+                        && list[j].0 == list[j - 1].0 + PAGE
+                        && list[j].2 == list[j - 1].2 + PAGE as usize
+                    {
+                        j += 1;
+                    }
+                    match place(space, &list[i..j], data) {
+                        Placed::All => {}
+                        Placed::Gone => {
+                            space.gone = true;
+                            break;
+                        }
+                        Placed::Later(from) => {
+                            // Expected again (a layout change under way:
+                            // its event is read and handled first).
+                            for &(d, s, _) in &list[i + from..] {
+                                space.pending.put(d, s);
+                            }
+                            again = true;
+                            break;
+                        }
+                    }
+                    i = j;
+                }
+            }
+            drop(st);
+            if !again {
+                return Ok(());
+            }
+            if since.elapsed() > LAYOUT_PATIENCE {
+                return Err(io::Error::other(
+                    "the process's layout kept changing while its pages were placed",
+                ));
+            }
+            std::thread::sleep(Duration::from_micros(100));
+        }
+    }
+}
+
+impl Drop for Pager {
+    fn drop(&mut self) {
+        self.inner.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+enum Placed {
+    All,
+    /// The process is gone.
+    Gone,
+    /// From this entry on, not placed: try again.
+    Later(usize),
+}
+
+/// Copies a stretch of pages (consecutive both where they go and in
+/// `data`) into `space`.
+fn place(space: &Space, stretch: &[(u64, u64, usize)], data: &[u8]) -> Placed {
+    let (dest, _, off) = stretch[0];
+    let len = stretch.len() * PAGE as usize;
+    let mut at = 0;
+    while at < len {
+        let (n, e) = uffd::copy_once(
+            space.uffd.as_fd(),
+            dest + at as u64,
+            &data[off + at..off + len],
+        );
+        at += n;
+        let Some(e) = e else { break };
+        match e.raw_os_error() {
+            Some(libc::EAGAIN) => return Placed::Later(at / PAGE as usize),
+            Some(libc::ESRCH) => return Placed::Gone,
+            // There already, or no longer registered there (unmapped
+            // meanwhile): that page is done with.
+            _ => at += PAGE as usize,
+        }
+    }
+    Placed::All
+}
+
+/// The pager's thread: waits for events, handles them.
+fn serve(inner: &Inner) -> io::Result<()> {
+    let mut events = Vec::new();
+    while !inner.stop.load(Ordering::SeqCst) {
+        let fds: Vec<(usize, Arc<OwnedFd>)> = {
+            let st = inner.state.lock().unwrap();
+            st.spaces
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| !s.gone)
+                .map(|(i, s)| (i, s.uffd.clone()))
+                .collect()
+        };
+        let borrowed: Vec<_> = fds.iter().map(|(_, f)| f.as_fd()).collect();
+        let ready = uffd::poll_readable(&borrowed, 50)?;
+        for ((i, fd), ready) in fds.iter().zip(ready) {
+            if !ready {
+                continue;
+            }
+            // Read and handled under the lock: see the module's
+            // documentation.
+            let mut st = inner.state.lock().unwrap();
+            events.clear();
+            if let Err(e) = uffd::read_events(fd.as_fd(), &mut events) {
+                if e.raw_os_error() == Some(libc::ESRCH) {
+                    st.spaces[*i].gone = true;
+                    continue;
+                }
+                return Err(e);
+            }
+            for ev in events.drain(..) {
+                handle(inner, &mut st, *i, ev);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Handles one event of space `i`.
+fn handle(inner: &Inner, st: &mut State, i: usize, ev: Event) {
+    let fd = st.spaces[i].uffd.clone();
+    let wake = |start: u64, len: u64| {
+        // Who waited there faults again, and finds what is there now.
+        let _ = uffd::wake(fd.as_fd(), start, len);
+    };
+    match ev {
+        Event::Fault { addr } => match st.spaces[i].pending.src_of(addr) {
+            Some(src) => {
+                inner.faults.fetch_add(1, Ordering::Relaxed);
+                if st.requested.insert(src) {
+                    (st.want)(src);
+                }
+            }
+            // Nothing comes for it: a page never written, or emptied since.
+            None => {
+                if let Err(e) = uffd::zeropage(fd.as_fd(), addr, PAGE) {
+                    if e.raw_os_error() == Some(libc::ESRCH) {
+                        st.spaces[i].gone = true;
+                    }
+                }
+            }
+        },
+        Event::Fork { uffd } => {
+            let pending = st.spaces[i].pending.clone();
+            st.spaces.push(Space {
+                uffd: Arc::new(uffd),
+                pending,
+                gone: false,
+            });
+        }
+        Event::Remap { from, to, len } => {
+            st.spaces[i].pending.remap(from, to, len);
+            wake(from, len);
+        }
+        Event::Remove { start, end } | Event::Unmap { start, end } => {
+            st.spaces[i].pending.remove(start, end);
+            wake(start, end.saturating_sub(start));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const P: u64 = PAGE;
+
+    #[test]
+    fn pending_pages_follow_remaps_and_removals() {
+        let mut p = Pending::new(&[(0x10000, 4), (0x20000, 2)]);
+        assert_eq!(p.len(), 6);
+        assert_eq!(p.src_of(0x10000 + P), Some(0x10000 + P));
+        // Emptied: not expected any more.
+        p.remove(0x10000 + P, 0x10000 + 3 * P);
+        assert_eq!(p.len(), 4);
+        assert_eq!(p.src_of(0x10000 + P), None);
+        assert_eq!(p.take(0x10000 + 2 * P), None);
+        // Moved: expected at the new place, still read from the old one.
+        p.remap(0x10000, 0x50000, 4 * P);
+        assert_eq!(p.src_of(0x10000), None);
+        assert_eq!(p.src_of(0x50000), Some(0x10000));
+        assert_eq!(p.src_of(0x50000 + 3 * P), Some(0x10000 + 3 * P));
+        assert_eq!(p.take(0x10000), Some(0x50000));
+        assert_eq!(p.src_of(0x50000), None);
+        assert_eq!(p.len(), 3);
+        // A move onto pages still expected drops them.
+        p.remap(0x50000, 0x20000, 4 * P);
+        assert_eq!(p.len(), 1);
+        assert_eq!(p.src_of(0x20000 + 3 * P), Some(0x10000 + 3 * P));
+        assert_eq!(p.take(0x20000), None);
+        assert_eq!(p.take(0x10000 + 3 * P), Some(0x20000 + 3 * P));
+        assert!(p.is_empty());
+    }
+}
