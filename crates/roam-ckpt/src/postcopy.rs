@@ -218,7 +218,10 @@ impl Pager {
     /// every address space that waits for them. Pages no longer expected
     /// are dropped.
     pub fn deliver(&self, src: u64, data: &[u8]) -> io::Result<()> {
-        if src % PAGE != 0 || data.len() as u64 % PAGE != 0 {
+        if !src.is_multiple_of(PAGE)
+            || !(data.len() as u64).is_multiple_of(PAGE)
+            || src.checked_add(data.len() as u64).is_none()
+        {
             return Err(io::Error::other(format!(
                 "pages at {src:#x} of {} bytes are not whole pages",
                 data.len()

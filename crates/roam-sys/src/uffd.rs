@@ -326,9 +326,8 @@ pub fn read_events(uffd: BorrowedFd<'_>, out: &mut Vec<Event>) -> io::Result<()>
                 let fd = u32::from_ne_bytes(m[8..12].try_into().expect("4")) as i32;
                 // SAFETY: the kernel installed this descriptor in our
                 // table for the event; nothing else owns it.
-                Event::Fork {
-                    uffd: unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) },
-                }
+                let uffd = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
+                Event::Fork { uffd }
             }
             UFFD_EVENT_REMAP => Event::Remap {
                 from: word(m, 8),

@@ -583,6 +583,7 @@ pub(super) async fn restore(
         let runs = image.lazy.clone();
         let lazy = LazyIn {
             req,
+            base: unread + spec.image_len,
             session,
             from,
             back,
@@ -686,6 +687,9 @@ pub(super) async fn restore(
 /// come from and the peer link back there.
 struct LazyIn {
     req: u64,
+    /// The transfer's bytes before the pages (its acknowledgements count
+    /// on from there).
+    base: u64,
     session: SessionId,
     from: String,
     back: FrameTx,
@@ -706,6 +710,7 @@ async fn lazy_in(
 ) {
     let LazyIn {
         req,
+        base,
         session,
         from,
         back,
@@ -721,7 +726,13 @@ async fn lazy_in(
                 ask.send("peer", &LinkMsg::LazyWant { req, addr });
             }) {
                 Ok(pager) => {
-                    let r = fill(&shared, req, session, &from, &back, &pager, &mut pages).await;
+                    let to = Peer {
+                        req,
+                        base,
+                        from: &from,
+                        back: &back,
+                    };
+                    let r = fill(&shared, session, &to, &pager, &mut pages).await;
                     let faults = pager.faults();
                     drop(pager);
                     r.map(|received| (received, faults))
@@ -761,17 +772,30 @@ async fn lazy_in(
     back.send("peer", &LinkMsg::LazyDone { req, result: done });
 }
 
+/// The old node of a post-copy, seen from the new one.
+#[derive(Clone, Copy)]
+struct Peer<'a> {
+    req: u64,
+    base: u64,
+    from: &'a str,
+    back: &'a FrameTx,
+}
+
 /// Places the pages of a post-copy as they come, until every page is in;
 /// the bytes received.
 async fn fill(
     shared: &NodeShared,
-    req: u64,
     session: SessionId,
-    from: &str,
-    back: &FrameTx,
+    peer: &Peer<'_>,
     pager: &Pager,
     pages: &mut mpsc::UnboundedReceiver<LinkMsg>,
 ) -> Result<u64, String> {
+    let Peer {
+        req,
+        base,
+        from,
+        back,
+    } = *peer;
     let mut received = 0u64;
     let mut ended = false;
     let mut last_heard = Instant::now();
@@ -803,7 +827,10 @@ async fn fill(
                             .deliver(addr, &data)
                             .map_err(|e| format!("cannot place the pages at {addr:#x}: {e}"))?;
                         received += data.len() as u64;
-                        back.send("peer", &LinkMsg::ImageAck { req, offset: received });
+                        if shared.faulted("ImageAck") {
+                            return Err("an injected fault".into());
+                        }
+                        back.send("peer", &LinkMsg::ImageAck { req, offset: base + received });
                     }
                     Some(LinkMsg::LazyEnd { .. }) => ended = true,
                     Some(_) => {}
@@ -1314,7 +1341,9 @@ async fn lazy_out(
     let per = MAX_DATA_CHUNK / PAGE;
     // The next page to push: its run, and its page in the run.
     let (mut run, mut page) = (0usize, 0usize);
-    let (mut sent, mut acked, mut asked) = (0u64, 0u64, 0u64);
+    // The post-copy's bytes count on from the image's, in one offset (the
+    // image's last acknowledgements may come now).
+    let (mut sent, mut acked, mut asked) = (out.offset, out.acked, 0u64);
     let mut ended = false;
     let mut committed = false;
     let mut placed: Option<Result<(), WireError>> = None;
@@ -1343,8 +1372,14 @@ async fn lazy_out(
         Ok(len as u64)
     };
     loop {
-        // The background push, as far as the window lets it.
-        while broken.is_none() && run < runs.len() && sent - acked <= LAZY_WINDOW {
+        // The background push, as far as the window lets it, once the
+        // process runs there: before, it would slow the restore down
+        // (which takes what it faults on, as the process does).
+        while committed
+            && broken.is_none()
+            && run < runs.len()
+            && sent.saturating_sub(acked) <= LAZY_WINDOW
+        {
             let (addr, n) = runs[run];
             let take = (n - page).min(per);
             match send_pages(addr + (page * PAGE) as u64, take, &mut buf) {
@@ -1357,7 +1392,7 @@ async fn lazy_out(
                 page = 0;
             }
         }
-        if broken.is_none() && run == runs.len() && !ended {
+        if committed && broken.is_none() && run == runs.len() && !ended {
             ended = peer.send("peer", &LinkMsg::LazyEnd { req });
             if !ended {
                 broken = Some(here("the peer link to the new node broke".into()));
@@ -1394,6 +1429,11 @@ async fn lazy_out(
                                     Ok(len) => {
                                         sent += len;
                                         asked += 1;
+                                        tracing::debug!(
+                                            "migration {req}: page {addr:#x} wanted {:.2} ms in{}",
+                                            t0.elapsed().as_secs_f64() * 1e3,
+                                            if committed { "" } else { ", before the commit" }
+                                        );
                                     }
                                     Err(e) => broken = Some(e),
                                 }

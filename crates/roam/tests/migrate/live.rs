@@ -324,7 +324,10 @@ fn build_program(dir_name: &str, name: &str) -> std::path::PathBuf {
     let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("migrate-progs");
     std::fs::create_dir_all(&dir).unwrap();
     let out = dir.join(name);
-    let tmp = dir.join(format!(".{name}-{}", std::process::id()));
+    // Tests of this process may build the same program at once.
+    static BUILDS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = BUILDS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let tmp = dir.join(format!(".{name}-{}-{n}", std::process::id()));
     let st = std::process::Command::new("cc")
         .args(["-O1", "-pthread", "-o"])
         .arg(&tmp)
@@ -813,6 +816,85 @@ fn faults_injected_at_each_step_of_a_migration_leave_one_copy_or_none_said() {
             &format!("{case}: no copy left"),
             Duration::from_secs(15),
             || copies(&marker) == 0,
+        );
+    }
+    for node in ["n1", "n2"] {
+        let _ = c.tb.stop_daemon(node);
+        c.tb.start_daemon(node).unwrap();
+    }
+}
+
+/// Writers whose command line has `tick` (their third argument, unique
+/// to a test case).
+fn writers(tick: &str) -> usize {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            std::fs::read(e.path().join("cmdline")).is_ok_and(|c| {
+                let args: Vec<&[u8]> = c.split(|&b| b == 0).collect();
+                args.first().is_some_and(|a| a.ends_with(b"/writer"))
+                    && args.get(3).is_some_and(|a| *a == tick.as_bytes())
+            })
+        })
+        .count()
+}
+
+/// A post-copy needs both nodes until every page is in: the old node
+/// killed while it pushes the pages, or the new one killed while it takes
+/// them, loses the process, and the user is told; no copy is left.
+#[test]
+fn a_node_dying_during_a_postcopy_loses_the_process_and_says_so() {
+    let mut c = Cluster::home_files(2);
+    let writer = build_program("migrate", "writer");
+    let writer = writer.to_str().unwrap();
+    for (i, (node, fault)) in [("n1", "die:LazyPages#40"), ("n2", "die:ImageAck#30")]
+        .into_iter()
+        .enumerate()
+    {
+        let case = format!("{fault} on {node}");
+        for n in ["n1", "n2"] {
+            let _ = c.tb.stop_daemon(n);
+            let env: &[(&str, &str)] = if n == node {
+                &[("ROAM_FAULT", fault)]
+            } else {
+                &[]
+            };
+            c.tb.start_daemon_with_env(n, env).unwrap();
+        }
+        c.tb.wait_nodes_up(2, Duration::from_secs(30)).unwrap();
+        let tick = format!("{}", 1000 + i);
+        let mut job = as_user(&c, None, &["run", "--node", "n1", writer, "64", "0", &tick])
+            .stdin(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let home_pid = job.id();
+        let mut out = BufReader::new(job.stdout.take().unwrap());
+        let mut line = String::new();
+        out.read_line(&mut line).unwrap();
+        assert_eq!(line, "READY\n", "{case}");
+        let m = as_user(
+            &c,
+            None,
+            &["migrate", &home_pid.to_string(), "n2", "--post-copy"],
+        )
+        .output()
+        .unwrap();
+        let said = text(&m.stderr);
+        assert!(!m.status.success(), "{case}: {said}");
+        assert!(said.contains("is lost"), "{case}: {said}");
+        let st = wait_timeout(&mut job, Duration::from_secs(30));
+        assert!(!st.success(), "{case}");
+        let err = stderr_of(&mut job);
+        assert!(
+            err.contains("the process was lost") || err.contains("is lost"),
+            "{case}: {err}"
+        );
+        wait_until(
+            &format!("{case}: no copy left"),
+            Duration::from_secs(15),
+            || writers(&tick) == 0,
         );
     }
     for node in ["n1", "n2"] {
