@@ -92,7 +92,11 @@ pub(super) fn start(
         ));
     }
     let session = *session;
-    if st.migrations.values().any(|m| m.session == session) {
+    if st
+        .migrations
+        .values()
+        .any(|m| m.session == session && m.committed.is_some())
+    {
         return Err(WireError::new(
             ErrorCode::BadRequest,
             format!("process {home_pid} is still fetching its memory from its last move"),
