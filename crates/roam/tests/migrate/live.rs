@@ -324,10 +324,16 @@ fn build_program(dir_name: &str, name: &str) -> std::path::PathBuf {
     let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("migrate-progs");
     std::fs::create_dir_all(&dir).unwrap();
     let out = dir.join(name);
-    // Tests of this process may build the same program at once.
-    static BUILDS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-    let n = BUILDS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-    let tmp = dir.join(format!(".{name}-{}-{n}", std::process::id()));
+    // Built once per test process: tests run at once, and one building
+    // again would delete the executable of another's running program
+    // (which a checkpoint then refuses).
+    static BUILT: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    let mut built = BUILT.lock().unwrap();
+    let key = format!("{dir_name}/{name}");
+    if built.contains(&key) {
+        return out;
+    }
+    let tmp = dir.join(format!(".{name}-{}", std::process::id()));
     let st = std::process::Command::new("cc")
         .args(["-O1", "-pthread", "-o"])
         .arg(&tmp)
@@ -336,6 +342,7 @@ fn build_program(dir_name: &str, name: &str) -> std::path::PathBuf {
         .unwrap();
     assert!(st.success(), "cc {name}.c");
     std::fs::rename(&tmp, &out).unwrap();
+    built.push(key);
     out
 }
 
