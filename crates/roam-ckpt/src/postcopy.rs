@@ -29,7 +29,12 @@ use std::time::{Duration, Instant};
 
 use roam_sys::uffd::{self, Event};
 
-const PAGE: u64 = 4096;
+const PAGE: u64 = crate::image::PAGE as u64;
+
+/// The bytes of memory in runs of pages (address, pages).
+pub fn bytes_of(runs: &[(u64, usize)]) -> u64 {
+    runs.iter().map(|&(_, n)| n as u64 * PAGE).sum()
+}
 
 /// How long a page's placement may be put off by a layout change under
 /// way before the pager gives up.

@@ -20,7 +20,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use roam_ckpt::capture::{capture_held_lazy, capture_held_tracked, Held};
-use roam_ckpt::postcopy::Pager;
+use roam_ckpt::image::PAGE;
+use roam_ckpt::postcopy::{bytes_of, Pager};
 use roam_ckpt::precopy::{PageStore, Tracker};
 use roam_ckpt::restore::{restore as restore_image, Image, RestoreOpts, Restored, User};
 use roam_proto::link::{LinkMsg, PeerPath, IMAGE_WINDOW, LAZY_WINDOW};
@@ -42,9 +43,6 @@ const TRANSFER_IDLE: Duration = Duration::from_secs(60);
 
 /// The image architecture this node restores (its own).
 const NATIVE_ARCH: &str = "x86_64";
-
-/// A page.
-const PAGE: usize = 4096;
 
 /// Post-copy: the pages sent at once for a fault, from the one it waits
 /// for on (within its run): a process that reads on after it finds the
@@ -174,7 +172,7 @@ fn run_job(job: Job, held: &mut HashMap<i32, Held>) {
                     len: pieces.iter().map(|p| p.len() as u64).sum(),
                     stored: c.stored_bytes,
                     frozen_us,
-                    lazy: lazy.iter().map(|&(_, n)| (n * PAGE) as u64).sum(),
+                    lazy: bytes_of(&lazy),
                 };
                 Ok(CapturedImage {
                     pieces,
@@ -716,7 +714,7 @@ async fn lazy_in(
         back,
     } = lazy;
     let t0 = Instant::now();
-    let total: u64 = runs.iter().map(|&(_, n)| (n * PAGE) as u64).sum();
+    let total = bytes_of(&runs);
     // The restore sends it, or fails (and drops the sender).
     let uffd = tokio::task::spawn_blocking(move || uffd.recv()).await;
     let result = match uffd {
@@ -1400,7 +1398,7 @@ async fn lazy_out(
         }
         if committed {
             if let Some(result) = placed.take() {
-                let bytes: u64 = runs.iter().map(|&(_, n)| (n * PAGE) as u64).sum();
+                let bytes = bytes_of(runs);
                 tracing::info!(
                     "migration {req}: post-copy over in {:.1} ms: {bytes} bytes, {asked} faults served first",
                     t0.elapsed().as_secs_f64() * 1e3
