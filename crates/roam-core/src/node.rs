@@ -119,9 +119,9 @@ pub struct NodeShared {
     peer_acks: Mutex<HashMap<u64, FrameTx>>,
     /// Peer links to other nodes, by name, kept for the migrations after.
     peers: Mutex<HashMap<String, FrameTx>>,
-    /// Post-copies coming in: by request id, the node their pages come
-    /// from and where those go.
-    lazy_in: Mutex<HashMap<u64, (String, mpsc::UnboundedSender<LinkMsg>)>>,
+    /// Pages left out of images, coming in: by request id, the node they
+    /// come from and where they go.
+    lazy_in: Mutex<HashMap<u64, (String, mpsc::UnboundedSender<ckpt::LazyMsg>)>>,
     /// Told when a transfer opens or a migration is announced (what peer
     /// links wait for).
     opened: tokio::sync::Notify,

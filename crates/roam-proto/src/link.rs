@@ -46,6 +46,51 @@ pub fn encode_image_frame(req: u64, offset: u64, data: &[u8]) -> Result<Vec<u8>,
     crate::encode_frame("link", &ImageRef { req, offset, data })
 }
 
+/// The index of [`LinkMsg::LazyPages`] among `LinkMsg`'s variants
+/// (checked by a test against the derived encoding).
+const LAZY_PAGES_VARIANT: u32 = 33;
+
+/// The frame [`crate::encode_frame`] makes of `LinkMsg::LazyPages { req,
+/// addr, data }` with `len` bytes of data, all but the data: the caller
+/// appends exactly `len` bytes (read from the process straight into the
+/// frame, which has room for them).
+pub fn lazy_pages_frame_head(req: u64, addr: u64, len: usize) -> Result<Vec<u8>, ProtoError> {
+    let mut out = Vec::with_capacity(32 + len);
+    out.extend_from_slice(&[0u8; 4]);
+    // The variant's index, the fields, then the byte string's length: all
+    // varints.
+    let mut out = postcard::to_extend(&(LAZY_PAGES_VARIANT, req, addr, len as u64), out).map_err(
+        |source| ProtoError::Encode {
+            what: "link",
+            source,
+        },
+    )?;
+    let body = out.len() - 4 + len;
+    if body > crate::frame::MAX_FRAME {
+        return Err(ProtoError::FrameTooLarge {
+            len: body,
+            limit: crate::frame::MAX_FRAME,
+        });
+    }
+    out[..4].copy_from_slice(&(body as u32).to_le_bytes());
+    Ok(out)
+}
+
+/// A frame body that is a well-formed `LinkMsg::LazyPages`, read without
+/// copying its data: its `req`, `addr`, and where in `body` its data
+/// starts (it runs to the end); None for any other message (or a
+/// malformed one).
+pub fn lazy_pages_of(body: &[u8]) -> Option<(u64, u64, usize)> {
+    let (variant, rest) = postcard::take_from_bytes::<u32>(body).ok()?;
+    if variant != LAZY_PAGES_VARIANT {
+        return None;
+    }
+    let ((req, addr), rest) = postcard::take_from_bytes::<(u64, u64)>(rest).ok()?;
+    let (data, rest) = postcard::take_from_bytes::<&serde_bytes::Bytes>(rest).ok()?;
+    rest.is_empty()
+        .then_some((req, addr, body.len() - data.len()))
+}
+
 /// The index of [`LinkMsg::Data`] among `LinkMsg`'s variants (checked by
 /// a test against the derived encoding).
 const DATA_VARIANT: u32 = 5;
@@ -541,6 +586,43 @@ mod tests {
         .unwrap();
         assert_eq!(data_session(&ack[4..]), None);
         assert_eq!(data_session(&[]), None);
+    }
+
+    #[test]
+    fn a_lazy_pages_frame_made_in_place_is_the_messages_frame() {
+        for (req, addr, data) in [
+            (1u64, 0u64, Vec::new()),
+            (u64::MAX, 0x7fff_ffff_f000, vec![9u8; 4096]),
+            (
+                42,
+                1 << 40,
+                (0..262_144u32).map(|i| (i * 3) as u8).collect(),
+            ),
+        ] {
+            let owned = crate::encode_frame(
+                "link",
+                &LinkMsg::LazyPages {
+                    req,
+                    addr,
+                    data: data.clone(),
+                },
+            )
+            .unwrap();
+            let mut made = lazy_pages_frame_head(req, addr, data.len()).unwrap();
+            made.extend_from_slice(&data);
+            assert_eq!(made, owned, "{} bytes", data.len());
+            let body = &owned[4..];
+            let (r, a, at) = lazy_pages_of(body).unwrap();
+            assert_eq!((r, a, &body[at..]), (req, addr, &data[..]));
+            // Truncated, or with bytes after it: not taken.
+            assert_eq!(lazy_pages_of(&body[..body.len() - 1]), None);
+            let mut longer = body.to_vec();
+            longer.push(0);
+            assert_eq!(lazy_pages_of(&longer), None);
+        }
+        assert!(lazy_pages_frame_head(1, 0, crate::frame::MAX_FRAME).is_err());
+        let end = crate::encode_frame("link", &LinkMsg::LazyEnd { req: 1 }).unwrap();
+        assert_eq!(lazy_pages_of(&end[4..]), None);
     }
 
     #[test]

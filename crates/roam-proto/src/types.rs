@@ -76,7 +76,9 @@ pub struct ImageSummary {
     pub stored: u64,
     /// How long the process was stopped to be captured (microseconds).
     pub frozen_us: u64,
-    /// Bytes of memory left out of it, to follow by post-copy.
+    /// Bytes of memory left out of it, streamed after it over the peer
+    /// link (before the restore is reported, or after: see
+    /// [`RestoreSpec::postcopy`]).
     pub lazy: u64,
 }
 
@@ -103,6 +105,11 @@ pub struct RestoreSpec {
     /// [`Handover`]). The transfer then carries the unread input first,
     /// then the image.
     pub handover: Option<Handover>,
+    /// For a migration whose image leaves pages out (its `LAZY` section):
+    /// true if the process runs at once and its pages follow (post-copy);
+    /// false if every page is in before the restore is reported (the
+    /// pages stream straight into the new process while it is held).
+    pub postcopy: bool,
 }
 
 /// Where a migrating session's streams stand when its process is frozen

@@ -284,6 +284,7 @@ pub(super) fn from_node(st: &mut State, node: &str, msg: LinkMsg) {
                         home_ppid,
                         home_host: roam_sys::procfs::hostname(),
                         handover: Some(handover),
+                        postcopy: m.postcopy,
                     }),
                 };
                 let to = m.to.clone();
@@ -323,10 +324,13 @@ pub(super) fn from_node(st: &mut State, node: &str, msg: LinkMsg) {
             }
         }
         LinkMsg::ImageAck { offset, .. } if from_new => {
+            // Streamed, the pages left out of the image come before the
+            // restore is reported, on the same count.
+            let streamed = !m.postcopy;
             let total = m.precopied
-                + m.captured
-                    .as_ref()
-                    .map_or(0, |(_, s, h)| s.len + h.stdin_unread);
+                + m.captured.as_ref().map_or(0, |(_, s, h)| {
+                    s.len + h.stdin_unread + if streamed { s.lazy } else { 0 }
+                });
             if offset >= m.reported + PROGRESS_STEP || offset == total {
                 m.reported = offset;
                 if let Some(c) = &m.caller {
@@ -449,13 +453,18 @@ fn commit(st: &mut State, req: u64, pid: u32) {
     }
     let m = st.migrations.get(&req).expect("found above");
     let now = Instant::now();
-    let (frozen_us, image_len, stored) = m.captured.as_ref().map_or((0, 0, 0), |(t, s, _)| {
-        (
-            s.frozen_us + now.duration_since(*t).as_micros() as u64,
-            s.len,
-            s.stored,
-        )
-    });
+    // Pages left out of the image came while it was frozen, unless they
+    // follow (post-copy).
+    let (frozen_us, image_len, stored, postcopied) =
+        m.captured.as_ref().map_or((0, 0, 0, 0), |(t, s, _)| {
+            let (during, after) = if m.postcopy { (0, s.lazy) } else { (s.lazy, 0) };
+            (
+                s.frozen_us + now.duration_since(*t).as_micros() as u64,
+                s.len + during,
+                s.stored + during,
+                after,
+            )
+        });
     let report_ = MigrateReport {
         home_pid: m.home_pid,
         from: from.clone(),
@@ -467,7 +476,7 @@ fn commit(st: &mut State, req: u64, pid: u32) {
         total_us: now.duration_since(m.started).as_micros() as u64,
         rounds: m.rounds,
         precopied: m.precopied,
-        postcopied: m.captured.as_ref().map_or(0, |(_, s, _)| s.lazy),
+        postcopied,
         postcopy_us: 0,
     };
     let dest = st.nodes.get(&to).and_then(|n| n.link.clone());

@@ -49,6 +49,10 @@ const NATIVE_ARCH: &str = "x86_64";
 /// next ones there.
 const LAZY_FAULT_PAGES: usize = 16;
 
+/// Messages of pages the old node pushes before it lets its other tasks
+/// run (1 MiB).
+const LAZY_BURST: usize = 4;
+
 /// Pre-copy: a process of at most this resident memory moves eagerly
 /// unless pre-copy is asked for (a round would cost more than it saves).
 const PRECOPY_MIN_RSS: u64 = 16 << 20;
@@ -557,8 +561,11 @@ pub(super) async fn restore(
             here(format!("cannot set up stdio: {e}")),
         )
     })?;
-    // A post-copy's pages come over the peer link the image came over,
-    // from the restore's first fault on: its pager starts now.
+    // The pages left out of the image come over the peer link it came
+    // over, from the restore's first fault on: its pager starts now.
+    // Streamed (not post-copy), the restore is reported once all are in.
+    let streamed = !spec.postcopy;
+    let mut all_in = None;
     let lazy = if image.lazy.is_empty() {
         None
     } else {
@@ -579,12 +586,18 @@ pub(super) async fn restore(
         shared.opened.notify_waiters();
         let (uffd_tx, uffd_rx) = std::sync::mpsc::channel();
         let runs = image.lazy.clone();
+        let done = streamed.then(|| {
+            let (tx, rx) = oneshot::channel();
+            all_in = Some(rx);
+            tx
+        });
         let lazy = LazyIn {
             req,
             base: unread + spec.image_len,
             session,
             from,
             back,
+            done,
         };
         tokio::spawn(lazy_in(shared.clone(), lazy, runs, uffd_rx, pages));
         Some(uffd_tx)
@@ -635,6 +648,22 @@ pub(super) async fn restore(
         .map_err(|e| err(ErrorCode::ExecFailed, here(e)))?;
     drop(child_fds);
     let pid = restored.pid as u32;
+    if let Some(all_in) = all_in {
+        let why = match all_in.await {
+            Ok(Ok(())) => None,
+            Ok(Err(why)) => Some(why),
+            Err(_) => Some("its pager ended".to_owned()),
+        };
+        if let Some(why) = why {
+            kill_restored(shared, pid, hold).await;
+            return Err(err(
+                ErrorCode::Unavailable,
+                here(format!(
+                    "the pages left out of the image did not all come: {why}"
+                )),
+            ));
+        }
+    }
     if let Some(listener) = restored.listener {
         let sup = shared.supervision(session, home_pid, spec.home_ppid, &spec.home_host, false);
         if let Err(e) = crate::identity::start_supervisor(pid, listener, &sup) {
@@ -681,8 +710,22 @@ pub(super) async fn restore(
     Ok(pid)
 }
 
-/// A post-copy coming in: its migration, its session, the node its pages
-/// come from and the peer link back there.
+/// A message of the old node to the pages coming in for a migration
+/// ([`lazy_in`]), as the peer link hands it on.
+pub(super) enum LazyMsg {
+    /// Pages at `addr` (of the old process's layout): `frame[at..]`, in
+    /// the frame they came in (not copied out of it).
+    Pages {
+        addr: u64,
+        frame: Vec<u8>,
+        at: usize,
+    },
+    /// The old node sent every page (`LazyEnd`).
+    End,
+}
+
+/// The pages an image left out, coming in: their migration, its session,
+/// the node they come from and the peer link back there.
 struct LazyIn {
     req: u64,
     /// The transfer's bytes before the pages (its acknowledgements count
@@ -691,20 +734,26 @@ struct LazyIn {
     session: SessionId,
     from: String,
     back: FrameTx,
+    /// Streamed: told when every page is in, or why not (the process is
+    /// not running yet, and the restore fails then); `None` for post-copy.
+    done: Option<oneshot::Sender<Result<(), String>>>,
 }
 
-/// Post-copy, on the new node: serves the restored process's userfaultfd
-/// (once the restore made it) with a [`Pager`], which asks the old node
-/// for the pages faults wait for; places the pages that come; and, when
-/// every page is in, tells the old node (`LazyDone`), which lets its
-/// frozen copy go. If the pages stop coming (the old node or the link
-/// went), the process cannot go on: it is ended, and its proxy told why.
+/// On the new node, the pages a migration's image left out: serves the
+/// restored process's userfaultfd (once the restore made it) with a
+/// [`Pager`], which asks the old node for the pages faults wait for;
+/// places the pages that come; and, when every page is in, tells the old
+/// node (`LazyDone`). Streamed, it tells the restore too, which reports
+/// the process restored only then, or fails if the pages stopped coming.
+/// With post-copy the process already runs: if the pages stop coming (the
+/// old node or the link went), it cannot go on, and is ended, its proxy
+/// told why.
 async fn lazy_in(
     shared: Arc<NodeShared>,
     lazy: LazyIn,
     runs: Vec<(u64, usize)>,
     uffd: std::sync::mpsc::Receiver<std::os::fd::OwnedFd>,
-    mut pages: mpsc::UnboundedReceiver<LinkMsg>,
+    mut pages: mpsc::UnboundedReceiver<LazyMsg>,
 ) {
     let LazyIn {
         req,
@@ -712,7 +761,13 @@ async fn lazy_in(
         session,
         from,
         back,
+        done: all_in,
     } = lazy;
+    let what = if all_in.is_some() {
+        "streamed pages"
+    } else {
+        "post-copy"
+    };
     let t0 = Instant::now();
     let total = bytes_of(&runs);
     // The restore sends it, or fails (and drops the sender).
@@ -745,18 +800,19 @@ async fn lazy_in(
     let done = match &result {
         Ok((received, faults)) => {
             tracing::info!(
-                "session {session}: post-copy from {from} over in {ms:.1} ms: {total} bytes expected, {received} received, {faults} faults waited for a page"
+                "session {session}: {what} from {from} over in {ms:.1} ms: {total} bytes expected, {received} received, {faults} faults waited for a page"
             );
             Ok(())
         }
         Err(why) => {
-            tracing::warn!(
-                "session {session}: post-copy from {from} failed after {ms:.1} ms: {why}"
-            );
+            tracing::warn!("session {session}: {what} from {from} failed after {ms:.1} ms: {why}");
             Err(err(ErrorCode::Unavailable, why.clone()))
         }
     };
-    if let Err(e) = &done {
+    if let Some(all_in) = all_in {
+        // Streamed: the restore reports it (the process has not run).
+        let _ = all_in.send(done.clone().map_err(|e| e.message));
+    } else if let Err(e) = &done {
         // Its memory is in two halves, one of them out of reach: it
         // cannot go on.
         shared.to_session(
@@ -786,7 +842,7 @@ async fn fill(
     session: SessionId,
     peer: &Peer<'_>,
     pager: &Pager,
-    pages: &mut mpsc::UnboundedReceiver<LinkMsg>,
+    pages: &mut mpsc::UnboundedReceiver<LazyMsg>,
 ) -> Result<u64, String> {
     let Peer {
         req,
@@ -817,12 +873,13 @@ async fn fill(
             msg = pages.recv() => {
                 last_heard = Instant::now();
                 match msg {
-                    Some(LinkMsg::LazyPages { addr, data, .. }) => {
+                    Some(LazyMsg::Pages { addr, frame, at }) => {
+                        let data = frame.get(at..).unwrap_or_default();
                         if data.len() > MAX_DATA_CHUNK {
                             return Err(format!("node {from} sent {} bytes of pages in one message", data.len()));
                         }
                         pager
-                            .deliver(addr, &data)
+                            .deliver(addr, data)
                             .map_err(|e| format!("cannot place the pages at {addr:#x}: {e}"))?;
                         received += data.len() as u64;
                         if shared.faulted("ImageAck") {
@@ -830,8 +887,7 @@ async fn fill(
                         }
                         back.send("peer", &LinkMsg::ImageAck { req, offset: base + received });
                     }
-                    Some(LinkMsg::LazyEnd { .. }) => ended = true,
-                    Some(_) => {}
+                    Some(LazyMsg::End) => ended = true,
                     None => return Err(format!("the link from node {from} broke")),
                 }
             }
@@ -1142,7 +1198,11 @@ async fn migrate_out_inner(
         } else {
             None
         };
-        let image = capture(shared, pid, false, tracker, mode == MigrateMode::PostCopy)
+        // Over a peer link the large anonymous mappings' pages go after
+        // the image, read from the frozen process: streamed into the new
+        // process as it is rebuilt, or, with post-copy, after it runs.
+        let lazy = mode == MigrateMode::PostCopy || (out.peer.is_some() && tracker.is_none());
+        let image = capture(shared, pid, false, tracker, lazy)
             .await
             .map_err(|e| ended_or(pid, e))?;
         let (tx, handed) = oneshot::channel();
@@ -1199,7 +1259,11 @@ async fn migrate_out_inner(
     let mut lost = None;
     let commit = match sent {
         Ok(()) if !lazy.is_empty() => {
-            let (v, e) = lazy_out(shared, pid, &lazy, &out, &cmds, joins, rx).await;
+            let pages = LeftOut {
+                runs: &lazy,
+                streamed: mode != MigrateMode::PostCopy,
+            };
+            let (v, e) = lazy_out(shared, pid, pages, &out, &cmds, joins, rx).await;
             lost = e;
             v
         }
@@ -1313,24 +1377,38 @@ enum Verdict {
     Stay,
 }
 
-/// Post-copy, on the old node, once the image is sent: pushes the pages
-/// left out of it to the new node over the peer link (at most
-/// [`LAZY_WINDOW`] unacknowledged), and sends at once those a fault there
-/// waits for (`LazyWant`), while waiting for the home's verdict as
-/// [`verdict`] does. After a commit it goes on until the new node has every
-/// page (`LazyDone`); the frozen copy is killed then. Returns the verdict
-/// and, after a commit, why the post-copy failed, if it did: the process
-/// is then lost (its memory was in two halves).
+/// The pages a migration's image left out, for [`lazy_out`].
+#[derive(Clone, Copy)]
+struct LeftOut<'a> {
+    /// Runs of pages: first address, count.
+    runs: &'a [(u64, usize)],
+    /// Sent before the commit, the process frozen until all are in; else
+    /// post-copy, after it.
+    streamed: bool,
+}
+
+/// On the old node, once the image is sent: pushes the pages left out of
+/// it to the new node over the peer link (at most [`LAZY_WINDOW`]
+/// unacknowledged), and sends at once those a fault there waits for
+/// (`LazyWant`), while waiting for the home's verdict as [`verdict`] does.
+/// Streamed, the pages go at once, and the new node reports its restore
+/// only once it has them all: a failure before is the ordinary
+/// transaction's. With post-copy they go after the commit, which it waits
+/// for, and it goes on until the new node has every page (`LazyDone`); the
+/// frozen copy is killed then. Returns the verdict and, after a commit, why
+/// the post-copy failed, if it did: the process is then lost (its memory
+/// was in two halves).
 async fn lazy_out(
     shared: &NodeShared,
     pid: i32,
-    runs: &[(u64, usize)],
+    pages: LeftOut<'_>,
     out: &Outgoing,
     cmds: &mpsc::UnboundedSender<super::SessionCmd>,
     joins: u64,
     rx: &mut mpsc::UnboundedReceiver<LinkMsg>,
 ) -> (Verdict, Option<WireError>) {
     let req = out.req;
+    let LeftOut { runs, streamed } = pages;
     let here = |m: String| err(ErrorCode::Unavailable, format!("node {}: {m}", shared.name));
     let Some(peer) = out.peer.clone() else {
         return (Verdict::Stay, None);
@@ -1346,41 +1424,44 @@ async fn lazy_out(
     let mut committed = false;
     let mut placed: Option<Result<(), WireError>> = None;
     let mut broken: Option<WireError> = None;
-    let mut buf = vec![0u8; MAX_DATA_CHUNK];
     let mut last_heard = Instant::now();
     let mut tick = tokio::time::interval(Duration::from_millis(500));
-    let send_pages = |addr: u64, n: usize, buf: &mut Vec<u8>| -> Result<u64, WireError> {
+    // Each message's pages are read from the frozen process straight into
+    // its frame.
+    let send_pages = |addr: u64, n: usize| -> Result<u64, WireError> {
         let len = n * PAGE;
-        match roam_sys::ptrace::read_memory(pid, addr, &mut buf[..len]) {
-            Ok(got) if got == len => {}
-            Ok(got) => return Err(here(format!("read {got} of {len} bytes at {addr:#x}"))),
-            Err(e) => return Err(here(format!("cannot read the pages at {addr:#x}: {e}"))),
-        }
+        let mut frame = roam_proto::link::lazy_pages_frame_head(req, addr, len)
+            .map_err(|e| here(format!("cannot encode the pages at {addr:#x}: {e}")))?;
+        roam_sys::ptrace::read_memory_append(pid, &mut frame, len, addr)
+            .map_err(|e| here(format!("cannot read the pages at {addr:#x}: {e}")))?;
         if shared.faulted("LazyPages") {
             return Err(here("an injected fault".into()));
         }
-        let msg = LinkMsg::LazyPages {
-            req,
-            addr,
-            data: buf[..len].to_vec(),
-        };
-        if !peer.send("peer", &msg) {
+        if !peer.send_frame(frame) {
             return Err(here("the peer link to the new node broke".into()));
         }
         Ok(len as u64)
     };
+    let window = if streamed { IMAGE_WINDOW } else { LAZY_WINDOW };
     loop {
-        // The background push, as far as the window lets it, once the
-        // process runs there: before, it would slow the restore down
-        // (which takes what it faults on, as the process does).
-        while committed
-            && broken.is_none()
-            && run < runs.len()
-            && sent.saturating_sub(acked) <= LAZY_WINDOW
-        {
+        // The push, as far as the window lets it: streamed, at once (the
+        // new node places the pages as it rebuilds the process); with
+        // post-copy, once the process runs there: before, it would slow
+        // the restore down (which takes what it faults on, as the process
+        // does). A burst at a time: the messages to the home (and their
+        // writer) must not wait for the window to fill.
+        let can_push = |run: usize, sent: u64, acked: u64, broken: &Option<WireError>| {
+            (committed || streamed)
+                && broken.is_none()
+                && run < runs.len()
+                && sent.saturating_sub(acked) <= window
+        };
+        let mut burst = 0;
+        while burst < LAZY_BURST && can_push(run, sent, acked, &broken) {
+            burst += 1;
             let (addr, n) = runs[run];
             let take = (n - page).min(per);
-            match send_pages(addr + (page * PAGE) as u64, take, &mut buf) {
+            match send_pages(addr + (page * PAGE) as u64, take) {
                 Ok(len) => sent += len,
                 Err(e) => broken = Some(e),
             }
@@ -1390,17 +1471,24 @@ async fn lazy_out(
                 page = 0;
             }
         }
-        if committed && broken.is_none() && run == runs.len() && !ended {
+        if (committed || streamed) && broken.is_none() && run == runs.len() && !ended {
             ended = peer.send("peer", &LinkMsg::LazyEnd { req });
             if !ended {
                 broken = Some(here("the peer link to the new node broke".into()));
             }
         }
+        if streamed && !committed && broken.is_some() && !ended {
+            // The new node's restore fails at once, rather than wait for
+            // the pages: the home then calls the move off.
+            ended = true;
+            peer.send("peer", &LinkMsg::LazyEnd { req });
+        }
         if committed {
             if let Some(result) = placed.take() {
                 let bytes = bytes_of(runs);
                 tracing::info!(
-                    "migration {req}: post-copy over in {:.1} ms: {bytes} bytes, {asked} faults served first",
+                    "migration {req}: {} over in {:.1} ms: {bytes} bytes, {asked} faults served first",
+                    if streamed { "streamed pages" } else { "post-copy" },
                     t0.elapsed().as_secs_f64() * 1e3
                 );
                 return (Verdict::Moved, result.err());
@@ -1423,7 +1511,7 @@ async fn lazy_out(
                         match found {
                             Some(&(a, n)) => {
                                 let left = n - ((page_of - a) as usize / PAGE);
-                                match send_pages(page_of, left.min(LAZY_FAULT_PAGES), &mut buf) {
+                                match send_pages(page_of, left.min(LAZY_FAULT_PAGES)) {
                                     Ok(len) => {
                                         sent += len;
                                         asked += 1;
@@ -1455,6 +1543,8 @@ async fn lazy_out(
                     None => return (Verdict::Stay, None),
                 }
             }
+            // Room for more: the next burst, once the other tasks ran.
+            () = tokio::task::yield_now(), if can_push(run, sent, acked, &broken) => {}
             _ = tick.tick() => {
                 if !committed
                     && (shared.joins.load(std::sync::atomic::Ordering::SeqCst) != joins

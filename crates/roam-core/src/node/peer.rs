@@ -25,6 +25,7 @@ use roam_proto::link::{LinkMsg, PeerHello, PeerPath};
 use roam_proto::types::{ErrorCode, WireError};
 use tokio::net::TcpListener;
 
+use super::ckpt::LazyMsg;
 use super::{NodeShared, HANDSHAKE_TIMEOUT};
 use crate::wire::{writer_loop, FrameTx};
 
@@ -196,14 +197,19 @@ async fn relay<R: tokio::io::AsyncRead + Unpin>(
             Ok(None) => return Ok(()),
             Err(e) => return Err(format!("node {name}: {e}")),
         };
+        // The bulk of a move: its pages go on in the frame they came in.
+        if let Some((req, addr, at)) = roam_proto::link::lazy_pages_of(&frame) {
+            lazy(shared, name, req, LazyMsg::Pages { addr, frame, at }).await;
+            continue;
+        }
         let msg = roam_proto::decode_body::<LinkMsg>("peer", &frame)
             .map_err(|e| format!("node {name} sent a malformed message ({e})"))?;
         let req = match &msg {
             LinkMsg::PreCopy { req, .. }
             | LinkMsg::Image { req, .. }
             | LinkMsg::ImageEnd { req, .. } => *req,
-            LinkMsg::LazyPages { req, .. } | LinkMsg::LazyEnd { req } => {
-                lazy(shared, name, *req, msg).await;
+            LinkMsg::LazyEnd { req } => {
+                lazy(shared, name, *req, LazyMsg::End).await;
                 continue;
             }
             other => return Err(format!("node {name} sent {other:?} on a peer link")),
@@ -257,7 +263,7 @@ async fn relay<R: tokio::io::AsyncRead + Unpin>(
 /// A post-copy's message from node `name`: to the post-copy of `req`, once
 /// its restore has started it if the migration is still announced; dropped
 /// otherwise (the post-copy is over: pages sent before the old node heard).
-async fn lazy(shared: &NodeShared, name: &str, req: u64, msg: LinkMsg) {
+async fn lazy(shared: &NodeShared, name: &str, req: u64, msg: LazyMsg) {
     let mut queue = None;
     wait_for(shared, || {
         queue = shared

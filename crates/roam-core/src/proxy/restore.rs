@@ -58,6 +58,7 @@ pub fn run_restore_proxy(opts: RestoreOptions) -> ! {
         home_ppid: std::os::unix::process::parent_id(),
         home_host: roam_sys::procfs::hostname(),
         handover: None,
+        postcopy: false,
     };
     finish(rt.block_on(restore_main(opts, spec, signals)))
 }

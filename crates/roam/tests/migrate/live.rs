@@ -925,6 +925,84 @@ fn a_node_dying_during_a_postcopy_loses_the_process_and_says_so() {
     restart_nodes(&mut c, None);
 }
 
+/// An eager move over a peer link streams the heap into the new process
+/// while it is held: a failure then (either node's link cut, or the new
+/// node killed, mid-stream) leaves the process running on the old node,
+/// its memory whole; the old node killed then loses it, and says so.
+#[test]
+fn a_failure_while_the_pages_stream_in_leaves_one_copy_or_none_said() {
+    let mut c = Cluster::home_files(2);
+    let writer = build_program("migrate", "writer");
+    let writer = writer.to_str().unwrap();
+    let cases = [
+        ("n1", "cut:LazyPages#20", Outcome::Stays),
+        ("n1", "die:LazyPages#20", Outcome::Lost),
+        ("n2", "cut:ImageAck#20", Outcome::Stays),
+        ("n2", "die:ImageAck#20", Outcome::Stays),
+    ];
+    for (i, (node, fault, outcome)) in cases.into_iter().enumerate() {
+        let case = format!("{fault} on {node}");
+        restart_nodes(&mut c, Some((node, fault)));
+        let tick = format!("{}", 2000 + i);
+        let mut job = as_user(&c, None, &["run", "--node", "n1", writer, "64", "0", &tick])
+            .stdin(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let home_pid = job.id();
+        let mut out = BufReader::new(job.stdout.take().unwrap());
+        let mut line = String::new();
+        out.read_line(&mut line).unwrap();
+        assert_eq!(line, "READY\n", "{case}");
+        let m = as_user(
+            &c,
+            None,
+            &["migrate", &home_pid.to_string(), "n2", "--eager"],
+        )
+        .output()
+        .unwrap();
+        let said = text(&m.stderr);
+        assert!(!m.status.success(), "{case}: {said}");
+        match outcome {
+            Outcome::Stays => {
+                assert!(said.contains("goes on on n1"), "{case}: {said}");
+                if fault.starts_with("cut") {
+                    c.tb.wait_nodes_up(2, Duration::from_secs(30)).unwrap();
+                }
+                // Its proxy (which bears its command line) and one copy.
+                wait_until(
+                    &format!("{case}: one copy"),
+                    Duration::from_secs(15),
+                    || writers(&tick) == 2,
+                );
+                let p = c.ps().into_iter().find(|p| p.home_pid == home_pid).unwrap();
+                assert_eq!(p.node, "n1", "{case}");
+                job.stdin.take().unwrap().write_all(b"check\n").unwrap();
+                let mut rest = String::new();
+                out.read_to_string(&mut rest).unwrap();
+                let st = wait_timeout(&mut job, Duration::from_secs(30));
+                assert!(st.success(), "{case}: {rest} {}", stderr_of(&mut job));
+                assert!(
+                    rest.lines().last().unwrap_or("").starts_with("PASS "),
+                    "{case}: {rest}"
+                );
+            }
+            Outcome::Lost => {
+                let st = wait_timeout(&mut job, Duration::from_secs(30));
+                assert!(!st.success(), "{case}");
+                let err = stderr_of(&mut job);
+                assert!(err.contains("is lost"), "{case}: {err}");
+            }
+        }
+        wait_until(
+            &format!("{case}: no copy left"),
+            Duration::from_secs(15),
+            || writers(&tick) == 0,
+        );
+    }
+    restart_nodes(&mut c, None);
+}
+
 #[test]
 fn the_home_dying_at_each_step_of_a_migration_leaves_one_copy() {
     let mut c = Cluster::up(2);
