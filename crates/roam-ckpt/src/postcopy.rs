@@ -20,7 +20,7 @@
 //! once an event is read the kernel goes on (an madvise empties its range),
 //! so no page may be placed between the reading and the handling.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -42,11 +42,17 @@ const LAYOUT_PATIENCE: Duration = Duration::from_secs(10);
 
 /// Pages still to come into one address space: where each is now (its
 /// address in the process) and where it was (its address in the image,
-/// by which the old node reads it).
+/// by which the old node reads it). Kept as extents, pages consecutive
+/// both now and then: a run of the image is one extent until pages are
+/// placed or the layout changes, so a heap of a gigabyte costs a few
+/// entries, not one per page.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Pending {
-    by_dest: BTreeMap<u64, u64>,
-    by_src: HashMap<u64, u64>,
+    /// By where an extent starts now: where it started then, its pages.
+    by_dest: BTreeMap<u64, (u64, u64)>,
+    /// By where an extent started then: where it starts now.
+    by_src: BTreeMap<u64, u64>,
+    pages: usize,
 }
 
 impl Pending {
@@ -54,70 +60,117 @@ impl Pending {
     pub fn new(runs: &[(u64, usize)]) -> Pending {
         let mut p = Pending::default();
         for &(addr, n) in runs {
-            for i in 0..n as u64 {
-                let a = addr + i * PAGE;
-                p.by_dest.insert(a, a);
-                p.by_src.insert(a, a);
-            }
+            p.insert(addr, addr, n as u64);
         }
         p
     }
 
     /// Pages still to come.
     pub fn len(&self) -> usize {
-        self.by_dest.len()
+        self.pages
     }
 
     pub fn is_empty(&self) -> bool {
-        self.by_dest.is_empty()
+        self.pages == 0
+    }
+
+    fn insert(&mut self, dest: u64, src: u64, pages: u64) {
+        if pages == 0 {
+            return;
+        }
+        self.by_dest.insert(dest, (src, pages));
+        self.by_src.insert(src, dest);
+        self.pages += pages as usize;
+    }
+
+    fn unlink(&mut self, dest: u64) -> Option<(u64, u64)> {
+        let (src, pages) = self.by_dest.remove(&dest)?;
+        self.by_src.remove(&src);
+        self.pages -= pages as usize;
+        Some((src, pages))
     }
 
     /// Where the page now at `dest` was, if it is still to come.
     pub fn src_of(&self, dest: u64) -> Option<u64> {
-        self.by_dest.get(&dest).copied()
+        let (&d, &(s, n)) = self.by_dest.range(..=dest).next_back()?;
+        (dest < d + n * PAGE).then(|| s + (dest - d))
     }
 
     /// The page that was at `src`, if still to come: no longer expected;
     /// where it goes.
     pub fn take(&mut self, src: u64) -> Option<u64> {
-        let dest = self.by_src.remove(&src)?;
-        self.by_dest.remove(&dest);
+        let (dest, _, _) = self.take_run(src, 1).pop()?;
         Some(dest)
     }
 
-    /// Expects the page that was at `src` at `dest` (again).
-    fn put(&mut self, dest: u64, src: u64) {
-        self.by_dest.insert(dest, src);
-        self.by_src.insert(src, dest);
+    /// The pages that were at `[src, src + pages pages)` and are still to
+    /// come: no longer expected; pieces consecutive both ways (where they
+    /// go, where they were, pages), in the order of where they were.
+    pub fn take_run(&mut self, src: u64, pages: u64) -> Vec<(u64, u64, u64)> {
+        let end = src.saturating_add(pages.saturating_mul(PAGE));
+        // The extent begun before `src` may reach into the run.
+        let first = self.by_src.range(..src).next_back().map(|(&s, _)| s);
+        let starts: Vec<u64> = first
+            .into_iter()
+            .chain(self.by_src.range(src..end).map(|(&s, _)| s))
+            .collect();
+        let mut found = Vec::new();
+        for s0 in starts {
+            let Some(&d0) = self.by_src.get(&s0) else {
+                continue;
+            };
+            let (_, n0) = self.by_dest[&d0];
+            let (lo, hi) = (s0.max(src), (s0 + n0 * PAGE).min(end));
+            if lo < hi {
+                found.push((d0 + (lo - s0), lo, (hi - lo) / PAGE));
+            }
+        }
+        for &(d, _, n) in &found {
+            self.cut(d, d + n * PAGE);
+        }
+        found
+    }
+
+    /// Expects the `pages` pages that were at `src` at `dest` (again).
+    fn put(&mut self, dest: u64, src: u64, pages: u64) {
+        self.insert(dest, src, pages);
+    }
+
+    /// Takes `[start, end)` (where pages are now) out: the pieces that were
+    /// there (where they are, where they were, pages).
+    fn cut(&mut self, start: u64, end: u64) -> Vec<(u64, u64, u64)> {
+        let hit: Vec<u64> = self
+            .by_dest
+            .range(..end)
+            .rev()
+            .take_while(|(&d, &(_, n))| d + n * PAGE > start)
+            .map(|(&d, _)| d)
+            .collect();
+        let mut out = Vec::new();
+        for d in hit {
+            let Some((s, n)) = self.unlink(d) else {
+                continue;
+            };
+            let e = d + n * PAGE;
+            let (lo, hi) = (d.max(start), e.min(end));
+            self.insert(d, s, (lo - d) / PAGE);
+            self.insert(hi, s + (hi - d), (e - hi) / PAGE);
+            out.push((lo, s + (lo - d), (hi - lo) / PAGE));
+        }
+        out
     }
 
     /// `[start, end)` was emptied or unmapped: nothing comes there.
     pub fn remove(&mut self, start: u64, end: u64) {
-        let gone: Vec<(u64, u64)> = self
-            .by_dest
-            .range(start..end)
-            .map(|(&d, &s)| (d, s))
-            .collect();
-        for (d, s) in gone {
-            self.by_dest.remove(&d);
-            self.by_src.remove(&s);
-        }
+        self.cut(start, end);
     }
 
     /// `[from, from + len)` moved to `to` (what was at `to` is gone).
     pub fn remap(&mut self, from: u64, to: u64, len: u64) {
-        let moving: Vec<(u64, u64)> = self
-            .by_dest
-            .range(from..from.saturating_add(len))
-            .map(|(&d, &s)| (d, s))
-            .collect();
-        for &(d, s) in &moving {
-            self.by_dest.remove(&d);
-            self.by_src.remove(&s);
-        }
-        self.remove(to, to.saturating_add(len));
-        for (d, s) in moving {
-            self.put(d - from + to, s);
+        let moving = self.cut(from, from.saturating_add(len));
+        self.cut(to, to.saturating_add(len));
+        for (d, s, n) in moving {
+            self.insert(d - from + to, s, n);
         }
     }
 }
@@ -237,39 +290,31 @@ impl Pager {
             let mut st = self.inner.state.lock().unwrap();
             let mut again = false;
             for space in st.spaces.iter_mut().filter(|s| !s.gone) {
-                // (where it goes, where it was, its offset in `data`)
-                let list: Vec<(u64, u64, usize)> = (0..data.len() / PAGE as usize)
-                    .filter_map(|i| {
-                        let s = src + i as u64 * PAGE;
-                        space.pending.take(s).map(|d| (d, s, i * PAGE as usize))
-                    })
-                    .collect();
-                let mut i = 0;
-                while i < list.len() {
-                    let mut j = i + 1;
-                    while j < list.len()
-                        && list[j].0 == list[j - 1].0 + PAGE
-                        && list[j].2 == list[j - 1].2 + PAGE as usize
-                    {
-                        j += 1;
-                    }
-                    match place(space, &list[i..j], data) {
+                // Pieces: where they go, where they were, pages.
+                let pieces = space.pending.take_run(src, data.len() as u64 / PAGE);
+                for (i, &(dest, from, n)) in pieces.iter().enumerate() {
+                    let off = (from - src) as usize;
+                    let len = (n * PAGE) as usize;
+                    match place(space, dest, &data[off..off + len]) {
                         Placed::All => {}
                         Placed::Gone => {
                             space.gone = true;
                             break;
                         }
-                        Placed::Later(from) => {
+                        Placed::Later(done) => {
                             // Expected again (a layout change under way:
                             // its event is read and handled first).
-                            for &(d, s, _) in &list[i + from..] {
-                                space.pending.put(d, s);
+                            let done = done as u64;
+                            space
+                                .pending
+                                .put(dest + done * PAGE, from + done * PAGE, n - done);
+                            for &(d, s, m) in &pieces[i + 1..] {
+                                space.pending.put(d, s, m);
                             }
                             again = true;
                             break;
                         }
                     }
-                    i = j;
                 }
             }
             drop(st);
@@ -299,22 +344,16 @@ enum Placed {
     All,
     /// The process is gone.
     Gone,
-    /// From this entry on, not placed: try again.
+    /// From this page on, not placed: try again.
     Later(usize),
 }
 
-/// Copies a stretch of pages (consecutive both where they go and in
-/// `data`) into `space`.
-fn place(space: &Space, stretch: &[(u64, u64, usize)], data: &[u8]) -> Placed {
-    let (dest, _, off) = stretch[0];
-    let len = stretch.len() * PAGE as usize;
+/// Copies `data`, whole pages, into `space` at `dest`.
+fn place(space: &Space, dest: u64, data: &[u8]) -> Placed {
+    let len = data.len();
     let mut at = 0;
     while at < len {
-        let (n, e) = uffd::copy_once(
-            space.uffd.as_fd(),
-            dest + at as u64,
-            &data[off + at..off + len],
-        );
+        let (n, e) = uffd::copy_once(space.uffd.as_fd(), dest + at as u64, &data[at..]);
         at += n;
         let Some(e) = e else { break };
         match e.raw_os_error() {
@@ -440,5 +479,115 @@ mod tests {
         assert_eq!(p.take(0x20000), None);
         assert_eq!(p.take(0x10000 + 3 * P), Some(0x20000 + 3 * P));
         assert!(p.is_empty());
+    }
+
+    #[test]
+    fn a_run_taken_comes_in_pieces_consecutive_both_ways() {
+        let mut p = Pending::new(&[(0x10000, 8), (0x20000, 4)]);
+        // A hole in the first run, and its tail moved elsewhere.
+        p.remove(0x10000 + 2 * P, 0x10000 + 3 * P);
+        p.remap(0x10000 + 6 * P, 0x90000, 2 * P);
+        let got = p.take_run(0x10000 + P, 8);
+        assert_eq!(
+            got,
+            vec![
+                (0x10000 + P, 0x10000 + P, 1),
+                (0x10000 + 3 * P, 0x10000 + 3 * P, 3),
+                (0x90000, 0x10000 + 6 * P, 2),
+            ]
+        );
+        assert_eq!(p.len(), 1 + 4);
+        assert_eq!(p.src_of(0x10000), Some(0x10000));
+        assert_eq!(p.take_run(0x10000 + P, 8), vec![]);
+        // From the middle of an extent; a run past the last page.
+        assert_eq!(
+            p.take_run(0x20000 + 2 * P, 100),
+            vec![(0x20000 + 2 * P, 0x20000 + 2 * P, 2)]
+        );
+        assert_eq!(p.len(), 3);
+        assert_eq!(p.take_run(u64::MAX - P + 1, u64::MAX), vec![]);
+    }
+
+    /// Pending against a page-by-page model, under random takes, puts,
+    /// removals and moves.
+    #[test]
+    fn extents_agree_with_pages_one_by_one() {
+        use std::collections::HashMap;
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut rand = move |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        let base = 0x100000u64;
+        let span = 64u64;
+        for _ in 0..200 {
+            let runs = [(base, 20usize), (base + 24 * P, 16), (base + 48 * P, 8)];
+            let mut p = Pending::new(&runs);
+            let mut model: HashMap<u64, u64> = HashMap::new();
+            for &(a, n) in &runs {
+                for i in 0..n as u64 {
+                    model.insert(a + i * P, a + i * P);
+                }
+            }
+            let mut taken: Vec<(u64, u64)> = Vec::new();
+            for _ in 0..30 {
+                let a = base + rand(span) * P;
+                let n = 1 + rand(12);
+                match rand(4) {
+                    0 => {
+                        let got = p.take_run(a, n);
+                        let mut want: Vec<(u64, u64)> = model
+                            .iter()
+                            .filter(|(_, &s)| s >= a && s < a + n * P)
+                            .map(|(&d, &s)| (d, s))
+                            .collect();
+                        want.sort_by_key(|&(_, s)| s);
+                        let flat: Vec<(u64, u64)> = got
+                            .iter()
+                            .flat_map(|&(d, s, m)| (0..m).map(move |i| (d + i * P, s + i * P)))
+                            .collect();
+                        assert_eq!(flat, want);
+                        for (d, s) in want {
+                            model.remove(&d);
+                            taken.push((d, s));
+                        }
+                    }
+                    1 => {
+                        p.remove(a, a + n * P);
+                        model.retain(|&d, _| d < a || d >= a + n * P);
+                    }
+                    2 => {
+                        let to = base + rand(span) * P;
+                        p.remap(a, to, n * P);
+                        let moving: Vec<(u64, u64)> = model
+                            .iter()
+                            .filter(|(&d, _)| d >= a && d < a + n * P)
+                            .map(|(&d, &s)| (d, s))
+                            .collect();
+                        model.retain(|&d, _| d < a || d >= a + n * P);
+                        model.retain(|&d, _| d < to || d >= to + n * P);
+                        for (d, s) in moving {
+                            model.insert(d - a + to, s);
+                        }
+                    }
+                    _ => {
+                        // Back, where nothing is expected now.
+                        if let Some((d, s)) = taken.pop() {
+                            if !model.contains_key(&d) && !model.values().any(|&v| v == s) {
+                                p.put(d, s, 1);
+                                model.insert(d, s);
+                            }
+                        }
+                    }
+                }
+                assert_eq!(p.len(), model.len());
+                for i in 0..span + 32 {
+                    let d = base + i * P;
+                    assert_eq!(p.src_of(d), model.get(&d).copied(), "page {i}");
+                }
+            }
+        }
     }
 }
