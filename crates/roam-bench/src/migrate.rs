@@ -32,6 +32,12 @@ struct Args {
     /// The rate at which the heap programs write (MiB/s).
     #[arg(long, default_value_t = 10.0)]
     write_rate: f64,
+    /// Pause between two moves (ms): the old node tears the last move's
+    /// frozen copy down (a heap's worth of pages freed) after the move, and
+    /// a move started at once would share the machine with it. 0 measures
+    /// moves back to back.
+    #[arg(long, default_value_t = 300)]
+    settle_ms: u64,
 }
 
 /// Targets of issue 7.
@@ -244,8 +250,8 @@ fn run(args: Args) -> anyhow::Result<()> {
     let tb = Testbed::up(TestbedOpts::new(2, roamd)).context("testbed up")?;
     tb.wait_nodes_up(2, Duration::from_secs(20))?;
     println!(
-        "roam migrate between two testbed nodes (veth, TLS, node to node); medians; heap written at {} MiB/s",
-        args.write_rate
+        "roam migrate between two testbed nodes (veth, TLS, node to node); medians; heap written at {} MiB/s; {} ms between moves",
+        args.write_rate, args.settle_ms
     );
     println!(
         "{:>8} {:>8} {:>5} {:>10} {:>10} {:>10} {:>10} {:>10} {:>12} {:>8}",
@@ -270,6 +276,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         for i in 0..n {
             let to = if i % 2 == 0 { "n2" } else { "n1" };
             s.push(migrate(&roam, &tb, pid, to, mode)?);
+            std::thread::sleep(Duration::from_millis(args.settle_ms));
         }
         finish(job)?;
         let med = |f: fn(&Sample) -> f64| median(&mut s.iter().map(f).collect::<Vec<_>>());
