@@ -3,7 +3,7 @@
 //! status stay; faults at each step leave exactly one running copy.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::process::{Child, ChildStdin, Stdio};
+use std::process::{Child, ChildStdin, ChildStdout, Stdio};
 use std::time::Duration;
 
 use super::{as_user, stderr_of, stdout_of};
@@ -874,6 +874,23 @@ fn writers(tick: &str) -> usize {
         .count()
 }
 
+/// A writer of 64 MiB it does not write, on n1, ready (`tick`, unique to
+/// a test case, tells its processes apart): the job, its home pid, its
+/// stdout.
+fn idle_writer(c: &Cluster, writer: &str, tick: &str) -> (Child, u32, BufReader<ChildStdout>) {
+    let mut job = as_user(c, None, &["run", "--node", "n1", writer, "64", "0", tick])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let home_pid = job.id();
+    let mut out = BufReader::new(job.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    assert_eq!(line, "READY\n", "writer {tick}");
+    (job, home_pid, out)
+}
+
 /// A post-copy needs both nodes until every page is in: the old node
 /// killed while it pushes the pages, or the new one killed while it takes
 /// them, loses the process, and the user is told; no copy is left.
@@ -889,16 +906,7 @@ fn a_node_dying_during_a_postcopy_loses_the_process_and_says_so() {
         let case = format!("{fault} on {node}");
         restart_nodes(&mut c, Some((node, fault)));
         let tick = format!("{}", 1000 + i);
-        let mut job = as_user(&c, None, &["run", "--node", "n1", writer, "64", "0", &tick])
-            .stdin(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let home_pid = job.id();
-        let mut out = BufReader::new(job.stdout.take().unwrap());
-        let mut line = String::new();
-        out.read_line(&mut line).unwrap();
-        assert_eq!(line, "READY\n", "{case}");
+        let (mut job, home_pid, _out) = idle_writer(&c, writer, &tick);
         let m = as_user(
             &c,
             None,
@@ -944,16 +952,7 @@ fn a_failure_while_the_pages_stream_in_leaves_one_copy_or_none_said() {
         let case = format!("{fault} on {node}");
         restart_nodes(&mut c, Some((node, fault)));
         let tick = format!("{}", 2000 + i);
-        let mut job = as_user(&c, None, &["run", "--node", "n1", writer, "64", "0", &tick])
-            .stdin(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let home_pid = job.id();
-        let mut out = BufReader::new(job.stdout.take().unwrap());
-        let mut line = String::new();
-        out.read_line(&mut line).unwrap();
-        assert_eq!(line, "READY\n", "{case}");
+        let (mut job, home_pid, mut out) = idle_writer(&c, writer, &tick);
         let m = as_user(
             &c,
             None,
