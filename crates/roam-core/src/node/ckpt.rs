@@ -49,6 +49,10 @@ const NATIVE_ARCH: &str = "x86_64";
 /// next ones there.
 const LAZY_FAULT_PAGES: usize = 16;
 
+/// How long a restore waits for the session's last copy here to go (a
+/// move back just after a move away).
+const LEAVING_WITHIN: Duration = Duration::from_secs(10);
+
 /// Messages of pages the old node pushes before it lets its other tasks
 /// run (1 MiB).
 const LAZY_BURST: usize = 4;
@@ -495,8 +499,15 @@ pub(super) async fn restore(
             )),
         ));
     }
-    if shared.sessions.lock().unwrap().contains_key(&session) {
-        return Err(err(ErrorCode::BadRequest, "session already exists"));
+    // The home restores a session here only if it runs elsewhere: one
+    // still here is the copy of a move away that has just been decided
+    // (its frozen process being killed), gone in a moment.
+    let limit = Instant::now() + LEAVING_WITHIN;
+    while shared.sessions.lock().unwrap().contains_key(&session) {
+        if Instant::now() > limit {
+            return Err(err(ErrorCode::BadRequest, "session already exists"));
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
     shared.fs.note_user(&cred);
     if shared

@@ -790,6 +790,30 @@ fn restart_nodes(c: &mut Cluster, with: Option<(&str, &str)>) {
     c.tb.wait_nodes_up(2, Duration::from_secs(30)).unwrap();
 }
 
+/// A failed move (`said` by `roam migrate`, after `fault`) left the
+/// process of `home_pid` on n1, in one copy (`one_copy`), once a node
+/// whose link was cut is back.
+fn went_on_on_n1(
+    c: &Cluster,
+    case: &str,
+    said: &str,
+    fault: &str,
+    home_pid: u32,
+    one_copy: impl FnMut() -> bool,
+) {
+    assert!(said.contains("goes on on n1"), "{case}: {said}");
+    if fault.starts_with("cut") {
+        c.tb.wait_nodes_up(2, Duration::from_secs(30)).unwrap();
+    }
+    wait_until(
+        &format!("{case}: one copy"),
+        Duration::from_secs(15),
+        one_copy,
+    );
+    let p = c.ps().into_iter().find(|p| p.home_pid == home_pid).unwrap();
+    assert_eq!(p.node, "n1", "{case}");
+}
+
 #[test]
 fn faults_injected_at_each_step_of_a_migration_leave_one_copy_or_none_said() {
     let mut c = Cluster::up(2);
@@ -822,19 +846,8 @@ fn faults_injected_at_each_step_of_a_migration_leave_one_copy_or_none_said() {
         assert!(!status.success(), "{case}: {said}");
         match outcome {
             Outcome::Stays => {
-                assert!(said.contains("goes on on n1"), "{case}: {said}");
-                // One copy, on n1, once a cut node is back.
-                if fault.starts_with("cut") {
-                    c.tb.wait_nodes_up(2, Duration::from_secs(30)).unwrap();
-                }
-                wait_until(
-                    &format!("{case}: one copy"),
-                    Duration::from_secs(15),
-                    || copies(&marker) == 1,
-                );
+                went_on_on_n1(&c, &case, &said, fault, pid, || copies(&marker) == 1);
                 assert!(!two_ran(&beats), "{case}: two copies ran");
-                let p = c.ps().into_iter().find(|p| p.home_pid == pid).unwrap();
-                assert_eq!(p.node, "n1", "{case}");
                 job.stdin.take().unwrap().write_all(b"go\n").unwrap();
                 let st = wait_timeout(&mut job, Duration::from_secs(30));
                 let out = stdout_of(&mut job);
@@ -964,18 +977,8 @@ fn a_failure_while_the_pages_stream_in_leaves_one_copy_or_none_said() {
         assert!(!m.status.success(), "{case}: {said}");
         match outcome {
             Outcome::Stays => {
-                assert!(said.contains("goes on on n1"), "{case}: {said}");
-                if fault.starts_with("cut") {
-                    c.tb.wait_nodes_up(2, Duration::from_secs(30)).unwrap();
-                }
                 // Its proxy (which bears its command line) and one copy.
-                wait_until(
-                    &format!("{case}: one copy"),
-                    Duration::from_secs(15),
-                    || writers(&tick) == 2,
-                );
-                let p = c.ps().into_iter().find(|p| p.home_pid == home_pid).unwrap();
-                assert_eq!(p.node, "n1", "{case}");
+                went_on_on_n1(&c, &case, &said, fault, home_pid, || writers(&tick) == 2);
                 job.stdin.take().unwrap().write_all(b"check\n").unwrap();
                 let mut rest = String::new();
                 out.read_to_string(&mut rest).unwrap();
