@@ -60,7 +60,7 @@ impl Pending {
     pub fn new(runs: &[(u64, usize)]) -> Pending {
         let mut p = Pending::default();
         for &(addr, n) in runs {
-            p.insert(addr, addr, n as u64);
+            p.put(addr, addr, n as u64);
         }
         p
     }
@@ -74,7 +74,8 @@ impl Pending {
         self.pages == 0
     }
 
-    fn insert(&mut self, dest: u64, src: u64, pages: u64) {
+    /// Expects the `pages` pages that were at `src` at `dest` (again).
+    fn put(&mut self, dest: u64, src: u64, pages: u64) {
         if pages == 0 {
             return;
         }
@@ -97,8 +98,9 @@ impl Pending {
     }
 
     /// The page that was at `src`, if still to come: no longer expected;
-    /// where it goes.
-    pub fn take(&mut self, src: u64) -> Option<u64> {
+    /// where it goes. (The pager takes runs: [`Pending::take_run`].)
+    #[cfg(test)]
+    fn take(&mut self, src: u64) -> Option<u64> {
         let (dest, _, _) = self.take_run(src, 1).pop()?;
         Some(dest)
     }
@@ -131,11 +133,6 @@ impl Pending {
         found
     }
 
-    /// Expects the `pages` pages that were at `src` at `dest` (again).
-    fn put(&mut self, dest: u64, src: u64, pages: u64) {
-        self.insert(dest, src, pages);
-    }
-
     /// Takes `[start, end)` (where pages are now) out: the pieces that were
     /// there (where they are, where they were, pages).
     fn cut(&mut self, start: u64, end: u64) -> Vec<(u64, u64, u64)> {
@@ -153,8 +150,8 @@ impl Pending {
             };
             let e = d + n * PAGE;
             let (lo, hi) = (d.max(start), e.min(end));
-            self.insert(d, s, (lo - d) / PAGE);
-            self.insert(hi, s + (hi - d), (e - hi) / PAGE);
+            self.put(d, s, (lo - d) / PAGE);
+            self.put(hi, s + (hi - d), (e - hi) / PAGE);
             out.push((lo, s + (lo - d), (hi - lo) / PAGE));
         }
         out
@@ -170,7 +167,7 @@ impl Pending {
         let moving = self.cut(from, from.saturating_add(len));
         self.cut(to, to.saturating_add(len));
         for (d, s, n) in moving {
-            self.insert(d - from + to, s, n);
+            self.put(d - from + to, s, n);
         }
     }
 }

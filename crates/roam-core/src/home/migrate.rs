@@ -54,6 +54,19 @@ pub(super) struct Migration {
     committed: Option<(Instant, MigrateReport)>,
 }
 
+impl Migration {
+    /// The bytes of pages the image of `s` left out: those that came while
+    /// the process was frozen (streamed), and those that follow it
+    /// (post-copy).
+    fn left_out(&self, s: &ImageSummary) -> (u64, u64) {
+        if self.postcopy {
+            (0, s.lazy)
+        } else {
+            (s.lazy, 0)
+        }
+    }
+}
+
 fn no_process(home_pid: u32) -> WireError {
     WireError::new(
         ErrorCode::NotFound,
@@ -326,11 +339,10 @@ pub(super) fn from_node(st: &mut State, node: &str, msg: LinkMsg) {
         LinkMsg::ImageAck { offset, .. } if from_new => {
             // Streamed, the pages left out of the image come before the
             // restore is reported, on the same count.
-            let streamed = !m.postcopy;
             let total = m.precopied
-                + m.captured.as_ref().map_or(0, |(_, s, h)| {
-                    s.len + h.stdin_unread + if streamed { s.lazy } else { 0 }
-                });
+                + m.captured
+                    .as_ref()
+                    .map_or(0, |(_, s, h)| s.len + h.stdin_unread + m.left_out(s).0);
             if offset >= m.reported + PROGRESS_STEP || offset == total {
                 m.reported = offset;
                 if let Some(c) = &m.caller {
@@ -453,11 +465,9 @@ fn commit(st: &mut State, req: u64, pid: u32) {
     }
     let m = st.migrations.get(&req).expect("found above");
     let now = Instant::now();
-    // Pages left out of the image came while it was frozen, unless they
-    // follow (post-copy).
     let (frozen_us, image_len, stored, postcopied) =
         m.captured.as_ref().map_or((0, 0, 0, 0), |(t, s, _)| {
-            let (during, after) = if m.postcopy { (0, s.lazy) } else { (s.lazy, 0) };
+            let (during, after) = m.left_out(s);
             (
                 s.frozen_us + now.duration_since(*t).as_micros() as u64,
                 s.len + during,
