@@ -761,7 +761,7 @@ async fn connect_once(shared: &Arc<NodeShared>, identity: &Identity) -> Result<(
                     Err(e) => break Err(e.into()),
                 };
                 last_heard = Instant::now();
-                let msg: LinkMsg = match roam_proto::decode_body("link", &frame) {
+                let msg = match roam_proto::link::decode_link_msg("link", frame) {
                     Ok(m) => m,
                     Err(e) => {
                         tracing::warn!("dropping malformed message from home: {e}");

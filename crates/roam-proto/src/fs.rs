@@ -292,6 +292,77 @@ pub struct StatFs {
     pub frsize: u32,
 }
 
+/// The bytes of an [`FsReply::Data`]. On the wire a byte string, as a
+/// `ByteBuf`; a node reads a large one where it lies in the frame it came
+/// in ([`crate::link::decode_link_msg`]), without copying it out.
+#[derive(Clone, Default)]
+pub struct FsData {
+    buf: Vec<u8>,
+    /// The bytes are `buf[start..]`.
+    start: usize,
+}
+
+impl FsData {
+    /// The bytes `buf[start..]` (all of `buf` if `start` is past its end:
+    /// never panics).
+    pub(crate) fn in_frame(buf: Vec<u8>, start: usize) -> Self {
+        let start = if start <= buf.len() { start } else { 0 };
+        FsData { buf, start }
+    }
+
+    /// The bytes, as a vector of their own.
+    pub fn into_vec(mut self) -> Vec<u8> {
+        if self.start == 0 {
+            self.buf
+        } else {
+            self.buf.split_off(self.start)
+        }
+    }
+}
+
+impl std::ops::Deref for FsData {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.buf[self.start..]
+    }
+}
+
+impl From<Vec<u8>> for FsData {
+    fn from(buf: Vec<u8>) -> Self {
+        FsData { buf, start: 0 }
+    }
+}
+
+impl From<ByteBuf> for FsData {
+    fn from(b: ByteBuf) -> Self {
+        b.into_vec().into()
+    }
+}
+
+impl PartialEq for FsData {
+    fn eq(&self, other: &Self) -> bool {
+        **self == **other
+    }
+}
+
+impl std::fmt::Debug for FsData {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "FsData({} bytes)", self.len())
+    }
+}
+
+impl Serialize for FsData {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for FsData {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(ByteBuf::deserialize(d)?.into())
+    }
+}
+
 /// An answer, home → node.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum FsReply {
@@ -306,7 +377,7 @@ pub enum FsReply {
     Attr(Attr),
     /// Bytes read (fewer than asked at end of file), a link's target, an
     /// extended attribute or the list of names.
-    Data(ByteBuf),
+    Data(FsData),
     /// The size of an extended attribute (or list) when asked with size 0.
     Size(u32),
     Written(u32),

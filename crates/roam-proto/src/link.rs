@@ -91,6 +91,43 @@ pub fn lazy_pages_of(body: &[u8]) -> Option<(u64, u64, usize)> {
         .then_some((req, addr, body.len() - data.len()))
 }
 
+/// The index of [`LinkMsg::FsReply`] among `LinkMsg`'s variants, and of
+/// [`FsReply::Data`] among `FsReply`'s (checked by a test against the
+/// derived encoding).
+const FS_REPLY_VARIANT: u32 = 21;
+const FS_DATA_VARIANT: u32 = 4;
+
+/// A frame body, in a vector of its own, decoded as a `LinkMsg` (errors
+/// name it `what`) except that an `FsReply` carrying `FsReply::Data` keeps
+/// its bytes where they lie in the vector: a node's reads come in without
+/// a copy.
+pub fn decode_link_msg(what: &'static str, body: Vec<u8>) -> Result<LinkMsg, ProtoError> {
+    if let Some((req, at)) = fs_data_of(&body) {
+        return Ok(LinkMsg::FsReply {
+            req,
+            reply: Box::new(FsReply::Data(crate::fs::FsData::in_frame(body, at))),
+        });
+    }
+    crate::decode_body(what, &body)
+}
+
+/// A frame body that is a well-formed `LinkMsg::FsReply` with
+/// `FsReply::Data`: its `req` and where in `body` its data starts (it runs
+/// to the end); None for any other message.
+fn fs_data_of(body: &[u8]) -> Option<(u64, usize)> {
+    let (variant, rest) = postcard::take_from_bytes::<u32>(body).ok()?;
+    if variant != FS_REPLY_VARIANT {
+        return None;
+    }
+    let (req, rest) = postcard::take_from_bytes::<u64>(rest).ok()?;
+    let (reply, rest) = postcard::take_from_bytes::<u32>(rest).ok()?;
+    if reply != FS_DATA_VARIANT {
+        return None;
+    }
+    let (data, rest) = postcard::take_from_bytes::<&serde_bytes::Bytes>(rest).ok()?;
+    rest.is_empty().then_some((req, body.len() - data.len()))
+}
+
 /// The index of [`LinkMsg::Data`] among `LinkMsg`'s variants (checked by
 /// a test against the derived encoding).
 const DATA_VARIANT: u32 = 5;
@@ -530,6 +567,52 @@ pub const LAZY_WINDOW: u64 = 2 << 20;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_data_reply_decodes_in_place_and_everything_else_as_derived() {
+        let data: Vec<u8> = (0..262_144u32).map(|i| (i * 5) as u8).collect();
+        for (req, d) in [
+            (0u64, Vec::new()),
+            (1 << 50, data.clone()),
+            (7, b"x".to_vec()),
+        ] {
+            let msg = LinkMsg::FsReply {
+                req,
+                reply: Box::new(FsReply::Data(d.clone().into())),
+            };
+            let frame = crate::encode_frame("link", &msg).unwrap();
+            let body = frame[4..].to_vec();
+            assert_eq!(
+                fs_data_of(&body).map(|(r, at)| (r, body[at..].to_vec())),
+                Some((req, d.clone()))
+            );
+            assert_eq!(decode_link_msg("link", body.clone()).unwrap(), msg);
+            // Truncated, or with bytes after it: not taken in place.
+            assert_eq!(fs_data_of(&body[..body.len() - 1]), None);
+            let mut longer = body.clone();
+            longer.push(0);
+            assert_eq!(fs_data_of(&longer), None);
+        }
+        // Other replies and messages take the derived path.
+        for msg in [
+            LinkMsg::FsReply {
+                req: 3,
+                reply: Box::new(FsReply::Err(2)),
+            },
+            LinkMsg::FsReply {
+                req: 3,
+                reply: Box::new(FsReply::Written(4)),
+            },
+            LinkMsg::LazyEnd { req: 1 },
+        ] {
+            let frame = crate::encode_frame("link", &msg).unwrap();
+            assert_eq!(fs_data_of(&frame[4..]), None);
+            assert_eq!(decode_link_msg("link", frame[4..].to_vec()).unwrap(), msg);
+        }
+        // Garbage is an error, never a panic.
+        assert!(decode_link_msg("link", vec![21, 0xff, 0xff]).is_err());
+        assert!(decode_link_msg("link", Vec::new()).is_err());
+    }
 
     #[test]
     fn a_data_frame_from_two_parts_is_the_messages_frame() {

@@ -613,7 +613,7 @@ impl Server {
             }
             buf.truncate(n);
         }
-        Some(FsReply::Data(ByteBuf::from(buf)))
+        Some(FsReply::Data(buf.into()))
     }
 
     /// Performs `op` as `cred` on the calling thread.
@@ -669,7 +669,7 @@ impl Server {
                 if n.kind != libc::S_IFLNK {
                     return Err(libc::EINVAL);
                 }
-                Ok(FsReply::Data(ByteBuf::from(sys::readlink(n.fd())?)))
+                Ok(FsReply::Data(sys::readlink(n.fd())?.into()))
             }
             FsOp::MkNod {
                 parent,
@@ -769,7 +769,7 @@ impl Server {
                 let mut buf = vec![0u8; size as usize];
                 let n = sys::pread_full(h.fd.as_fd(), &mut buf, offset)?;
                 buf.truncate(n);
-                Ok(FsReply::Data(ByteBuf::from(buf)))
+                Ok(FsReply::Data(buf.into()))
             }
             FsOp::Write { fh, offset, data } => {
                 if data.len() > MAX_IO as usize {
@@ -870,7 +870,7 @@ impl Server {
                 let mut buf = vec![0u8; (size as usize).min(XATTR_MAX)];
                 let len = sys::getxattr(&path, &name, &mut buf)?;
                 buf.truncate(len);
-                Ok(FsReply::Data(ByteBuf::from(buf)))
+                Ok(FsReply::Data(buf.into()))
             }
             FsOp::ListXattr { node, size } => {
                 let n = self.node_checked(who, node)?;
@@ -882,7 +882,7 @@ impl Server {
                 let mut buf = vec![0u8; (size as usize).min(XATTR_MAX)];
                 let len = sys::listxattr(&path, &mut buf)?;
                 buf.truncate(len);
-                Ok(FsReply::Data(ByteBuf::from(buf)))
+                Ok(FsReply::Data(buf.into()))
             }
             FsOp::SetXattr {
                 node,

@@ -596,7 +596,7 @@ fn server_namespace_ops() {
     assert_eq!(s.mode & libc::S_IFMT, libc::S_IFLNK);
     assert_eq!(
         ex.call(&root(), FsOp::ReadLink { node: s.node }),
-        FsReply::Data(bytes("dir/file"))
+        FsReply::Data(bytes("dir/file").into())
     );
     assert_eq!(
         ex.call(&root(), FsOp::ReadLink { node: f.node }),
@@ -1191,7 +1191,7 @@ fn server_closes_and_reopens_node_descriptors() {
     }
     assert_eq!(
         ex.call(&root(), FsOp::ReadLink { node: link.node }),
-        FsReply::Data(bytes("f0"))
+        FsReply::Data(bytes("f0").into())
     );
     // Renamed while closed: still the same file.
     let (_, first) = &files[0];
@@ -1502,7 +1502,7 @@ fn server_xattrs() {
     assert_eq!(ex.call(&root(), get("user.colour", 0)), FsReply::Size(4));
     assert_eq!(
         ex.call(&root(), get("user.colour", 100)),
-        FsReply::Data(bytes("blue"))
+        FsReply::Data(bytes("blue").into())
     );
     assert_eq!(
         ex.call(&root(), get("user.colour", 2)),
@@ -1538,7 +1538,7 @@ fn server_xattrs() {
     let nobody = user(NOBODY);
     assert_eq!(
         ex.call(&nobody, get("user.colour", 100)),
-        FsReply::Data(bytes("blue"))
+        FsReply::Data(bytes("blue").into())
     );
     assert_eq!(
         ex.ok(&nobody, set("user.colour", "red", 0)),
@@ -2018,7 +2018,7 @@ fn cached_calls_are_answered_at_once_and_others_given_back() {
             size: 100,
         },
     );
-    assert_eq!(r, Ok(FsReply::Data(ByteBuf::from(b"456789".to_vec()))));
+    assert_eq!(r, Ok(FsReply::Data(b"456789".to_vec().into())));
     // Attributes too (a watched, local file system).
     let r = ex.srv.try_now(
         &root(),
