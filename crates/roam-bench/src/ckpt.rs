@@ -160,6 +160,7 @@ fn roam_once(bin: &Path, mib: Option<u64>, dir: &Path) -> anyhow::Result<Sample>
         root: None,
         hold: false,
         lazy: None,
+        precopied_later: false,
     };
     let restored = roam_ckpt::restore::restore(&img, &opts)?;
     let restore = t.elapsed();

@@ -227,6 +227,7 @@ pub fn restore_here(dir: &Path) -> Result<Restored, LocalError> {
         root: None,
         hold: false,
         lazy: None,
+        precopied_later: false,
     };
     Ok(restore(&img, &opts)?)
 }

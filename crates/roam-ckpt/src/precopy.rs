@@ -23,6 +23,8 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::os::fd::{AsFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
 
 use roam_sys::procfs::{self, Vma, PAGE_PRESENT, PAGE_SWAPPED};
 use roam_sys::ptrace;
@@ -33,6 +35,7 @@ use crate::capture::{
     read_runs, stop_all, stores_pages, syscall_in_vdso, CaptureError, Held, ZerosKept,
 };
 use crate::image::{decode_pages, ImageError, PAGE};
+use crate::postcopy::Pager;
 
 /// The physical page behind an address: its pagemap entry's frame (or
 /// swap slot) and its present and swapped bits; 0 for none (no page, or
@@ -52,8 +55,11 @@ fn origin(entry: u64) -> Origin {
 /// The dirty-page tracking of one running process, and what was sent.
 pub struct Tracker {
     pid: i32,
-    /// Kept open: tracking lasts as long as the descriptor.
-    uffd: OwnedFd,
+    /// Kept open: tracking lasts as long as the descriptor (here and in
+    /// the thread that reads its events).
+    uffd: Arc<OwnedFd>,
+    /// Tells that thread to end.
+    stop: Arc<AtomicBool>,
     pagemap: File,
     mem: File,
     /// Pages the destination holds, as they were when read, and where
@@ -69,6 +75,35 @@ pub struct Round {
     pub pages: Vec<u8>,
     /// Bytes of pages found written since the last round.
     pub written: u64,
+}
+
+/// Reads the events of a tracking userfaultfd (mremaps, each of which
+/// waits until its event is read; see [`uffd::enable_wp_async`]) until
+/// told to stop or the process is gone. A page moved is found at the
+/// freeze by its frame, so the events need no more than reading.
+fn drain_events(fd: &OwnedFd, stop: &AtomicBool) {
+    let mut events = Vec::new();
+    while !stop.load(Ordering::SeqCst) {
+        match uffd::poll_readable(&[fd.as_fd()], 50) {
+            Ok(ready) if ready.first() == Some(&true) => {
+                events.clear();
+                if uffd::read_events(fd.as_fd(), &mut events).is_err() {
+                    return;
+                }
+            }
+            Ok(_) => {}
+            Err(_) => return,
+        }
+    }
+}
+
+impl Drop for Tracker {
+    fn drop(&mut self) {
+        // Not joined (it ends within its poll's 50 ms): the freeze does
+        // not wait for it. The tracking ends when it lets go of the
+        // descriptor too.
+        self.stop.store(true, Ordering::SeqCst);
+    }
 }
 
 /// Whether the pages of a mapping may be pre-copied: those an image
@@ -113,12 +148,20 @@ impl Tracker {
         held.release(false)?;
         let uffd = made?;
         uffd::enable_wp_async(uffd.as_fd()).map_err(sys("track its writes (userfaultfd)"))?;
+        let uffd = Arc::new(uffd);
+        let stop = Arc::new(AtomicBool::new(false));
+        let (fd, end) = (uffd.clone(), stop.clone());
+        std::thread::Builder::new()
+            .name("roam-track".into())
+            .spawn(move || drain_events(&fd, &end))
+            .map_err(sys("start reading its userfaultfd's events"))?;
         let pagemap =
             File::open(format!("/proc/{pid}/pagemap")).map_err(sys("open the page map"))?;
         let mem = File::open(format!("/proc/{pid}/mem")).map_err(sys("open the memory"))?;
         Ok(Tracker {
             pid,
             uffd,
+            stop,
             pagemap,
             mem,
             sent: BTreeMap::new(),
@@ -413,6 +456,123 @@ impl PageStore {
     }
 }
 
+/// Pages a [`Filler`] places at a time between looks at the faults
+/// waiting (1 MiB: a fault waits at most for one such copy).
+const FILL_CHUNK: usize = 256;
+
+/// What a [`Filler`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Filled {
+    /// Bytes of the pages placed (each counted once, however many
+    /// address spaces waited for it).
+    pub bytes: u64,
+    /// Faults that waited for a page not yet placed.
+    pub faults: u64,
+}
+
+/// Places a migration's pre-copied pages into its new process after the
+/// rebuild, while the process runs (or waits, held, for the commit): the
+/// restore leaves them out and registers the private anonymous mappings
+/// on a userfaultfd ([`crate::restore::RestoreOpts::precopied_later`]);
+/// a [`Pager`] serves that descriptor, and a thread of the filler's
+/// copies the pages from the store, in order, 1 MiB at a time, a page a
+/// fault waits for first. The pages are all on this node already: the
+/// process depends on nothing elsewhere, only its first touches of a
+/// page may wait (for one copy of at most 1 MiB).
+///
+/// The store is freed, and the userfaultfd closed (the registrations
+/// end), once every page is in.
+pub struct Filler {
+    thread: std::thread::JoinHandle<Result<Filled, String>>,
+}
+
+impl std::fmt::Debug for Filler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Filler").finish_non_exhaustive()
+    }
+}
+
+impl Filler {
+    /// Starts placing the pages of `runs` (address, pages; each in
+    /// `store`) into the process of `uffd`, which waits for them.
+    pub fn start(
+        uffd: OwnedFd,
+        store: Arc<PageStore>,
+        runs: Vec<(u64, usize)>,
+    ) -> std::io::Result<Filler> {
+        for &(addr, n) in &runs {
+            store.slices(addr, n).map_err(|a| {
+                std::io::Error::other(format!("pre-copied page {a:#x} is not in the store"))
+            })?;
+        }
+        let (want, wanted) = mpsc::channel();
+        let pager = Pager::start(uffd, &runs, move |src| {
+            let _ = want.send(src);
+        })?;
+        let thread = std::thread::Builder::new()
+            .name("roam-fill".into())
+            .spawn(move || fill(pager, &store, &runs, &wanted))?;
+        Ok(Filler { thread })
+    }
+
+    /// Waits until every page is in (or the process is gone); why not, if
+    /// the pages could not be placed (the process then waits forever on
+    /// the first of them: kill it).
+    pub fn wait(self) -> Result<Filled, String> {
+        self.thread
+            .join()
+            .unwrap_or_else(|_| Err("the filling thread panicked".into()))
+    }
+}
+
+/// The [`Filler`]'s thread.
+fn fill(
+    pager: Pager,
+    store: &PageStore,
+    runs: &[(u64, usize)],
+    wanted: &mpsc::Receiver<u64>,
+) -> Result<Filled, String> {
+    let put = |addr: u64, n: usize| -> Result<u64, String> {
+        let mut bytes = 0;
+        // In the store: checked at the start.
+        for (a, data) in store.slices(addr, n).unwrap_or_default() {
+            pager
+                .deliver(a, data)
+                .map_err(|e| format!("cannot place the pages at {a:#x}: {e}"))?;
+            bytes += data.len() as u64;
+        }
+        Ok(bytes)
+    };
+    let mut bytes = 0;
+    'runs: for &(addr, n) in runs {
+        let mut i = 0;
+        while i < n {
+            while let Ok(src) = wanted.try_recv() {
+                put(src, 1)?;
+            }
+            if let Some(e) = pager.failed() {
+                return Err(format!("the pager stopped: {e}"));
+            }
+            let m = (n - i).min(FILL_CHUNK);
+            bytes += put(addr + (i * PAGE) as u64, m)?;
+            i += m;
+            if pager.left() == 0 {
+                break 'runs;
+            }
+        }
+    }
+    // Every run delivered once reaches every address space waiting (a
+    // child forked meanwhile waits for the same pages as its parent).
+    let left = pager.left();
+    if left != 0 {
+        return Err(format!("{left} pre-copied pages were not placed"));
+    }
+    Ok(Filled {
+        bytes,
+        faults: pager.faults(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -507,6 +667,18 @@ mod tests {
 
     #[test]
     fn a_process_sent_in_rounds_is_rebuilt_from_them_and_its_last_writes() {
+        rebuilt_from_rounds(false);
+    }
+
+    #[test]
+    fn pre_copied_pages_placed_after_the_rebuild_are_all_there() {
+        rebuilt_from_rounds(true);
+    }
+
+    /// Sends a child's memory in rounds, captures it, rebuilds it from the
+    /// rounds and the image; with `later`, the rounds' pages are placed
+    /// while it runs.
+    fn rebuilt_from_rounds(later: bool) {
         // Needs root (PR_SET_MM_MAP), as CI runs.
         let pages = 2048;
         let (in_r, in_w) = pipe();
@@ -569,6 +741,7 @@ mod tests {
             root: None,
             hold: false,
             lazy: None,
+            precopied_later: later,
         };
         let mut img = Image::from_sections(c.sections).unwrap();
         assert!(!img.precopied.is_empty());
@@ -578,11 +751,19 @@ mod tests {
         ));
         assert!(img.attach_precopied(PageStore::default()).is_err());
         img.attach_precopied(store).unwrap();
-        let r = restore(&img, &opts).unwrap();
+        let mut r = restore(&img, &opts).unwrap();
+        drop(img);
+        assert_eq!(r.filler.is_some(), later);
         write_byte(in_w, b'g');
         let verdict = read_byte(out_r);
         assert_eq!(exit_code(r.pid), 0);
         assert_eq!(verdict, b'P');
+        if let Some(f) = r.filler.take() {
+            // Every page of the big mapping was pre-copied, most of them
+            // placed by the filler.
+            let filled = f.wait().unwrap();
+            assert!(filled.bytes >= (pages * PAGE / 2) as u64, "{filled:?}");
+        }
         // SAFETY: closing our descriptors.
         unsafe {
             for fd in [in_r, in_w, out_r, out_w] {

@@ -24,6 +24,7 @@ use std::collections::BTreeMap;
 use std::io;
 use std::os::fd::{AsFd, OwnedFd, RawFd};
 use std::os::unix::fs::OpenOptionsExt;
+use std::sync::Arc;
 
 use roam_sys::procfs::{self, Vma};
 use roam_sys::ptrace::{self, Stop};
@@ -35,7 +36,7 @@ use crate::capture::{
     kind, Context, FdKind, FdRecord, MapRecord, Meta, Process, ThreadState, MAX_DELETED_FILE,
 };
 use crate::image::{decode_pages, ImageError, Section, PAGE};
-use crate::precopy::{decode_held, PageStore};
+use crate::precopy::{decode_held, Filler, PageStore};
 
 /// The end of the user address space (x86-64, 4-level paging).
 const USER_TOP: u64 = 0x7fff_ffff_f000;
@@ -103,7 +104,7 @@ pub struct Image {
     /// The LAZY section's runs: pages a post-copy brings once the process
     /// runs (see [`RestoreOpts::lazy`]).
     pub lazy: Vec<(u64, usize)>,
-    store: Option<PageStore>,
+    store: Option<Arc<PageStore>>,
 }
 
 /// The PAGES section's bytes: read into memory (an image received), or
@@ -225,7 +226,7 @@ impl Image {
                 .slices(addr, n)
                 .map_err(|a| RestoreError::Precopied(format!("page {a:#x} was not among them")))?;
         }
-        self.store = Some(store);
+        self.store = Some(Arc::new(store));
         Ok(())
     }
 
@@ -349,6 +350,12 @@ pub struct RestoreOpts {
     /// the rest of the rebuild (whose calls may touch those pages): to a
     /// [`crate::postcopy::Pager`], which must serve it from then on.
     pub lazy: Option<std::sync::mpsc::Sender<OwnedFd>>,
+    /// For an image with pre-copied pages (its PRECOPIED section, the
+    /// pages in the store [`Image::attach_precopied`] gave it): place
+    /// those of private anonymous mappings after the rebuild, while the
+    /// process runs, from a thread of their own ([`Restored::filler`]),
+    /// instead of before it runs.
+    pub precopied_later: bool,
 }
 
 /// Who a restore is done for (see [`RestoreOpts::user`]).
@@ -369,6 +376,9 @@ pub struct Restored {
     /// With [`RestoreOpts::hold`]: the process, stopped; release it (from
     /// the same thread) to let it run, or to kill it.
     pub held: Option<crate::capture::Held>,
+    /// With [`RestoreOpts::precopied_later`]: what places the pre-copied
+    /// pages; the process needs it until [`Filler::wait`] returns.
+    pub filler: Option<Filler>,
 }
 
 /// Rebuilds the image's process and lets it run.
@@ -405,9 +415,11 @@ pub fn restore(img: &Image, opts: &RestoreOpts) -> Result<Restored, RestoreError
         scratch: 0,
         site: 0,
         listener: None,
+        filler: None,
     };
     match b.build(opts) {
         Ok(tids) => Ok(Restored {
+            filler: b.filler.take(),
             pid: stub,
             held: opts
                 .hold
@@ -536,6 +548,8 @@ struct Builder<'a> {
     site: u64,
     /// The supervision filter's listener, once installed.
     listener: Option<OwnedFd>,
+    /// What places the pre-copied pages, once started.
+    filler: Option<Filler>,
 }
 
 impl Builder<'_> {
@@ -1061,6 +1075,11 @@ impl Builder<'_> {
     /// written by two threads, half each: the kernel allocates the stub's
     /// pages in parallel.
     fn fill_pages(&mut self, opts: &RestoreOpts) -> Result<(), RestoreError> {
+        if opts.precopied_later && self.img.lazy.is_empty() && !self.img.precopied.is_empty() {
+            if let Some(store) = self.img.store.clone() {
+                return self.fill_pages_but_precopied(store);
+            }
+        }
         let mut pieces: Vec<(u64, &[u8])> = decode_pages(&self.img.pages)?
             .into_iter()
             .map(|r| (r.addr, r.data))
@@ -1105,6 +1124,48 @@ impl Builder<'_> {
             }
         }
         in_two(rest, |half| write_pieces(pid, half).map(|()| Vec::new()))?;
+        Ok(())
+    }
+
+    /// [`RestoreOpts::precopied_later`]: writes the image's pages and the
+    /// pre-copied ones outside private anonymous mappings, and starts a
+    /// [`Filler`] for the rest, on a userfaultfd made as a post-copy's
+    /// (the process's layout may change before they are all in).
+    fn fill_pages_but_precopied(&mut self, store: Arc<PageStore>) -> Result<(), RestoreError> {
+        let in_anon = |maps: &[MapRecord], addr: u64, len: usize| {
+            maps.iter()
+                .any(|m| anon_private(m) && m.start <= addr && addr + len as u64 <= m.end)
+        };
+        let uffd = self.lazy_uffd()?;
+        let mut later = Vec::new();
+        let mut now = Vec::new();
+        for &(addr, n) in &self.img.precopied {
+            let slices = store
+                .slices(addr, n)
+                .map_err(|a| RestoreError::Precopied(format!("page {a:#x} was not among them")))?;
+            for (a, data) in slices {
+                if in_anon(&self.img.maps, a, data.len()) {
+                    later.push((a, data.len() / PAGE));
+                } else {
+                    now.push((a, data));
+                }
+            }
+        }
+        let (anon, other): (Vec<_>, Vec<_>) = decode_pages(&self.img.pages)?
+            .into_iter()
+            .map(|r| (r.addr, r.data))
+            .partition(|&(addr, data)| in_anon(&self.img.maps, addr, data.len()));
+        now.extend(other);
+        // Before anything touches the registered mappings.
+        let fill_uffd = uffd.try_clone().map_err(sys("duplicate the userfaultfd"))?;
+        self.filler = Some(
+            Filler::start(fill_uffd, store.clone(), later)
+                .map_err(sys("start placing the pre-copied pages"))?,
+        );
+        now.extend(in_two(anon, |half| Ok(copy_pieces(&uffd, half)))?);
+        drop(uffd);
+        let pid = self.pid;
+        in_two(now, |half| write_pieces(pid, half).map(|()| Vec::new()))?;
         Ok(())
     }
 
@@ -1847,6 +1908,7 @@ mod tests {
             root: None,
             hold: false,
             lazy: None,
+            precopied_later: false,
         };
         let r = restore(&img, &opts).unwrap();
         assert_eq!(r.pid, pid, "the pid was free again");

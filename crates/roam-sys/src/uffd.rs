@@ -115,11 +115,20 @@ pub struct PageRegion {
 
 const _: () = assert!(std::mem::size_of::<PageRegion>() == 24);
 
-/// Enables asynchronous write-protect tracking on a fresh userfaultfd.
+/// Enables asynchronous write-protect tracking on a fresh userfaultfd,
+/// with mremap events (`Event::Remap`).
+///
+/// The events keep a moved range registered: without them the kernel
+/// drops the registration of what mremap moves, so a range moved away and
+/// back no longer merges with its neighbours (their flags differ), and a
+/// later mremap across the seam fails with EFAULT, which a program never
+/// sees untracked. Each mremap of a tracked range then waits until its
+/// event is read: whoever holds the descriptor must read them
+/// ([`read_events`]) as they come.
 pub fn enable_wp_async(uffd: BorrowedFd<'_>) -> io::Result<()> {
     let mut api = UffdioApi {
         api: UFFD_API,
-        features: UFFD_FEATURE_WP_ASYNC,
+        features: UFFD_FEATURE_WP_ASYNC | UFFD_FEATURE_EVENT_REMAP,
         ioctls: 0,
     };
     // SAFETY: UFFDIO_API reads and writes the struct we pass, which lives
@@ -131,6 +140,11 @@ pub fn enable_wp_async(uffd: BorrowedFd<'_>) -> io::Result<()> {
     if api.features & UFFD_FEATURE_WP_ASYNC == 0 {
         return Err(io::Error::other(
             "this kernel has no asynchronous write-protect userfaultfd",
+        ));
+    }
+    if api.features & UFFD_FEATURE_EVENT_REMAP == 0 {
+        return Err(io::Error::other(
+            "this kernel's userfaultfd has no mremap events",
         ));
     }
     Ok(())
@@ -497,6 +511,91 @@ mod tests {
     /// Our own pages, tracked through our own userfaultfd and pagemap:
     /// written pages are reported once, then again only once written
     /// again.
+    /// A tracked mapping keeps behaving as an untracked one under mremap:
+    /// a part moved away and back, then a move across where it was cut
+    /// (which fails with EFAULT if the moved part lost its registration
+    /// and so no longer merges with its neighbours).
+    #[test]
+    fn tracked_memory_moves_as_untracked_memory_does() {
+        // SAFETY: userfaultfd takes flags and returns a new descriptor.
+        let fd = unsafe { libc::syscall(libc::SYS_userfaultfd, USERFAULTFD_FLAGS) };
+        assert!(fd >= 0, "userfaultfd: {}", io::Error::last_os_error());
+        // SAFETY: a fresh descriptor nothing else owns.
+        let uffd = std::sync::Arc::new(unsafe { OwnedFd::from_raw_fd(fd as i32) });
+        enable_wp_async(uffd.as_fd()).unwrap();
+        let page = 4096usize;
+        let len = 64 * page;
+        let map = |len: usize, prot: i32| {
+            // SAFETY: a fresh private anonymous mapping.
+            let p = unsafe {
+                libc::mmap(
+                    std::ptr::null_mut(),
+                    len,
+                    prot,
+                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                    -1,
+                    0,
+                )
+            };
+            assert_ne!(p, libc::MAP_FAILED);
+            p as *mut u8
+        };
+        let p = map(len, libc::PROT_READ | libc::PROT_WRITE);
+        let spare = map(16 * page, libc::PROT_NONE);
+        // SAFETY: within the mapping.
+        unsafe { std::ptr::write_bytes(p, 5, len) };
+        register_wp(uffd.as_fd(), p as u64, p as u64 + len as u64).unwrap();
+        // The events, read as they come (each mremap waits for its read).
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let reader = {
+            let (uffd, stop) = (uffd.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut events = Vec::new();
+                while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    if poll_readable(&[uffd.as_fd()], 10).unwrap()[0] {
+                        read_events(uffd.as_fd(), &mut events).unwrap();
+                    }
+                }
+                events
+            })
+        };
+        let remap = |from: *mut u8, len: usize, to: *mut u8| {
+            // SAFETY: moves pages of our own mappings made above onto
+            // another of them (MREMAP_FIXED replaces what is there).
+            let r = unsafe {
+                libc::mremap(
+                    from.cast(),
+                    len,
+                    len,
+                    libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED,
+                    to.cast::<libc::c_void>(),
+                )
+            };
+            assert_ne!(
+                r,
+                libc::MAP_FAILED,
+                "mremap: {}",
+                io::Error::last_os_error()
+            );
+        };
+        // SAFETY: offsets within the mappings made above.
+        let (mid, away) = unsafe { (p.add(16 * page), spare) };
+        remap(mid, 16 * page, away);
+        remap(away, 16 * page, mid);
+        // Across the seam.
+        remap(p, 32 * page, map(32 * page, libc::PROT_NONE));
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        let events = reader.join().unwrap();
+        assert_eq!(
+            events
+                .iter()
+                .filter(|e| matches!(e, Event::Remap { .. }))
+                .count(),
+            3,
+            "{events:?}"
+        );
+    }
+
     #[test]
     fn written_pages_are_reported_once_per_write() {
         // SAFETY: userfaultfd takes flags and returns a new descriptor.

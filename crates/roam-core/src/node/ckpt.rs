@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 use roam_ckpt::capture::{capture_held_lazy, capture_held_tracked, Held};
 use roam_ckpt::image::PAGE;
 use roam_ckpt::postcopy::{bytes_of, Pager};
+use roam_ckpt::precopy::Filler;
 use roam_ckpt::precopy::{PageStore, Tracker};
 use roam_ckpt::restore::{restore as restore_image, Image, RestoreOpts, Restored, User};
 use roam_proto::link::{LinkMsg, PeerPath, IMAGE_WINDOW, LAZY_WINDOW};
@@ -640,11 +641,14 @@ pub(super) async fn restore(
         // `PathUp`): until then the old one may still go on.
         hold,
         lazy,
+        // A pre-copy's pages are all here: the process runs (or is
+        // held, ready) before they are placed, which goes on beside it.
+        precopied_later: true,
     };
     let (tx, cmd_rx) = mpsc::unbounded_channel();
     let pids = shared.pids.clone();
     let register_tx = tx.clone();
-    let restored = shared
+    let mut restored = shared
         .tracer
         .ask(|reply| Job::Restore {
             image: Box::new(image),
@@ -709,6 +713,9 @@ pub(super) async fn restore(
             h.held = true;
         }
     }
+    if let Some(filler) = restored.filler.take() {
+        tokio::spawn(precopied_in(shared.clone(), session, filler));
+    }
     tracing::info!(
         "session {session}: pid {pid} uid {} restored for home pid {home_pid}{}",
         cred.uid,
@@ -719,6 +726,34 @@ pub(super) async fn restore(
         }
     );
     Ok(pid)
+}
+
+/// Waits for the pre-copied pages of a restored process to be placed
+/// ([`RestoreOpts::precopied_later`]); if they cannot be, the process
+/// cannot go on (a page it touches never comes): it is ended, its proxy
+/// told why.
+async fn precopied_in(shared: Arc<NodeShared>, session: SessionId, filler: Filler) {
+    let t0 = Instant::now();
+    let result = tokio::task::spawn_blocking(move || filler.wait())
+        .await
+        .unwrap_or_else(|_| Err("the filling task failed".into()));
+    let ms = t0.elapsed().as_secs_f64() * 1e3;
+    match result {
+        Ok(f) => tracing::info!(
+            "session {session}: pre-copied pages placed in {ms:.1} ms: {} bytes, {} faults waited for a page",
+            f.bytes,
+            f.faults
+        ),
+        Err(why) => {
+            tracing::warn!("session {session}: pre-copied pages not placed after {ms:.1} ms: {why}");
+            shared.to_session(
+                session,
+                super::SessionCmd::Lost(format!(
+                    "roam: the process was lost: its pre-copied memory could not be placed: {why}\n"
+                )),
+            );
+        }
+    }
 }
 
 /// A message of the old node to the pages coming in for a migration

@@ -594,6 +594,20 @@ fn a_process_writing_its_memory_moves_with_postcopy_and_finds_it_whole() {
 /// follows the fork, madvise, mremap and munmap events).
 #[test]
 fn a_process_changing_its_layout_during_a_postcopy_finds_its_memory_whole() {
+    churn_moves("--post-copy", "MiB followed in", "post-copy from");
+}
+
+/// The same with pre-copy: its pre-copied pages are placed while it runs
+/// on the new node, as it forks, empties and moves its memory.
+#[test]
+fn a_process_changing_its_layout_after_a_precopy_finds_its_memory_whole() {
+    churn_moves("--precopy", "pre-copied in", "pre-copied pages placed in");
+}
+
+/// `churn.c` (48 MiB) moves n1 -> n2 -> n1 with `how`, `roam migrate`
+/// saying `said_then` each time, and finds its memory whole; a node's log
+/// then has `logged`.
+fn churn_moves(how: &str, said_then: &str, logged: &str) {
     let c = Cluster::home_files(2);
     let churn = build_program("migrate", "churn");
     let mut job = as_user(
@@ -611,16 +625,12 @@ fn a_process_changing_its_layout_during_a_postcopy_finds_its_memory_whole() {
     assert_eq!(line, "READY\n");
     for to in ["n2", "n1"] {
         std::thread::sleep(Duration::from_millis(300));
-        let m = as_user(
-            &c,
-            None,
-            &["migrate", &home_pid.to_string(), to, "--post-copy"],
-        )
-        .output()
-        .unwrap();
+        let m = as_user(&c, None, &["migrate", &home_pid.to_string(), to, how])
+            .output()
+            .unwrap();
         let said = text(&m.stderr);
         assert!(m.status.success(), "migrate: {said}");
-        assert!(said.contains("MiB followed in"), "{said}");
+        assert!(said.contains(said_then), "{said}");
     }
     std::thread::sleep(Duration::from_millis(300));
     job.stdin.take().unwrap().write_all(b"check\n").unwrap();
@@ -632,6 +642,8 @@ fn a_process_changing_its_layout_during_a_postcopy_finds_its_memory_whole() {
     assert_eq!(words.first(), Some(&"PASS"), "{rest}");
     let forks: u64 = words[2].parse().unwrap();
     assert!(forks > 10, "{rest}");
+    let logs = c.log("n1") + &c.log("n2");
+    assert!(logs.contains(logged), "{logs}");
 }
 
 /// The new node's link is cut while the pages go ahead in rounds: the
