@@ -393,6 +393,14 @@ impl std::fmt::Debug for PageStore {
     }
 }
 
+impl Drop for PageStore {
+    fn drop(&mut self) {
+        for r in &self.rounds {
+            roam_sys::mem::fork_without(r, false);
+        }
+    }
+}
+
 impl PageStore {
     /// Adds a round's pages (the PAGES encoding); at most `limit` bytes
     /// held in all.
@@ -412,6 +420,8 @@ impl PageStore {
             }
         }
         self.held += encoded.len() as u64;
+        // Not copied into the restore stub, a fork of the daemon.
+        roam_sys::mem::fork_without(&encoded, true);
         self.rounds.push(encoded);
         Ok(())
     }
@@ -470,6 +480,14 @@ pub struct Filled {
     pub faults: u64,
 }
 
+/// What the [`Filler`]'s thread is told.
+enum FillMsg {
+    /// A fault waits for the page that was at this address.
+    Want(u64),
+    /// Place all the pages now.
+    Go,
+}
+
 /// Places a migration's pre-copied pages into its new process after the
 /// rebuild, while the process runs (or waits, held, for the commit): the
 /// restore leaves them out and registers the private anonymous mappings
@@ -478,12 +496,15 @@ pub struct Filled {
 /// copies the pages from the store, in order, 1 MiB at a time, a page a
 /// fault waits for first. The pages are all on this node already: the
 /// process depends on nothing elsewhere, only its first touches of a
-/// page may wait (for one copy of at most 1 MiB).
+/// page may wait (for one copy of at most 1 MiB). Until [`Filler::go`],
+/// only the pages faults wait for are placed: the rest of the rebuild
+/// (the freeze, in a migration) does not share the machine with the copy.
 ///
 /// The store is freed, and the userfaultfd closed (the registrations
 /// end), once every page is in.
 pub struct Filler {
-    thread: std::thread::JoinHandle<Result<Filled, String>>,
+    thread: Option<std::thread::JoinHandle<Result<Filled, String>>>,
+    tell: mpsc::Sender<FillMsg>,
 }
 
 impl std::fmt::Debug for Filler {
@@ -505,23 +526,42 @@ impl Filler {
                 std::io::Error::other(format!("pre-copied page {a:#x} is not in the store"))
             })?;
         }
-        let (want, wanted) = mpsc::channel();
+        let (tell, told) = mpsc::channel();
+        let want = tell.clone();
         let pager = Pager::start(uffd, &runs, move |src| {
-            let _ = want.send(src);
+            let _ = want.send(FillMsg::Want(src));
         })?;
         let thread = std::thread::Builder::new()
             .name("roam-fill".into())
-            .spawn(move || fill(pager, &store, &runs, &wanted))?;
-        Ok(Filler { thread })
+            .spawn(move || fill(pager, &store, &runs, &told))?;
+        Ok(Filler {
+            thread: Some(thread),
+            tell,
+        })
+    }
+
+    /// Places all the pages from now on (not only those faults wait for).
+    pub fn go(&self) {
+        let _ = self.tell.send(FillMsg::Go);
     }
 
     /// Waits until every page is in (or the process is gone); why not, if
     /// the pages could not be placed (the process then waits forever on
-    /// the first of them: kill it).
-    pub fn wait(self) -> Result<Filled, String> {
-        self.thread
-            .join()
-            .unwrap_or_else(|_| Err("the filling thread panicked".into()))
+    /// the first of them: kill it). Implies [`Filler::go`].
+    pub fn wait(mut self) -> Result<Filled, String> {
+        self.go();
+        match self.thread.take().map(|t| t.join()) {
+            Some(Ok(r)) => r,
+            _ => Err("the filling thread panicked".into()),
+        }
+    }
+}
+
+impl Drop for Filler {
+    /// Not waited for: the thread places the pages, or finds the process
+    /// gone, and ends.
+    fn drop(&mut self) {
+        self.go();
     }
 }
 
@@ -530,7 +570,7 @@ fn fill(
     pager: Pager,
     store: &PageStore,
     runs: &[(u64, usize)],
-    wanted: &mpsc::Receiver<u64>,
+    told: &mpsc::Receiver<FillMsg>,
 ) -> Result<Filled, String> {
     let put = |addr: u64, n: usize| -> Result<u64, String> {
         let mut bytes = 0;
@@ -543,11 +583,22 @@ fn fill(
         }
         Ok(bytes)
     };
+    // The faults only, until told to go (or the process is gone).
+    loop {
+        match told.recv_timeout(std::time::Duration::from_millis(50)) {
+            Ok(FillMsg::Want(src)) => {
+                put(src, 1)?;
+            }
+            Ok(FillMsg::Go) | Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            Err(mpsc::RecvTimeoutError::Timeout) if pager.left() == 0 => break,
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+        }
+    }
     let mut bytes = 0;
     'runs: for &(addr, n) in runs {
         let mut i = 0;
         while i < n {
-            while let Ok(src) = wanted.try_recv() {
+            while let Ok(FillMsg::Want(src)) = told.try_recv() {
                 put(src, 1)?;
             }
             if let Some(e) = pager.failed() {

@@ -419,7 +419,7 @@ pub fn restore(img: &Image, opts: &RestoreOpts) -> Result<Restored, RestoreError
     };
     match b.build(opts) {
         Ok(tids) => Ok(Restored {
-            filler: b.filler.take(),
+            filler: b.filler.take().inspect(Filler::go),
             pid: stub,
             held: opts
                 .hold

@@ -457,6 +457,7 @@ pub(super) async fn restore(
     (mut rx, precopied): Incoming,
 ) -> Result<u32, WireError> {
     let here = |m: String| format!("node {}: {m}", shared.name);
+    let t0 = Instant::now();
     let (store, base) = match precopied {
         Some((s, b)) => (Some(s), b),
         None => (None, 0),
@@ -531,6 +532,7 @@ pub(super) async fn restore(
         &mut rx,
     )
     .await?;
+    let received = t0.elapsed();
     let hold = spec.handover.is_some();
     let handover = spec
         .handover
@@ -648,6 +650,7 @@ pub(super) async fn restore(
     let (tx, cmd_rx) = mpsc::unbounded_channel();
     let pids = shared.pids.clone();
     let register_tx = tx.clone();
+    let ready = t0.elapsed();
     let mut restored = shared
         .tracer
         .ask(|reply| Job::Restore {
@@ -662,6 +665,7 @@ pub(super) async fn restore(
         .ok_or_else(|| err(ErrorCode::Internal, "the tracer thread is gone"))?
         .map_err(|e| err(ErrorCode::ExecFailed, here(e)))?;
     drop(child_fds);
+    let rebuilt = t0.elapsed();
     let pid = restored.pid as u32;
     if let Some(all_in) = all_in {
         let why = match all_in.await {
@@ -716,14 +720,19 @@ pub(super) async fn restore(
     if let Some(filler) = restored.filler.take() {
         tokio::spawn(precopied_in(shared.clone(), session, filler));
     }
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
     tracing::info!(
-        "session {session}: pid {pid} uid {} restored for home pid {home_pid}{}",
+        "session {session}: pid {pid} uid {} restored for home pid {home_pid}{} in {:.1} ms (image in at {:.1}, rebuild from {:.1} to {:.1})",
         cred.uid,
         if hold {
             ", held until the move is decided"
         } else {
             ""
-        }
+        },
+        ms(t0.elapsed()),
+        ms(received),
+        ms(ready),
+        ms(rebuilt),
     );
     Ok(pid)
 }
