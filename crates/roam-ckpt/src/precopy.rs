@@ -515,17 +515,14 @@ impl std::fmt::Debug for Filler {
 
 impl Filler {
     /// Starts placing the pages of `runs` (address, pages; each in
-    /// `store`) into the process of `uffd`, which waits for them.
+    /// `store`, as the restore checked: a run that is not is never placed,
+    /// and [`Filler::wait`] says so) into the process of `uffd`, which
+    /// waits for them.
     pub fn start(
         uffd: OwnedFd,
         store: Arc<PageStore>,
         runs: Vec<(u64, usize)>,
     ) -> std::io::Result<Filler> {
-        for &(addr, n) in &runs {
-            store.slices(addr, n).map_err(|a| {
-                std::io::Error::other(format!("pre-copied page {a:#x} is not in the store"))
-            })?;
-        }
         let (tell, told) = mpsc::channel();
         let want = tell.clone();
         let pager = Pager::start(uffd, &runs, move |src| {
@@ -574,7 +571,8 @@ fn fill(
 ) -> Result<Filled, String> {
     let put = |addr: u64, n: usize| -> Result<u64, String> {
         let mut bytes = 0;
-        // In the store: checked at the start.
+        // In the store, as the restore checked (if not, never placed:
+        // counted as left at the end).
         for (a, data) in store.slices(addr, n).unwrap_or_default() {
             pager
                 .deliver(a, data)

@@ -452,6 +452,13 @@ fn anon_private(m: &MapRecord) -> bool {
     m.stored && !m.shared && !m.path.starts_with(b"/") && !SPECIAL.contains(&&m.path[..])
 }
 
+/// Whether `[addr, addr + len)` lies in one private anonymous mapping
+/// with stored pages (see [`anon_private`]).
+fn in_anon_private(maps: &[MapRecord], addr: u64, len: u64) -> bool {
+    maps.iter()
+        .any(|m| anon_private(m) && m.start <= addr && addr + len <= m.end)
+}
+
 /// Runs `work` on the pieces, in two threads for a half each if they are
 /// many bytes; returns what both return, concatenated.
 fn in_two<'p>(
@@ -1098,9 +1105,7 @@ impl Builder<'_> {
         if let Some(to) = opts.lazy.as_ref().filter(|_| !self.img.lazy.is_empty()) {
             let uffd = self.lazy_uffd()?;
             let (anon, other) = rest.into_iter().partition(|&(addr, data)| {
-                self.img.maps.iter().any(|m| {
-                    anon_private(m) && m.start <= addr && addr + data.len() as u64 <= m.end
-                })
+                in_anon_private(&self.img.maps, addr, data.len() as u64)
             });
             rest = other;
             rest.extend(in_two(anon, |half| Ok(copy_pieces(&uffd, half)))?);
@@ -1112,9 +1117,7 @@ impl Builder<'_> {
         if total >= UFFD_ABOVE {
             if let Some(uffd) = self.missing_pages_uffd()? {
                 let (anon, other) = rest.into_iter().partition(|&(addr, data)| {
-                    self.img.maps.iter().any(|m| {
-                        anon_private(m) && m.start <= addr && addr + data.len() as u64 <= m.end
-                    })
+                    in_anon_private(&self.img.maps, addr, data.len() as u64)
                 });
                 rest = other;
                 rest.extend(in_two(anon, |half| Ok(copy_pieces(&uffd, half)))?);
@@ -1132,10 +1135,6 @@ impl Builder<'_> {
     /// [`Filler`] for the rest, on a userfaultfd made as a post-copy's
     /// (the process's layout may change before they are all in).
     fn fill_pages_but_precopied(&mut self, store: Arc<PageStore>) -> Result<(), RestoreError> {
-        let in_anon = |maps: &[MapRecord], addr: u64, len: usize| {
-            maps.iter()
-                .any(|m| anon_private(m) && m.start <= addr && addr + len as u64 <= m.end)
-        };
         let uffd = self.lazy_uffd()?;
         let mut later = Vec::new();
         let mut now = Vec::new();
@@ -1144,7 +1143,7 @@ impl Builder<'_> {
                 .slices(addr, n)
                 .map_err(|a| RestoreError::Precopied(format!("page {a:#x} was not among them")))?;
             for (a, data) in slices {
-                if in_anon(&self.img.maps, a, data.len()) {
+                if in_anon_private(&self.img.maps, a, data.len() as u64) {
                     later.push((a, data.len() / PAGE));
                 } else {
                     now.push((a, data));
@@ -1154,7 +1153,7 @@ impl Builder<'_> {
         let (anon, other): (Vec<_>, Vec<_>) = decode_pages(&self.img.pages)?
             .into_iter()
             .map(|r| (r.addr, r.data))
-            .partition(|&(addr, data)| in_anon(&self.img.maps, addr, data.len()));
+            .partition(|&(addr, data)| in_anon_private(&self.img.maps, addr, data.len() as u64));
         now.extend(other);
         // Before anything touches the registered mappings.
         let fill_uffd = uffd.try_clone().map_err(sys("duplicate the userfaultfd"))?;
@@ -1212,13 +1211,7 @@ impl Builder<'_> {
             ))?;
         }
         for &(addr, n) in &self.img.lazy {
-            let end = addr + (n * PAGE) as u64;
-            if !self
-                .img
-                .maps
-                .iter()
-                .any(|m| anon_private(m) && m.start <= addr && end <= m.end)
-            {
+            if !in_anon_private(&self.img.maps, addr, (n * PAGE) as u64) {
                 return Err(RestoreError::Lazy(format!(
                     "pages at {addr:#x} are in no private anonymous mapping"
                 )));
