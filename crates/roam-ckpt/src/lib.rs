@@ -13,5 +13,7 @@ pub mod postcopy;
 pub mod precopy;
 #[cfg(target_arch = "x86_64")]
 pub mod restore;
+#[cfg(target_arch = "x86_64")]
+pub mod stubs;
 #[cfg(test)]
 mod testutil;

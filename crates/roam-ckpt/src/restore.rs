@@ -1,12 +1,19 @@
 //! Rebuilding a captured process (x86-64): a stub is forked and stopped
-//! under ptrace, and system calls injected into it replace its memory,
-//! descriptors, signal state and threads with the image's, after which
-//! every thread is given its registers back and let go.
+//! under ptrace (or cloned from a zygote readied before, see
+//! [`crate::stubs`]), and system calls injected into it replace its
+//! memory, descriptors, signal state and threads with the image's, after
+//! which every thread is given its registers back and let go.
+//!
+//! Each stop of the stub costs a round trip between it and its tracer
+//! (tens of microseconds here): calls whose result is only checked are
+//! queued and made many to a stop (`Builder::defer`); a descriptor an
+//! open is to get is foreseen (the lowest free) and checked afterwards.
 //!
 //! The order matters (DESIGN.md's traps):
 //! 1. the stub's rseq area is unregistered (its memory is about to go);
 //! 2. a page with `syscall; int3`, in a hole of both layouts, becomes the
-//!    injection site, with a scratch page beside it;
+//!    injection site, with room for batches of calls, a scratch page and
+//!    the queued calls' arguments after it (`SITE_LEN`);
 //! 3. the stub's own mappings are unmapped, its vDSO block moved where
 //!    the program had it (relative offsets kept);
 //! 4. the program's mappings are made and filled, then given their
@@ -37,6 +44,7 @@ use crate::capture::{
 };
 use crate::image::{decode_pages, ImageError, Section, PAGE};
 use crate::precopy::{decode_held, Filler, PageStore};
+use crate::stubs::{SpawnError, StubFactory};
 
 /// The end of the user address space (x86-64, 4-level paging).
 const USER_TOP: u64 = 0x7fff_ffff_f000;
@@ -82,7 +90,7 @@ pub enum RestoreError {
     Sys { what: String, source: io::Error },
 }
 
-fn sys(what: impl Into<String>) -> impl FnOnce(io::Error) -> RestoreError {
+pub(crate) fn sys(what: impl Into<String>) -> impl FnOnce(io::Error) -> RestoreError {
     let what = what.into();
     move |source| RestoreError::Sys { what, source }
 }
@@ -381,8 +389,53 @@ pub struct Restored {
     pub filler: Option<Filler>,
 }
 
-/// Rebuilds the image's process and lets it run.
+/// Rebuilds the image's process and lets it run, in a stub forked for
+/// it.
 pub fn restore(img: &Image, opts: &RestoreOpts) -> Result<Restored, RestoreError> {
+    check(img, opts)?;
+    let stub = fresh_stub(img, opts)?;
+    rebuild(img, opts, stub, None)
+}
+
+/// [`restore`] in a stub from `stubs` (made here if there is none, or
+/// none for `opts.root` as it is mounted now): a few milliseconds less
+/// than forking one. A stub on a controlling terminal is forked as in
+/// [`restore`]; so is one when no factory can be made, or the one made
+/// again after a failure fails too (its zygote killed, say). A stub
+/// killed while it is made fails the restore, as a forked one would.
+pub fn restore_with(
+    img: &Image,
+    opts: &RestoreOpts,
+    stubs: &mut Option<StubFactory>,
+) -> Result<Restored, RestoreError> {
+    check(img, opts)?;
+    // A broken factory is made again once.
+    for _ in 0..2 {
+        if opts.ctty.is_some() {
+            break;
+        }
+        if !stubs
+            .as_ref()
+            .is_some_and(|f| f.serves(opts.root.as_deref()))
+        {
+            *stubs = StubFactory::new(opts.root.as_deref()).ok();
+        }
+        let Some(f) = stubs else {
+            break;
+        };
+        let want = opts.same_pid.then_some(img.meta.pid);
+        match f.spawn(opts.stdio, want, opts.new_session) {
+            Ok(stub) => return rebuild(img, opts, stub, Some(f.site())),
+            Err(SpawnError::Stub(e)) => return Err(e),
+            Err(SpawnError::Factory(_)) => *stubs = None,
+        }
+    }
+    let stub = fresh_stub(img, opts)?;
+    rebuild(img, opts, stub, None)
+}
+
+/// What makes an image unrestorable with these options, before any stub.
+fn check(img: &Image, opts: &RestoreOpts) -> Result<(), RestoreError> {
     img.check_machine()?;
     if !img.precopied.is_empty() && img.store.is_none() {
         return Err(RestoreError::Precopied(
@@ -398,15 +451,30 @@ pub fn restore(img: &Image, opts: &RestoreOpts) -> Result<Restored, RestoreError
     if let Some(u) = &opts.user {
         img.check_user(u)?;
     }
+    Ok(())
+}
+
+/// A stub forked for this restore.
+fn fresh_stub(img: &Image, opts: &RestoreOpts) -> Result<i32, RestoreError> {
     let want = opts.same_pid.then_some(img.meta.pid);
-    let stub = remote::spawn_stub(
+    remote::spawn_stub(
         opts.stdio,
         want,
         opts.new_session,
         opts.ctty,
         opts.root.as_deref(),
     )
-    .map_err(sys("start the restore stub"))?;
+    .map_err(sys("start the restore stub"))
+}
+
+/// Rebuilds the image in `stub` (readied before if `ready` gives its
+/// injection page); the stub is killed if that fails.
+fn rebuild(
+    img: &Image,
+    opts: &RestoreOpts,
+    stub: i32,
+    ready: Option<u64>,
+) -> Result<Restored, RestoreError> {
     let mut b = Builder {
         img,
         pid: stub,
@@ -416,6 +484,9 @@ pub fn restore(img: &Image, opts: &RestoreOpts) -> Result<Restored, RestoreError
         site: 0,
         listener: None,
         filler: None,
+        ready,
+        queue: Vec::new(),
+        stashed: 0,
     };
     match b.build(opts) {
         Ok(tids) => Ok(Restored {
@@ -428,13 +499,18 @@ pub fn restore(img: &Image, opts: &RestoreOpts) -> Result<Restored, RestoreError
             listener: b.listener.take(),
         }),
         Err(e) => {
-            // SAFETY: kill and reap our own child, the stub.
-            unsafe {
-                libc::kill(stub, libc::SIGKILL);
-                libc::waitpid(stub, std::ptr::null_mut(), libc::__WALL);
-            }
+            kill_stub(stub);
             Err(e)
         }
+    }
+}
+
+/// Kills and reaps a stub, a child of ours.
+pub(crate) fn kill_stub(stub: i32) {
+    // SAFETY: kill and reap our own child, the stub.
+    unsafe {
+        libc::kill(stub, libc::SIGKILL);
+        libc::waitpid(stub, std::ptr::null_mut(), libc::__WALL);
     }
 }
 
@@ -544,6 +620,186 @@ fn halves<'p>(
     (first, second)
 }
 
+/// The injection area of a stub, from its start: the site (`syscall;
+/// int3`); a batch of calls' code ([`Remote::batch`]) from
+/// [`BATCH_CODE`], its results from [`BATCH_RESULTS`]; the scratch page
+/// of single calls at [`SCRATCH`]; the stash of deferred calls' arguments
+/// (`Builder::defer`) at [`STASH`].
+pub(crate) const SITE_LEN: u64 = 8 * PAGE as u64;
+const BATCH_CODE: u64 = 16;
+const BATCH_RESULTS: u64 = 3 * PAGE as u64;
+pub(crate) const SCRATCH: u64 = 4 * PAGE as u64;
+const STASH: u64 = 5 * PAGE as u64;
+const STASH_LEN: u64 = SITE_LEN - STASH;
+
+/// Calls per batch: as many as the code room holds, and the results'.
+const PER_BATCH: usize = {
+    let code = (BATCH_RESULTS - BATCH_CODE) as usize / remote::BATCH_CALL_BYTES - 1;
+    let results = (SCRATCH - BATCH_RESULTS) as usize / 8;
+    if code < results {
+        code
+    } else {
+        results
+    }
+};
+
+/// Makes `calls` in one stop of a readied stub's `remote`, whose
+/// injection page is at `site`; the raw results.
+pub(crate) fn batch(
+    remote: &mut Remote,
+    site: u64,
+    calls: &[(libc::c_long, [u64; 6])],
+) -> io::Result<Vec<u64>> {
+    remote.batch(site + BATCH_CODE, site + BATCH_RESULTS, calls)
+}
+
+fn call_in(
+    remote: &mut Remote,
+    what: &str,
+    nr: libc::c_long,
+    args: &[u64],
+) -> Result<u64, RestoreError> {
+    remote
+        .call(nr, args)
+        .map_err(sys(format!("{what} (in the stub)")))
+}
+
+/// Readies a stub just spawned ([`remote::spawn_stub`]: stopped right
+/// after a system call) for the injection of a rebuild:
+/// 1. its rseq area is unregistered (its memory is about to go);
+/// 2. a page with `syscall; int3` becomes the injection site, a scratch
+///    page beside it, in a hole of its layout and of `avoid`; every
+///    signal is blocked (nothing reaches the stub while it is rebuilt);
+/// 3. its own mappings are unmapped, but the kernel's special ones.
+///
+/// Returns the stub to inject into, the site, and its mappings as they
+/// were.
+pub(crate) fn prepare_stub(
+    pid: i32,
+    avoid: &[(u64, u64)],
+) -> Result<(Remote, u64, Vec<Vma>), RestoreError> {
+    let r = ptrace::regs(pid).map_err(sys("read the stub's registers"))?;
+    let mut code = [0u8; 2];
+    ptrace::read_memory(pid, r.rip - 2, &mut code).map_err(sys("read the stub's code"))?;
+    if code != [0x0f, 0x05] {
+        return Err(RestoreError::Sys {
+            what: "find the stub's system-call instruction".into(),
+            source: io::Error::other(format!("{code:02x?} before rip")),
+        });
+    }
+    let mut remote = Remote::new(pid, Site::Syscall(r.rip - 2)).map_err(sys("take the stub"))?;
+    let rs = ptrace::rseq(pid).map_err(sys("read the stub's rseq"))?;
+    if rs.address != 0 {
+        call_in(
+            &mut remote,
+            "unregister the stub's rseq",
+            libc::SYS_rseq,
+            &[rs.address, u64::from(rs.len), 1, u64::from(rs.signature)],
+        )?;
+    }
+    let stub_maps = procfs::maps(pid).map_err(sys("list the stub's mappings"))?;
+    let mut taken = avoid.to_vec();
+    taken.extend(stub_maps.iter().map(|v| (v.start, v.end)));
+    let site = hole(&taken, SITE_LEN).ok_or_else(|| RestoreError::Sys {
+        what: "find room for the injection page".into(),
+        source: io::Error::from_raw_os_error(libc::ENOMEM),
+    })?;
+    call_in(
+        &mut remote,
+        "map the injection page",
+        libc::SYS_mmap,
+        &[
+            site,
+            SITE_LEN,
+            (libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC) as u64,
+            (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE) as u64,
+            u64::MAX,
+            0,
+        ],
+    )?;
+    ptrace::write_memory(pid, site, &[0x0f, 0x05, 0xcc])
+        .map_err(sys("write the injection code"))?;
+    remote.set_site(Site::Trap(site));
+    let all = site + SCRATCH;
+    ptrace::write_memory(pid, all, &u64::MAX.to_le_bytes())
+        .map_err(sys("write the stub's scratch page"))?;
+    // In as few calls as there are gaps between what stays (munmap
+    // takes holes in its range in its stride).
+    let mut calls = vec![(
+        libc::SYS_rt_sigprocmask,
+        [libc::SIG_SETMASK as u64, all, 0, 8, 0, 0],
+    )];
+    let mut keep: Vec<(u64, u64)> = stub_maps
+        .iter()
+        .filter(|v| SPECIAL.contains(&&v.path[..]))
+        .map(|v| (v.start, v.end))
+        .collect();
+    keep.push((site, site + SITE_LEN));
+    keep.sort_unstable();
+    let mut from = 0u64;
+    for (start, end) in keep.into_iter().chain([(USER_TOP, USER_TOP)]) {
+        let used = stub_maps
+            .iter()
+            .any(|v| v.start < start && v.end > from && v.path != b"[vsyscall]");
+        if start > from && used {
+            calls.push((libc::SYS_munmap, [from, start - from, 0, 0, 0, 0]));
+        }
+        from = from.max(end);
+    }
+    let got = batch(&mut remote, site, &calls).map_err(sys("ready the stub"))?;
+    if let Some(e) = got
+        .iter()
+        .map(|&v| v as i64)
+        .find(|v| (-4095..0).contains(v))
+    {
+        return Err(RestoreError::Sys {
+            what: "block signals and unmap the stub's memory (in the stub)".into(),
+            source: io::Error::from_raw_os_error(-e as i32),
+        });
+    }
+    Ok((remote, site, stub_maps))
+}
+
+/// Takes a stub readied before ([`crate::stubs::StubFactory`]), its
+/// injection page at `site`, for an image with mappings `maps`: the page
+/// is moved away if the image needs its place.
+fn adopt_stub(
+    pid: i32,
+    site: u64,
+    maps: &[MapRecord],
+) -> Result<(Remote, u64, Vec<Vma>), RestoreError> {
+    let mut remote = Remote::new(pid, Site::Trap(site)).map_err(sys("take the stub"))?;
+    let stub_maps = procfs::maps(pid).map_err(sys("list the stub's mappings"))?;
+    let len = SITE_LEN;
+    if !maps.iter().any(|m| m.start < site + len && m.end > site) {
+        return Ok((remote, site, stub_maps));
+    }
+    let mut taken: Vec<(u64, u64)> = maps.iter().map(|m| (m.start, m.end)).collect();
+    taken.extend(stub_maps.iter().map(|v| (v.start, v.end)));
+    let to = hole(&taken, len).ok_or_else(|| RestoreError::Sys {
+        what: "find room for the injection page".into(),
+        source: io::Error::from_raw_os_error(libc::ENOMEM),
+    })?;
+    // The call moves the page it runs from: stepped to its exit, after
+    // which nothing of the old page runs.
+    remote.set_site(Site::Syscall(site));
+    call_in(
+        &mut remote,
+        "move the injection page",
+        libc::SYS_mremap,
+        &[
+            site,
+            len,
+            len,
+            (libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED) as u64,
+            to,
+        ],
+    )?;
+    remote.set_site(Site::Trap(to));
+    let stub_maps = procfs::maps(pid).map_err(sys("list the stub's mappings"))?;
+    Ok((remote, to, stub_maps))
+}
+
 struct Builder<'a> {
     img: &'a Image,
     pid: i32,
@@ -557,6 +813,23 @@ struct Builder<'a> {
     listener: Option<OwnedFd>,
     /// What places the pre-copied pages, once started.
     filler: Option<Filler>,
+    /// The injection page of a stub readied before (see
+    /// [`crate::stubs::StubFactory`]).
+    ready: Option<u64>,
+    /// Calls of the main thread not made yet (`Builder::defer`).
+    queue: Vec<Deferred>,
+    /// Bytes of the stash in use by the queued calls.
+    stashed: u64,
+}
+
+/// A call made later, in a batch with others: what it is for, its number
+/// and arguments, and the result it must have if not only "no error" (a
+/// descriptor number foreseen, say).
+struct Deferred {
+    what: String,
+    nr: libc::c_long,
+    args: [u64; 6],
+    expect: Option<u64>,
 }
 
 impl Builder<'_> {
@@ -564,10 +837,93 @@ impl Builder<'_> {
         self.main.as_mut().expect("the stub's main thread")
     }
 
+    /// Makes a call now (the deferred ones first), for its result.
     fn call(&mut self, what: &str, nr: libc::c_long, args: &[u64]) -> Result<u64, RestoreError> {
-        self.main()
-            .call(nr, args)
-            .map_err(sys(format!("{what} (in the stub)")))
+        self.flush()?;
+        call_in(self.main(), what, nr, args)
+    }
+
+    /// Queues a call of the main thread whose result is only checked: the
+    /// queue is made in one stop (per [`PER_BATCH`] calls) when a call's
+    /// result is needed ([`Builder::call`]), when the stub's memory is
+    /// read or written otherwise, and at the end ([`Builder::flush`]).
+    /// Its arguments in memory go in the stash ([`Builder::stash`]).
+    fn defer(&mut self, what: impl Into<String>, nr: libc::c_long, args: &[u64]) {
+        self.defer_expect(what, nr, args, None);
+    }
+
+    /// [`Builder::defer`] of a call that must return `expect`.
+    fn defer_expect(
+        &mut self,
+        what: impl Into<String>,
+        nr: libc::c_long,
+        args: &[u64],
+        expect: Option<u64>,
+    ) {
+        assert!(args.len() <= 6, "six arguments at most");
+        let mut a = [0u64; 6];
+        a[..args.len()].copy_from_slice(args);
+        self.queue.push(Deferred {
+            what: what.into(),
+            nr,
+            args: a,
+            expect,
+        });
+    }
+
+    /// Writes a queued call's arguments into the stash; their address.
+    /// The queue is made first if the stash is full: a call's arguments
+    /// go in one piece ([`Builder::room`]), before it is queued.
+    fn stash(&mut self, data: &[u8]) -> Result<u64, RestoreError> {
+        let at = self.room(data.len())?;
+        ptrace::write_memory(self.pid, at, data).map_err(sys("write the stub's stash"))?;
+        Ok(at)
+    }
+
+    /// `len` bytes of the stash, to write a call's arguments into.
+    fn room(&mut self, len: usize) -> Result<u64, RestoreError> {
+        let len = (len as u64).next_multiple_of(8);
+        if len > STASH_LEN {
+            return Err(RestoreError::Sys {
+                what: "pass arguments to the stub".into(),
+                source: io::Error::other(format!("{len} bytes")),
+            });
+        }
+        if self.stashed + len > STASH_LEN {
+            self.flush()?;
+        }
+        let at = self.site + STASH + self.stashed;
+        self.stashed += len;
+        Ok(at)
+    }
+
+    /// A NUL-terminated path in the stash.
+    fn stash_path(&mut self, path: &[u8]) -> Result<u64, RestoreError> {
+        if path.len() >= PAGE - 1 {
+            return Err(RestoreError::Sys {
+                what: "pass a path to the stub".into(),
+                source: io::Error::from_raw_os_error(libc::ENAMETOOLONG),
+            });
+        }
+        let mut p = path.to_vec();
+        p.push(0);
+        self.stash(&p)
+    }
+
+    /// Makes the queued calls, in order, in as few stops as the injection
+    /// area holds code for. Every call is made; the first that failed (or
+    /// returned other than it must) is the error.
+    fn flush(&mut self) -> Result<(), RestoreError> {
+        let queue = std::mem::take(&mut self.queue);
+        self.stashed = 0;
+        let site = self.site;
+        for chunk in queue.chunks(PER_BATCH) {
+            let list: Vec<(libc::c_long, [u64; 6])> =
+                chunk.iter().map(|d| (d.nr, d.args)).collect();
+            let got = batch(self.main(), site, &list).map_err(sys("make calls in the stub"))?;
+            check_results(chunk, &got)?;
+        }
+        Ok(())
     }
 
     /// Writes `data` into the scratch page at `off`; its address.
@@ -576,36 +932,6 @@ impl Builder<'_> {
         let at = self.scratch + off;
         ptrace::write_memory(self.pid, at, data).map_err(sys("write the stub's scratch page"))?;
         Ok(at)
-    }
-
-    /// Makes `calls` (what each is for, number, arguments) in the stub in
-    /// as few stops as the injection page holds code for (see
-    /// [`Remote::batch`]): the code after the site's own, the results in
-    /// the page's last KiB. Every call is made; the first that failed is
-    /// the error.
-    fn calls(&mut self, calls: &[(String, libc::c_long, [u64; 6])]) -> Result<(), RestoreError> {
-        const CODE: u64 = 16;
-        const RESULTS: u64 = 3072;
-        let per = ((RESULTS - CODE) as usize - 1) / remote::BATCH_CALL_BYTES;
-        let (code_at, results_at) = (self.site + CODE, self.site + RESULTS);
-        for chunk in calls.chunks(per) {
-            let list: Vec<(libc::c_long, [u64; 6])> =
-                chunk.iter().map(|(_, nr, args)| (*nr, *args)).collect();
-            let got = self
-                .main()
-                .batch(code_at, results_at, &list)
-                .map_err(sys("make calls in the stub"))?;
-            for ((what, _, _), rax) in chunk.iter().zip(got) {
-                let v = rax as i64;
-                if (-4095..0).contains(&v) {
-                    return Err(RestoreError::Sys {
-                        what: format!("{what} (in the stub)"),
-                        source: io::Error::from_raw_os_error(-v as i32),
-                    });
-                }
-            }
-        }
-        Ok(())
     }
 
     /// A NUL-terminated path in the scratch page.
@@ -623,82 +949,20 @@ impl Builder<'_> {
 
     fn build(&mut self, opts: &RestoreOpts) -> Result<Vec<i32>, RestoreError> {
         let pid = self.pid;
-        let r = ptrace::regs(pid).map_err(sys("read the stub's registers"))?;
-        let mut code = [0u8; 2];
-        ptrace::read_memory(pid, r.rip - 2, &mut code).map_err(sys("read the stub's code"))?;
-        if code != [0x0f, 0x05] {
-            return Err(RestoreError::Sys {
-                what: "find the stub's system-call instruction".into(),
-                source: io::Error::other(format!("{code:02x?} before rip")),
-            });
-        }
-        self.main = Some(Remote::new(pid, Site::Syscall(r.rip - 2)).map_err(sys("take the stub"))?);
-        // 1. The stub's rseq area goes with its memory: unregistered.
-        let rs = ptrace::rseq(pid).map_err(sys("read the stub's rseq"))?;
-        if rs.address != 0 {
-            self.call(
-                "unregister the stub's rseq",
-                libc::SYS_rseq,
-                &[rs.address, u64::from(rs.len), 1, u64::from(rs.signature)],
-            )?;
-        }
-        // 2. The injection site and scratch page, in a hole of both layouts.
-        let stub_maps = procfs::maps(pid).map_err(sys("list the stub's mappings"))?;
-        let mut taken: Vec<(u64, u64)> = self.img.maps.iter().map(|m| (m.start, m.end)).collect();
-        taken.extend(stub_maps.iter().map(|v| (v.start, v.end)));
-        let site = hole(&taken, 2 * PAGE as u64).ok_or_else(|| RestoreError::Sys {
-            what: "find room for the injection page".into(),
-            source: io::Error::from_raw_os_error(libc::ENOMEM),
-        })?;
-        self.call(
-            "map the injection page",
-            libc::SYS_mmap,
-            &[
-                site,
-                2 * PAGE as u64,
-                (libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC) as u64,
-                (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE) as u64,
-                u64::MAX,
-                0,
-            ],
-        )?;
-        ptrace::write_memory(pid, site, &[0x0f, 0x05, 0xcc])
-            .map_err(sys("write the injection code"))?;
-        self.site = site;
-        self.scratch = site + PAGE as u64;
-        self.main().set_site(Site::Trap(site));
-        // Nothing reaches the stub while it is rebuilt.
-        self.put(0, &u64::MAX.to_le_bytes())?;
-        let all = self.scratch;
-        self.call(
-            "block signals",
-            libc::SYS_rt_sigprocmask,
-            &[libc::SIG_SETMASK as u64, all, 0, 8],
-        )?;
-        // 3. The stub's own memory goes, its vDSO block moves.
-        // In as few calls as there are gaps between what stays (munmap
-        // takes holes in its range in its stride).
-        let mut keep: Vec<(u64, u64)> = stub_maps
-            .iter()
-            .filter(|v| SPECIAL.contains(&&v.path[..]))
-            .map(|v| (v.start, v.end))
-            .collect();
-        keep.push((site, site + 2 * PAGE as u64));
-        keep.sort_unstable();
-        let mut from = 0u64;
-        for (start, end) in keep.into_iter().chain([(USER_TOP, USER_TOP)]) {
-            let used = stub_maps
-                .iter()
-                .any(|v| v.start < start && v.end > from && v.path != b"[vsyscall]");
-            if start > from && used {
-                self.call(
-                    "unmap the stub's memory",
-                    libc::SYS_munmap,
-                    &[from, start - from],
-                )?;
+        // 1.-3. A stub readied: rseq unregistered, the injection site and
+        // scratch page in a hole of both layouts, signals blocked, its own
+        // memory gone; then its vDSO block moves.
+        let (remote, site, stub_maps) = match self.ready {
+            None => {
+                let avoid: Vec<(u64, u64)> =
+                    self.img.maps.iter().map(|m| (m.start, m.end)).collect();
+                prepare_stub(pid, &avoid)?
             }
-            from = from.max(end);
-        }
+            Some(site) => adopt_stub(pid, site, &self.img.maps)?,
+        };
+        self.main = Some(remote);
+        self.site = site;
+        self.scratch = site + SCRATCH;
         self.move_vdso(&stub_maps, site)?;
         if let Some(u) = &opts.user {
             self.open_as(u)?;
@@ -727,17 +991,10 @@ impl Builder<'_> {
         self.timers()?;
         if let Some(sig) = opts.pdeathsig {
             // After the credentials: changing them clears it.
-            for i in 0..tids.len() {
-                let r = if i == 0 {
-                    self.main()
-                } else {
-                    &mut self.others[i - 1]
-                };
-                r.call(
-                    libc::SYS_prctl,
-                    &[libc::PR_SET_PDEATHSIG as u64, sig as u64],
-                )
-                .map_err(sys("set the parent-death signal (in the stub)"))?;
+            let args = [libc::PR_SET_PDEATHSIG as u64, sig as u64];
+            self.defer("set the parent-death signal", libc::SYS_prctl, &args);
+            for r in &mut self.others {
+                call_in(r, "set the parent-death signal", libc::SYS_prctl, &args)?;
             }
         }
         if let Some(filter) = &opts.supervise {
@@ -745,6 +1002,7 @@ impl Builder<'_> {
         }
         // 8. Registers: other threads at their stop, the main one at the
         // exit of the call that unmaps the injection page.
+        self.flush()?;
         for (i, t) in self.img.threads.iter().enumerate().skip(1) {
             let r = &self.others[i - 1];
             ptrace::set_xstate(r.tid(), &t.xstate).map_err(sys("set a thread's FP state"))?;
@@ -756,7 +1014,7 @@ impl Builder<'_> {
         let regs = resume_regs(&t0.regs);
         let site = self.site;
         self.main()
-            .last_call(libc::SYS_munmap, &[site, 2 * PAGE as u64], &regs)
+            .last_call(libc::SYS_munmap, &[site, SITE_LEN], &regs)
             .map_err(sys("unmap the injection page"))?;
         if !opts.hold {
             for &tid in &tids {
@@ -776,14 +1034,14 @@ impl Builder<'_> {
                 source: io::Error::from_raw_os_error(libc::EINVAL),
             });
         }
-        let at = self.put(0, &groups)?;
-        self.call(
+        let at = self.stash(&groups)?;
+        self.defer(
             "set the groups",
             libc::SYS_setgroups,
             &[u.groups.len() as u64, at],
-        )?;
-        self.call("set the fsgid", libc::SYS_setfsgid, &[u64::from(u.gid)])?;
-        self.call("set the fsuid", libc::SYS_setfsuid, &[u64::from(u.uid)])?;
+        );
+        self.defer("set the fsgid", libc::SYS_setfsgid, &[u64::from(u.gid)]);
+        self.defer("set the fsuid", libc::SYS_setfsuid, &[u64::from(u.uid)]);
         Ok(())
     }
 
@@ -810,11 +1068,11 @@ impl Builder<'_> {
         let mut fprog = (filter.len() as u64).to_le_bytes().to_vec();
         fprog.extend_from_slice(&prog_at.to_le_bytes());
         let fprog_at = self.put(0, &fprog)?;
-        self.call(
+        self.defer(
             "set no_new_privs",
             libc::SYS_prctl,
             &[libc::PR_SET_NO_NEW_PRIVS as u64, 1, 0, 0, 0],
-        )?;
+        );
         // TSYNC reaches every thread; with NEW_LISTENER it needs
         // TSYNC_ESRCH (a failure to sync is then an error, not a tid).
         const NEW_LISTENER: u64 = 1 << 3;
@@ -832,7 +1090,7 @@ impl Builder<'_> {
         )?;
         let listener = ptrace::take_fd(self.pid, fd as i32)
             .map_err(sys("take the seccomp listener from the stub"))?;
-        self.call("close the listener", libc::SYS_close, &[fd])?;
+        self.defer("close the listener", libc::SYS_close, &[fd]);
         self.listener = Some(listener);
         Ok(())
     }
@@ -881,7 +1139,7 @@ impl Builder<'_> {
         }
         let mut taken: Vec<(u64, u64)> = self.img.maps.iter().map(|m| (m.start, m.end)).collect();
         taken.push((lo, hi));
-        taken.push((site, site + 2 * PAGE as u64));
+        taken.push((site, site + SITE_LEN));
         // Straight there unless the two places overlap; else through a
         // spot free in both.
         let steps = if thi <= lo || tlo >= hi {
@@ -895,7 +1153,7 @@ impl Builder<'_> {
                 let old = v.start - lo + from;
                 let new = v.start - lo + to;
                 let len = v.end - v.start;
-                self.call(
+                self.defer_expect(
                     "move the vDSO",
                     libc::SYS_mremap,
                     &[
@@ -905,7 +1163,8 @@ impl Builder<'_> {
                         (libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED) as u64,
                         new,
                     ],
-                )?;
+                    Some(new),
+                );
             }
         }
         debug_assert_eq!(thi - tlo, hi - lo);
@@ -921,8 +1180,11 @@ impl Builder<'_> {
         // Files open for mapping, by path and mode (a library has several
         // mappings).
         let mut opened: BTreeMap<(Vec<u8>, bool), u64> = BTreeMap::new();
-        let mut mmaps: Vec<(String, libc::c_long, [u64; 6])> = Vec::new();
-        let maps = &self.img.maps;
+        // The descriptors an open is foreseen to get (the lowest free):
+        // opened in the same batch as the mappings made from them.
+        let mut fds = self.open_fds()?;
+        let img = self.img;
+        let maps = &img.maps;
         for m in maps {
             if SPECIAL.contains(&&m.path[..]) || m.path == b"[vsyscall]" {
                 continue;
@@ -949,7 +1211,8 @@ impl Builder<'_> {
                         let name = self.put_path(b"roam-shm")?;
                         let fd =
                             self.call("make shared memory", libc::SYS_memfd_create, &[name, 0])?;
-                        self.call("size shared memory", libc::SYS_ftruncate, &[fd, size])?;
+                        fds.insert(fd);
+                        self.defer("size shared memory", libc::SYS_ftruncate, &[fd, size]);
                         shm.insert(m.inode, fd);
                         fd
                     }
@@ -961,9 +1224,10 @@ impl Builder<'_> {
                     Some(&fd) => fd,
                     None => {
                         let mode = if write { libc::O_RDWR } else { libc::O_RDONLY };
-                        let path = self.put_path(&m.path)?;
-                        let fd = self.call(
-                            &format!("open {}", String::from_utf8_lossy(&m.path)),
+                        let path = self.stash_path(&m.path)?;
+                        let fd = lowest_free(&fds);
+                        self.defer_expect(
+                            format!("open {}", String::from_utf8_lossy(&m.path)),
                             libc::SYS_openat,
                             &[
                                 libc::AT_FDCWD as u64,
@@ -971,7 +1235,9 @@ impl Builder<'_> {
                                 (mode | libc::O_CLOEXEC) as u64,
                                 0,
                             ],
-                        )?;
+                            Some(fd),
+                        );
+                        fds.insert(fd);
                         opened.insert((m.path.to_vec(), write), fd);
                         fd
                     }
@@ -991,10 +1257,10 @@ impl Builder<'_> {
                 (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | grows, u64::MAX)
             };
             let offset = if fd == u64::MAX { 0 } else { m.offset };
-            mmaps.push((
+            self.defer_expect(
                 format!("map {:#x}-{:#x}", m.start, m.end),
                 libc::SYS_mmap,
-                [
+                &[
                     m.start,
                     len,
                     prot as u64,
@@ -1002,17 +1268,13 @@ impl Builder<'_> {
                     fd,
                     offset,
                 ],
-            ));
+                Some(m.start),
+            );
         }
-        // The mappings in one go, then the descriptors they were made from.
+        // Then the descriptors they were made from.
         for fd in opened.into_values().chain(shm.into_values()) {
-            mmaps.push((
-                "close a mapped file".into(),
-                libc::SYS_close,
-                [fd, 0, 0, 0, 0, 0],
-            ));
+            self.defer("close a mapped file", libc::SYS_close, &[fd]);
         }
-        self.calls(&mmaps)?;
         for (id, deleted) in sysv.into_values() {
             if deleted {
                 self.call(
@@ -1082,6 +1344,8 @@ impl Builder<'_> {
     /// written by two threads, half each: the kernel allocates the stub's
     /// pages in parallel.
     fn fill_pages(&mut self, opts: &RestoreOpts) -> Result<(), RestoreError> {
+        // The mappings made before their pages are written.
+        self.flush()?;
         if opts.precopied_later && self.img.lazy.is_empty() && !self.img.precopied.is_empty() {
             if let Some(store) = self.img.store.clone() {
                 return self.fill_pages_but_precopied(store);
@@ -1172,6 +1436,7 @@ impl Builder<'_> {
     /// stored pages registered on it for missing pages; none (the pages
     /// are then written) if the kernel or a mapping refuses.
     fn missing_pages_uffd(&mut self) -> Result<Option<OwnedFd>, RestoreError> {
+        self.flush()?;
         let Ok(fd) = self
             .main()
             .call(libc::SYS_userfaultfd, &[roam_sys::uffd::USERFAULTFD_FLAGS])
@@ -1222,21 +1487,31 @@ impl Builder<'_> {
 
     /// Gives mappings made writable for filling their own protection.
     fn protect_all(&mut self) -> Result<(), RestoreError> {
-        let calls: Vec<(String, libc::c_long, [u64; 6])> = self
-            .img
+        let img = self.img;
+        for m in img
             .maps
             .iter()
             .filter(|m| m.stored && m.prot & 2 == 0)
             .filter(|m| !SPECIAL.contains(&&m.path[..]) && m.path != b"[vsyscall]")
-            .map(|m| {
-                (
-                    format!("protect {:#x}-{:#x}", m.start, m.end),
-                    libc::SYS_mprotect,
-                    [m.start, m.end - m.start, prot_of(m) as u64, 0, 0, 0],
-                )
+        {
+            self.defer(
+                format!("protect {:#x}-{:#x}", m.start, m.end),
+                libc::SYS_mprotect,
+                &[m.start, m.end - m.start, prot_of(m) as u64],
+            );
+        }
+        Ok(())
+    }
+
+    /// The stub's open descriptors (none is opened or closed by a queued
+    /// call).
+    fn open_fds(&mut self) -> Result<std::collections::BTreeSet<u64>, RestoreError> {
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid))
+            .and_then(|d| {
+                d.map(|e| Ok(e?.file_name().to_string_lossy().parse::<u64>().unwrap_or(0)))
+                    .collect()
             })
-            .collect();
-        self.calls(&calls)
+            .map_err(sys("list the stub's descriptors"))
     }
 
     /// brk, code/data/stack/arg/env areas, auxv and exe
@@ -1250,7 +1525,6 @@ impl Builder<'_> {
                 source: io::Error::other(format!("{} bytes", auxv.len())),
             });
         }
-        let auxv_at = self.put(1024, auxv)?;
         // The kernel refuses to replace the exe by the same file while it
         // is mapped (EBUSY): kept when the stub's is already the one.
         let same_exe = std::fs::read_link(format!("/proc/{}/exe", self.pid))
@@ -1258,8 +1532,11 @@ impl Builder<'_> {
         let exe_fd = if same_exe {
             u64::from(u32::MAX)
         } else {
-            let exe = self.put_path(&self.img.meta.exe)?;
-            self.call(
+            // Foreseen (the calls queued since the pages were written
+            // open and close nothing).
+            let fd = lowest_free(&self.open_fds()?);
+            let exe = self.stash_path(&self.img.meta.exe)?;
+            self.defer_expect(
                 "open the executable",
                 libc::SYS_openat,
                 &[
@@ -1268,8 +1545,14 @@ impl Builder<'_> {
                     (libc::O_RDONLY | libc::O_CLOEXEC) as u64,
                     0,
                 ],
-            )?
+                Some(fd),
+            );
+            fd
         };
+        // The map and the auxv after it, in one piece of the stash.
+        let map_len = 13 * 8;
+        let at = self.room(map_len + auxv.len())?;
+        let auxv_at = at + map_len as u64;
         let mut map = Vec::with_capacity(104);
         for v in [
             mm.start_code,
@@ -1289,23 +1572,19 @@ impl Builder<'_> {
         }
         map.extend_from_slice(&(auxv.len() as u32).to_le_bytes());
         map.extend_from_slice(&(exe_fd as u32).to_le_bytes());
-        let at = self.put(3072, &map)?;
+        debug_assert_eq!(map.len(), map_len);
+        map.extend_from_slice(auxv);
+        ptrace::write_memory(self.pid, at, &map).map_err(sys("write the stub's stash"))?;
         const PR_SET_MM_MAP: u64 = 14;
-        let r = self.call(
+        self.defer(
             "set the memory layout fields",
             libc::SYS_prctl,
-            &[
-                libc::PR_SET_MM as u64,
-                PR_SET_MM_MAP,
-                at,
-                map.len() as u64,
-                0,
-            ],
+            &[libc::PR_SET_MM as u64, PR_SET_MM_MAP, at, map_len as u64, 0],
         );
         if !same_exe {
-            self.call("close the executable", libc::SYS_close, &[exe_fd])?;
+            self.defer("close the executable", libc::SYS_close, &[exe_fd]);
         }
-        r.map(drop)
+        Ok(())
     }
 
     /// The descriptors, each at its number: reopened, dup'ed, rebuilt.
@@ -1458,16 +1737,16 @@ impl Builder<'_> {
     fn context(&mut self) -> Result<(), RestoreError> {
         let c = self.img.context.clone();
         if &c.root[..] != b"/" {
-            let at = self.put_path(&c.root)?;
-            self.call("change the root", libc::SYS_chroot, &[at])?;
+            let at = self.stash_path(&c.root)?;
+            self.defer("change the root", libc::SYS_chroot, &[at]);
         }
-        let at = self.put_path(&c.cwd)?;
-        self.call(
-            &format!("enter {}", String::from_utf8_lossy(&c.cwd)),
+        let at = self.stash_path(&c.cwd)?;
+        self.defer(
+            format!("enter {}", String::from_utf8_lossy(&c.cwd)),
             libc::SYS_chdir,
             &[at],
-        )?;
-        self.call("set the umask", libc::SYS_umask, &[u64::from(c.umask)])?;
+        );
+        self.defer("set the umask", libc::SYS_umask, &[u64::from(c.umask)]);
         // Set from here (prlimit on another process): no injected call.
         let now = ptrace::rlimits(self.pid).map_err(sys("read the stub's limits"))?;
         for (res, &limit) in c.rlimits.iter().enumerate() {
@@ -1505,12 +1784,12 @@ impl Builder<'_> {
             for v in [a.handler, a.flags, a.restorer, a.mask] {
                 b.extend_from_slice(&v.to_le_bytes());
             }
-            let at = self.put(0, &b)?;
-            self.call(
-                &format!("set the action of signal {}", a.signal),
+            let at = self.stash(&b)?;
+            self.defer(
+                format!("set the action of signal {}", a.signal),
                 libc::SYS_rt_sigaction,
                 &[u64::from(a.signal), at, 0, 8],
-            )?;
+            );
         }
         Ok(())
     }
@@ -1525,6 +1804,7 @@ impl Builder<'_> {
             | libc::CLONE_SYSVSEM;
         // struct clone_args: flags, pidfd, child_tid, parent_tid,
         // exit_signal, stack, stack_size, tls, set_tid, set_tid_size.
+        self.flush()?;
         let tid_at = self.scratch + 512;
         self.put(512, &want.to_le_bytes())?;
         let mut args = [0u64; 10];
@@ -1561,72 +1841,101 @@ impl Builder<'_> {
     fn thread_state(&mut self, i: usize, opts: &RestoreOpts) -> Result<(), RestoreError> {
         let t = self.img.threads[i].clone();
         let c = self.img.context.clone();
-        let scratch = self.scratch;
-        let pid = self.pid;
-        let r = if i == 0 {
-            self.main.as_mut().expect("main")
-        } else {
-            &mut self.others[i - 1]
-        };
-        let put = |off: u64, data: &[u8]| -> Result<u64, RestoreError> {
-            ptrace::write_memory(pid, scratch + off, data)
-                .map_err(sys("write the stub's scratch page"))?;
-            Ok(scratch + off)
-        };
+        if i > 0 {
+            // The main thread's calls first; the stash is then this
+            // thread's, and holds all of its state (no flush on the way,
+            // which would let one piece overwrite another).
+            self.flush()?;
+            let groups = opts.user.as_ref().map_or(&c.groups, |u| &u.groups);
+            if 48 + (4 * groups.len() as u64).next_multiple_of(8) > STASH_LEN {
+                return Err(RestoreError::Sys {
+                    what: format!("set the groups of thread {}", t.tid),
+                    source: io::Error::other(format!("{} groups", groups.len())),
+                });
+            }
+        }
         let what = |w: &str| format!("{w} of thread {}", t.tid);
-        r.call(libc::SYS_set_tid_address, &[t.tid_address])
-            .map_err(sys(what("set the clear-tid address")))?;
+        let mut calls: Vec<Deferred> = Vec::new();
+        let mut add = |what: String, nr: libc::c_long, args: &[u64]| {
+            let mut a = [0u64; 6];
+            a[..args.len()].copy_from_slice(args);
+            calls.push(Deferred {
+                what,
+                nr,
+                args: a,
+                expect: None,
+            });
+        };
+        add(
+            what("set the clear-tid address"),
+            libc::SYS_set_tid_address,
+            &[t.tid_address],
+        );
         if t.robust_list.0 != 0 {
-            r.call(
+            add(
+                what("set the robust list"),
                 libc::SYS_set_robust_list,
                 &[t.robust_list.0, t.robust_list.1],
-            )
-            .map_err(sys(what("set the robust list")))?;
+            );
         }
         let (addr, len, _, sig) = t.rseq;
         if addr != 0 {
-            r.call(libc::SYS_rseq, &[addr, u64::from(len), 0, u64::from(sig)])
-                .map_err(sys(what("register rseq")))?;
+            add(
+                what("register rseq"),
+                libc::SYS_rseq,
+                &[addr, u64::from(len), 0, u64::from(sig)],
+            );
         }
         let (sp, flags, size) = t.altstack;
         let mut b = sp.to_le_bytes().to_vec();
         b.extend_from_slice(&(flags as i64).to_le_bytes());
         b.extend_from_slice(&size.to_le_bytes());
-        let at = put(0, &b)?;
-        r.call(libc::SYS_sigaltstack, &[at, 0])
-            .map_err(sys(what("set the alternate signal stack")))?;
+        let at = self.stash(&b)?;
+        add(
+            what("set the alternate signal stack"),
+            libc::SYS_sigaltstack,
+            &[at, 0],
+        );
         let mut name = t.comm.to_vec();
         name.truncate(15);
         name.push(0);
-        let at = put(0, &name)?;
-        r.call(libc::SYS_prctl, &[libc::PR_SET_NAME as u64, at])
-            .map_err(sys(what("set the name")))?;
+        let at = self.stash(&name)?;
+        add(
+            what("set the name"),
+            libc::SYS_prctl,
+            &[libc::PR_SET_NAME as u64, at],
+        );
         if (opts.creds || opts.user.is_some()) && !creds_already(&c) {
             let groups = opts.user.as_ref().map_or(&c.groups, |u| &u.groups);
             let count = groups.len() as u64;
             let groups: Vec<u8> = groups.iter().flat_map(|g| g.to_le_bytes()).collect();
-            let at = put(0, &groups)?;
-            r.call(libc::SYS_setgroups, &[count, at])
-                .map_err(sys(what("set the groups")))?;
+            let at = self.stash(&groups)?;
+            add(what("set the groups"), libc::SYS_setgroups, &[count, at]);
             let [gr, ge, gs, gf] = c.gids.map(u64::from);
-            r.call(libc::SYS_setresgid, &[gr, ge, gs])
-                .map_err(sys(what("set the gids")))?;
-            r.call(libc::SYS_setfsgid, &[gf])
-                .map_err(sys(what("set the fsgid")))?;
+            add(what("set the gids"), libc::SYS_setresgid, &[gr, ge, gs]);
+            add(what("set the fsgid"), libc::SYS_setfsgid, &[gf]);
             let [ur, ue, us, uf] = c.uids.map(u64::from);
-            r.call(libc::SYS_setresuid, &[ur, ue, us])
-                .map_err(sys(what("set the uids")))?;
-            r.call(libc::SYS_setfsuid, &[uf])
-                .map_err(sys(what("set the fsuid")))?;
+            add(what("set the uids"), libc::SYS_setresuid, &[ur, ue, us]);
+            add(what("set the fsuid"), libc::SYS_setfsuid, &[uf]);
         }
         let mask = c.thread_signals.get(i).map_or(0, |s| s.0);
-        let at = put(0, &mask.to_le_bytes())?;
-        r.call(
+        let at = self.stash(&mask.to_le_bytes())?;
+        add(
+            what("set the signal mask"),
             libc::SYS_rt_sigprocmask,
             &[libc::SIG_SETMASK as u64, at, 0, 8],
-        )
-        .map_err(sys(what("set the signal mask")))?;
-        Ok(())
+        );
+        if i == 0 {
+            self.queue.extend(calls);
+            return Ok(());
+        }
+        // Another thread: its calls made now, in one stop.
+        let site = self.site;
+        let list: Vec<(libc::c_long, [u64; 6])> = calls.iter().map(|d| (d.nr, d.args)).collect();
+        let got =
+            batch(&mut self.others[i - 1], site, &list).map_err(sys(what("set the state")))?;
+        self.stashed = 0;
+        check_results(&calls, &got)
     }
 
     /// Queues the signals that were pending, with their siginfo.
@@ -1695,6 +2004,32 @@ impl Builder<'_> {
         }
         Ok(())
     }
+}
+
+/// The first of `calls` that failed, or returned other than it must, as
+/// the error; `got` are their raw results.
+fn check_results(calls: &[Deferred], got: &[u64]) -> Result<(), RestoreError> {
+    for (d, &rax) in calls.iter().zip(got) {
+        let v = rax as i64;
+        if (-4095..0).contains(&v) {
+            return Err(RestoreError::Sys {
+                what: format!("{} (in the stub)", d.what),
+                source: io::Error::from_raw_os_error(-v as i32),
+            });
+        }
+        if let Some(want) = d.expect.filter(|&w| w != rax) {
+            return Err(RestoreError::Sys {
+                what: format!("{} (in the stub)", d.what),
+                source: io::Error::other(format!("it returned {rax:#x}, not {want:#x}")),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The lowest descriptor number not in `fds`.
+fn lowest_free(fds: &std::collections::BTreeSet<u64>) -> u64 {
+    (0..).find(|n| !fds.contains(n)).expect("a free number")
 }
 
 /// Whether the stub (which has its maker's credentials) already has the
@@ -1860,7 +2195,14 @@ mod tests {
             }
             libc::write(1, c"R".as_ptr().cast(), 1);
             let mut b = [0u8; 4];
-            while libc::read(0, b.as_mut_ptr().cast(), 1) != 1 {}
+            // Interrupted: again; the test gone (end of file): gone too.
+            loop {
+                match libc::read(0, b.as_mut_ptr().cast(), 1) {
+                    1 => break,
+                    0 => libc::_exit(9),
+                    _ => {}
+                }
+            }
             let mut verdict = b'P';
             for i in 0..len {
                 if *m.add(i) != (i % 253) as u8 {
@@ -1909,6 +2251,156 @@ mod tests {
         let verdict = read_byte(out_r);
         assert_eq!(exit_code(r.pid), 0);
         assert_eq!(verdict, b'P');
+        // SAFETY: closing our descriptors.
+        unsafe {
+            for fd in [in_r, in_w, out_r, out_w] {
+                libc::close(fd);
+            }
+        }
+    }
+
+    fn plain_opts(stdin: RawFd, stdout: RawFd) -> RestoreOpts {
+        RestoreOpts {
+            stdio: [stdin, stdout, 2],
+            same_pid: true,
+            new_session: false,
+            ctty: None,
+            creds: false,
+            user: None,
+            supervise: None,
+            pdeathsig: None,
+            root: None,
+            hold: false,
+            lazy: None,
+            precopied_later: false,
+        }
+    }
+
+    fn parent_of(pid: i32) -> i32 {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        let after = &stat[stat.rfind(')').unwrap() + 2..];
+        after.split(' ').nth(1).unwrap().parse().unwrap()
+    }
+
+    #[test]
+    fn stubs_from_a_factory_rebuild_process_after_process() {
+        let mut stubs = None;
+        let mut zygote = None;
+        for round in 0..3 {
+            let (in_r, in_w) = pipe();
+            let (out_r, out_w) = pipe();
+            let pid = child(1 << 20, in_r, out_w);
+            assert_eq!(read_byte(out_r), b'R');
+            let c = capture(pid, false).unwrap();
+            assert_eq!(exit_code(pid), -libc::SIGKILL);
+            let img = Image::from_sections(c.sections).unwrap();
+            let r = restore_with(&img, &plain_opts(in_r, out_w), &mut stubs).unwrap();
+            let f = stubs.as_ref().expect("a factory was made");
+            // One zygote serves every restore; its clones are ours.
+            assert_eq!(
+                *zygote.get_or_insert(f.zygote()),
+                f.zygote(),
+                "round {round}"
+            );
+            assert_eq!(r.pid, pid, "the pid was free again");
+            assert_eq!(parent_of(r.pid), std::process::id() as i32);
+            write_byte(in_w, b'g');
+            assert_eq!(read_byte(out_r), b'P', "round {round}");
+            assert_eq!(exit_code(r.pid), 0);
+            // SAFETY: closing our descriptors.
+            unsafe {
+                for fd in [in_r, in_w, out_r, out_w] {
+                    libc::close(fd);
+                }
+            }
+        }
+        let zygote = zygote.unwrap();
+        drop(stubs);
+        assert!(!std::path::Path::new(&format!("/proc/{zygote}")).exists());
+    }
+
+    #[test]
+    fn a_factory_whose_zygote_was_killed_is_made_again() {
+        let mut stubs = Some(StubFactory::new(None).unwrap());
+        let old = stubs.as_ref().unwrap().zygote();
+        // SAFETY: kill takes a pid and a signal; the zygote is our child.
+        unsafe { libc::kill(old, libc::SIGKILL) };
+        let (in_r, in_w) = pipe();
+        let (out_r, out_w) = pipe();
+        let pid = child(PAGE, in_r, out_w);
+        assert_eq!(read_byte(out_r), b'R');
+        let c = capture(pid, false).unwrap();
+        assert_eq!(exit_code(pid), -libc::SIGKILL);
+        let img = Image::from_sections(c.sections).unwrap();
+        let r = restore_with(&img, &plain_opts(in_r, out_w), &mut stubs).unwrap();
+        let new = stubs.as_ref().expect("a new factory").zygote();
+        assert_ne!(new, old);
+        assert!(!std::path::Path::new(&format!("/proc/{old}")).exists());
+        write_byte(in_w, b'g');
+        assert_eq!(read_byte(out_r), b'P');
+        assert_eq!(exit_code(r.pid), 0);
+        // SAFETY: closing our descriptors.
+        unsafe {
+            for fd in [in_r, in_w, out_r, out_w] {
+                libc::close(fd);
+            }
+        }
+    }
+
+    #[test]
+    fn a_stub_moves_its_injection_page_out_of_the_images_way() {
+        let mut stubs = Some(StubFactory::new(None).unwrap());
+        let site = stubs.as_ref().unwrap().site();
+        let (in_r, in_w) = pipe();
+        let (out_r, out_w) = pipe();
+        // SAFETY: the child makes raw calls only, and exits.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0);
+        if pid == 0 {
+            // SAFETY: on this (child) process's own state; never returns.
+            unsafe {
+                libc::dup2(in_r, 0);
+                libc::dup2(out_w, 1);
+                libc::syscall(libc::SYS_close_range, 2u32, u32::MAX, 0u32);
+                let m = libc::mmap(
+                    site as *mut libc::c_void,
+                    3 * PAGE,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE,
+                    -1,
+                    0,
+                ) as *mut u8;
+                if m as u64 != site {
+                    libc::_exit(3);
+                }
+                for i in 0..3 * PAGE {
+                    *m.add(i) = (i % 251) as u8;
+                }
+                libc::write(1, c"R".as_ptr().cast(), 1);
+                let mut b = [0u8; 1];
+                // Interrupted: again; the test gone (end of file): gone too.
+                loop {
+                    match libc::read(0, b.as_mut_ptr().cast(), 1) {
+                        1 => break,
+                        0 => libc::_exit(9),
+                        _ => {}
+                    }
+                }
+                let ok = (0..3 * PAGE).all(|i| *m.add(i) == (i % 251) as u8);
+                libc::write(1, [if ok { b'P' } else { b'M' }].as_ptr().cast(), 1);
+                libc::_exit(0)
+            }
+        }
+        assert_eq!(read_byte(out_r), b'R');
+        let c = capture(pid, false).unwrap();
+        assert_eq!(exit_code(pid), -libc::SIGKILL);
+        let img = Image::from_sections(c.sections).unwrap();
+        assert!(img.maps.iter().any(|m| m.start <= site && m.end > site));
+        let r = restore_with(&img, &plain_opts(in_r, out_w), &mut stubs).unwrap();
+        assert!(stubs.is_some(), "the factory's stub was used");
+        write_byte(in_w, b'g');
+        assert_eq!(read_byte(out_r), b'P');
+        assert_eq!(exit_code(r.pid), 0);
         // SAFETY: closing our descriptors.
         unsafe {
             for fd in [in_r, in_w, out_r, out_w] {

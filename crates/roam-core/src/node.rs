@@ -414,6 +414,7 @@ pub async fn run(cfg: &Config, identity: Identity) -> std::io::Result<()> {
     for id in ids {
         shared.to_session(id, SessionCmd::Forget);
     }
+    shared.tracer.forget_stubs().await;
     tokio::time::sleep(Duration::from_millis(50)).await;
     Ok(())
 }
@@ -545,6 +546,9 @@ async fn bind_home_files(shared: &Arc<NodeShared>, epoch: u64) {
             SessionCmd::End("the home's file server restarted, its files are gone"),
         );
     }
+    // The restore stubs' zygote is in the old mount's namespace: its
+    // file server would wait for it forever.
+    shared.tracer.forget_stubs().await;
     let shared = shared.clone();
     // Unmounting waits for the old session a moment; mounting waits for
     // the kernel: not on the runtime's threads.
@@ -742,6 +746,7 @@ async fn connect_once(shared: &Arc<NodeShared>, identity: &Identity) -> Result<(
     let writer_task = tokio::spawn(writer_loop(w, rx));
     *shared.link.lock().unwrap() = Some(tx.clone());
     shared.fs.set_link(Some(tx.clone()));
+    shared.tracer.warm(shared.root());
 
     let mut cpu = load::CpuMeter::new(&shared.cfg);
     let cpus = load::cpus(&shared.cfg);

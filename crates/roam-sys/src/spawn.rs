@@ -215,6 +215,30 @@ pub(crate) fn prepare_root(r: &[u8]) -> Result<Root, SpawnError> {
     Ok((cstring(r, "root")?, binds))
 }
 
+/// The device number of the file system mounted at `root` (a remount
+/// makes a new one), from what the kernel has cached: a network file
+/// system is not asked (statx with AT_STATX_DONT_SYNC).
+pub fn root_device(root: &[u8]) -> io::Result<u64> {
+    let path = CString::new(root).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    // SAFETY: an all-zero `statx` is a valid value of this plain C struct.
+    let mut st: libc::statx = unsafe { std::mem::zeroed() };
+    // SAFETY: `path` is a valid C string and `st` a writable statx, both
+    // outliving the call.
+    let rc = unsafe {
+        libc::statx(
+            libc::AT_FDCWD,
+            path.as_ptr(),
+            libc::AT_STATX_DONT_SYNC,
+            libc::STATX_TYPE,
+            &mut st,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(libc::makedev(st.stx_dev_major, st.stx_dev_minor))
+}
+
 fn cstring(bytes: &[u8], what: &'static str) -> Result<CString, SpawnError> {
     CString::new(bytes).map_err(|_| SpawnError::Nul { what })
 }

@@ -24,7 +24,8 @@ use roam_ckpt::image::PAGE;
 use roam_ckpt::postcopy::{bytes_of, Pager};
 use roam_ckpt::precopy::Filler;
 use roam_ckpt::precopy::{PageStore, Tracker};
-use roam_ckpt::restore::{restore as restore_image, Image, RestoreOpts, Restored, User};
+use roam_ckpt::restore::{restore_with, Image, RestoreOpts, Restored, User};
+use roam_ckpt::stubs::StubFactory;
 use roam_proto::link::{LinkMsg, PeerPath, IMAGE_WINDOW, LAZY_WINDOW};
 use roam_proto::types::{
     Cred, ErrorCode, Handover, ImageSummary, MigrateMode, RestoreSpec, SessionId, SessionReport,
@@ -115,6 +116,13 @@ enum Job {
         register: Box<dyn FnOnce(u32) + Send>,
         reply: oneshot::Sender<Result<Restored, String>>,
     },
+    /// Makes the restore stubs' zygote for `root` ahead of the first
+    /// restore (see [`roam_ckpt::stubs`]).
+    Warm { root: Option<Vec<u8>> },
+    /// Ends the zygote, which holds the mount of the home's files it
+    /// entered: before that mount is dropped (its file server waits for
+    /// every user of the mount to go).
+    Forget { reply: oneshot::Sender<()> },
 }
 
 /// The tracer thread's queue.
@@ -131,13 +139,26 @@ impl Tracer {
                 // SIGCHLD goes to the runtime's thread, which reaps.
                 roam_sys::signal::block_all_in_thread();
                 let mut held: HashMap<i32, Held> = HashMap::new();
+                // Restore stubs, cloned from a zygote this thread traces.
+                let mut stubs: Option<StubFactory> = None;
                 for job in rx {
                     let _gate = gate.blocking_lock();
-                    run_job(job, &mut held);
+                    run_job(job, &mut held, &mut stubs);
                 }
             })
             .expect("cannot start the tracer thread");
         Tracer { jobs }
+    }
+
+    /// Has the restore stubs' zygote made for `root` (the home's files
+    /// mounted and served), in the background.
+    pub(super) fn warm(&self, root: Option<Vec<u8>>) {
+        let _ = self.jobs.send(Job::Warm { root });
+    }
+
+    /// Ends the restore stubs' zygote (see [`Job::Forget`]).
+    pub(super) async fn forget_stubs(&self) {
+        let _ = self.ask(|reply| Job::Forget { reply }).await;
     }
 
     async fn ask<T>(&self, job: impl FnOnce(oneshot::Sender<T>) -> Job) -> Option<T> {
@@ -147,7 +168,7 @@ impl Tracer {
     }
 }
 
-fn run_job(job: Job, held: &mut HashMap<i32, Held>) {
+fn run_job(job: Job, held: &mut HashMap<i32, Held>, stubs: &mut Option<StubFactory>) {
     match job {
         Job::Capture {
             pid,
@@ -210,7 +231,7 @@ fn run_job(job: Job, held: &mut HashMap<i32, Held>) {
             register,
             reply,
         } => {
-            let mut result = restore_image(&image, &opts).map_err(|e| error_chain(&e));
+            let mut result = restore_with(&image, &opts, stubs).map_err(|e| error_chain(&e));
             if let Ok(r) = &mut result {
                 register(r.pid as u32);
                 if let Some(h) = r.held.take() {
@@ -218,6 +239,30 @@ fn run_job(job: Job, held: &mut HashMap<i32, Held>) {
                 }
             }
             let _ = reply.send(result);
+        }
+        Job::Forget { reply } => {
+            *stubs = None;
+            let _ = reply.send(());
+        }
+        Job::Warm { root } => {
+            if stubs.as_ref().is_some_and(|f| f.serves(root.as_deref())) {
+                return;
+            }
+            let t0 = Instant::now();
+            match StubFactory::new(root.as_deref()) {
+                Ok(f) => {
+                    tracing::debug!(
+                        "restore stubs' zygote {} made in {:.1} ms",
+                        f.zygote(),
+                        t0.elapsed().as_secs_f64() * 1e3
+                    );
+                    *stubs = Some(f);
+                }
+                Err(e) => tracing::warn!(
+                    "cannot make the restore stubs' zygote (restores fork their stubs): {}",
+                    error_chain(&e)
+                ),
+            }
         }
     }
 }

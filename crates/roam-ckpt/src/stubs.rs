@@ -1,0 +1,278 @@
+//! Restore stubs made ready ahead of time.
+//!
+//! A restore's stub is a fork of the restoring daemon, a large process:
+//! the fork copies its page tables, the stub enters a mount namespace of
+//! its own and then unmaps everything it got. Here that took about 3.5 ms
+//! of every restore, before the image's first mapping, and a migration
+//! pays it while the process is frozen.
+//!
+//! A [`StubFactory`] pays it once. Its *zygote* is such a stub, readied
+//! (`restore::prepare_stub`: its memory gone but the vDSO and the
+//! injection and scratch pages, every signal blocked, no rseq area, no
+//! descriptor but a pidfd of the daemon) and kept stopped under the
+//! thread that made it. Each restore's stub is cloned from it: clone3
+//! with CLONE_PARENT, so it is the daemon's child as a forked stub is,
+//! traced by the same thread (the zygote's clones are), with the pid
+//! asked for if that is free; it is a copy of a process of four pages,
+//! in the zygote's mount namespace. It takes its stdio from the daemon
+//! with pidfd_getfd, and leads a new session if asked.
+//!
+//! So the stubs of one factory share a mount namespace (the remote view
+//! of the home's files, [`roam_sys::spawn::SpawnRequest::root`]), where
+//! forked stubs had one each: as the processes of one machine share
+//! theirs. A factory serves one root as it was mounted when it was made;
+//! once the root is mounted afresh (a new device), a new factory is made.
+//!
+//! A factory is tied to the thread that made it (the zygote's tracer):
+//! it is not `Send`.
+
+use std::io;
+use std::marker::PhantomData;
+use std::os::fd::{AsRawFd, RawFd};
+
+use roam_sys::ptrace::{self, Stop};
+use roam_sys::remote::{self, Remote, Site};
+
+use crate::restore::{batch, kill_stub, prepare_stub, sys, RestoreError, SCRATCH};
+
+/// The zygote's pidfd of the daemon, out of the way of stdio.
+const PIDFD_AT: u64 = 100;
+
+/// The zygote's injection page goes below this if there is room: far
+/// from where programs' stacks and libraries are (at the top of the
+/// address space) and their heaps (at the bottom), so that an image
+/// seldom needs the page moved.
+const SITE_BELOW: u64 = 0x7e00_0000_0000;
+
+/// The end of the user address space (x86-64, 4-level paging).
+const USER_TOP: u64 = 0x7fff_ffff_f000;
+
+/// `struct clone_args` up to `set_tid_size` (CLONE_ARGS_SIZE_VER1).
+const CLONE_ARGS_SIZE: u64 = 80;
+
+/// Why a factory made no stub.
+#[derive(Debug)]
+pub enum SpawnError {
+    /// The factory is broken (its zygote gone, or a call its stubs need
+    /// refused here): stubs are to be made otherwise.
+    Factory(RestoreError),
+    /// The new stub died while it was made (killed).
+    Stub(RestoreError),
+}
+
+/// Makes readied restore stubs (see the module's documentation).
+pub struct StubFactory {
+    zygote: Remote,
+    site: u64,
+    root: Option<Vec<u8>>,
+    /// The device mounted at `root` when the zygote entered it.
+    device: Option<u64>,
+    /// Ptrace ties the zygote to this thread.
+    _tracer: PhantomData<*const ()>,
+}
+
+impl StubFactory {
+    /// A factory of stubs whose `/` is `root` (as [`remote::spawn_stub`]
+    /// makes it), or the caller's.
+    pub fn new(root: Option<&[u8]>) -> Result<StubFactory, RestoreError> {
+        let device = root
+            .map(roam_sys::spawn::root_device)
+            .transpose()
+            .map_err(sys("find the root's file system"))?;
+        let null = std::fs::File::open("/dev/null").map_err(sys("open /dev/null"))?;
+        let fd = null.as_raw_fd();
+        let pid = remote::spawn_stub([fd; 3], None, false, None, root)
+            .map_err(sys("start the stubs' zygote"))?;
+        match ready_zygote(pid) {
+            Ok((zygote, site)) => Ok(StubFactory {
+                zygote,
+                site,
+                root: root.map(<[u8]>::to_vec),
+                device,
+                _tracer: PhantomData,
+            }),
+            Err(e) => {
+                kill_stub(pid);
+                Err(e)
+            }
+        }
+    }
+
+    /// Whether this factory's stubs have `root` as their `/`, mounted as
+    /// it is now.
+    pub fn serves(&self, root: Option<&[u8]>) -> bool {
+        if self.root.as_deref() != root {
+            return false;
+        }
+        match root {
+            None => true,
+            Some(r) => roam_sys::spawn::root_device(r).ok() == self.device,
+        }
+    }
+
+    /// The zygote's pid.
+    pub fn zygote(&self) -> i32 {
+        self.zygote.tid()
+    }
+
+    /// Where its stubs' injection page is.
+    pub fn site(&self) -> u64 {
+        self.site
+    }
+
+    /// A new stub, stopped, traced by the calling thread (the factory's):
+    /// `stdio` (descriptors of the caller's) as its 0, 1 and 2, pid `pid`
+    /// if given and free, leading a new session if `new_session`.
+    pub fn spawn(
+        &mut self,
+        stdio: [RawFd; 3],
+        pid: Option<i32>,
+        new_session: bool,
+    ) -> Result<i32, SpawnError> {
+        let child = self.clone_stub(pid)?;
+        match self.give_stdio(child, stdio, new_session) {
+            Ok(()) => Ok(child),
+            Err(e) => {
+                kill_stub(child);
+                Err(e)
+            }
+        }
+    }
+
+    /// A clone of the zygote, in its first stop.
+    fn clone_stub(&mut self, pid: Option<i32>) -> Result<i32, SpawnError> {
+        let args_at = self.site + SCRATCH;
+        let mut child = None;
+        for want in [pid, None] {
+            // flags, pidfd, child_tid, parent_tid, exit_signal, stack,
+            // stack_size, tls, set_tid, set_tid_size; then the one tid.
+            let mut args = [0u64; 11];
+            args[0] = libc::CLONE_PARENT as u64;
+            if let Some(p) = want {
+                args[8] = args_at + CLONE_ARGS_SIZE;
+                args[9] = 1;
+                args[10] = p as u64;
+            }
+            let bytes: Vec<u8> = args.iter().flat_map(|w| w.to_le_bytes()).collect();
+            ptrace::write_memory(self.zygote(), args_at, &bytes)
+                .map_err(sys("write the zygote's clone arguments"))
+                .map_err(SpawnError::Factory)?;
+            match self
+                .zygote
+                .call(libc::SYS_clone3, &[args_at, CLONE_ARGS_SIZE])
+            {
+                Ok(c) => {
+                    child = Some(c as i32);
+                    break;
+                }
+                // That pid is taken (or not ours to ask for): any other.
+                Err(_) if want.is_some() => continue,
+                Err(e) => return Err(SpawnError::Factory(sys("clone the zygote")(e))),
+            }
+        }
+        let child = child.ok_or_else(|| {
+            SpawnError::Factory(RestoreError::Sys {
+                what: "clone the zygote".into(),
+                source: io::Error::other("no clone made"),
+            })
+        })?;
+        // A clone of a tracee is traced from its start, in a stop for the
+        // SIGSTOP the kernel queued it.
+        match ptrace::wait_stop(child) {
+            Ok(Stop::Stopped {
+                signal: libc::SIGSTOP,
+                ..
+            }) => Ok(child),
+            other => {
+                kill_stub(child);
+                let e = RestoreError::Sys {
+                    what: "start a stub from the zygote".into(),
+                    source: io::Error::other(format!("it did not stop as expected: {other:?}")),
+                };
+                Err(match other {
+                    Ok(Stop::Killed(_) | Stop::Exited(_)) => SpawnError::Stub(e),
+                    _ => SpawnError::Factory(e),
+                })
+            }
+        }
+    }
+
+    /// The new stub's descriptors 0, 1 and 2 (the caller's `stdio`), its
+    /// pidfd of the daemon closed, and a new session if asked.
+    fn give_stdio(
+        &self,
+        child: i32,
+        stdio: [RawFd; 3],
+        new_session: bool,
+    ) -> Result<(), SpawnError> {
+        let mut r = Remote::new(child, Site::Trap(self.site))
+            .map_err(sys("take the stub"))
+            .map_err(SpawnError::Stub)?;
+        let mut calls: Vec<(libc::c_long, [u64; 6])> = stdio
+            .iter()
+            .map(|&fd| (libc::SYS_pidfd_getfd, [PIDFD_AT, fd as u64, 0, 0, 0, 0]))
+            .collect();
+        calls.push((libc::SYS_close, [PIDFD_AT, 0, 0, 0, 0, 0]));
+        // pidfd_getfd's descriptors are close-on-exec; stdio is not.
+        for fd in 0..3 {
+            calls.push((libc::SYS_fcntl, [fd, libc::F_SETFD as u64, 0, 0, 0, 0]));
+        }
+        if new_session {
+            calls.push((libc::SYS_setsid, [0; 6]));
+        }
+        // The stub's own failure (it died); otherwise what it was refused
+        // would be refused to every stub.
+        let got = batch(&mut r, self.site, &calls)
+            .map_err(sys("give the stub its stdio"))
+            .map_err(SpawnError::Stub)?;
+        if let Some(e) = got
+            .iter()
+            .map(|&v| v as i64)
+            .find(|v| (-4095..0).contains(v))
+        {
+            return Err(SpawnError::Factory(RestoreError::Sys {
+                what: "give the stub its stdio (in the stub)".into(),
+                source: io::Error::from_raw_os_error(-e as i32),
+            }));
+        }
+        if got[..3] != [0, 1, 2] {
+            return Err(SpawnError::Factory(RestoreError::Sys {
+                what: "give the stub its stdio".into(),
+                source: io::Error::other(format!("they came as {:?}", &got[..3])),
+            }));
+        }
+        Ok(())
+    }
+}
+
+impl Drop for StubFactory {
+    fn drop(&mut self) {
+        kill_stub(self.zygote());
+    }
+}
+
+/// Readies the zygote `pid`, a stub just spawned: as any stub
+/// ([`prepare_stub`]), its injection page kept from the top of the
+/// address space, and its descriptors: none but a pidfd of this process
+/// at [`PIDFD_AT`].
+fn ready_zygote(pid: i32) -> Result<(Remote, u64), RestoreError> {
+    let (mut zygote, site, _) = prepare_stub(pid, &[(SITE_BELOW, USER_TOP)])?;
+    let me = u64::from(std::process::id());
+    let calls = [
+        (libc::SYS_close_range, [0, u64::from(u32::MAX), 0, 0, 0, 0]),
+        (libc::SYS_pidfd_open, [me, 0, 0, 0, 0, 0]),
+        (
+            libc::SYS_dup3,
+            [0, PIDFD_AT, libc::O_CLOEXEC as u64, 0, 0, 0],
+        ),
+        (libc::SYS_close, [0, 0, 0, 0, 0, 0]),
+    ];
+    let got = batch(&mut zygote, site, &calls).map_err(sys("ready the zygote"))?;
+    if got != [0, 0, PIDFD_AT, 0] {
+        return Err(RestoreError::Sys {
+            what: "give the zygote a pidfd of the daemon".into(),
+            source: io::Error::other(format!("the calls returned {got:?}")),
+        });
+    }
+    Ok((zygote, site))
+}
