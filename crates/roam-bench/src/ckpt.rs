@@ -6,7 +6,9 @@
 //! Programs: tests/programs/ckpt/pipe_read.c, the minimal program (libc,
 //! a pipe, a blocking read), and tests/programs/ckpt/heap.c (a heap of N
 //! MiB written with a pattern, blocked in read(0)) at 100 MiB and 1 GiB. Images go to /dev/shm (tmpfs), as
-//! in CRIU's published figures. Needs root and `cc`.
+//! in CRIU's published figures. The restore stubs are cloned from a
+//! zygote made before the timing starts, as roamd's are. Needs root and
+//! `cc`.
 //! `cargo build --release && sudo target/release/roam-bench-ckpt`.
 
 use std::io::{BufRead, BufReader};
@@ -137,7 +139,12 @@ struct Sample {
 }
 
 /// One checkpoint (killing it) and restore of a fresh heap program.
-fn roam_once(bin: &Path, mib: Option<u64>, dir: &Path) -> anyhow::Result<Sample> {
+fn roam_once(
+    bin: &Path,
+    mib: Option<u64>,
+    dir: &Path,
+    stubs: &mut Option<roam_ckpt::stubs::StubFactory>,
+) -> anyhow::Result<Sample> {
     let child = start(bin, mib)?;
     let pid = child.id() as i32;
     let (floor, _) = floor_read(pid)?;
@@ -162,7 +169,7 @@ fn roam_once(bin: &Path, mib: Option<u64>, dir: &Path) -> anyhow::Result<Sample>
         lazy: None,
         precopied_later: false,
     };
-    let restored = roam_ckpt::restore::restore(&img, &opts)?;
+    let restored = roam_ckpt::restore::restore_with(&img, &opts, stubs)?;
     let restore = t.elapsed();
     roam_sys::signal::kill(restored.pid, libc::SIGKILL)?;
     roam_sys::spawn::wait_pid(restored.pid as u32, false)?;
@@ -317,11 +324,14 @@ fn run(args: Args) -> anyhow::Result<()> {
         "frozen (live)"
     );
     let mut checks = Vec::new();
+    // Restore stubs come from a zygote made ahead, as roamd's do (it makes
+    // one when the home's files are served): see roam_ckpt::stubs.
+    let mut stubs = Some(roam_ckpt::stubs::StubFactory::new(None)?);
     for (mib, n) in sizes {
         let mut s = Vec::new();
         let (bin, arg) = program(mib);
         for _ in 0..n {
-            s.push(roam_once(bin, arg, &dir)?);
+            s.push(roam_once(bin, arg, &dir, &mut stubs)?);
         }
         let mut live = Vec::new();
         for _ in 0..n.min(3) {
