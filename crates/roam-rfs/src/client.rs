@@ -28,7 +28,9 @@
 //! (no writeback cache): each write is on the home when it returns, and
 //! fsync makes it durable there. Files are never opened in direct I/O mode,
 //! so private and shared mappings work (dirty shared pages are written to
-//! the home by msync, close or the kernel's writeback).
+//! the home by msync, close or the kernel's writeback). Read-only opens of
+//! watched files are kept for reuse (opens.rs), and access checks the home
+//! allowed are remembered for the file's attribute lifetime (access.rs).
 //!
 //! # Limits
 //!
@@ -50,6 +52,7 @@
 //! - fuser's direct mount(2) ignores the subtype: the mount shows as type
 //!   `fuse`, source `roam`.
 
+mod access;
 mod calls;
 mod convert;
 mod fs;
@@ -66,6 +69,7 @@ use fuser::{BackgroundSession, Config, INodeNo, MountOption, Notifier, Session, 
 use roam_proto::fs::{FsNotice, FsOp, FsReply, MAX_IO};
 use roam_proto::types::Cred;
 
+use access::Accesses;
 use calls::{Caller, Timer};
 use fs::{RoamFs, Ttls};
 use opens::Opens;
@@ -152,12 +156,14 @@ pub fn mount(
         watched: opts.watched_ttl,
     };
     let opens = Arc::new(Opens::default());
+    let accesses = Arc::new(Accesses::default());
     let fs = RoamFs::new(
         caller.clone(),
         timer,
         opts.groups_of.clone(),
         ttls,
         opens.clone(),
+        accesses.clone(),
     );
     let mut config = Config::default();
     config.mount_options = vec![
@@ -190,7 +196,7 @@ pub fn mount(
     };
     if let Err(e) = std::thread::Builder::new()
         .name("roam-rfs-notice".into())
-        .spawn(move || pass_notices(&notifier, rx, &opens, &caller))
+        .spawn(move || pass_notices(&notifier, rx, &opens, &accesses, &caller))
     {
         m.notices = None;
         return Err(e);
@@ -291,12 +297,19 @@ fn finished(session: &BackgroundSession, limit: Duration) -> bool {
 
 /// Tells the kernel about the notices sent to `rx` until the mount goes
 /// (and retires the kept opens of files that changed).
-fn pass_notices(notifier: &Notifier, rx: mpsc::Receiver<FsNotice>, opens: &Opens, caller: &Caller) {
+fn pass_notices(
+    notifier: &Notifier,
+    rx: mpsc::Receiver<FsNotice>,
+    opens: &Opens,
+    accesses: &Accesses,
+    caller: &Caller,
+) {
     for n in rx {
         let r = match &n {
             // Offset 0, length 0: the attributes and all cached pages.
             FsNotice::Inode { node } => {
                 caller.close_kept(opens.retire(*node));
+                accesses.forget(*node);
                 notifier.inval_inode(INodeNo(*node), 0, 0)
             }
             FsNotice::Entry { parent, name } => {

@@ -195,7 +195,9 @@ fn changes(
         }
     }
     if e.mask & fanotify::CHANGED != 0 {
-        if let Some(k) = e.object.as_ref().and_then(&mut key) {
+        // A directory's own change names the directory, with ".".
+        let own_dir = e.dir.as_ref().filter(|_| e.name.as_deref() == Some(b"."));
+        if let Some(k) = e.object.as_ref().or(own_dir).and_then(&mut key) {
             out.push(Change::Inode(k));
         }
     }

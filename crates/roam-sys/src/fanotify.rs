@@ -409,5 +409,27 @@ mod tests {
             .find(|e| e.mask & libc::FAN_MODIFY != 0)
             .expect("a modify event");
         assert!(m.object.is_some() && m.dir.is_some(), "{m:?}");
+        // A directory's own change (chmod) says which directory.
+        let sub = std::env::temp_dir().join(format!("roam-fan-d-{}", std::process::id()));
+        std::fs::create_dir_all(&sub).unwrap();
+        let mut w = Watcher::new().unwrap();
+        w.mark_filesystem(&sub).unwrap();
+        std::fs::set_permissions(&sub, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .unwrap();
+        let mut seen = Vec::new();
+        for _ in 0..50 {
+            seen.extend(w.wait(100).unwrap());
+            if seen.iter().any(|e| e.mask & libc::FAN_ATTRIB != 0) {
+                break;
+            }
+        }
+        std::fs::remove_dir_all(&sub).unwrap();
+        let a = seen
+            .iter()
+            .find(|e| e.mask & libc::FAN_ATTRIB != 0)
+            .expect("an attribute event");
+        // Reported as the directory with the name "." (and no object).
+        assert!(a.mask & libc::FAN_ONDIR != 0, "{a:?}");
+        assert!(a.dir.is_some() && a.name.as_deref() == Some(b"."), "{a:?}");
     }
 }

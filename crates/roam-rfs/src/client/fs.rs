@@ -20,6 +20,7 @@ use roam_proto::fs::{Attr, DirEntry, FsOp, FsReply, Lock, MAX_IO};
 use roam_proto::types::Cred;
 use serde_bytes::ByteBuf;
 
+use super::access::Accesses;
 use super::calls::{lock, Caller, Timer};
 use super::convert::{dirent_type, errno, file_attr, time_set, valid_name};
 use super::opens::Opens;
@@ -68,6 +69,8 @@ pub(crate) struct RoamFs {
     locked: Mutex<HashSet<u64>>,
     /// Read-only opens kept for reuse.
     opens: Arc<Opens>,
+    /// Access checks the home allowed, remembered.
+    accesses: Arc<Accesses>,
 }
 
 impl RoamFs {
@@ -77,6 +80,7 @@ impl RoamFs {
         groups_of: GroupsOf,
         ttls: Ttls,
         opens: Arc<Opens>,
+        accesses: Arc<Accesses>,
     ) -> Self {
         RoamFs {
             caller,
@@ -86,6 +90,7 @@ impl RoamFs {
             dirs: Arc::default(),
             locked: Mutex::default(),
             opens,
+            accesses,
         }
     }
 
@@ -93,6 +98,7 @@ impl RoamFs {
     /// ones at the home.
     fn retire_kept(&self, ino: u64) {
         self.caller.close_kept(self.opens.retire(ino));
+        self.accesses.forget(ino);
     }
 
     fn cred(&self, req: &Request) -> Cred {
@@ -114,9 +120,11 @@ impl RoamFs {
         let caller = self.caller.clone();
         let cred = self.cred(req);
         let negative_ok = matches!(op, FsOp::Lookup { .. }) && !ttls.negative.is_zero();
+        let accesses = self.accesses.clone();
         self.caller.call(cred.clone(), op, move |r| match r {
             FsReply::Entry(a) if a.node != 0 => match file_attr(&a) {
                 Some(attr) => {
+                    accesses.set_watched(a.node, a.watched);
                     let (attr_ttl, entry_ttl) = ttls.of(&a);
                     reply.entry_with_ttls(&attr_ttl, &entry_ttl, &attr, Generation(0))
                 }
@@ -149,9 +157,13 @@ impl RoamFs {
 
     fn send_attr(&self, req: &Request, what: &'static str, op: FsOp, reply: ReplyAttr) {
         let ttls = self.ttls;
+        let accesses = self.accesses.clone();
         self.send(req, op, move |r| match r {
             FsReply::Attr(a) => match file_attr(&a) {
-                Some(attr) => reply.attr(&ttls.of(&a).0, &attr),
+                Some(attr) => {
+                    accesses.set_watched(a.node, a.watched);
+                    reply.attr(&ttls.of(&a).0, &attr)
+                }
                 None => {
                     tracing::warn!("a {what} got a file of no known type (mode {:o})", a.mode);
                     reply.error(Errno::EIO)
@@ -783,11 +795,26 @@ impl Filesystem for RoamFs {
     }
 
     fn access(&self, req: &Request, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
+        // Remembered if allowed: see access.rs.
+        let (uid, gid) = (req.uid(), req.gid());
+        let bits = mask.bits() as u32;
+        if self.accesses.allowed(ino.0, uid, gid, bits) {
+            reply.ok();
+            return;
+        }
         let op = FsOp::Access {
             node: ino.0,
             mask: mask.bits(),
         };
-        self.send_empty(req, "access", op, reply);
+        let accesses = self.accesses.clone();
+        let ttls = (self.ttls.attr, self.ttls.watched);
+        self.send(req, op, move |r| match r {
+            FsReply::Ok => {
+                accesses.note(ino.0, uid, gid, bits, ttls);
+                reply.ok()
+            }
+            other => reply.error(errno("access", &other)),
+        });
     }
 
     fn create(

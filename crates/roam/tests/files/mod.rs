@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use roam_testbed::{Testbed, TestbedOpts};
 
-use super::{bin_dir, text, Cluster};
+use super::{bin_dir, text, wait_until, Cluster};
 
 impl Cluster {
     /// `nodes` nodes whose remote processes see the home's files.
@@ -143,6 +143,30 @@ fn remote_files_are_accessed_with_the_users_rights() {
         .unwrap();
     assert!(!r.status.success());
     assert!(secret.exists());
+
+    // An access check the node remembered (see the client's access.rs)
+    // goes with the home's chmod.
+    let dir = d.0.join("dir");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let enter = |c: &Cluster| {
+        c.roam_as_nobody()
+            .current_dir(&d.0)
+            .args(["run", "sh", "-c", "cd dir && echo in"])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    for _ in 0..2 {
+        let r = enter(&c);
+        assert_eq!(text(&r.stdout), "in\n", "{}", text(&r.stderr));
+    }
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+    wait_until("the chmod to be seen", Duration::from_secs(5), || {
+        !enter(&c).status.success()
+    });
+    let r = enter(&c);
+    assert!(text(&r.stderr).contains("can't cd"), "{}", text(&r.stderr));
 }
 
 #[test]
