@@ -22,7 +22,7 @@ use roam_proto::types::{
     Chan, Cred, ErrorCode, ExitStatus, Handover, NodeLoad, ProcInfo, SessionId, SessionReport,
     SpawnSpec, WireError, WireSignal, MAX_UNREAD,
 };
-use roam_sys::spawn::{ExecFile, SpawnRequest, WaitEvent};
+use roam_sys::spawn::{ExecFile, SharedRoot, SpawnRequest, WaitEvent};
 use tokio::io::unix::AsyncFd;
 use tokio::sync::{mpsc, oneshot};
 
@@ -88,7 +88,7 @@ pub struct NodeShared {
     /// thread before the reaper can see the pid).
     pids: Arc<Mutex<HashMap<u32, mpsc::UnboundedSender<SessionCmd>>>>,
     link: Mutex<Option<FrameTx>>,
-    spawner: std::sync::mpsc::Sender<SpawnJob>,
+    spawner: std::sync::mpsc::Sender<SpawnerMsg>,
     /// What the node runs, and how (probed once at start).
     runners: Runners,
     /// The remote file system's link transport.
@@ -137,6 +137,14 @@ pub struct NodeShared {
 struct HomeFiles {
     mount: roam_rfs::client::Mount,
     transport: Arc<MountTransport>,
+}
+
+/// What the spawner thread is asked.
+enum SpawnerMsg {
+    Spawn(Box<SpawnJob>),
+    /// Drop the home's files' namespace (see [`SharedRoot`]): before the
+    /// mount it holds is dropped.
+    Forget(oneshot::Sender<()>),
 }
 
 struct SpawnJob {
@@ -414,9 +422,19 @@ pub async fn run(cfg: &Config, identity: Identity) -> std::io::Result<()> {
     for id in ids {
         shared.to_session(id, SessionCmd::Forget);
     }
-    shared.tracer.forget_stubs().await;
+    forget_namespaces(&shared).await;
     tokio::time::sleep(Duration::from_millis(50)).await;
     Ok(())
+}
+
+/// Ends what holds the home's files' mount besides the processes: the
+/// restore stubs' zygote, the spawned processes' namespace.
+async fn forget_namespaces(shared: &NodeShared) {
+    shared.tracer.forget_stubs().await;
+    let (tx, rx) = oneshot::channel();
+    if shared.spawner.send(SpawnerMsg::Forget(tx)).is_ok() {
+        let _ = rx.await;
+    }
 }
 
 /// Starts the process of `r` and registers its pid for the reaper.
@@ -427,6 +445,7 @@ fn spawn_owned(
     pids: &Mutex<HashMap<u32, mpsc::UnboundedSender<SessionCmd>>>,
     r: &OwnedSpawn,
     tx: &mpsc::UnboundedSender<SessionCmd>,
+    shared_root: Option<&SharedRoot>,
 ) -> Result<u32, roam_sys::spawn::SpawnError> {
     let req = SpawnRequest {
         program: &r.program,
@@ -442,6 +461,7 @@ fn spawn_owned(
         stderr: r.stdio[2].as_fd(),
         controlling_tty: r.ctty.map(|i| r.stdio[i].as_fd()),
         root: r.root.as_deref(),
+        root_ns: shared_root.map(SharedRoot::ns),
         exec_file: r.exec_file.as_ref().map(|(f, inherit)| ExecFile {
             fd: f.as_fd(),
             inherit: *inherit,
@@ -466,14 +486,35 @@ fn spawn_owned(
 /// SIGCHLD goes to the runtime's thread, which handles it.
 fn start_spawner(
     pids: Arc<Mutex<HashMap<u32, mpsc::UnboundedSender<SessionCmd>>>>,
-) -> std::sync::mpsc::Sender<SpawnJob> {
-    let (tx, rx) = std::sync::mpsc::channel::<SpawnJob>();
+) -> std::sync::mpsc::Sender<SpawnerMsg> {
+    let (tx, rx) = std::sync::mpsc::channel::<SpawnerMsg>();
     std::thread::Builder::new()
         .name("roam-spawner".into())
         .spawn(move || {
             roam_sys::signal::block_all_in_thread();
-            for job in rx {
-                let result = spawn_owned(&pids, &job.req, &job.tx);
+            // The home's files' namespace, made at the first start there.
+            let mut shared_root: Option<SharedRoot> = None;
+            for msg in rx {
+                let job = match msg {
+                    SpawnerMsg::Spawn(job) => job,
+                    SpawnerMsg::Forget(done) => {
+                        shared_root = None;
+                        let _ = done.send(());
+                        continue;
+                    }
+                };
+                if let Some(root) = &job.req.root {
+                    if !shared_root.as_ref().is_some_and(|s| s.serves(root)) {
+                        shared_root = SharedRoot::new(root)
+                            .inspect_err(|e| {
+                                tracing::warn!(
+                                    "cannot make the home's files' namespace ({e}): each process gets its own"
+                                )
+                            })
+                            .ok();
+                    }
+                }
+                let result = spawn_owned(&pids, &job.req, &job.tx, shared_root.as_ref());
                 let _ = job.reply.send(result);
             }
         })
@@ -546,9 +587,9 @@ async fn bind_home_files(shared: &Arc<NodeShared>, epoch: u64) {
             SessionCmd::End("the home's file server restarted, its files are gone"),
         );
     }
-    // The restore stubs' zygote is in the old mount's namespace: its
-    // file server would wait for it forever.
-    shared.tracer.forget_stubs().await;
+    // The restore stubs' zygote and the spawned processes' namespace hold
+    // the old mount: its file server would wait for them forever.
+    forget_namespaces(shared).await;
     let shared = shared.clone();
     // Unmounting waits for the old session a moment; mounting waits for
     // the kernel: not on the runtime's threads.
@@ -1194,11 +1235,11 @@ async fn spawn_session(
         // be woken back, which costs more than the exec itself. Not with
         // the home's files as its root: its exec reads them through our
         // FUSE client, whose calls need this thread (the link).
-        Ok(spawn_owned(&shared.pids, &job.req, &job.tx))
+        Ok(spawn_owned(&shared.pids, &job.req, &job.tx, None))
     } else {
         shared
             .spawner
-            .send(job)
+            .send(SpawnerMsg::Spawn(Box::new(job)))
             .map_err(|_| WireError::new(ErrorCode::Internal, "spawner thread is gone"))?;
         reply_rx.await
     };

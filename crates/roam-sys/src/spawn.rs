@@ -32,6 +32,9 @@ pub struct SpawnRequest<'a> {
     /// the home's tree), with this machine's `/proc`, `/sys` and `/dev`
     /// bound over the ones there. Needs root.
     pub root: Option<&'a [u8]>,
+    /// With `root`: the mount namespace of a [`SharedRoot`] of it, which
+    /// the process enters instead of having one made for it.
+    pub root_ns: Option<BorrowedFd<'a>>,
     /// An open file the child keeps under its number N, for `program` (or
     /// a runner's argument) to name as `/proc/self/fd/N`: an executable
     /// that is not in the tree of `root` (a node's staged copy).
@@ -182,6 +185,8 @@ struct Prepared {
     /// The new root, and the node-local trees bound into it: (source,
     /// target) pairs.
     root: Option<(CString, Vec<(CString, CString)>)>,
+    /// [`SpawnRequest::root_ns`].
+    root_ns: Option<RawFd>,
     parent: libc::pid_t,
     /// For [`spawn_supervised`]: the filter to install just before exec,
     /// and the socket to send its listener on.
@@ -213,6 +218,90 @@ pub(crate) fn prepare_root(r: &[u8]) -> Result<Root, SpawnError> {
         ));
     }
     Ok((cstring(r, "root")?, binds))
+}
+
+/// A mount namespace whose `/` is a root ([`SpawnRequest::root`]), made
+/// once and entered by each process spawned with it
+/// ([`SpawnRequest::root_ns`]), instead of one made for each process
+/// (copying the node's mounts, binding its `/proc`, `/sys` and `/dev`,
+/// pivoting: about half a millisecond of every start, and as much again
+/// when the process ends and its namespace is torn down). The processes of
+/// one node share it, as the processes of one machine share theirs.
+///
+/// It holds the root's mount: drop it before that mount is dropped (its
+/// file server waits for every user of the mount to go).
+#[derive(Debug)]
+pub struct SharedRoot {
+    root: Vec<u8>,
+    device: u64,
+    ns: OwnedFd,
+}
+
+impl SharedRoot {
+    /// Makes the namespace: a child enters the root as a spawned process
+    /// would, its namespace is kept, and the child ends.
+    pub fn new(root: &[u8]) -> io::Result<SharedRoot> {
+        let device = root_device(root)?;
+        let (dir, binds) =
+            prepare_root(root).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        let (ready_r, ready_w) = pipe()?;
+        let (hold_r, hold_w) = pipe()?;
+        let theirs = [ready_r.as_raw_fd(), hold_w.as_raw_fd()];
+        // SAFETY: a fork (clone3 without CLONE_VM); the child makes raw
+        // calls only and exits.
+        let child = unsafe { clone_process(false, 0) };
+        if child == 0 {
+            // SAFETY: in the child: raw calls on its own descriptors and
+            // namespaces, then _exit.
+            unsafe {
+                // Our ends only: the hold ends when the parent's write end
+                // is closed.
+                for fd in theirs {
+                    libc::close(fd);
+                }
+                let rc: i32 = match enter_root(&dir, &binds) {
+                    Ok(()) => 0,
+                    Err(e) => e,
+                };
+                libc::write(ready_w.as_raw_fd(), (&rc as *const i32).cast(), 4);
+                let mut b = 0u8;
+                libc::read(hold_r.as_raw_fd(), (&mut b as *mut u8).cast(), 1);
+                libc::_exit(0)
+            }
+        }
+        if child < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        drop((ready_w, hold_r));
+        let mut rc = [0u8; 4];
+        let got = std::fs::File::from(ready_r).read_exact(&mut rc);
+        let ns = match got {
+            Ok(()) if i32::from_ne_bytes(rc) == 0 => {
+                std::fs::File::open(format!("/proc/{child}/ns/mnt")).map(OwnedFd::from)
+            }
+            Ok(()) => Err(io::Error::from_raw_os_error(i32::from_ne_bytes(rc))),
+            Err(e) => Err(e),
+        };
+        // The child ends once the write end is gone; the node's reaper may
+        // take it first (ECHILD here).
+        drop(hold_w);
+        let _ = waitpid(child, 0);
+        Ok(SharedRoot {
+            root: root.to_vec(),
+            device,
+            ns: ns?,
+        })
+    }
+
+    /// Whether this is the namespace of `root` as it is mounted now.
+    pub fn serves(&self, root: &[u8]) -> bool {
+        self.root == root && root_device(root).ok() == Some(self.device)
+    }
+
+    /// The namespace, for [`SpawnRequest::root_ns`].
+    pub fn ns(&self) -> BorrowedFd<'_> {
+        self.ns.as_fd()
+    }
 }
 
 /// The device number of the file system mounted at `root` (a remount
@@ -334,6 +423,10 @@ fn prepare(req: &SpawnRequest<'_>) -> Result<Prepared, SpawnError> {
 
     Ok(Prepared {
         root,
+        root_ns: req
+            .root_ns
+            .filter(|_| req.root.is_some())
+            .map(|f| f.as_raw_fd()),
         candidates,
         argv_ptrs: null_terminated(&argv),
         _argv: argv,
@@ -901,7 +994,7 @@ unsafe fn child_after_fork(p: &Prepared, status_fd: RawFd) -> ! {
         // that file system (entering its root, chdir) when the daemon dies
         // would wait for an answer only it could give, unkillably, and the
         // mount would never fail its callers.
-        let mut keep = [-1 as RawFd; 11];
+        let mut keep = [-1 as RawFd; 12];
         keep[0] = status_fd;
         keep[1..4].copy_from_slice(&p.stdio);
         keep[4] = p.ctty.unwrap_or(-1);
@@ -910,6 +1003,8 @@ unsafe fn child_after_fork(p: &Prepared, status_fd: RawFd) -> ! {
         }
         keep[9] = p.supervise.as_ref().map_or(-1, |s| s.1);
         keep[10] = p.exec_fd.map_or(-1, |e| e.0);
+        // Close-on-exec: gone at the exec.
+        keep[11] = p.root_ns.unwrap_or(-1);
         if close_all_but(&mut keep, p.max_fd) < 0 {
             child_fail(status_fd, Stage::CloseFds, errno());
         }
@@ -935,7 +1030,13 @@ unsafe fn child_after_fork(p: &Prepared, status_fd: RawFd) -> ! {
             }
         }
 
-        if let Some((root, binds)) = &p.root {
+        if let Some(ns) = p.root_ns {
+            // Its root and working directory become the namespace's root
+            // (the view: the kernel follows the mounts on top of it).
+            if libc::setns(ns, libc::CLONE_NEWNS) < 0 {
+                child_fail(status_fd, Stage::Root, errno());
+            }
+        } else if let Some((root, binds)) = &p.root {
             if let Err(e) = enter_root(root, binds) {
                 child_fail(status_fd, Stage::Root, e);
             }
@@ -1614,6 +1715,7 @@ mod tests {
             stderr: out_w.as_fd(),
             controlling_tty: None,
             root: None,
+            root_ns: None,
             exec_file: None,
         };
         let res = spawn(&req);
@@ -1832,6 +1934,7 @@ mod tests {
             stderr: a_w.as_fd(),
             controlling_tty: None,
             root: None,
+            root_ns: None,
             exec_file: None,
         };
         let pid = spawn(&req).unwrap();
@@ -1865,6 +1968,7 @@ mod tests {
             stderr: slave.as_fd(),
             controlling_tty: Some(slave.as_fd()),
             root: None,
+            root_ns: None,
             exec_file: None,
         };
         let pid = spawn(&req).unwrap();
@@ -1934,6 +2038,7 @@ mod tests {
             stderr: slave.as_fd(),
             controlling_tty: Some(slave.as_fd()),
             root: None,
+            root_ns: None,
             exec_file: None,
         };
         let pid = spawn(&req).unwrap();
@@ -1970,6 +2075,7 @@ mod tests {
             stderr: null.as_fd(),
             controlling_tty: None,
             root: None,
+            root_ns: None,
             exec_file: None,
         });
         let pid = res.unwrap();
@@ -2042,6 +2148,7 @@ mod tests {
                 stderr: null.as_fd(),
                 controlling_tty: None,
                 root: None,
+                root_ns: None,
                 exec_file: None,
             };
             spawn(&req)
@@ -2144,6 +2251,7 @@ mod tests {
             stderr: out_w.as_fd(),
             controlling_tty: None,
             root: None,
+            root_ns: None,
             exec_file: None,
         };
         let (pid, listener) = spawn_supervised(&req, &[nr::GETPID, nr::UNAME]).unwrap();
@@ -2209,6 +2317,7 @@ mod tests {
             stderr: null.as_fd(),
             controlling_tty: None,
             root: None,
+            root_ns: None,
             exec_file: None,
         };
         let err = spawn_supervised(&req, &[crate::seccomp::nr::GETPID]).unwrap_err();

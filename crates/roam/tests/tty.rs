@@ -128,6 +128,7 @@ impl Shell {
             stderr: slave.as_fd(),
             controlling_tty: Some(slave.as_fd()),
             root: None,
+            root_ns: None,
             exec_file: None,
         })
         .expect("start bash");

@@ -89,6 +89,16 @@ fn remote_processes_see_the_homes_files() {
     let r = run_in(&c, &d.0, &["sh", "-c", "cat /proc/self/comm"]);
     assert_eq!(text(&r.stdout), "cat\n");
 
+    // One mount namespace for the node's remote processes (made once),
+    // not the node daemon's.
+    let ns = |c: &Cluster| text(&run_in(c, &d.0, &["readlink", "/proc/self/ns/mnt"]).stdout);
+    let first = ns(&c);
+    assert!(first.starts_with("mnt:["), "{first}");
+    assert_eq!(ns(&c), first);
+    let daemon =
+        std::fs::read_link(format!("/proc/{}/ns/mnt", c.tb.daemon_pid("n1").unwrap())).unwrap();
+    assert_ne!(first.trim(), daemon.to_string_lossy());
+
     // Large files, both ways, byte for byte.
     let data: Vec<u8> = (0..8u32 << 20)
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 7) as u8)
