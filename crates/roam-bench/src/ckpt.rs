@@ -156,18 +156,8 @@ fn roam_once(
     let t = Instant::now();
     let img = roam_ckpt::restore::Image::load(&dir.join(roam_ckpt::local::IMAGE_FILE))?;
     let opts = roam_ckpt::restore::RestoreOpts {
-        stdio: [fd, fd, fd],
         same_pid: false,
-        new_session: false,
-        ctty: None,
-        creds: false,
-        user: None,
-        supervise: None,
-        pdeathsig: None,
-        root: None,
-        hold: false,
-        lazy: None,
-        precopied_later: false,
+        ..roam_ckpt::restore::RestoreOpts::plain([fd, fd, fd])
     };
     let restored = roam_ckpt::restore::restore_with(&img, &opts, stubs)?;
     let restore = t.elapsed();

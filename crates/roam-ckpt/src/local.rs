@@ -216,18 +216,8 @@ fn merge_pages(
 pub fn restore_here(dir: &Path) -> Result<Restored, LocalError> {
     let img = Image::load(&dir.join(IMAGE_FILE))?;
     let opts = RestoreOpts {
-        stdio: [0, 1, 2],
-        same_pid: true,
-        new_session: false,
-        ctty: None,
         creds: true,
-        user: None,
-        supervise: None,
-        pdeathsig: None,
-        root: None,
-        hold: false,
-        lazy: None,
-        precopied_later: false,
+        ..RestoreOpts::plain([0, 1, 2])
     };
     Ok(restore(&img, &opts)?)
 }

@@ -628,7 +628,7 @@ mod tests {
     use crate::capture::capture_held_tracked;
     use crate::image::encode_pages;
     use crate::restore::{restore, Image, RestoreError, RestoreOpts};
-    use crate::testutil::{exit_code, pipe, read_byte, write_byte};
+    use crate::testutil::{close_all, exit_code, pipe, plain_opts, read_byte, write_byte};
     use std::os::fd::RawFd;
 
     /// A forked child with `pages` pages of values it remembers (page p
@@ -779,18 +779,8 @@ mod tests {
             .sum();
         assert!(read < pages * PAGE / 2, "{read}");
         let opts = RestoreOpts {
-            stdio: [in_r, out_w, 2],
-            same_pid: true,
-            new_session: false,
-            ctty: None,
-            creds: false,
-            user: None,
-            supervise: None,
-            pdeathsig: None,
-            root: None,
-            hold: false,
-            lazy: None,
             precopied_later: later,
+            ..plain_opts(in_r, out_w)
         };
         let mut img = Image::from_sections(c.sections).unwrap();
         assert!(!img.precopied.is_empty());
@@ -813,12 +803,7 @@ mod tests {
             let filled = f.wait().unwrap();
             assert!(filled.bytes >= (pages * PAGE / 2) as u64, "{filled:?}");
         }
-        // SAFETY: closing our descriptors.
-        unsafe {
-            for fd in [in_r, in_w, out_r, out_w] {
-                libc::close(fd);
-            }
-        }
+        close_all(&[in_r, in_w, out_r, out_w]);
     }
 
     #[test]

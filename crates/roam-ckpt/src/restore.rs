@@ -366,6 +366,27 @@ pub struct RestoreOpts {
     pub precopied_later: bool,
 }
 
+impl RestoreOpts {
+    /// Plain options: `stdio`, the old pid if free, nothing else asked
+    /// for (the caller's credentials, no session, no supervision).
+    pub fn plain(stdio: [RawFd; 3]) -> RestoreOpts {
+        RestoreOpts {
+            stdio,
+            same_pid: true,
+            new_session: false,
+            ctty: None,
+            creds: false,
+            user: None,
+            supervise: None,
+            pdeathsig: None,
+            root: None,
+            hold: false,
+            lazy: None,
+            precopied_later: false,
+        }
+    }
+}
+
 /// Who a restore is done for (see [`RestoreOpts::user`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct User {
@@ -899,15 +920,7 @@ impl Builder<'_> {
 
     /// A NUL-terminated path in the stash.
     fn stash_path(&mut self, path: &[u8]) -> Result<u64, RestoreError> {
-        if path.len() >= PAGE - 1 {
-            return Err(RestoreError::Sys {
-                what: "pass a path to the stub".into(),
-                source: io::Error::from_raw_os_error(libc::ENAMETOOLONG),
-            });
-        }
-        let mut p = path.to_vec();
-        p.push(0);
-        self.stash(&p)
+        self.stash(&c_path(path)?)
     }
 
     /// Makes the queued calls, in order, in as few stops as the injection
@@ -936,15 +949,7 @@ impl Builder<'_> {
 
     /// A NUL-terminated path in the scratch page.
     fn put_path(&self, path: &[u8]) -> Result<u64, RestoreError> {
-        if path.len() >= PAGE - 1 {
-            return Err(RestoreError::Sys {
-                what: "pass a path to the stub".into(),
-                source: io::Error::from_raw_os_error(libc::ENAMETOOLONG),
-            });
-        }
-        let mut p = path.to_vec();
-        p.push(0);
-        self.put(0, &p)
+        self.put(0, &c_path(path)?)
     }
 
     fn build(&mut self, opts: &RestoreOpts) -> Result<Vec<i32>, RestoreError> {
@@ -2027,6 +2032,19 @@ fn check_results(calls: &[Deferred], got: &[u64]) -> Result<(), RestoreError> {
     Ok(())
 }
 
+/// `path` NUL-terminated, if it fits a page.
+fn c_path(path: &[u8]) -> Result<Vec<u8>, RestoreError> {
+    if path.len() >= PAGE - 1 {
+        return Err(RestoreError::Sys {
+            what: "pass a path to the stub".into(),
+            source: io::Error::from_raw_os_error(libc::ENAMETOOLONG),
+        });
+    }
+    let mut p = path.to_vec();
+    p.push(0);
+    Ok(p)
+}
+
 /// The lowest descriptor number not in `fds`.
 fn lowest_free(fds: &std::collections::BTreeSet<u64>) -> u64 {
     (0..).find(|n| !fds.contains(n)).expect("a free number")
@@ -2133,7 +2151,7 @@ fn regs_from_words(w: &[u64]) -> libc::user_regs_struct {
 mod tests {
     use super::*;
     use crate::capture::capture;
-    use crate::testutil::{exit_code, pipe, read_byte, write_byte};
+    use crate::testutil::{close_all, exit_code, pipe, plain_opts, read_byte, write_byte};
 
     #[test]
     fn pages_split_in_two_halves_at_a_page_and_lose_nothing() {
@@ -2228,52 +2246,29 @@ mod tests {
         let (out_r, out_w) = pipe();
         let pid = child(8 << 20, in_r, out_w);
         assert_eq!(read_byte(out_r), b'R');
-        let c = capture(pid, false).unwrap();
-        assert_eq!(exit_code(pid), -libc::SIGKILL);
-        let img = Image::from_sections(c.sections).unwrap();
-        let opts = RestoreOpts {
-            stdio: [in_r, out_w, 2],
-            same_pid: true,
-            new_session: false,
-            ctty: None,
-            creds: false,
-            user: None,
-            supervise: None,
-            pdeathsig: None,
-            root: None,
-            hold: false,
-            lazy: None,
-            precopied_later: false,
-        };
+        let img = captured(pid);
+        let opts = plain_opts(in_r, out_w);
         let r = restore(&img, &opts).unwrap();
         assert_eq!(r.pid, pid, "the pid was free again");
         write_byte(in_w, b'g');
         let verdict = read_byte(out_r);
         assert_eq!(exit_code(r.pid), 0);
         assert_eq!(verdict, b'P');
-        // SAFETY: closing our descriptors.
-        unsafe {
-            for fd in [in_r, in_w, out_r, out_w] {
-                libc::close(fd);
-            }
-        }
+        close_all(&[in_r, in_w, out_r, out_w]);
     }
 
-    fn plain_opts(stdin: RawFd, stdout: RawFd) -> RestoreOpts {
-        RestoreOpts {
-            stdio: [stdin, stdout, 2],
-            same_pid: true,
-            new_session: false,
-            ctty: None,
-            creds: false,
-            user: None,
-            supervise: None,
-            pdeathsig: None,
-            root: None,
-            hold: false,
-            lazy: None,
-            precopied_later: false,
-        }
+    /// The image of `pid`, captured and killed.
+    fn captured(pid: i32) -> Image {
+        let c = capture(pid, false).unwrap();
+        assert_eq!(exit_code(pid), -libc::SIGKILL);
+        Image::from_sections(c.sections).unwrap()
+    }
+
+    /// A restored `child` goes on, finds its state whole and ends.
+    fn goes_on_whole(pid: i32, in_w: RawFd, out_r: RawFd) {
+        write_byte(in_w, b'g');
+        assert_eq!(read_byte(out_r), b'P');
+        assert_eq!(exit_code(pid), 0);
     }
 
     fn parent_of(pid: i32) -> i32 {
@@ -2304,15 +2299,8 @@ mod tests {
             );
             assert_eq!(r.pid, pid, "the pid was free again");
             assert_eq!(parent_of(r.pid), std::process::id() as i32);
-            write_byte(in_w, b'g');
-            assert_eq!(read_byte(out_r), b'P', "round {round}");
-            assert_eq!(exit_code(r.pid), 0);
-            // SAFETY: closing our descriptors.
-            unsafe {
-                for fd in [in_r, in_w, out_r, out_w] {
-                    libc::close(fd);
-                }
-            }
+            goes_on_whole(r.pid, in_w, out_r);
+            close_all(&[in_r, in_w, out_r, out_w]);
         }
         let zygote = zygote.unwrap();
         drop(stubs);
@@ -2329,22 +2317,13 @@ mod tests {
         let (out_r, out_w) = pipe();
         let pid = child(PAGE, in_r, out_w);
         assert_eq!(read_byte(out_r), b'R');
-        let c = capture(pid, false).unwrap();
-        assert_eq!(exit_code(pid), -libc::SIGKILL);
-        let img = Image::from_sections(c.sections).unwrap();
+        let img = captured(pid);
         let r = restore_with(&img, &plain_opts(in_r, out_w), &mut stubs).unwrap();
         let new = stubs.as_ref().expect("a new factory").zygote();
         assert_ne!(new, old);
         assert!(!std::path::Path::new(&format!("/proc/{old}")).exists());
-        write_byte(in_w, b'g');
-        assert_eq!(read_byte(out_r), b'P');
-        assert_eq!(exit_code(r.pid), 0);
-        // SAFETY: closing our descriptors.
-        unsafe {
-            for fd in [in_r, in_w, out_r, out_w] {
-                libc::close(fd);
-            }
-        }
+        goes_on_whole(r.pid, in_w, out_r);
+        close_all(&[in_r, in_w, out_r, out_w]);
     }
 
     #[test]
@@ -2392,21 +2371,12 @@ mod tests {
             }
         }
         assert_eq!(read_byte(out_r), b'R');
-        let c = capture(pid, false).unwrap();
-        assert_eq!(exit_code(pid), -libc::SIGKILL);
-        let img = Image::from_sections(c.sections).unwrap();
+        let img = captured(pid);
         assert!(img.maps.iter().any(|m| m.start <= site && m.end > site));
         let r = restore_with(&img, &plain_opts(in_r, out_w), &mut stubs).unwrap();
         assert!(stubs.is_some(), "the factory's stub was used");
-        write_byte(in_w, b'g');
-        assert_eq!(read_byte(out_r), b'P');
-        assert_eq!(exit_code(r.pid), 0);
-        // SAFETY: closing our descriptors.
-        unsafe {
-            for fd in [in_r, in_w, out_r, out_w] {
-                libc::close(fd);
-            }
-        }
+        goes_on_whole(r.pid, in_w, out_r);
+        close_all(&[in_r, in_w, out_r, out_w]);
     }
 
     #[test]
@@ -2438,12 +2408,7 @@ mod tests {
         }
         assert!(Image::from_received(buf[..buf.len() - 1].to_vec(), 6).is_err());
         assert!(Image::from_received(buf.clone(), buf.len() + 1).is_err());
-        // SAFETY: closing our descriptors.
-        unsafe {
-            for fd in [in_r, in_w, out_r, out_w] {
-                libc::close(fd);
-            }
-        }
+        close_all(&[in_r, in_w, out_r, out_w]);
     }
 
     #[test]
@@ -2469,12 +2434,7 @@ mod tests {
         let e = other.check_machine().unwrap_err();
         assert!(matches!(e, RestoreError::CpuFeatures { .. }), "{e}");
         assert!(e.to_string().contains("this CPU lacks"), "{e}");
-        // SAFETY: closing our descriptors.
-        unsafe {
-            for fd in [in_r, in_w, out_r, out_w] {
-                libc::close(fd);
-            }
-        }
+        close_all(&[in_r, in_w, out_r, out_w]);
     }
 
     #[test]

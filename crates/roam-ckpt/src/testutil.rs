@@ -34,3 +34,17 @@ pub fn exit_code(pid: i32) -> i32 {
         -libc::WTERMSIG(st)
     }
 }
+
+/// Closes the test's descriptors.
+pub fn close_all(fds: &[RawFd]) {
+    for &fd in fds {
+        // SAFETY: closing descriptors the test owns.
+        unsafe { libc::close(fd) };
+    }
+}
+
+/// The options of a plain restore in a test: `stdin` and `stdout` as the
+/// process's 0 and 1.
+pub fn plain_opts(stdin: RawFd, stdout: RawFd) -> crate::restore::RestoreOpts {
+    crate::restore::RestoreOpts::plain([stdin, stdout, 2])
+}
