@@ -525,67 +525,147 @@ pub(crate) fn syscall_in_vdso(pid: i32) -> io::Result<u64> {
         .ok_or_else(|| io::Error::other("no system-call instruction in the vDSO"))
 }
 
+/// The area mapped in the process for the injected calls' answers (and
+/// their code: see [`injected`]): code from 0, results from
+/// [`AREA_RESULTS`], answers from [`AREA_DATA`].
+const AREA: u64 = 4 * PAGE as u64;
+const AREA_RESULTS: u64 = 2 * PAGE as u64;
+const AREA_DATA: u64 = AREA_RESULTS + 1024;
+/// Offsets in the answers: 64 dispositions, 3 timers, a thread's
+/// alternate stack and clear-tid address.
+const AT_ITIMERS: u64 = 64 * 32;
+const AT_ALTSTACK: u64 = AT_ITIMERS + 3 * 32;
+const AT_TID_ADDRESS: u64 = AT_ALTSTACK + 32;
+
 /// Per thread (alternate stack, clear-tid address) and the process's
 /// state that only the process itself can tell, by calls injected into
-/// its threads (a scratch page mapped for the answers, then unmapped).
+/// its threads (an area mapped for the answers, then unmapped). Each call
+/// through the vDSO's `syscall` is two stops of the thread (entry and
+/// exit: a ptrace round trip each); so the area is mapped executable if
+/// the process allows it, and each thread's calls are made in one stop
+/// ([`Remote::batch`]) from code written there. A process that refuses
+/// writable code (`PR_SET_MDWE`, a security module) gets them one by one.
 #[allow(clippy::type_complexity)]
 fn injected(
     pid: i32,
     remotes: &mut [Remote],
     status: &str,
 ) -> io::Result<(Vec<((u64, i32, u64), u64)>, Process)> {
-    let scratch = remotes[0].call(
-        libc::SYS_mmap,
-        &[
-            0,
-            PAGE as u64,
-            (libc::PROT_READ | libc::PROT_WRITE) as u64,
-            (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64,
-            u64::MAX,
-            0,
-        ],
-    )?;
-    let read = |len: usize| -> io::Result<Vec<u8>> {
+    let map = |r: &mut Remote, prot: i32| {
+        r.call(
+            libc::SYS_mmap,
+            &[
+                0,
+                AREA,
+                prot as u64,
+                (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64,
+                u64::MAX,
+                0,
+            ],
+        )
+    };
+    let rw = libc::PROT_READ | libc::PROT_WRITE;
+    let (area, batched) = match map(&mut remotes[0], rw | libc::PROT_EXEC) {
+        Ok(a) => (a, true),
+        Err(_) => (map(&mut remotes[0], rw)?, false),
+    };
+    let data = area + AREA_DATA;
+    // Every call's answer goes to its own place in the area: one read
+    // after them all.
+    let run = |r: &mut Remote, calls: &[(libc::c_long, [u64; 6])]| -> io::Result<Vec<u64>> {
+        if !batched {
+            return calls.iter().map(|(nr, args)| r.call(*nr, args)).collect();
+        }
+        let site = r.site();
+        r.set_site(Site::Trap(area));
+        let got = r.batch(area, area + AREA_RESULTS, calls);
+        r.set_site(site);
+        let got = got?;
+        match got
+            .iter()
+            .map(|&v| v as i64)
+            .find(|v| (-4095..0).contains(v))
+        {
+            Some(e) => Err(io::Error::from_raw_os_error(-e as i32)),
+            None => Ok(got),
+        }
+    };
+    let read = |at: u64, len: usize| -> io::Result<Vec<u8>> {
         let mut b = vec![0u8; len];
-        ptrace::read_memory(pid, scratch, &mut b)?;
+        ptrace::read_memory(pid, data + at, &mut b)?;
         Ok(b)
     };
     let word = |b: &[u8], i: usize| u64::from_le_bytes(b[i * 8..i * 8 + 8].try_into().unwrap());
+    let thread_calls = [
+        (libc::SYS_sigaltstack, [0, data + AT_ALTSTACK, 0, 0, 0, 0]),
+        (
+            libc::SYS_prctl,
+            [
+                libc::PR_GET_TID_ADDRESS as u64,
+                data + AT_TID_ADDRESS,
+                0,
+                0,
+                0,
+                0,
+            ],
+        ),
+    ];
     let result = (|| {
         let handled = sigset(status, "SigIgn:") | sigset(status, "SigCgt:");
-        let mut sigactions = Vec::new();
-        for signal in 1..=64u32 {
-            if handled & (1 << (signal - 1)) == 0 {
-                continue;
-            }
-            remotes[0].call(libc::SYS_rt_sigaction, &[signal as u64, 0, scratch, 8])?;
-            let b = read(32)?;
-            sigactions.push(SigAction {
-                signal,
-                handler: word(&b, 0),
-                flags: word(&b, 1),
-                restorer: word(&b, 2),
-                mask: word(&b, 3),
-            });
-        }
-        let brk = remotes[0].call(libc::SYS_brk, &[0])?;
-        let mut itimers = Vec::new();
+        let signals: Vec<u32> = (1..=64u32)
+            .filter(|s| handled & (1 << (s - 1)) != 0)
+            .collect();
+        let mut calls: Vec<(libc::c_long, [u64; 6])> = signals
+            .iter()
+            .map(|&s| {
+                let at = data + 32 * u64::from(s - 1);
+                (libc::SYS_rt_sigaction, [u64::from(s), 0, at, 8, 0, 0])
+            })
+            .collect();
+        calls.push((libc::SYS_brk, [0; 6]));
         for which in 0..3u64 {
-            remotes[0].call(libc::SYS_getitimer, &[which, scratch])?;
-            let b = read(32)?;
-            itimers.push([0, 1, 2, 3].map(|i| word(&b, i) as i64));
+            let at = data + AT_ITIMERS + 32 * which;
+            calls.push((libc::SYS_getitimer, [which, at, 0, 0, 0, 0]));
         }
-        let mut threads = Vec::new();
-        for r in remotes.iter_mut() {
-            r.call(libc::SYS_sigaltstack, &[0, scratch])?;
-            let b = read(24)?;
-            let alt = (word(&b, 0), word(&b, 1) as i32, word(&b, 2));
-            r.call(libc::SYS_prctl, &[libc::PR_GET_TID_ADDRESS as u64, scratch])?;
-            threads.push((alt, word(&read(8)?, 0)));
+        calls.extend(thread_calls);
+        let got = run(&mut remotes[0], &calls)?;
+        let brk = got[signals.len()];
+        let answers = read(0, AT_TID_ADDRESS as usize + 8)?;
+        let sigactions = signals
+            .iter()
+            .map(|&signal| {
+                let b = &answers[32 * (signal as usize - 1)..];
+                SigAction {
+                    signal,
+                    handler: word(b, 0),
+                    flags: word(b, 1),
+                    restorer: word(b, 2),
+                    mask: word(b, 3),
+                }
+            })
+            .collect();
+        let itimers = (0..3)
+            .map(|w| {
+                let b = &answers[AT_ITIMERS as usize + 32 * w..];
+                [0, 1, 2, 3].map(|i| word(b, i) as i64)
+            })
+            .collect();
+        let thread = |b: &[u8]| {
+            let alt = &b[AT_ALTSTACK as usize..];
+            let tid_address = word(&b[AT_TID_ADDRESS as usize..], 0);
+            (
+                (word(alt, 0), word(alt, 1) as i32, word(alt, 2)),
+                tid_address,
+            )
+        };
+        let mut threads = vec![thread(&answers)];
+        for r in remotes.iter_mut().skip(1) {
+            run(r, &thread_calls)?;
+            threads.push(thread(&read(0, AT_TID_ADDRESS as usize + 8)?));
         }
         Ok::<_, io::Error>((threads, sigactions, itimers, brk))
     })();
-    remotes[0].call(libc::SYS_munmap, &[scratch, PAGE as u64])?;
+    remotes[0].call(libc::SYS_munmap, &[area, AREA])?;
     let (threads, sigactions, itimers, brk) = result?;
     let mut mm = mm_fields(pid)?;
     mm.brk = brk;

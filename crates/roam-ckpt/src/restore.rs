@@ -2184,6 +2184,11 @@ mod tests {
     /// stdin (the checkpoint happens there), checks everything and says
     /// `P` (or a letter naming what failed) before exiting 0.
     fn child(len: usize, stdin: RawFd, stdout: RawFd) -> i32 {
+        child_with(len, stdin, stdout, false)
+    }
+
+    /// [`child`], refusing writable code first if `mdwe` (PR_SET_MDWE).
+    fn child_with(len: usize, stdin: RawFd, stdout: RawFd, mdwe: bool) -> i32 {
         // SAFETY: the child makes raw calls only, and exits.
         let pid = unsafe { libc::fork() };
         assert!(pid >= 0);
@@ -2192,6 +2197,11 @@ mod tests {
         }
         // SAFETY: all on this (child) process's own state; never returns.
         unsafe {
+            const PR_SET_MDWE: i32 = 65;
+            const PR_MDWE_REFUSE_EXEC_GAIN: u64 = 1;
+            if mdwe && libc::prctl(PR_SET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN, 0u64, 0u64, 0u64) != 0 {
+                libc::_exit(8);
+            }
             libc::dup2(stdin, 0);
             libc::dup2(stdout, 1);
             libc::syscall(libc::SYS_close_range, 2u32, u32::MAX, 0u32);
@@ -2375,6 +2385,19 @@ mod tests {
         assert!(img.maps.iter().any(|m| m.start <= site && m.end > site));
         let r = restore_with(&img, &plain_opts(in_r, out_w), &mut stubs).unwrap();
         assert!(stubs.is_some(), "the factory's stub was used");
+        goes_on_whole(r.pid, in_w, out_r);
+        close_all(&[in_r, in_w, out_r, out_w]);
+    }
+
+    #[test]
+    fn a_process_refusing_writable_code_is_captured_call_by_call() {
+        let (in_r, in_w) = pipe();
+        let (out_r, out_w) = pipe();
+        let pid = child_with(PAGE, in_r, out_w, true);
+        assert_eq!(read_byte(out_r), b'R', "PR_SET_MDWE is in this kernel");
+        // Its capture cannot map code in it: one call per stop.
+        let img = captured(pid);
+        let r = restore(&img, &plain_opts(in_r, out_w)).unwrap();
         goes_on_whole(r.pid, in_w, out_r);
         close_all(&[in_r, in_w, out_r, out_w]);
     }

@@ -117,6 +117,11 @@ impl Remote {
         &self.saved
     }
 
+    /// Where calls run.
+    pub fn site(&self) -> Site {
+        self.site
+    }
+
     /// Runs later calls at another site.
     pub fn set_site(&mut self, site: Site) {
         self.site = site;
