@@ -14,7 +14,7 @@ use std::os::fd::AsFd;
 
 use roam_sys::procfs::{self, Vma, PAGE_PRESENT, PAGE_SWAPPED};
 use roam_sys::ptrace::{self, Stop};
-use roam_sys::remote::{Remote, Site};
+use roam_sys::remote::{self, Remote, Site};
 use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
 use thiserror::Error;
@@ -581,12 +581,8 @@ fn injected(
         let got = r.batch(area, area + AREA_RESULTS, calls);
         r.set_site(site);
         let got = got?;
-        match got
-            .iter()
-            .map(|&v| v as i64)
-            .find(|v| (-4095..0).contains(v))
-        {
-            Some(e) => Err(io::Error::from_raw_os_error(-e as i32)),
+        match remote::first_failed(&got) {
+            Some(e) => Err(e),
             None => Ok(got),
         }
     };

@@ -768,14 +768,10 @@ pub(crate) fn prepare_stub(
         from = from.max(end);
     }
     let got = batch(&mut remote, site, &calls).map_err(sys("ready the stub"))?;
-    if let Some(e) = got
-        .iter()
-        .map(|&v| v as i64)
-        .find(|v| (-4095..0).contains(v))
-    {
+    if let Some(source) = remote::first_failed(&got) {
         return Err(RestoreError::Sys {
             what: "block signals and unmap the stub's memory (in the stub)".into(),
-            source: io::Error::from_raw_os_error(-e as i32),
+            source,
         });
     }
     Ok((remote, site, stub_maps))
@@ -2015,11 +2011,10 @@ impl Builder<'_> {
 /// the error; `got` are their raw results.
 fn check_results(calls: &[Deferred], got: &[u64]) -> Result<(), RestoreError> {
     for (d, &rax) in calls.iter().zip(got) {
-        let v = rax as i64;
-        if (-4095..0).contains(&v) {
+        if let Some(source) = remote::failed(rax) {
             return Err(RestoreError::Sys {
                 what: format!("{} (in the stub)", d.what),
-                source: io::Error::from_raw_os_error(-v as i32),
+                source,
             });
         }
         if let Some(want) = d.expect.filter(|&w| w != rax) {

@@ -225,14 +225,10 @@ impl StubFactory {
         let got = batch(&mut r, self.site, &calls)
             .map_err(sys("give the stub its stdio"))
             .map_err(SpawnError::Stub)?;
-        if let Some(e) = got
-            .iter()
-            .map(|&v| v as i64)
-            .find(|v| (-4095..0).contains(v))
-        {
+        if let Some(source) = remote::first_failed(&got) {
             return Err(SpawnError::Factory(RestoreError::Sys {
                 what: "give the stub its stdio (in the stub)".into(),
-                source: io::Error::from_raw_os_error(-e as i32),
+                source,
             }));
         }
         if got[..3] != [0, 1, 2] {

@@ -131,11 +131,10 @@ impl Remote {
     /// call's errno as an error.
     pub fn call(&mut self, nr: libc::c_long, args: &[u64]) -> io::Result<u64> {
         let rax = self.issue(nr, args)?;
-        let v = rax as i64;
-        if (-4095..0).contains(&v) {
-            return Err(io::Error::from_raw_os_error(-v as i32));
+        match failed(rax) {
+            Some(e) => Err(e),
+            None => Ok(rax),
         }
-        Ok(rax)
     }
 
     /// Issues the call and returns the raw `rax`.
@@ -265,6 +264,20 @@ impl Remote {
             ptrace::set_regs(self.tid, &self.saved)
         }
     }
+}
+
+/// The error a raw system-call result (`rax`) stands for, if it is one
+/// (-4095..-1).
+pub fn failed(rax: u64) -> Option<io::Error> {
+    let v = rax as i64;
+    (-4095..0)
+        .contains(&v)
+        .then(|| io::Error::from_raw_os_error(-v as i32))
+}
+
+/// The first error among a batch's raw results ([`Remote::batch`]).
+pub fn first_failed(results: &[u64]) -> Option<io::Error> {
+    results.iter().find_map(|&rax| failed(rax))
 }
 
 /// Bytes of x86-64 code per call of a batch (see [`batch_code`]).
@@ -635,6 +648,20 @@ mod tests {
         r.orig_rax = orig as u64;
         r.rip = 0x1000;
         r
+    }
+
+    #[test]
+    fn raw_results_from_minus_4095_to_minus_1_are_errors() {
+        assert_eq!(failed((-2i64) as u64).unwrap().raw_os_error(), Some(2));
+        assert!(failed((-4095i64) as u64).is_some());
+        assert!(
+            failed((-4096i64) as u64).is_none(),
+            "an address, not an error"
+        );
+        assert!(failed(0).is_none() && failed(0x7fff_0000).is_none());
+        let e = first_failed(&[3, (-9i64) as u64, (-1i64) as u64]).unwrap();
+        assert_eq!(e.raw_os_error(), Some(9));
+        assert!(first_failed(&[0, 1]).is_none());
     }
 
     #[test]
