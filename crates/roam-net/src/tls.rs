@@ -32,6 +32,10 @@ use crate::creds::valid_node_name;
 use crate::der;
 
 /// The server side of a link.
+/// Encrypted bytes a connection may hold before a write waits for the
+/// socket (rustls's default, 64 KiB, made a write system call of 4 records).
+const SEND_BUFFER: usize = 1 << 20;
+
 pub type ServerStream = tokio_rustls::server::TlsStream<TcpStream>;
 /// The client side of a link.
 pub type ClientStream = tokio_rustls::client::TlsStream<TcpStream>;
@@ -288,6 +292,8 @@ pub async fn accept(
             })
         }
     };
+    let mut stream = stream;
+    stream.get_mut().1.set_buffer_limit(Some(SEND_BUFFER));
     let name = stream
         .get_ref()
         .1
@@ -323,13 +329,15 @@ pub async fn connect(
             .await
             .map_err(|source| TlsError::Connect { peer: addr, source })?;
         let _ = tcp.set_nodelay(true);
-        connector
+        let mut stream = connector
             .connect(server_name, tcp)
             .await
             .map_err(|source| TlsError::Handshake {
                 peer: addr.to_string(),
                 source,
-            })
+            })?;
+        stream.get_mut().1.set_buffer_limit(Some(SEND_BUFFER));
+        Ok(stream)
     };
     match tokio::time::timeout(timeout, work).await {
         Ok(res) => res,

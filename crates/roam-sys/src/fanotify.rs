@@ -8,12 +8,13 @@
 //! handle and, for name changes, the directory's handle and the name.
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::path::Path;
 use std::sync::Arc;
 
 use crate::files::FileHandle;
 use crate::ns::cpath;
+use crate::wake::Wake;
 
 /// A file's contents or attributes changed (write, truncate, chmod, chown,
 /// utimes, link count).
@@ -55,19 +56,17 @@ pub struct Event {
 pub struct Watcher {
     fd: OwnedFd,
     buf: Vec<u8>,
-    /// An eventfd that ends a wait early (see [`Waker`]).
-    wake: Arc<OwnedFd>,
+    /// Ends a wait early (see [`Waker`]).
+    wake: Arc<Wake>,
 }
 
 /// Ends a [`Watcher::wait`] in progress, from another thread.
 #[derive(Clone)]
-pub struct Waker(Arc<OwnedFd>);
+pub struct Waker(Arc<Wake>);
 
 impl Waker {
     pub fn wake(&self) {
-        let one: u64 = 1;
-        // SAFETY: writes 8 bytes from a live u64 to an eventfd.
-        let _ = unsafe { libc::write(self.0.as_raw_fd(), (&raw const one).cast(), 8) };
+        self.0.wake();
     }
 }
 
@@ -89,16 +88,10 @@ impl Watcher {
         }
         // SAFETY: a new descriptor that nothing else owns.
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        // SAFETY: eventfd takes an initial value and flags.
-        let wake = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
-        if wake < 0 {
-            return Err(io::Error::last_os_error());
-        }
         Ok(Watcher {
             fd,
             buf: vec![0; 64 * 1024],
-            // SAFETY: a new descriptor that nothing else owns.
-            wake: Arc::new(unsafe { OwnedFd::from_raw_fd(wake) }),
+            wake: Arc::new(Wake::new()?),
         })
     }
 
@@ -138,7 +131,7 @@ impl Watcher {
                 revents: 0,
             },
             libc::pollfd {
-                fd: self.wake.as_raw_fd(),
+                fd: self.wake.as_fd().as_raw_fd(),
                 events: libc::POLLIN,
                 revents: 0,
             },
@@ -154,9 +147,7 @@ impl Watcher {
             };
         }
         if pfd[1].revents != 0 {
-            let mut v: u64 = 0;
-            // SAFETY: reads 8 bytes into a live u64 from the eventfd.
-            let _ = unsafe { libc::read(self.wake.as_raw_fd(), (&raw mut v).cast(), 8) };
+            self.wake.clear();
             return Ok(Vec::new());
         }
         if rc == 0 {

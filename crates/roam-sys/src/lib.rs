@@ -42,3 +42,4 @@ pub mod signal;
 pub mod spawn;
 pub mod title;
 pub mod uffd;
+pub mod wake;
