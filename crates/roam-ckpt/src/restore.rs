@@ -408,14 +408,17 @@ pub struct Restored {
     /// With [`RestoreOpts::precopied_later`]: what places the pre-copied
     /// pages; the process needs it until [`Filler::wait`] returns.
     pub filler: Option<Filler>,
+    /// How long each step of the rebuild took, in order (for the logs).
+    pub steps: Vec<(&'static str, std::time::Duration)>,
 }
 
 /// Rebuilds the image's process and lets it run, in a stub forked for
 /// it.
 pub fn restore(img: &Image, opts: &RestoreOpts) -> Result<Restored, RestoreError> {
     check(img, opts)?;
+    let t0 = std::time::Instant::now();
     let stub = fresh_stub(img, opts)?;
-    rebuild(img, opts, stub, None)
+    rebuild(img, opts, stub, None, t0)
 }
 
 /// [`restore`] in a stub from `stubs` (made here if there is none, or
@@ -445,14 +448,16 @@ pub fn restore_with(
             break;
         };
         let want = opts.same_pid.then_some(img.meta.pid);
+        let t0 = std::time::Instant::now();
         match f.spawn(opts.stdio, want, opts.new_session) {
-            Ok(stub) => return rebuild(img, opts, stub, Some(f.site())),
+            Ok(stub) => return rebuild(img, opts, stub, Some(f.site()), t0),
             Err(SpawnError::Stub(e)) => return Err(e),
             Err(SpawnError::Factory(_)) => *stubs = None,
         }
     }
+    let t0 = std::time::Instant::now();
     let stub = fresh_stub(img, opts)?;
-    rebuild(img, opts, stub, None)
+    rebuild(img, opts, stub, None, t0)
 }
 
 /// What makes an image unrestorable with these options, before any stub.
@@ -495,6 +500,7 @@ fn rebuild(
     opts: &RestoreOpts,
     stub: i32,
     ready: Option<u64>,
+    spawned_from: std::time::Instant,
 ) -> Result<Restored, RestoreError> {
     let mut b = Builder {
         img,
@@ -508,6 +514,7 @@ fn rebuild(
         ready,
         queue: Vec::new(),
         stashed: 0,
+        marks: vec![("", spawned_from), ("spawn", std::time::Instant::now())],
     };
     match b.build(opts) {
         Ok(tids) => Ok(Restored {
@@ -518,6 +525,11 @@ fn rebuild(
                 .then(|| crate::capture::Held::new(stub, tids.clone())),
             tids,
             listener: b.listener.take(),
+            steps: b
+                .marks
+                .windows(2)
+                .map(|w| (w[1].0, w[1].1 - w[0].1))
+                .collect(),
         }),
         Err(e) => {
             kill_stub(stub);
@@ -837,6 +849,8 @@ struct Builder<'a> {
     queue: Vec<Deferred>,
     /// Bytes of the stash in use by the queued calls.
     stashed: u64,
+    /// Each step's end (see [`Restored::steps`]).
+    marks: Vec<(&'static str, std::time::Instant)>,
 }
 
 /// A call made later, in a batch with others: what it is for, its number
@@ -964,19 +978,25 @@ impl Builder<'_> {
         self.main = Some(remote);
         self.site = site;
         self.scratch = site + SCRATCH;
+        self.mark("stub");
         self.move_vdso(&stub_maps, site)?;
         if let Some(u) = &opts.user {
             self.open_as(u)?;
         }
         // 4. The program's memory.
         self.map_all()?;
+        self.mark("map");
         self.fill_pages(opts)?;
+        self.mark("fill");
         self.protect_all()?;
         self.set_mm()?;
+        self.mark("mm");
         // 5. Descriptors, context, dispositions.
         self.files()?;
+        self.mark("files");
         self.context()?;
         self.sigactions()?;
+        self.mark("context");
         // 6. Threads, then each thread's own state.
         let mut tids = vec![pid];
         for t in &self.img.threads[1..] {
@@ -988,6 +1008,7 @@ impl Builder<'_> {
         }
         // 7. Pending signals and timers, then what the caller asked for,
         // last before the registers.
+        self.mark("threads");
         self.pending(&tids)?;
         self.timers()?;
         if let Some(sig) = opts.pdeathsig {
@@ -1001,6 +1022,7 @@ impl Builder<'_> {
         if let Some(filter) = &opts.supervise {
             self.supervise(filter)?;
         }
+        self.mark("signals");
         // 8. Registers: other threads at their stop, the main one at the
         // exit of the call that unmaps the injection page.
         self.flush()?;
@@ -1017,12 +1039,18 @@ impl Builder<'_> {
         self.main()
             .last_call(libc::SYS_munmap, &[site, SITE_LEN], &regs)
             .map_err(sys("unmap the injection page"))?;
+        self.mark("registers");
         if !opts.hold {
             for &tid in &tids {
                 ptrace::detach(tid).map_err(sys("let the process run"))?;
             }
         }
         Ok(tids)
+    }
+
+    /// Notes the end of a step (see [`Restored::steps`]).
+    fn mark(&mut self, step: &'static str) {
+        self.marks.push((step, std::time::Instant::now()));
     }
 
     /// Takes `u`'s rights to open files (groups, fsgid, fsuid): what the

@@ -26,7 +26,7 @@ use roam_ckpt::precopy::Filler;
 use roam_ckpt::precopy::{PageStore, Tracker};
 use roam_ckpt::restore::{restore_with, Image, RestoreOpts, Restored, User};
 use roam_ckpt::stubs::StubFactory;
-use roam_proto::link::{LinkMsg, PeerPath, IMAGE_WINDOW, LAZY_WINDOW};
+use roam_proto::link::{LinkMsg, PeerPath, IMAGE_WINDOW, LAZY_WINDOW, STREAM_WINDOW};
 use roam_proto::types::{
     Cred, ErrorCode, Handover, ImageSummary, MigrateMode, RestoreSpec, SessionId, SessionReport,
     WireError, MAX_IMAGE, MAX_UNREAD,
@@ -766,6 +766,15 @@ pub(super) async fn restore(
         tokio::spawn(precopied_in(shared.clone(), session, filler));
     }
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    tracing::debug!(
+        "session {session}: rebuild steps (ms): {}",
+        restored
+            .steps
+            .iter()
+            .map(|(step, d)| format!("{step} {:.2}", ms(*d)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
     tracing::info!(
         "session {session}: pid {pid} uid {} restored for home pid {home_pid}{} in {:.1} ms (image in at {:.1}, rebuild from {:.1} to {:.1})",
         cred.uid,
@@ -1542,7 +1551,7 @@ async fn lazy_out(
         }
         Ok(len as u64)
     };
-    let window = if streamed { IMAGE_WINDOW } else { LAZY_WINDOW };
+    let window = if streamed { STREAM_WINDOW } else { LAZY_WINDOW };
     loop {
         // The push, as far as the window lets it: streamed, at once (the
         // new node places the pages as it rebuilds the process); with
