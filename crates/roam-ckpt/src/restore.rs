@@ -1006,9 +1006,9 @@ impl Builder<'_> {
         for i in 0..self.img.threads.len() {
             self.thread_state(i, opts)?;
         }
+        self.mark("threads");
         // 7. Pending signals and timers, then what the caller asked for,
         // last before the registers.
-        self.mark("threads");
         self.pending(&tids)?;
         self.timers()?;
         if let Some(sig) = opts.pdeathsig {

@@ -31,11 +31,11 @@ use tokio_rustls::{TlsAcceptor, TlsConnector};
 use crate::creds::valid_node_name;
 use crate::der;
 
-/// The server side of a link.
 /// Encrypted bytes a connection may hold before a write waits for the
 /// socket (rustls's default, 64 KiB, made a write system call of 4 records).
 const SEND_BUFFER: usize = 1 << 20;
 
+/// The server side of a link.
 pub type ServerStream = tokio_rustls::server::TlsStream<TcpStream>;
 /// The client side of a link.
 pub type ClientStream = tokio_rustls::client::TlsStream<TcpStream>;
@@ -282,7 +282,7 @@ pub async fn accept(
     let peer = peer_string(&tcp);
     let _ = tcp.set_nodelay(true);
     let acceptor = TlsAcceptor::from(id.server.clone());
-    let stream = match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
+    let mut stream = match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
         Ok(Ok(s)) => s,
         Ok(Err(source)) => return Err(TlsError::Handshake { peer, source }),
         Err(_) => {
@@ -292,7 +292,6 @@ pub async fn accept(
             })
         }
     };
-    let mut stream = stream;
     stream.get_mut().1.set_buffer_limit(Some(SEND_BUFFER));
     let name = stream
         .get_ref()
