@@ -236,7 +236,13 @@ pub struct Captured {
     /// A post-copy's pages left out (runs of pages, named in the LAZY
     /// section).
     pub lazy: Vec<(u64, usize)>,
+    /// How long each step of the capture took, in order (for the logs).
+    pub steps: Vec<(&'static str, std::time::Duration)>,
 }
+
+/// The first step of a capture ([`Captured::steps`]): the checks made
+/// while the process still runs, before it is stopped.
+pub const STEP_CHECK: &str = "check";
 
 /// Captures process `pid`; with `leave_running` it runs on afterwards,
 /// otherwise it is killed once captured.
@@ -324,8 +330,10 @@ fn fill_pages(
     pages: PendingPages,
     held: Held,
 ) -> Result<(Captured, Held), CaptureError> {
+    let t0 = std::time::Instant::now();
     match pages.read_all() {
         Ok((payload, stored_bytes)) => {
+            c.steps.push(("pages", t0.elapsed()));
             c.sections.push(Section {
                 kind: kind::PAGES,
                 payload,
@@ -359,12 +367,15 @@ fn capture_pending_with(
     lazy: bool,
 ) -> Result<(Captured, PendingPages, Held), CaptureError> {
     let sys = |what| move |source| CaptureError::Sys { pid, what, source };
+    let mut steps = crate::steps::Steps::since(std::time::Instant::now());
     if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
         return Err(CaptureError::NoProcess { pid });
     }
     // What cannot be captured is refused before the process is touched.
     refuse_unsupported(pid, own_filters)?;
+    steps.mark(STEP_CHECK);
     let tids = stop_all(pid)?;
+    steps.mark("stop");
     let mut remotes = Vec::new();
     let result = (|| {
         let mut sections = Vec::new();
@@ -389,8 +400,10 @@ fn capture_pending_with(
         }
         let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
             .map_err(sys("read the status"))?;
+        steps.mark("registers");
         let (threads, process) = injected(pid, &mut remotes, &status)
             .map_err(sys("read the state by injected calls"))?;
+        steps.mark("injected");
         for (r, (altstack, tid_address)) in remotes.iter().zip(threads) {
             let tid = r.tid();
             let xstate = ptrace::xstate(tid).map_err(sys("read the FP state"))?;
@@ -419,6 +432,7 @@ fn capture_pending_with(
             sections.push(section(kind::THREAD, &t));
         }
         sections.push(section(kind::PROCESS, &process));
+        steps.mark("threads");
         let vmas = procfs::maps(pid).map_err(sys("list the mappings"))?;
         let mem =
             std::fs::File::open(format!("/proc/{pid}/mem")).map_err(sys("open the memory"))?;
@@ -457,14 +471,17 @@ fn capture_pending_with(
             });
         }
         sections.push(section(kind::MAPS, &records));
+        steps.mark("maps");
         sections.push(section(
             kind::FILES,
             &files(pid).map_err(sys("list the descriptors"))?,
         ));
+        steps.mark("files");
         sections.push(section(
             kind::CONTEXT,
             &context(pid, &tids, &status).map_err(sys("read the context"))?,
         ));
+        steps.mark("context");
         let (runs, held) = crate::precopy::split_runs(&runs, &clean);
         if !held.is_empty() {
             sections.push(Section {
@@ -483,6 +500,7 @@ fn capture_pending_with(
                 sections,
                 stored_bytes: 0,
                 lazy: later,
+                steps: Vec::new(),
             },
             PendingPages {
                 pid,
@@ -500,8 +518,12 @@ fn capture_pending_with(
     }
     let ended = ended.map(sys("give the registers back"));
     let held = Held { pid, tids };
+    steps.mark("resume registers");
     match (result, ended) {
-        (Ok((c, pages)), None) => Ok((c, pages, held)),
+        (Ok((mut c, pages)), None) => {
+            c.steps = steps.lengths();
+            Ok((c, pages, held))
+        }
         (Err(e), _) | (Ok(_), Some(e)) => {
             let _ = held.release(false);
             Err(e)

@@ -13,6 +13,7 @@ pub mod postcopy;
 pub mod precopy;
 #[cfg(target_arch = "x86_64")]
 pub mod restore;
+pub mod steps;
 #[cfg(target_arch = "x86_64")]
 pub mod stubs;
 #[cfg(test)]

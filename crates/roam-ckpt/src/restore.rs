@@ -432,6 +432,18 @@ pub fn restore_with(
     opts: &RestoreOpts,
     stubs: &mut Option<StubFactory>,
 ) -> Result<Restored, RestoreError> {
+    restore_prespawned(img, opts, stubs, None)
+}
+
+/// [`restore_with`] in the stub `pre` made ahead of time if it fits (from
+/// the factory as it is, with the pid this restore asks for); a stub that
+/// does not is killed, and one made as [`restore_with`] does.
+pub fn restore_prespawned(
+    img: &Image,
+    opts: &RestoreOpts,
+    stubs: &mut Option<StubFactory>,
+    mut pre: Option<crate::stubs::Prespawned>,
+) -> Result<Restored, RestoreError> {
     check(img, opts)?;
     // A broken factory is made again once.
     for _ in 0..2 {
@@ -449,6 +461,11 @@ pub fn restore_with(
         };
         let want = opts.same_pid.then_some(img.meta.pid);
         let t0 = std::time::Instant::now();
+        // A stub made ahead gets its stdio in the rebuild's first calls.
+        if let Some(p) = pre.take().filter(|p| f.fits(p, want)) {
+            let (stub, first) = f.take_deferred(p, opts.stdio, opts.new_session);
+            return rebuild_first(img, opts, stub, Some(f.site()), t0, first);
+        }
         match f.spawn(opts.stdio, want, opts.new_session) {
             Ok(stub) => return rebuild(img, opts, stub, Some(f.site()), t0),
             Err(SpawnError::Stub(e)) => return Err(e),
@@ -502,6 +519,18 @@ fn rebuild(
     ready: Option<u64>,
     spawned_from: std::time::Instant,
 ) -> Result<Restored, RestoreError> {
+    rebuild_first(img, opts, stub, ready, spawned_from, Vec::new())
+}
+
+/// [`rebuild`] that makes the calls `first` in the stub before any other.
+fn rebuild_first(
+    img: &Image,
+    opts: &RestoreOpts,
+    stub: i32,
+    ready: Option<u64>,
+    spawned_from: std::time::Instant,
+    first: Vec<crate::stubs::StdioCall>,
+) -> Result<Restored, RestoreError> {
     let mut b = Builder {
         img,
         pid: stub,
@@ -513,9 +542,14 @@ fn rebuild(
         filler: None,
         ready,
         queue: Vec::new(),
+        first_fds: crate::stubs::fds_of(&first),
         stashed: 0,
-        marks: vec![("", spawned_from), ("spawn", std::time::Instant::now())],
+        marks: crate::steps::Steps::since(spawned_from),
     };
+    for c in first {
+        b.defer_expect(c.what, c.nr, &c.args, c.expect);
+    }
+    b.mark("spawn");
     match b.build(opts) {
         Ok(tids) => Ok(Restored {
             filler: b.filler.take().inspect(Filler::go),
@@ -525,11 +559,7 @@ fn rebuild(
                 .then(|| crate::capture::Held::new(stub, tids.clone())),
             tids,
             listener: b.listener.take(),
-            steps: b
-                .marks
-                .windows(2)
-                .map(|w| (w[1].0, w[1].1 - w[0].1))
-                .collect(),
+            steps: b.marks.lengths(),
         }),
         Err(e) => {
             kill_stub(stub);
@@ -850,7 +880,10 @@ struct Builder<'a> {
     /// Bytes of the stash in use by the queued calls.
     stashed: u64,
     /// Each step's end (see [`Restored::steps`]).
-    marks: Vec<(&'static str, std::time::Instant)>,
+    marks: crate::steps::Steps,
+    /// The descriptors the stub's first calls open and close (see
+    /// [`rebuild_first`]), queued before any other.
+    first_fds: (Vec<u64>, Vec<u64>),
 }
 
 /// A call made later, in a batch with others: what it is for, its number
@@ -1050,7 +1083,7 @@ impl Builder<'_> {
 
     /// Notes the end of a step (see [`Restored::steps`]).
     fn mark(&mut self, step: &'static str) {
-        self.marks.push((step, std::time::Instant::now()));
+        self.marks.mark(step);
     }
 
     /// Takes `u`'s rights to open files (groups, fsgid, fsuid): what the
@@ -1535,12 +1568,18 @@ impl Builder<'_> {
     /// The stub's open descriptors (none is opened or closed by a queued
     /// call).
     fn open_fds(&mut self) -> Result<std::collections::BTreeSet<u64>, RestoreError> {
-        std::fs::read_dir(format!("/proc/{}/fd", self.pid))
-            .and_then(|d| {
-                d.map(|e| Ok(e?.file_name().to_string_lossy().parse::<u64>().unwrap_or(0)))
-                    .collect()
-            })
-            .map_err(sys("list the stub's descriptors"))
+        let mut fds: std::collections::BTreeSet<u64> =
+            std::fs::read_dir(format!("/proc/{}/fd", self.pid))
+                .and_then(|d| {
+                    d.map(|e| Ok(e?.file_name().to_string_lossy().parse::<u64>().unwrap_or(0)))
+                        .collect()
+                })
+                .map_err(sys("list the stub's descriptors"))?;
+        // The first calls' descriptors, which they may not have made yet.
+        let (opens, closes) = &self.first_fds;
+        fds.retain(|fd| !closes.contains(fd));
+        fds.extend(opens);
+        Ok(fds)
     }
 
     /// brk, code/data/stack/arg/env areas, auxv and exe
@@ -2338,6 +2377,48 @@ mod tests {
         let zygote = zygote.unwrap();
         drop(stubs);
         assert!(!std::path::Path::new(&format!("/proc/{zygote}")).exists());
+    }
+
+    #[test]
+    fn a_stub_made_ahead_is_used_and_one_that_does_not_fit_is_killed() {
+        let mut stubs = Some(StubFactory::new(None).unwrap());
+        let (in_r, in_w) = pipe();
+        let (out_r, out_w) = pipe();
+        let pid = child(1 << 20, in_r, out_w);
+        assert_eq!(read_byte(out_r), b'R');
+        let img = captured(pid);
+        let f = stubs.as_mut().unwrap();
+        let pre = f.prespawn(Some(pid)).unwrap();
+        assert_eq!(pre.pid(), pid, "the pid was free again");
+        // Its stdio comes with the rebuild's first calls, before the
+        // mapped files are opened.
+        let r = restore_prespawned(&img, &plain_opts(in_r, out_w), &mut stubs, Some(pre)).unwrap();
+        assert_eq!(r.pid, pid);
+        assert_eq!(parent_of(r.pid), std::process::id() as i32);
+        goes_on_whole(r.pid, in_w, out_r);
+        close_all(&[in_r, in_w, out_r, out_w]);
+
+        // Made for another pid: killed, and the restore makes its own.
+        let (in_r, in_w) = pipe();
+        let (out_r, out_w) = pipe();
+        let pid = child(PAGE, in_r, out_w);
+        assert_eq!(read_byte(out_r), b'R');
+        let img = captured(pid);
+        let other = stubs.as_mut().unwrap().prespawn(None).unwrap();
+        let other_pid = other.pid();
+        assert_ne!(other_pid, pid);
+        let r =
+            restore_prespawned(&img, &plain_opts(in_r, out_w), &mut stubs, Some(other)).unwrap();
+        assert_eq!(r.pid, pid);
+        assert!(!std::path::Path::new(&format!("/proc/{other_pid}")).exists());
+        goes_on_whole(r.pid, in_w, out_r);
+        close_all(&[in_r, in_w, out_r, out_w]);
+
+        // One not used is killed when dropped.
+        let unused = stubs.as_mut().unwrap().prespawn(None).unwrap();
+        let unused_pid = unused.pid();
+        drop(unused);
+        assert!(!std::path::Path::new(&format!("/proc/{unused_pid}")).exists());
     }
 
     #[test]

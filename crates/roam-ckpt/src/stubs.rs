@@ -129,7 +129,52 @@ impl StubFactory {
         pid: Option<i32>,
         new_session: bool,
     ) -> Result<i32, SpawnError> {
+        let pre = self.prespawn(pid)?;
+        self.finish(pre, stdio, new_session)
+    }
+
+    /// The first half of [`StubFactory::spawn`], made before the restore
+    /// is asked for (a migration's, while its process is captured): a
+    /// stub with pid `pid` if given and free, without its stdio yet. It
+    /// dies with its [`Prespawned`] unless [`StubFactory::finish`] takes
+    /// it.
+    pub fn prespawn(&mut self, pid: Option<i32>) -> Result<Prespawned, SpawnError> {
         let child = self.clone_stub(pid)?;
+        Ok(Prespawned {
+            pid: child,
+            wanted: pid,
+            zygote: self.zygote(),
+            made: std::time::Instant::now(),
+        })
+    }
+
+    /// Whether `pre` came from this factory, for a restore of pid `want`.
+    pub fn fits(&self, pre: &Prespawned, want: Option<i32>) -> bool {
+        pre.zygote == self.zygote() && pre.wanted == want
+    }
+
+    /// The second half of [`StubFactory::spawn`], left to the restore:
+    /// `pre`'s pid, and the calls that give it `stdio` and a new session
+    /// if asked (each with the result it must have, if one), to be made
+    /// in the stub before any other descriptor is opened there.
+    pub(crate) fn take_deferred(
+        &self,
+        pre: Prespawned,
+        stdio: [RawFd; 3],
+        new_session: bool,
+    ) -> (i32, Vec<StdioCall>) {
+        (pre.take(), stdio_calls(stdio, new_session))
+    }
+
+    /// The second half of [`StubFactory::spawn`]: `pre` (from this
+    /// factory) given its stdio and a new session if asked.
+    pub fn finish(
+        &mut self,
+        pre: Prespawned,
+        stdio: [RawFd; 3],
+        new_session: bool,
+    ) -> Result<i32, SpawnError> {
+        let child = pre.take();
         match self.give_stdio(child, stdio, new_session) {
             Ok(()) => Ok(child),
             Err(e) => {
@@ -208,18 +253,10 @@ impl StubFactory {
         let mut r = Remote::new(child, Site::Trap(self.site))
             .map_err(sys("take the stub"))
             .map_err(SpawnError::Stub)?;
-        let mut calls: Vec<(libc::c_long, [u64; 6])> = stdio
-            .iter()
-            .map(|&fd| (libc::SYS_pidfd_getfd, [PIDFD_AT, fd as u64, 0, 0, 0, 0]))
+        let calls: Vec<(libc::c_long, [u64; 6])> = stdio_calls(stdio, new_session)
+            .into_iter()
+            .map(|c| (c.nr, c.args))
             .collect();
-        calls.push((libc::SYS_close, [PIDFD_AT, 0, 0, 0, 0, 0]));
-        // pidfd_getfd's descriptors are close-on-exec; stdio is not.
-        for fd in 0..3 {
-            calls.push((libc::SYS_fcntl, [fd, libc::F_SETFD as u64, 0, 0, 0, 0]));
-        }
-        if new_session {
-            calls.push((libc::SYS_setsid, [0; 6]));
-        }
         // The stub's own failure (it died); otherwise what it was refused
         // would be refused to every stub.
         let got = batch(&mut r, self.site, &calls)
@@ -238,6 +275,110 @@ impl StubFactory {
             }));
         }
         Ok(())
+    }
+}
+
+/// A call that readies a stub's stdio ([`stdio_calls`]).
+pub(crate) struct StdioCall {
+    pub what: &'static str,
+    pub nr: libc::c_long,
+    pub args: [u64; 6],
+    /// The result it must have, if one.
+    pub expect: Option<u64>,
+}
+
+/// The calls that give a stub cloned from the zygote `stdio` (descriptors
+/// of the daemon's, taken through the zygote's pidfd of it) as its 0, 1
+/// and 2, close that pidfd, and lead a new session if `new_session`.
+fn stdio_calls(stdio: [RawFd; 3], new_session: bool) -> Vec<StdioCall> {
+    let mut calls: Vec<StdioCall> = (0..3)
+        .map(|i| StdioCall {
+            what: "take a stdio descriptor",
+            nr: libc::SYS_pidfd_getfd,
+            args: [PIDFD_AT, stdio[i] as u64, 0, 0, 0, 0],
+            expect: Some(i as u64),
+        })
+        .collect();
+    calls.push(StdioCall {
+        what: "close the pidfd of the daemon",
+        nr: libc::SYS_close,
+        args: [PIDFD_AT, 0, 0, 0, 0, 0],
+        expect: Some(0),
+    });
+    // pidfd_getfd's descriptors are close-on-exec; stdio is not.
+    for fd in 0..3 {
+        calls.push(StdioCall {
+            what: "keep a stdio descriptor across exec",
+            nr: libc::SYS_fcntl,
+            args: [fd, libc::F_SETFD as u64, 0, 0, 0, 0],
+            expect: Some(0),
+        });
+    }
+    if new_session {
+        calls.push(StdioCall {
+            what: "lead a new session",
+            nr: libc::SYS_setsid,
+            args: [0; 6],
+            expect: None,
+        });
+    }
+    calls
+}
+
+/// The descriptors `calls` (from [`stdio_calls`]) open and close.
+pub(crate) fn fds_of(calls: &[StdioCall]) -> (Vec<u64>, Vec<u64>) {
+    let opens = calls
+        .iter()
+        .filter(|c| c.nr == libc::SYS_pidfd_getfd)
+        .filter_map(|c| c.expect)
+        .collect();
+    let closes = calls
+        .iter()
+        .filter(|c| c.nr == libc::SYS_close)
+        .map(|c| c.args[0])
+        .collect();
+    (opens, closes)
+}
+
+/// A stub cloned ahead of its restore ([`StubFactory::prespawn`]); killed
+/// when dropped unless a restore took it.
+#[derive(Debug)]
+pub struct Prespawned {
+    /// 0 once taken.
+    pid: i32,
+    /// The pid asked for.
+    wanted: Option<i32>,
+    /// The zygote it was cloned from.
+    zygote: i32,
+    made: std::time::Instant,
+}
+
+impl Prespawned {
+    /// How long ago it was made.
+    pub fn age(&self) -> std::time::Duration {
+        self.made.elapsed()
+    }
+
+    /// Its pid.
+    pub fn pid(&self) -> i32 {
+        self.pid
+    }
+
+    /// The pid it was asked for.
+    pub fn wanted(&self) -> Option<i32> {
+        self.wanted
+    }
+
+    fn take(mut self) -> i32 {
+        std::mem::take(&mut self.pid)
+    }
+}
+
+impl Drop for Prespawned {
+    fn drop(&mut self) {
+        if self.pid > 0 {
+            kill_stub(self.pid);
+        }
     }
 }
 
@@ -271,4 +412,25 @@ fn ready_zygote(pid: i32) -> Result<(Remote, u64), RestoreError> {
         });
     }
     Ok((zygote, site))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stdio_calls_take_0_1_2_then_close_the_pidfd() {
+        let calls = stdio_calls([7, 8, 9], true);
+        let taken: Vec<_> = calls
+            .iter()
+            .filter(|c| c.nr == libc::SYS_pidfd_getfd)
+            .map(|c| (c.args[1], c.expect))
+            .collect();
+        assert_eq!(taken, [(7, Some(0)), (8, Some(1)), (9, Some(2))]);
+        assert_eq!(calls.last().unwrap().nr, libc::SYS_setsid);
+        assert_eq!(fds_of(&calls), (vec![0, 1, 2], vec![PIDFD_AT]));
+        assert!(stdio_calls([0, 1, 2], false)
+            .iter()
+            .all(|c| c.nr != libc::SYS_setsid));
+    }
 }

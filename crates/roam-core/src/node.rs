@@ -962,9 +962,11 @@ fn handle_link_msg(shared: &Arc<NodeShared>, tx: &FrameTx, msg: LinkMsg) {
             }
         }
         LinkMsg::PreCopy { req, .. } => shared.precopy(req, msg),
-        LinkMsg::Expect { req, from } => {
+        LinkMsg::Expect { req, from, pid } => {
             shared.expected.lock().unwrap().insert(req, from);
             shared.opened.notify_waiters();
+            // Its stub, made while the old node captures the process.
+            shared.tracer.prespawn(req, pid, shared.root());
         }
         LinkMsg::Restore {
             req,

@@ -510,10 +510,12 @@ pub enum LinkMsg {
         result: Result<(), WireError>,
     },
     /// Home → new node: migration `req` comes over a peer link from node
-    /// `from` (see [`PeerHello`]).
+    /// `from` (see [`PeerHello`]), of the process that is `pid` there (the
+    /// new node readies a stub with that pid while it is captured).
     Expect {
         req: u64,
         from: String,
+        pid: u32,
     },
     /// Node → home → new node: round `round` of pre-copied pages of
     /// migration `req`, `len` bytes of page runs that follow in the

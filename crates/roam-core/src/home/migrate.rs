@@ -115,7 +115,7 @@ pub(super) fn start(
             format!("process {home_pid} is still fetching its memory from its last move"),
         ));
     }
-    let (from, uid, command) = (s.node.clone(), s.uid, s.command.clone());
+    let (from, uid, command, node_pid) = (s.node.clone(), s.uid, s.command.clone(), s.node_pid);
     // Its memory is its machine's code: a node of the same architecture,
     // not emulated, on both ends.
     let arch = |n: &str| {
@@ -221,6 +221,7 @@ pub(super) fn start(
             &LinkMsg::Expect {
                 req,
                 from: from.clone(),
+                pid: node_pid,
             },
         );
     }

@@ -16,6 +16,7 @@
 
 use std::collections::HashMap;
 use std::os::fd::AsRawFd;
+use std::sync::mpsc::RecvTimeoutError;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -24,8 +25,8 @@ use roam_ckpt::image::PAGE;
 use roam_ckpt::postcopy::{bytes_of, Pager};
 use roam_ckpt::precopy::Filler;
 use roam_ckpt::precopy::{PageStore, Tracker};
-use roam_ckpt::restore::{restore_with, Image, RestoreOpts, Restored, User};
-use roam_ckpt::stubs::StubFactory;
+use roam_ckpt::restore::{restore_prespawned, Image, RestoreOpts, Restored, User};
+use roam_ckpt::stubs::{Prespawned, StubFactory};
 use roam_proto::link::{LinkMsg, PeerPath, IMAGE_WINDOW, LAZY_WINDOW, STREAM_WINDOW};
 use roam_proto::types::{
     Cred, ErrorCode, Handover, ImageSummary, MigrateMode, RestoreSpec, SessionId, SessionReport,
@@ -112,9 +113,19 @@ enum Job {
     Restore {
         image: Box<Image>,
         opts: RestoreOpts,
+        /// The migration whose stub was made ahead ([`Job::Prespawn`]).
+        migration: Option<u64>,
         /// Called with the pid before the reaper may see it.
         register: Box<dyn FnOnce(u32) + Send>,
         reply: oneshot::Sender<Result<Restored, String>>,
+    },
+    /// Makes the stub of migration `req`'s restore, of the process that
+    /// is `pid` on the old node, while the old node captures it: the
+    /// restore finds it ready ([`roam_ckpt::stubs::StubFactory::prespawn`]).
+    Prespawn {
+        req: u64,
+        pid: i32,
+        root: Option<Vec<u8>>,
     },
     /// Makes the restore stubs' zygote for `root` ahead of the first
     /// restore (see [`roam_ckpt::stubs`]).
@@ -138,12 +149,26 @@ impl Tracer {
             .spawn(move || {
                 // SIGCHLD goes to the runtime's thread, which reaps.
                 roam_sys::signal::block_all_in_thread();
-                let mut held: HashMap<i32, Held> = HashMap::new();
-                // Restore stubs, cloned from a zygote this thread traces.
-                let mut stubs: Option<StubFactory> = None;
-                for job in rx {
-                    let _gate = gate.blocking_lock();
-                    run_job(job, &mut held, &mut stubs);
+                let mut t = TracerState::default();
+                loop {
+                    // Stubs made ahead are swept even when no job comes.
+                    let job = if t.ready.is_empty() {
+                        match rx.recv() {
+                            Ok(job) => Some(job),
+                            Err(_) => break,
+                        }
+                    } else {
+                        match rx.recv_timeout(PRESPAWNED_FOR) {
+                            Ok(job) => Some(job),
+                            Err(RecvTimeoutError::Timeout) => None,
+                            Err(RecvTimeoutError::Disconnected) => break,
+                        }
+                    };
+                    t.ready.retain(|_, p| p.age() < PRESPAWNED_FOR);
+                    if let Some(job) = job {
+                        let _gate = gate.blocking_lock();
+                        run_job(job, &mut t);
+                    }
                 }
             })
             .expect("cannot start the tracer thread");
@@ -154,6 +179,15 @@ impl Tracer {
     /// mounted and served), in the background.
     pub(super) fn warm(&self, root: Option<Vec<u8>>) {
         let _ = self.jobs.send(Job::Warm { root });
+    }
+
+    /// Has the stub of migration `req` made now, of the process that is
+    /// `pid` on the old node (see [`Job::Prespawn`]).
+    pub(super) fn prespawn(&self, req: u64, pid: u32, root: Option<Vec<u8>>) {
+        let Ok(pid) = i32::try_from(pid) else {
+            return;
+        };
+        let _ = self.jobs.send(Job::Prespawn { req, pid, root });
     }
 
     /// Ends the restore stubs' zygote (see [`Job::Forget`]).
@@ -168,7 +202,23 @@ impl Tracer {
     }
 }
 
-fn run_job(job: Job, held: &mut HashMap<i32, Held>, stubs: &mut Option<StubFactory>) {
+/// How long a stub made ahead for a migration waits for its restore (a
+/// pre-copy's rounds come first) before it is killed.
+const PRESPAWNED_FOR: Duration = Duration::from_secs(30);
+
+/// What the tracer thread keeps.
+#[derive(Default)]
+struct TracerState {
+    /// Processes captured and stopped, by pid.
+    held: HashMap<i32, Held>,
+    /// Restore stubs, cloned from a zygote this thread traces.
+    stubs: Option<StubFactory>,
+    /// Stubs made ahead for migrations, by request id.
+    ready: HashMap<u64, Prespawned>,
+}
+
+fn run_job(job: Job, t: &mut TracerState) {
+    let TracerState { held, stubs, ready } = t;
     match job {
         Job::Capture {
             pid,
@@ -190,7 +240,17 @@ fn run_job(job: Job, held: &mut HashMap<i32, Held>, stubs: &mut Option<StubFacto
                 } else {
                     held.insert(pid, h);
                 }
-                let frozen_us = t0.elapsed().as_micros() as u64;
+                // Frozen from its stop: the checks before it let it run.
+                let checked = c
+                    .steps
+                    .iter()
+                    .find(|(step, _)| *step == roam_ckpt::capture::STEP_CHECK)
+                    .map_or(Duration::ZERO, |(_, d)| *d);
+                let frozen_us = t0.elapsed().saturating_sub(checked).as_micros() as u64;
+                tracing::debug!(
+                    "pid {pid}: capture steps (ms): {}",
+                    roam_ckpt::steps::describe(&c.steps)
+                );
                 let lazy = c.lazy;
                 let pieces = roam_ckpt::image::into_pieces(c.sections).map_err(|e| {
                     if let Some(h) = held.remove(&pid) {
@@ -228,10 +288,13 @@ fn run_job(job: Job, held: &mut HashMap<i32, Held>, stubs: &mut Option<StubFacto
         Job::Restore {
             image,
             opts,
+            migration,
             register,
             reply,
         } => {
-            let mut result = restore_with(&image, &opts, stubs).map_err(|e| error_chain(&e));
+            let pre = migration.and_then(|req| ready.remove(&req));
+            let mut result =
+                restore_prespawned(&image, &opts, stubs, pre).map_err(|e| error_chain(&e));
             if let Ok(r) = &mut result {
                 register(r.pid as u32);
                 if let Some(h) = r.held.take() {
@@ -240,7 +303,25 @@ fn run_job(job: Job, held: &mut HashMap<i32, Held>, stubs: &mut Option<StubFacto
             }
             let _ = reply.send(result);
         }
+        Job::Prespawn { req, pid, root } => {
+            // One stub per pid: an older one's migration failed.
+            ready.retain(|_, p| p.wanted() != Some(pid));
+            if !stubs.as_ref().is_some_and(|f| f.serves(root.as_deref())) {
+                *stubs = StubFactory::new(root.as_deref()).ok();
+            }
+            // Without one, the restore makes its stub as it would have.
+            if let Some(f) = stubs {
+                match f.prespawn(Some(pid)) {
+                    Ok(p) => {
+                        ready.insert(req, p);
+                    }
+                    Err(e) => tracing::debug!("migration {req}: no stub made ahead: {e:?}"),
+                }
+            }
+        }
         Job::Forget { reply } => {
+            // Its clones are in its mount namespace too.
+            ready.clear();
             *stubs = None;
             let _ = reply.send(());
         }
@@ -701,6 +782,7 @@ pub(super) async fn restore(
         .ask(|reply| Job::Restore {
             image: Box::new(image),
             opts,
+            migration: Some(req),
             register: Box::new(move |pid| {
                 pids.lock().unwrap().insert(pid, register_tx);
             }),
@@ -768,12 +850,7 @@ pub(super) async fn restore(
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
     tracing::debug!(
         "session {session}: rebuild steps (ms): {}",
-        restored
-            .steps
-            .iter()
-            .map(|(step, d)| format!("{step} {:.2}", ms(*d)))
-            .collect::<Vec<_>>()
-            .join(", ")
+        roam_ckpt::steps::describe(&restored.steps)
     );
     tracing::info!(
         "session {session}: pid {pid} uid {} restored for home pid {home_pid}{} in {:.1} ms (image in at {:.1}, rebuild from {:.1} to {:.1})",
