@@ -391,8 +391,12 @@ fn capture_pending_with(
         sections.push(section(kind::META, &meta));
         // Registers first, then the calls injected to read what /proc
         // does not show (dispositions, alternate stacks, timers, brk).
-        let site =
-            Site::Syscall(syscall_in_vdso(pid).map_err(sys("find a system-call instruction"))?);
+        // The layout, read once: stopped, the process changes it only
+        // by the calls injected below, which undo what they do.
+        let vmas = procfs::maps(pid).map_err(sys("list the mappings"))?;
+        let site = Site::Syscall(
+            syscall_in_vdso_of(pid, &vmas).map_err(sys("find a system-call instruction"))?,
+        );
         for &tid in &tids {
             ptrace::set_options(tid, libc::PTRACE_O_TRACESYSGOOD)
                 .map_err(sys("set the tracing options"))?;
@@ -433,7 +437,6 @@ fn capture_pending_with(
         }
         sections.push(section(kind::PROCESS, &process));
         steps.mark("threads");
-        let vmas = procfs::maps(pid).map_err(sys("list the mappings"))?;
         let mem =
             std::fs::File::open(format!("/proc/{pid}/mem")).map_err(sys("open the memory"))?;
         let pagemap = std::fs::File::open(format!("/proc/{pid}/pagemap"))
@@ -534,8 +537,13 @@ fn capture_pending_with(
 /// The address of a `syscall` instruction (bytes 0f 05) in the vDSO of
 /// `pid`, for injected calls that write nothing into the process.
 pub(crate) fn syscall_in_vdso(pid: i32) -> io::Result<u64> {
-    let vdso = procfs::maps(pid)?
-        .into_iter()
+    syscall_in_vdso_of(pid, &procfs::maps(pid)?)
+}
+
+/// [`syscall_in_vdso`] of a process whose mappings are `vmas`.
+fn syscall_in_vdso_of(pid: i32, vmas: &[procfs::Vma]) -> io::Result<u64> {
+    let vdso = vmas
+        .iter()
         .find(|v| v.path == b"[vdso]")
         .ok_or_else(|| io::Error::other("the process has no vDSO"))?;
     let mut code = vec![0u8; (vdso.end - vdso.start) as usize];
