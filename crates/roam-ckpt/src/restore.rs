@@ -418,7 +418,7 @@ pub fn restore(img: &Image, opts: &RestoreOpts) -> Result<Restored, RestoreError
     check(img, opts)?;
     let t0 = std::time::Instant::now();
     let stub = fresh_stub(img, opts)?;
-    rebuild(img, opts, stub, None, t0)
+    rebuild(img, opts, stub, None, t0, Vec::new())
 }
 
 /// [`restore`] in a stub from `stubs` (made here if there is none, or
@@ -463,18 +463,18 @@ pub fn restore_prespawned(
         let t0 = std::time::Instant::now();
         // A stub made ahead gets its stdio in the rebuild's first calls.
         if let Some(p) = pre.take().filter(|p| f.fits(p, want)) {
-            let (stub, first) = f.take_deferred(p, opts.stdio, opts.new_session);
-            return rebuild_first(img, opts, stub, Some(f.site()), t0, first);
+            let (stub, first) = p.defer_stdio(opts.stdio, opts.new_session);
+            return rebuild(img, opts, stub, Some(f.site()), t0, first);
         }
         match f.spawn(opts.stdio, want, opts.new_session) {
-            Ok(stub) => return rebuild(img, opts, stub, Some(f.site()), t0),
+            Ok(stub) => return rebuild(img, opts, stub, Some(f.site()), t0, Vec::new()),
             Err(SpawnError::Stub(e)) => return Err(e),
             Err(SpawnError::Factory(_)) => *stubs = None,
         }
     }
     let t0 = std::time::Instant::now();
     let stub = fresh_stub(img, opts)?;
-    rebuild(img, opts, stub, None, t0)
+    rebuild(img, opts, stub, None, t0, Vec::new())
 }
 
 /// What makes an image unrestorable with these options, before any stub.
@@ -511,19 +511,9 @@ fn fresh_stub(img: &Image, opts: &RestoreOpts) -> Result<i32, RestoreError> {
 }
 
 /// Rebuilds the image in `stub` (readied before if `ready` gives its
-/// injection page); the stub is killed if that fails.
+/// injection page), the calls `first` made there before any other (a
+/// stub made ahead's stdio); the stub is killed if that fails.
 fn rebuild(
-    img: &Image,
-    opts: &RestoreOpts,
-    stub: i32,
-    ready: Option<u64>,
-    spawned_from: std::time::Instant,
-) -> Result<Restored, RestoreError> {
-    rebuild_first(img, opts, stub, ready, spawned_from, Vec::new())
-}
-
-/// [`rebuild`] that makes the calls `first` in the stub before any other.
-fn rebuild_first(
     img: &Image,
     opts: &RestoreOpts,
     stub: i32,
@@ -542,7 +532,6 @@ fn rebuild_first(
         filler: None,
         ready,
         queue: Vec::new(),
-        first_fds: crate::stubs::fds_of(&first),
         stashed: 0,
         marks: crate::steps::Steps::since(spawned_from),
     };
@@ -881,9 +870,6 @@ struct Builder<'a> {
     stashed: u64,
     /// Each step's end (see [`Restored::steps`]).
     marks: crate::steps::Steps,
-    /// The descriptors the stub's first calls open and close (see
-    /// [`rebuild_first`]), queued before any other.
-    first_fds: (Vec<u64>, Vec<u64>),
 }
 
 /// A call made later, in a batch with others: what it is for, its number
@@ -1565,8 +1551,8 @@ impl Builder<'_> {
         Ok(())
     }
 
-    /// The stub's open descriptors (none is opened or closed by a queued
-    /// call).
+    /// The stub's open descriptors, as they will be once the queued calls
+    /// are made.
     fn open_fds(&mut self) -> Result<std::collections::BTreeSet<u64>, RestoreError> {
         let mut fds: std::collections::BTreeSet<u64> =
             std::fs::read_dir(format!("/proc/{}/fd", self.pid))
@@ -1575,10 +1561,17 @@ impl Builder<'_> {
                         .collect()
                 })
                 .map_err(sys("list the stub's descriptors"))?;
-        // The first calls' descriptors, which they may not have made yet.
-        let (opens, closes) = &self.first_fds;
-        fds.retain(|fd| !closes.contains(fd));
-        fds.extend(opens);
+        // As they will be once the queued calls are made: those that open
+        // one say which it gets.
+        for d in &self.queue {
+            match d.nr {
+                libc::SYS_close => {
+                    fds.remove(&d.args[0]);
+                }
+                libc::SYS_openat | libc::SYS_pidfd_getfd => fds.extend(d.expect),
+                _ => {}
+            }
+        }
         Ok(fds)
     }
 

@@ -153,19 +153,6 @@ impl StubFactory {
         pre.zygote == self.zygote() && pre.wanted == want
     }
 
-    /// The second half of [`StubFactory::spawn`], left to the restore:
-    /// `pre`'s pid, and the calls that give it `stdio` and a new session
-    /// if asked (each with the result it must have, if one), to be made
-    /// in the stub before any other descriptor is opened there.
-    pub(crate) fn take_deferred(
-        &self,
-        pre: Prespawned,
-        stdio: [RawFd; 3],
-        new_session: bool,
-    ) -> (i32, Vec<StdioCall>) {
-        (pre.take(), stdio_calls(stdio, new_session))
-    }
-
     /// The second half of [`StubFactory::spawn`]: `pre` (from this
     /// factory) given its stdio and a new session if asked.
     pub fn finish(
@@ -325,21 +312,6 @@ fn stdio_calls(stdio: [RawFd; 3], new_session: bool) -> Vec<StdioCall> {
     calls
 }
 
-/// The descriptors `calls` (from [`stdio_calls`]) open and close.
-pub(crate) fn fds_of(calls: &[StdioCall]) -> (Vec<u64>, Vec<u64>) {
-    let opens = calls
-        .iter()
-        .filter(|c| c.nr == libc::SYS_pidfd_getfd)
-        .filter_map(|c| c.expect)
-        .collect();
-    let closes = calls
-        .iter()
-        .filter(|c| c.nr == libc::SYS_close)
-        .map(|c| c.args[0])
-        .collect();
-    (opens, closes)
-}
-
 /// A stub cloned ahead of its restore ([`StubFactory::prespawn`]); killed
 /// when dropped unless a restore took it.
 #[derive(Debug)]
@@ -367,6 +339,14 @@ impl Prespawned {
     /// The pid it was asked for.
     pub fn wanted(&self) -> Option<i32> {
         self.wanted
+    }
+
+    /// The second half of [`StubFactory::spawn`], left to the restore:
+    /// the stub's pid, and the calls that give it `stdio` and a new
+    /// session if asked (each with the result it must have, if one), to
+    /// be made there before any other.
+    pub(crate) fn defer_stdio(self, stdio: [RawFd; 3], new_session: bool) -> (i32, Vec<StdioCall>) {
+        (self.take(), stdio_calls(stdio, new_session))
     }
 
     fn take(mut self) -> i32 {
@@ -428,7 +408,9 @@ mod tests {
             .collect();
         assert_eq!(taken, [(7, Some(0)), (8, Some(1)), (9, Some(2))]);
         assert_eq!(calls.last().unwrap().nr, libc::SYS_setsid);
-        assert_eq!(fds_of(&calls), (vec![0, 1, 2], vec![PIDFD_AT]));
+        let closed: Vec<_> = calls.iter().filter(|c| c.nr == libc::SYS_close).collect();
+        assert_eq!(closed.len(), 1);
+        assert_eq!(closed[0].args[0], PIDFD_AT);
         assert!(stdio_calls([0, 1, 2], false)
             .iter()
             .all(|c| c.nr != libc::SYS_setsid));
