@@ -124,6 +124,9 @@ struct State {
     transfers: HashMap<u64, ckpt::Transfer>,
     /// Migrations under way, by request.
     migrations: HashMap<u64, migrate::Migration>,
+    /// Migrations called off while their new node may be restoring the
+    /// process: the node and session of each, by request.
+    called_off: HashMap<u64, (String, SessionId)>,
 }
 
 impl State {
@@ -607,6 +610,9 @@ fn handle_node_msg(home: &Arc<Home>, node: &str, tx: &FrameTx, msg: LinkMsg) {
         }
         LinkMsg::Pong { .. } => {}
         LinkMsg::Spawned { req, result } => {
+            if migrate::spawned_after_call_off(&mut st, node, req, &result) {
+                return;
+            }
             ckpt::restored(&mut st, req);
             let found = st
                 .sessions

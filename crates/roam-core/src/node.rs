@@ -297,9 +297,10 @@ impl NodeShared {
         self.send_raw(&msg);
     }
 
-    /// A `PreCopy` (from the home or a peer link): to the migration that
-    /// keeps the rounds, or the first of a new one.
-    fn precopy(self: &Arc<Self>, req: u64, msg: LinkMsg) {
+    /// A `PreCopy` (from the home or a peer link) or a `Restore` sent
+    /// ahead: to the migration to this node that keeps the rounds, or the
+    /// first of a new one.
+    fn migration_in(self: &Arc<Self>, req: u64, msg: LinkMsg) {
         let open = self.transfers.lock().unwrap().get(&req).cloned();
         match open {
             Some(t) => {
@@ -961,7 +962,8 @@ fn handle_link_msg(shared: &Arc<NodeShared>, tx: &FrameTx, msg: LinkMsg) {
                 let _ = t.send(msg);
             }
         }
-        LinkMsg::PreCopy { req, .. } => shared.precopy(req, msg),
+        LinkMsg::PreCopy { req, .. } => shared.migration_in(req, msg),
+        LinkMsg::Restore { req, ref spec, .. } if spec.ahead => shared.migration_in(req, msg),
         LinkMsg::Expect { req, from, pid } => {
             shared.expected.lock().unwrap().insert(req, from);
             shared.opened.notify_waiters();

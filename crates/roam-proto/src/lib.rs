@@ -37,7 +37,7 @@ pub use frame::{
 };
 
 /// The protocol version. Bump it on any change to a message's encoding.
-pub const PROTOCOL_VERSION: u32 = 14;
+pub const PROTOCOL_VERSION: u32 = 15;
 
 /// The default TCP port a home daemon listens on.
 pub const DEFAULT_PORT: u16 = 7170;

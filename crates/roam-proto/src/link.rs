@@ -218,10 +218,10 @@ pub struct PeerPath {
 
 /// The hello on a peer link (node to node, TLS with the cluster's
 /// certificates both ways; the sender is the node its certificate names).
-/// Then `PreCopy`, `Image` and `ImageEnd` of migrations come one way, each
-/// taken only if the home said that migration was to come from that node
-/// ([`LinkMsg::Expect`]), and `ImageAck` the other. A link stays open for
-/// the migrations after.
+/// Then `PreCopy`, `Captured`, `Image` and `ImageEnd` of migrations come
+/// one way, each taken only if the home said that migration was to come
+/// from that node ([`LinkMsg::Expect`]), and `ImageAck` the other. A link
+/// stays open for the migrations after.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PeerHello {
     /// The sender's protocol use of the link (reserved; 0).
@@ -472,9 +472,11 @@ pub enum LinkMsg {
     /// new node's `LazyDone`.
     ///
     /// With `direct`, the pre-copy rounds and the image go straight to the
-    /// new node over a peer link ([`PeerHello`]); only `PreCopy` and
-    /// `ImageEnd` are told to the home too (it counts them; it passes on an
-    /// `ImageEnd` that failed, which the peer link may not have carried).
+    /// new node over a peer link ([`PeerHello`]); only `PreCopy`,
+    /// `Captured` and `ImageEnd` are told to the home too (it counts them;
+    /// it passes on an `ImageEnd` that failed, which the peer link may not
+    /// have carried). The home then sends the new node its `Restore`
+    /// ahead, with the `Expect`, before this message.
     MigrateOut {
         req: u64,
         session: SessionId,
@@ -528,7 +530,8 @@ pub enum LinkMsg {
     /// Node → home: the process of `MigrateOut` `req` is frozen and
     /// captured (the image of this length follows, after
     /// `handover.stdin_unread` bytes of unread input), or it could not be
-    /// (it runs on, untouched).
+    /// (it runs on, untouched). Over a peer link, to the new node too,
+    /// first: it completes the `Restore` the home sent ahead.
     Captured {
         req: u64,
         result: Result<(ImageSummary, Handover), WireError>,

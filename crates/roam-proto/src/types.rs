@@ -110,6 +110,11 @@ pub struct RestoreSpec {
     /// false if every page is in before the restore is reported (the
     /// pages stream straight into the new process while it is held).
     pub postcopy: bool,
+    /// Sent ahead, with the migration's `Expect`, before the process is
+    /// captured (a migration over a peer link): `image_len` and `handover`
+    /// are not known yet; they come in the old node's `Captured`, over the
+    /// peer link, and the restore starts then.
+    pub ahead: bool,
 }
 
 /// Where a migrating session's streams stand when its process is frozen

@@ -215,7 +215,9 @@ pub(super) fn start(
         },
     );
     if direct.is_some() {
-        // Before the old node is asked: it may connect at once.
+        // Before the old node is asked: it may connect at once. The
+        // restore goes ahead too: the old node's `Captured` completes it
+        // over the peer link, without a hop through here.
         dst.send(
             "link",
             &LinkMsg::Expect {
@@ -224,6 +226,9 @@ pub(super) fn start(
                 pid: node_pid,
             },
         );
+        let restore = restore_msg(&st, req, None);
+        crate::fault::home_before("Restore");
+        dst.send("link", &restore);
     }
     let path = match &direct {
         Some(p) => format!("directly to {}", p.addr),
@@ -241,6 +246,39 @@ pub(super) fn start(
     );
     tracing::info!("migrating home pid {home_pid} (session {session}) from {from} to {to}, {path}");
     Ok(to)
+}
+
+/// The `Restore` of migration `req` for its new node: with the image's
+/// length and the streams' handover once the capture is known, or ahead
+/// of it (over a peer link, the old node's `Captured` completes it).
+fn restore_msg(st: &State, req: u64, captured: Option<(u64, Handover)>) -> LinkMsg {
+    let m = &st.migrations[&req];
+    let ahead = captured.is_none();
+    let (image_len, handover) = captured.map_or((0, None), |(len, h)| (len, Some(h)));
+    LinkMsg::Restore {
+        req,
+        session: m.session,
+        home_pid: m.home_pid,
+        cred: Cred {
+            uid: m.uid,
+            gid: 0,
+            groups: Vec::new(),
+        },
+        spec: Box::new(RestoreSpec {
+            image_len,
+            arch: st
+                .nodes
+                .get(&m.from)
+                .map_or_else(String::new, |n| n.arch.native.clone()),
+            command: m.command.clone(),
+            null: [false; 3],
+            home_ppid: roam_sys::procfs::proc_links(m.home_pid).map_or(1, |l| l.ppid),
+            home_host: roam_sys::procfs::hostname(),
+            handover,
+            postcopy: m.postcopy,
+            ahead,
+        }),
+    }
 }
 
 /// The request id of a message a migration may be made of.
@@ -277,31 +315,13 @@ pub(super) fn from_node(st: &mut State, node: &str, msg: LinkMsg) {
         LinkMsg::Captured { result, .. } if from_old => match result {
             Ok((summary, handover)) => {
                 m.captured = Some((Instant::now(), summary, handover.clone()));
-                let home_ppid = roam_sys::procfs::proc_links(m.home_pid).map_or(1, |l| l.ppid);
-                let restore = LinkMsg::Restore {
-                    req,
-                    session: m.session,
-                    home_pid: m.home_pid,
-                    cred: Cred {
-                        uid: m.uid,
-                        gid: 0,
-                        groups: Vec::new(),
-                    },
-                    spec: Box::new(RestoreSpec {
-                        image_len: summary.len,
-                        arch: st
-                            .nodes
-                            .get(&m.from)
-                            .map_or_else(String::new, |n| n.arch.native.clone()),
-                        command: m.command.clone(),
-                        null: [false; 3],
-                        home_ppid,
-                        home_host: roam_sys::procfs::hostname(),
-                        handover: Some(handover),
-                        postcopy: m.postcopy,
-                    }),
-                };
+                if m.direct {
+                    // The new node has its `Restore`, sent ahead, and the
+                    // capture's summary over the peer link.
+                    return;
+                }
                 let to = m.to.clone();
+                let restore = restore_msg(st, req, Some((summary.len, handover)));
                 match link(st, &to) {
                     Some(l) => {
                         crate::fault::home_before("Restore");
@@ -378,8 +398,12 @@ pub(super) fn from_node(st: &mut State, node: &str, msg: LinkMsg) {
                     .err()
                     .map_or_else(|| "the old node ended it".into(), |e| e.message);
                 let (session, from, to) = (m.session, m.from.clone(), m.to.clone());
+                let restoring = m.direct || m.captured.is_some();
                 end_session_move(st, session, &from);
                 if let Some(l) = link(st, &to) {
+                    if restoring {
+                        call_off_restore(st, req, &to, session);
+                    }
                     l.send("link", &LinkMsg::Forget { session });
                     // Pre-copied pages it may hold for the move.
                     l.send(
@@ -569,10 +593,12 @@ fn fail(st: &mut State, req: u64, why: String) {
     }
     m.decided = true;
     let (from, to) = (m.from.clone(), m.to.clone());
+    let restoring = m.direct || m.captured.is_some();
+    let (session, home_pid) = (m.session, m.home_pid);
     if let Some(l) = st.nodes.get(&from).and_then(|n| n.link.as_ref()) {
         l.send("link", &LinkMsg::MigrateEnd { req, commit: false });
     }
-    if let Some(l) = st.nodes.get(&to).and_then(|n| n.link.as_ref()) {
+    if let Some(l) = st.nodes.get(&to).and_then(|n| n.link.clone()) {
         l.send(
             "link",
             &LinkMsg::ImageEnd {
@@ -580,8 +606,10 @@ fn fail(st: &mut State, req: u64, why: String) {
                 result: Err(WireError::new(ErrorCode::Unavailable, why.clone())),
             },
         );
+        if restoring {
+            call_off_restore(st, req, &to, session);
+        }
     }
-    let (session, home_pid) = (m.session, m.home_pid);
     tracing::warn!(
         "migration of home pid {home_pid} from {from} to {to} failed: {why}; it goes on on {from}"
     );
@@ -597,10 +625,49 @@ fn fail(st: &mut State, req: u64, why: String) {
     forget_if_over(st, req);
 }
 
+/// Migrations called off that their new node may still be restoring
+/// (its `Restore` went, and the whole image may have come before the news)
+/// that are remembered, at most: the oldest go first.
+const MAX_CALLED_OFF: usize = 256;
+
+/// Migration `req` was called off while node `to` may be restoring its
+/// process: a copy it reports made (`Spawned`) is killed.
+fn call_off_restore(st: &mut State, req: u64, to: &str, session: SessionId) {
+    if st.called_off.len() >= MAX_CALLED_OFF {
+        if let Some(oldest) = st.called_off.keys().min().copied() {
+            st.called_off.remove(&oldest);
+        }
+    }
+    st.called_off.insert(req, (to.to_owned(), session));
+}
+
+/// `Spawned` `req` from `node`: if it is of a migration called off, the
+/// copy made there (held, never run) is killed, and true is returned.
+pub(super) fn spawned_after_call_off(
+    st: &mut State,
+    node: &str,
+    req: u64,
+    result: &Result<u32, WireError>,
+) -> bool {
+    if st.called_off.get(&req).is_none_or(|(n, _)| n != node) {
+        return false;
+    }
+    let (_, session) = st.called_off.remove(&req).expect("checked above");
+    if result.is_ok() {
+        tracing::info!("migration {req}, called off, made a copy on {node}: it is killed");
+        if let Some(l) = st.nodes.get(node).and_then(|n| n.link.as_ref()) {
+            l.send("link", &LinkMsg::Forget { session });
+        }
+    }
+    true
+}
+
 /// `node`'s link closed or it is down: its migrations fail. One whose old
 /// node is gone ends there (its process is lost with its node if the node
 /// is declared down; if it comes back, the process goes on there).
 pub(super) fn node_gone(st: &mut State, node: &str) {
+    // Its restores went with it.
+    st.called_off.retain(|_, (to, _)| to != node);
     let reqs: Vec<u64> = st
         .migrations
         .iter()
@@ -657,5 +724,38 @@ pub(super) fn caller_gone(st: &mut State, tx: &FrameTx) {
         if m.caller.as_ref().is_some_and(|c| c.same(tx)) {
             m.caller = None;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_restore_called_off_is_remembered_for_its_node_only_and_the_oldest_go_first() {
+        let mut st = State::default();
+        let ok: Result<u32, WireError> = Ok(7);
+        call_off_restore(&mut st, 5, "n2", SessionId(9));
+        // Another node's `Spawned` of that request is not the one.
+        assert!(!spawned_after_call_off(&mut st, "n3", 5, &ok));
+        assert!(!spawned_after_call_off(&mut st, "n2", 6, &ok));
+        // The node's is, once.
+        assert!(spawned_after_call_off(&mut st, "n2", 5, &ok));
+        assert!(!spawned_after_call_off(&mut st, "n2", 5, &ok));
+        // A failed restore made nothing, and is done with too.
+        call_off_restore(&mut st, 8, "n2", SessionId(9));
+        let failed = Err(WireError::new(ErrorCode::Unavailable, "no"));
+        assert!(spawned_after_call_off(&mut st, "n2", 8, &failed));
+        assert!(st.called_off.is_empty());
+        // Bounded: the oldest request goes.
+        for req in 100..100 + MAX_CALLED_OFF as u64 + 1 {
+            call_off_restore(&mut st, req, "n2", SessionId(req));
+        }
+        assert_eq!(st.called_off.len(), MAX_CALLED_OFF);
+        assert!(!st.called_off.contains_key(&100));
+        assert!(st.called_off.contains_key(&101));
+        // A node gone takes its restores with it.
+        node_gone(&mut st, "n2");
+        assert!(st.called_off.is_empty());
     }
 }

@@ -584,6 +584,12 @@ pub(super) async fn restore(
 ) -> Result<u32, WireError> {
     let here = |m: String| format!("node {}: {m}", shared.name);
     let t0 = Instant::now();
+    if spec.ahead {
+        return Err(err(
+            ErrorCode::BadRequest,
+            here("a restore sent ahead of a capture that never completed it".into()),
+        ));
+    }
     let (store, base) = match precopied {
         Some((s, b)) => (Some(s), b),
         None => (None, 0),
@@ -1203,7 +1209,11 @@ async fn migrate_in_inner(
     // The image, come over a peer link before the home's `Restore` did
     // (they travel different ways): kept for the restore.
     let mut early: Vec<LinkMsg> = Vec::new();
-    loop {
+    // A `Restore` sent ahead, and the old node's `Captured` that completes
+    // it (they too travel different ways).
+    let mut ahead: Option<(SessionId, u32, Cred, RestoreSpec)> = None;
+    let mut captured: Option<(ImageSummary, Handover)> = None;
+    let (session, home_pid, cred, spec) = loop {
         let msg = match next.take() {
             Some(m) => m,
             None => match tokio::time::timeout(TRANSFER_IDLE, rx.recv()).await {
@@ -1244,25 +1254,18 @@ async fn migrate_in_inner(
                 cred,
                 spec,
                 ..
-            } => {
-                let pre = Some((store, received));
-                let rx = if early.is_empty() {
-                    rx
-                } else {
-                    let (tx, ahead) = mpsc::unbounded_channel();
-                    for m in early {
-                        let _ = tx.send(m);
-                    }
-                    tokio::spawn(async move {
-                        while let Some(m) = rx.recv().await {
-                            if tx.send(m).is_err() {
-                                return;
-                            }
-                        }
-                    });
-                    ahead
-                };
-                return Some(restore(shared, req, session, home_pid, cred, *spec, (rx, pre)).await);
+            } if spec.ahead => ahead = Some((session, home_pid, cred, *spec)),
+            LinkMsg::Restore {
+                session,
+                home_pid,
+                cred,
+                spec,
+                ..
+            } => break (session, home_pid, cred, *spec),
+            LinkMsg::Captured { result: Ok(c), .. } => captured = Some(c),
+            LinkMsg::Captured { result: Err(e), .. } => {
+                tracing::info!("migration {req}: not captured ({}); dropped", e.message);
+                return None;
             }
             LinkMsg::ImageEnd { result: Err(e), .. } => {
                 tracing::info!("migration {req}: called off ({}); dropped", e.message);
@@ -1279,7 +1282,33 @@ async fn migrate_in_inner(
             }
             _ => {}
         }
-    }
+        if ahead.is_some() && captured.is_some() {
+            let (session, home_pid, cred, mut spec) = ahead.take().expect("checked above");
+            let (summary, handover) = captured.take().expect("checked above");
+            spec.image_len = summary.len;
+            spec.handover = Some(handover);
+            spec.ahead = false;
+            break (session, home_pid, cred, spec);
+        }
+    };
+    let pre = Some((store, received));
+    let rx = if early.is_empty() {
+        rx
+    } else {
+        let (tx, queued) = mpsc::unbounded_channel();
+        for m in early {
+            let _ = tx.send(m);
+        }
+        tokio::spawn(async move {
+            while let Some(m) = rx.recv().await {
+                if tx.send(m).is_err() {
+                    return;
+                }
+            }
+        });
+        queued
+    };
+    Some(restore(shared, req, session, home_pid, cred, spec, (rx, pre)).await)
 }
 
 /// `MigrateOut`: freezes and captures the session's process, hands its
@@ -1409,19 +1438,26 @@ async fn migrate_out_inner(
     let (pid, cmds, mut image, handover, unread) = match captured {
         Ok(c) => c,
         Err(e) => {
-            shared.send(&LinkMsg::Captured {
-                req,
-                result: Err(e.clone()),
-            });
+            out.tell(
+                shared,
+                &LinkMsg::Captured {
+                    req,
+                    result: Err(e.clone()),
+                },
+            );
             return Err(e);
         }
     };
     let joins = shared.joins.load(std::sync::atomic::Ordering::SeqCst);
     let t_captured = t0.elapsed();
-    shared.send(&LinkMsg::Captured {
-        req,
-        result: Ok((image.summary, handover)),
-    });
+    // To the new node first, over a peer link: its restore starts.
+    out.tell(
+        shared,
+        &LinkMsg::Captured {
+            req,
+            result: Ok((image.summary, handover)),
+        },
+    );
     let mut parts = vec![unread.as_slice()];
     parts.extend(image.parts());
     let sent = out.send(shared, &parts, rx).await;

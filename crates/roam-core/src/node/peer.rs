@@ -5,12 +5,14 @@
 //! A node with `peer_listen` takes TLS connections there, with the
 //! cluster's certificates both ways, as every link. The home names the
 //! new node's listener in `MigrateOut` and tells the new node first which
-//! node the migration comes from (`Expect`). The old node connects (or
-//! reuses its link to that node: one per pair of nodes, kept open), then
-//! sends the migration's `PreCopy`, `Image` and `ImageEnd` messages there;
+//! node the migration comes from (`Expect`), with the migration's
+//! `Restore` sent ahead. The old node connects (or reuses its link to that
+//! node: one per pair of nodes, kept open), then sends the migration's
+//! `PreCopy`, `Captured` (which completes the `Restore`: the image's
+//! length, the streams' handover), `Image` and `ImageEnd` messages there;
 //! the new node acknowledges (`ImageAck`) the same way, and to the home
-//! for progress. Everything else (`Captured`, `Restore`, `Spawned`, the
-//! verdict) still goes through the home, which decides.
+//! for progress. The home hears `PreCopy`, `Captured` and `ImageEnd` too;
+//! `Spawned` and the verdict still go through the home, which decides.
 //!
 //! A message of a migration the home did not announce from the link's
 //! node (its certificate's name) closes the link.
@@ -206,6 +208,7 @@ async fn relay<R: tokio::io::AsyncRead + Unpin>(
             .map_err(|e| format!("node {name} sent a malformed message ({e})"))?;
         let req = match &msg {
             LinkMsg::PreCopy { req, .. }
+            | LinkMsg::Captured { req, .. }
             | LinkMsg::Image { req, .. }
             | LinkMsg::ImageEnd { req, .. } => *req,
             LinkMsg::LazyEnd { req } => {
@@ -233,9 +236,12 @@ async fn relay<R: tokio::io::AsyncRead + Unpin>(
             shared.peer_acks.lock().unwrap().insert(req, tx.clone());
         }
         match msg {
-            LinkMsg::PreCopy { .. } => shared.precopy(req, msg),
+            LinkMsg::PreCopy { .. } => shared.migration_in(req, msg),
             _ => {
-                let end = matches!(msg, LinkMsg::ImageEnd { .. });
+                let end = matches!(
+                    msg,
+                    LinkMsg::ImageEnd { .. } | LinkMsg::Captured { result: Err(_), .. }
+                );
                 // The image may come before the home's `Restore` opens its
                 // transfer: it waits for it (the sender, for acks).
                 let mut queue = None;

@@ -59,6 +59,7 @@ pub fn run_restore_proxy(opts: RestoreOptions) -> ! {
         home_host: roam_sys::procfs::hostname(),
         handover: None,
         postcopy: false,
+        ahead: false,
     };
     finish(rt.block_on(restore_main(opts, spec, signals)))
 }
