@@ -158,6 +158,13 @@ pub fn cont(tid: i32, signal: i32) -> io::Result<()> {
     check(unsafe { libc::ptrace(libc::PTRACE_CONT, tid, 0usize, signal as usize) }).map(drop)
 }
 
+/// PTRACE_SINGLESTEP: runs one instruction (a `syscall` one whole: the
+/// thread stops with SIGTRAP once the call has returned).
+pub fn single_step(tid: i32) -> io::Result<()> {
+    // SAFETY: PTRACE_SINGLESTEP takes a tid and a signal (0: none).
+    check(unsafe { libc::ptrace(libc::PTRACE_SINGLESTEP, tid, 0usize, 0usize) }).map(drop)
+}
+
 /// PTRACE_SYSCALL: runs to the next system-call entry or exit.
 pub fn syscall_step(tid: i32) -> io::Result<()> {
     // SAFETY: PTRACE_SYSCALL takes a tid and a signal (0: none).

@@ -9,9 +9,11 @@
 //! - [`Site::Trap`]: the instruction is followed by `int3` (a page of the
 //!   tracer's making, as in a restore's stub): one stop per call, a
 //!   SIGTRAP that is never delivered;
-//! - [`Site::Syscall`]: any `0f 05` in the tracee (its vDSO has some): the
-//!   call's entry and exit stops (PTRACE_SYSCALL; the tracee must have
-//!   PTRACE_O_TRACESYSGOOD), nothing written into the tracee.
+//! - [`Site::Syscall`]: any `0f 05` in the tracee (its vDSO has some),
+//!   single-stepped (PTRACE_SINGLESTEP): one stop per call too, a SIGTRAP
+//!   once the call has returned, nothing written into the tracee. (It was
+//!   stepped with PTRACE_SYSCALL, to the call's entry and exit: two stops,
+//!   about 25 us more per call.)
 //!
 //! x86-64 only (the system-call convention).
 
@@ -32,7 +34,7 @@ const ERESTART_RESTARTBLOCK: i64 = 516;
 pub enum Site {
     /// `syscall; int3` at this address.
     Trap(u64),
-    /// A `0f 05` at this address, stepped with PTRACE_SYSCALL.
+    /// A `0f 05` at this address, single-stepped.
     Syscall(u64),
 }
 
@@ -90,8 +92,10 @@ pub struct Remote {
     site: Site,
     /// A call ran: the thread's registers are no longer its own.
     moved: bool,
-    /// Stopped at a system-call exit (Site::Syscall) rather than in a
-    /// signal stop.
+    /// Stepped over a `syscall` of the process's own (Site::Syscall): the
+    /// restart of a call it was interrupted in is made explicitly, in the
+    /// registers it gets back ([`restarted`]), rather than left to the
+    /// kernel's signal stop.
     at_exit: bool,
 }
 
@@ -158,10 +162,8 @@ impl Remote {
             Site::Syscall(at) => {
                 r.rip = at;
                 ptrace::set_regs(self.tid, &r)?;
-                for _ in 0..2 {
-                    ptrace::syscall_step(self.tid)?;
-                    self.wait_for(|signal| signal == libc::SIGTRAP | 0x80)?;
-                }
+                ptrace::single_step(self.tid)?;
+                self.wait_for(|signal| signal == libc::SIGTRAP)?;
                 self.at_exit = true;
             }
         }
@@ -210,7 +212,7 @@ impl Remote {
                 Stop::Stopped { signal, event: 0 } if want(signal) => return Ok(()),
                 Stop::Stopped { .. } => {
                     if matches!(self.site, Site::Syscall(_)) {
-                        ptrace::syscall_step(self.tid)?;
+                        ptrace::single_step(self.tid)?;
                     } else {
                         ptrace::cont(self.tid, 0)?;
                     }
@@ -232,8 +234,10 @@ impl Remote {
     }
 
     /// Issues a last call (typically the munmap of the page holding the
-    /// site) and, stopped at its exit, gives the thread `regs`: it resumes
-    /// there, the site no longer needed.
+    /// site) and, stopped after it, gives the thread `regs`: it resumes
+    /// there, the site no longer needed. `regs` must leave no call to
+    /// restart (`orig_rax` -1, as [`restarted`] makes them): the stop is a
+    /// signal stop, after which the kernel would restart one.
     pub fn last_call(
         &mut self,
         nr: libc::c_long,
