@@ -28,8 +28,11 @@ use thiserror::Error;
 use tokio::net::TcpStream;
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
 use crate::creds::valid_node_name;
 use crate::der;
+use crate::sealed::{SealedReader, SealedWriter};
 
 /// Encrypted bytes a connection may hold before a write waits for the
 /// socket (rustls's default, 64 KiB, made a write system call of 4 records).
@@ -99,6 +102,12 @@ pub enum TlsError {
     Timeout { peer: String, after: Duration },
     #[error("peer certificate of {peer} has no node name")]
     NoPeerName { peer: String },
+    #[error("cannot seal the records of the link with {peer}")]
+    Sealed {
+        peer: String,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// A daemon's identity: the cluster CA, its own certificate and key, and the
@@ -237,6 +246,10 @@ impl Identity {
         // the server has not read yet.
         server.send_tls13_tickets = 0;
         client.resumption = rustls::client::Resumption::disabled();
+        // The peer links seal their records themselves (`crate::sealed`),
+        // with the keys of their handshake.
+        server.enable_secret_extraction = true;
+        client.enable_secret_extraction = true;
 
         Ok(Identity {
             name: name.into(),
@@ -342,6 +355,88 @@ pub async fn connect(
         Ok(res) => res,
         Err(_) => Err(TlsError::Timeout {
             peer: addr.to_string(),
+            after: timeout,
+        }),
+    }
+}
+
+/// A link whose records roam seals itself ([`crate::sealed`]), over its
+/// TCP stream's halves.
+pub type SealedLink = (
+    SealedReader<tokio::net::tcp::OwnedReadHalf>,
+    SealedWriter<tokio::net::tcp::OwnedWriteHalf>,
+);
+
+/// What the accepting end of a sealed link sends first, sealed. The
+/// connecting end sends nothing before it has opened it: a record of its
+/// that came early could be in rustls's buffers, which the switch to
+/// roam's records leaves behind.
+const SEALED_READY: &[u8; 8] = b"ROAMSEAL";
+
+/// The records of a handshaken link, sealed by roam from now on.
+fn into_sealed(
+    tcp: TcpStream,
+    secrets: Result<rustls::ExtractedSecrets, rustls::Error>,
+    peer: &str,
+) -> Result<SealedLink, TlsError> {
+    let bad = |source: std::io::Error| TlsError::Sealed {
+        peer: peer.to_owned(),
+        source,
+    };
+    let secrets = secrets.map_err(|e| bad(std::io::Error::other(e)))?;
+    let (r, w) = tcp.into_split();
+    crate::sealed::seal(r, w, secrets).map_err(|e| bad(e.into()))
+}
+
+/// [`accept`], then the link's records sealed by roam
+/// ([`crate::sealed`]): for links that carry bulk data.
+pub async fn accept_sealed(
+    id: &Identity,
+    tcp: TcpStream,
+    timeout: Duration,
+) -> Result<(SealedLink, String), TlsError> {
+    let (stream, name) = accept(id, tcp, timeout).await?;
+    let (tcp, conn) = stream.into_inner();
+    let (r, mut w) = into_sealed(tcp, conn.dangerous_extract_secrets(), &name)?;
+    let ready = async {
+        w.write_all(SEALED_READY).await?;
+        w.flush().await
+    };
+    match tokio::time::timeout(timeout, ready).await {
+        Ok(Ok(())) => Ok(((r, w), name)),
+        Ok(Err(source)) => Err(TlsError::Sealed { peer: name, source }),
+        Err(_) => Err(TlsError::Timeout {
+            peer: name,
+            after: timeout,
+        }),
+    }
+}
+
+/// [`connect`], then the link's records sealed by roam
+/// ([`crate::sealed`]); the accepting end must use [`accept_sealed`].
+pub async fn connect_sealed(
+    id: &Identity,
+    addr: SocketAddr,
+    expected_name: &str,
+    timeout: Duration,
+) -> Result<SealedLink, TlsError> {
+    let stream = connect(id, addr, expected_name, timeout).await?;
+    let (tcp, conn) = stream.into_inner();
+    let peer = addr.to_string();
+    let (mut r, w) = into_sealed(tcp, conn.dangerous_extract_secrets(), &peer)?;
+    let mut got = [0u8; SEALED_READY.len()];
+    match tokio::time::timeout(timeout, r.read_exact(&mut got)).await {
+        Ok(Ok(_)) if &got == SEALED_READY => Ok((r, w)),
+        Ok(Ok(_)) => Err(TlsError::Sealed {
+            peer,
+            source: std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "the peer does not seal its records as roam does",
+            ),
+        }),
+        Ok(Err(source)) => Err(TlsError::Sealed { peer, source }),
+        Err(_) => Err(TlsError::Timeout {
+            peer,
             after: timeout,
         }),
     }

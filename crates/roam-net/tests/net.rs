@@ -625,3 +625,85 @@ async fn read_is_cancel_safe() {
         Some(sample(4))
     );
 }
+
+/// A sealed link (records sealed by roam after the handshake): frames of
+/// every size both ways, and its end.
+#[tokio::test]
+async fn sealed_link_carries_frames_both_ways() {
+    let (_t, dir) = cluster("sealed");
+    let a = identity(&dir, "n1");
+    let b = identity(&dir, "n2");
+    let (l, addr) = listener().await;
+    let big: Vec<u8> = (0..3_000_000u32).map(|i| (i * 13 + i / 7) as u8).collect();
+    let want = big.clone();
+    let server = tokio::spawn(async move {
+        let (tcp, _) = l.accept().await.unwrap();
+        let ((r, w), peer) = roam_net::tls::accept_sealed(&b, tcp, HANDSHAKE)
+            .await
+            .unwrap();
+        let mut r = FrameReader::new(r);
+        let mut w = FrameWriter::new(w);
+        while let Some(m) = r.read_msg::<LinkMsg>("peer").await.unwrap() {
+            w.write_msg("peer", &m).await.unwrap();
+        }
+        w.shutdown().await.unwrap();
+        peer
+    });
+    let (r, w) = roam_net::tls::connect_sealed(&a, addr, "n2", HANDSHAKE)
+        .await
+        .unwrap();
+    let mut r = FrameReader::new(r);
+    let mut w = FrameWriter::new(w);
+    for seq in 0..50 {
+        w.write_msg("peer", &LinkMsg::Ping { seq }).await.unwrap();
+        assert_eq!(
+            r.read_msg::<LinkMsg>("peer").await.unwrap(),
+            Some(LinkMsg::Ping { seq })
+        );
+    }
+    for (i, chunk) in big.chunks(roam_proto::MAX_DATA_CHUNK).enumerate() {
+        let msg = LinkMsg::Image {
+            req: 7,
+            offset: (i * roam_proto::MAX_DATA_CHUNK) as u64,
+            data: chunk.to_vec(),
+        };
+        w.write_msg("peer", &msg).await.unwrap();
+        assert_eq!(r.read_msg::<LinkMsg>("peer").await.unwrap(), Some(msg));
+    }
+    w.shutdown().await.unwrap();
+    assert_eq!(r.read_msg::<LinkMsg>("peer").await.unwrap(), None);
+    assert_eq!(server.await.unwrap(), "n1");
+    assert_eq!(big, want);
+}
+
+/// roam's records are TLS 1.3's: a rustls end reads what a sealed end
+/// wrote, and the sealed end opens what rustls wrote.
+#[tokio::test]
+async fn sealed_records_are_tls_records_rustls_reads_and_writes() {
+    let (_t, dir) = cluster("sealed-rustls");
+    let a = identity(&dir, "n1");
+    let b = identity(&dir, "n2");
+    let (l, addr) = listener().await;
+    let server = tokio::spawn(async move {
+        let (tcp, _) = l.accept().await.unwrap();
+        let ((mut r, mut w), _) = roam_net::tls::accept_sealed(&b, tcp, HANDSHAKE)
+            .await
+            .unwrap();
+        let mut got = vec![0u8; 100_000];
+        r.read_exact(&mut got).await.unwrap();
+        w.write_all(&got).await.unwrap();
+        w.shutdown().await.unwrap();
+    });
+    // A plain rustls client: the acceptor's first record is its "ready".
+    let mut tls = connect(&a, addr, "n2", HANDSHAKE).await.unwrap();
+    let mut ready = [0u8; 8];
+    tls.read_exact(&mut ready).await.unwrap();
+    assert_eq!(&ready, b"ROAMSEAL");
+    let data: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+    tls.write_all(&data).await.unwrap();
+    tls.flush().await.unwrap();
+    let mut back = Vec::new();
+    let _ = tls.read_to_end(&mut back).await;
+    assert_eq!(back, data);
+    server.await.unwrap();
+}

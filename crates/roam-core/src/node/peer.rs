@@ -3,7 +3,10 @@
 //! transfer").
 //!
 //! A node with `peer_listen` takes TLS connections there, with the
-//! cluster's certificates both ways, as every link. The home names the
+//! cluster's certificates both ways, as every link; after the handshake
+//! the link's records are sealed and opened by roam (`roam_net::sealed`:
+//! TLS 1.3's records under the handshake's keys, read 256 KiB at a time),
+//! not by rustls. The home names the
 //! new node's listener in `MigrateOut` and tells the new node first which
 //! node the migration comes from (`Expect`), with the migration's
 //! `Restore` sent ahead. The old node connects (or reuses its link to that
@@ -55,10 +58,9 @@ pub(super) async fn open(shared: &Arc<NodeShared>, path: &PeerPath) -> Result<Fr
             shared.name, path.node, path.addr
         ))
     };
-    let stream = tls::connect(&shared.tls, path.addr, &path.node, HANDSHAKE_TIMEOUT)
+    let (r, w) = tls::connect_sealed(&shared.tls, path.addr, &path.node, HANDSHAKE_TIMEOUT)
         .await
         .map_err(|e| cant(crate::error_chain(&e)))?;
-    let (r, w) = tokio::io::split(stream);
     let mut writer = FrameWriter::new(w);
     writer
         .write_hello("peer hello", &PeerHello { flags: 0 })
@@ -143,10 +145,9 @@ pub(super) async fn listen(shared: Arc<NodeShared>, listener: TcpListener) {
 /// One peer link: hands the messages of each migration the home announced
 /// from its node to that migration.
 async fn serve(shared: &Arc<NodeShared>, sock: tokio::net::TcpStream) -> Result<(), String> {
-    let (stream, name) = tls::accept(&shared.tls, sock, HANDSHAKE_TIMEOUT)
+    let ((r, w), name) = tls::accept_sealed(&shared.tls, sock, HANDSHAKE_TIMEOUT)
         .await
         .map_err(|e| crate::error_chain(&e))?;
-    let (r, w) = tokio::io::split(stream);
     let mut reader = FrameReader::new(r);
     let _: PeerHello = tokio::time::timeout(HANDSHAKE_TIMEOUT, reader.read_hello("peer hello"))
         .await

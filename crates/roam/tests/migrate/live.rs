@@ -150,10 +150,9 @@ fn a_peer_link_takes_only_migrations_the_home_announced() {
         .build()
         .unwrap();
     let closed = rt.block_on(async {
-        let stream = roam_net::tls::connect(&id, addr, "n2", Duration::from_secs(5))
+        let (r, w) = roam_net::tls::connect_sealed(&id, addr, "n2", Duration::from_secs(5))
             .await
             .unwrap();
-        let (r, w) = tokio::io::split(stream);
         let mut w = FrameWriter::new(w);
         w.write_hello("peer hello", &roam_proto::link::PeerHello { flags: 0 })
             .await
