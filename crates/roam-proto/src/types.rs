@@ -76,6 +76,11 @@ pub struct ImageSummary {
     pub stored: u64,
     /// How long the process was stopped to be captured (microseconds).
     pub frozen_us: u64,
+    /// For a migration: how long after the node had the request the
+    /// process was stopped (microseconds; the pre-copy rounds, the
+    /// checks). The home counts the freeze as the rest of the move, on
+    /// its own clock.
+    pub stopped_after_us: u64,
     /// Bytes of memory left out of it, streamed after it over the peer
     /// link (before the restore is reported, or after: see
     /// [`RestoreSpec::postcopy`]).

@@ -490,11 +490,17 @@ fn commit(st: &mut State, req: u64, pid: u32) {
     }
     let m = st.migrations.get(&req).expect("found above");
     let now = Instant::now();
+    let total_us = now.duration_since(m.started).as_micros() as u64;
+    // Frozen from the stop to now, on this clock: the move but the time
+    // the old node took to stop the process (the request's way to the
+    // old node counts as frozen, as the commit's way to the new one
+    // does not). The home's own hearing of `Captured` is no mark: over a
+    // peer link the restore does not wait for it.
     let (frozen_us, image_len, stored, postcopied) =
-        m.captured.as_ref().map_or((0, 0, 0, 0), |(t, s, _)| {
+        m.captured.as_ref().map_or((0, 0, 0, 0), |(_, s, _)| {
             let (during, after) = m.left_out(s);
             (
-                s.frozen_us + now.duration_since(*t).as_micros() as u64,
+                total_us.saturating_sub(s.stopped_after_us),
                 s.len + during,
                 s.stored + during,
                 after,
@@ -508,7 +514,7 @@ fn commit(st: &mut State, req: u64, pid: u32) {
         image_len,
         stored,
         frozen_us,
-        total_us: now.duration_since(m.started).as_micros() as u64,
+        total_us,
         rounds: m.rounds,
         precopied: m.precopied,
         postcopied,

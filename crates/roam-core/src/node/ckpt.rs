@@ -262,6 +262,7 @@ fn run_job(job: Job, t: &mut TracerState) {
                     len: pieces.iter().map(|p| p.len() as u64).sum(),
                     stored: c.stored_bytes,
                     frozen_us,
+                    stopped_after_us: 0,
                     lazy: bytes_of(&lazy),
                 };
                 Ok(CapturedImage {
@@ -1417,9 +1418,11 @@ async fn migrate_out_inner(
         // the image, read from the frozen process: streamed into the new
         // process as it is rebuilt, or, with post-copy, after it runs.
         let lazy = mode == MigrateMode::PostCopy || (out.peer.is_some() && tracker.is_none());
-        let image = capture(shared, pid, false, tracker, lazy)
+        let mut image = capture(shared, pid, false, tracker, lazy)
             .await
             .map_err(|e| ended_or(pid, e))?;
+        let s = &mut image.summary;
+        s.stopped_after_us = (t0.elapsed().as_micros() as u64).saturating_sub(s.frozen_us);
         let (tx, handed) = oneshot::channel();
         let _ = cmds.send(super::SessionCmd::Handover(tx));
         match handed.await {

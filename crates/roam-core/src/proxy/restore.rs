@@ -189,6 +189,7 @@ pub(super) async fn send_image(
         len,
         stored: 0,
         frozen_us: 0,
+        stopped_after_us: 0,
         lazy: 0,
     };
     client

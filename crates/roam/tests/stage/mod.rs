@@ -190,6 +190,7 @@ fn stage(c: &Cluster, node: &str, hash: StageHash, data: &[u8]) -> Result<LocalM
             len: data.len() as u64,
             stored: 0,
             frozen_us: 0,
+            stopped_after_us: 0,
             lazy: 0,
         };
         client
