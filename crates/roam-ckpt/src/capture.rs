@@ -398,8 +398,6 @@ fn capture_pending_with(
             syscall_in_vdso_of(pid, &vmas).map_err(sys("find a system-call instruction"))?,
         );
         for &tid in &tids {
-            ptrace::set_options(tid, libc::PTRACE_O_TRACESYSGOOD)
-                .map_err(sys("set the tracing options"))?;
             remotes.push(Remote::new(tid, site).map_err(sys("read the registers"))?);
         }
         let status = std::fs::read_to_string(format!("/proc/{pid}/status"))

@@ -126,8 +126,6 @@ impl Tracker {
         let made = (|| {
             let site =
                 Site::Syscall(syscall_in_vdso(pid).map_err(sys("find a system-call instruction"))?);
-            ptrace::set_options(tids[0], libc::PTRACE_O_TRACESYSGOOD)
-                .map_err(sys("set the tracing options"))?;
             let mut r = Remote::new(tids[0], site).map_err(sys("read the registers"))?;
             let result = r
                 .call(libc::SYS_userfaultfd, &[uffd::USERFAULTFD_FLAGS])

@@ -165,12 +165,6 @@ pub fn single_step(tid: i32) -> io::Result<()> {
     check(unsafe { libc::ptrace(libc::PTRACE_SINGLESTEP, tid, 0usize, 0usize) }).map(drop)
 }
 
-/// PTRACE_SYSCALL: runs to the next system-call entry or exit.
-pub fn syscall_step(tid: i32) -> io::Result<()> {
-    // SAFETY: PTRACE_SYSCALL takes a tid and a signal (0: none).
-    check(unsafe { libc::ptrace(libc::PTRACE_SYSCALL, tid, 0usize, 0usize) }).map(drop)
-}
-
 /// PTRACE_GETEVENTMSG: the new thread's tid at a PTRACE_EVENT_CLONE stop.
 pub fn event_msg(tid: i32) -> io::Result<u64> {
     let mut msg: libc::c_ulong = 0;

@@ -11,9 +11,7 @@
 //!   SIGTRAP that is never delivered;
 //! - [`Site::Syscall`]: any `0f 05` in the tracee (its vDSO has some),
 //!   single-stepped (PTRACE_SINGLESTEP): one stop per call too, a SIGTRAP
-//!   once the call has returned, nothing written into the tracee. (It was
-//!   stepped with PTRACE_SYSCALL, to the call's entry and exit: two stops,
-//!   about 25 us more per call.)
+//!   once the call has returned, nothing written into the tracee.
 //!
 //! x86-64 only (the system-call convention).
 
@@ -96,7 +94,7 @@ pub struct Remote {
     /// restart of a call it was interrupted in is made explicitly, in the
     /// registers it gets back ([`restarted`]), rather than left to the
     /// kernel's signal stop.
-    at_exit: bool,
+    explicit_restart: bool,
 }
 
 impl Remote {
@@ -108,7 +106,7 @@ impl Remote {
             saved: ptrace::regs(tid)?,
             site,
             moved: false,
-            at_exit: false,
+            explicit_restart: false,
         })
     }
 
@@ -157,14 +155,14 @@ impl Remote {
                 ptrace::set_regs(self.tid, &r)?;
                 ptrace::cont(self.tid, 0)?;
                 self.wait_for(|signal| signal == libc::SIGTRAP)?;
-                self.at_exit = false;
+                self.explicit_restart = false;
             }
             Site::Syscall(at) => {
                 r.rip = at;
                 ptrace::set_regs(self.tid, &r)?;
                 ptrace::single_step(self.tid)?;
                 self.wait_for(|signal| signal == libc::SIGTRAP)?;
-                self.at_exit = true;
+                self.explicit_restart = true;
             }
         }
         Ok(ptrace::regs(self.tid)?.rax)
@@ -195,7 +193,7 @@ impl Remote {
         ptrace::set_regs(self.tid, &r)?;
         ptrace::cont(self.tid, 0)?;
         self.wait_for(|signal| signal == libc::SIGTRAP)?;
-        self.at_exit = false;
+        self.explicit_restart = false;
         let mut raw = vec![0u8; 8 * calls.len()];
         ptrace::read_memory(self.tid, results_at, &mut raw)?;
         Ok(raw
@@ -260,8 +258,8 @@ impl Remote {
         if !self.moved {
             return Ok(());
         }
-        if self.at_exit {
-            // No restart happens after a system-call exit: made here.
+        if self.explicit_restart {
+            // Made here, in registers that hold at any stop.
             ptrace::set_regs(self.tid, &restarted(&self.saved))
         } else {
             // A signal stop: the kernel restarts the call on resuming.
@@ -425,7 +423,7 @@ fn stopped_stub(child: i32, rooted: bool) -> io::Result<i32> {
             )))
         }
     }
-    let opts = libc::PTRACE_O_EXITKILL | libc::PTRACE_O_TRACECLONE | libc::PTRACE_O_TRACESYSGOOD;
+    let opts = libc::PTRACE_O_EXITKILL | libc::PTRACE_O_TRACECLONE;
     ptrace::set_options(child, opts)?;
     Ok(child)
 }
