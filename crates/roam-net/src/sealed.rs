@@ -60,8 +60,8 @@ pub enum SealError {
     BadKey,
     #[error("a record that is not application data in its header (type {0}) or of a bad version")]
     BadHeader(u8),
-    #[error("a record of {0} bytes, more than a record may hold")]
-    TooLong(usize),
+    #[error("a record of {0} bytes, out of what a record may hold (17 to {MAX_CIPHER})")]
+    BadLength(usize),
     #[error("a record failed its authentication (corrupt, forged, replayed or out of order)")]
     Forged,
     #[error("a record with no content type")]
@@ -171,7 +171,7 @@ fn record_len(b: &[u8]) -> Result<usize, SealError> {
     }
     let len = usize::from(u16::from_be_bytes([b[3], b[4]]));
     if !(TAG + 1..=MAX_CIPHER).contains(&len) {
-        return Err(SealError::TooLong(len));
+        return Err(SealError::BadLength(len));
     }
     Ok(len)
 }
